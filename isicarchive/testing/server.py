@@ -1,0 +1,517 @@
+"""The local ISIC archive: a real HTTP server on the loopback interface.
+
+It serves the legacy v1 API under ``/api/v1`` (and the current v2 API under
+``/api/v2``) from :class:`~isicarchive.testing.generator.ArchiveData`, with
+authentication, permissions, paging, fault injection, a request log, Range
+requests, an optional bandwidth/latency model and optional HTTPS.
+
+Examples
+--------
+>>> from isicarchive.testing import LocalArchive
+>>> with LocalArchive(seed=1) as archive:            # doctest: +SKIP
+...     api = IsicApi(hostname=archive.url)
+...     archive.faults.add("status", status=503, probability=0.3)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from .faults import Fault, FaultInjector
+from .generator import ArchiveConfig, ArchiveData, User
+
+__all__ = ["LocalArchive", "Request", "Response", "ApiError", "RequestRecord"]
+
+
+class ApiError(Exception):
+    """Raised by a route to answer with an error status and message."""
+
+    def __init__(self, status: int, message: str, kind: str = "rest", field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.field = field
+
+
+@dataclass
+class Request:
+    """What a route handler sees of a request."""
+
+    method: str
+    path: str  # the full path, e.g. /api/v1/image/abc
+    route: str  # the path below the API root, e.g. image/abc
+    api: str  # "v1" or "v2"
+    query: dict[str, str]
+    headers: Any
+    body: bytes
+    user: User | None
+    base_url: str
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        return self.query.get(name, default)
+
+    def int_arg(self, name: str, default: int) -> int:
+        value = self.query.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise ApiError(400, f"Invalid value for {name}: {value!r} is not an integer.",
+                           "validation", name) from None
+
+
+@dataclass
+class Response:
+    """A route's answer."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    #: binary downloads honour Range requests
+    ranged: bool = False
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200, **headers: str) -> "Response":
+        return cls(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json", dict(headers))
+
+    @classmethod
+    def binary(cls, data: bytes, content_type: str, filename: str | None = None) -> "Response":
+        headers = {"Accept-Ranges": "bytes"}
+        if filename:
+            headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return cls(200, data, content_type, headers, ranged=True)
+
+
+@dataclass
+class RequestRecord:
+    """One line of the request log."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    user: str | None
+    bytes_sent: int
+    fault: str | None
+    started: float
+    range: str | None = None
+
+
+Handler = Callable[[Request], Response]
+
+
+class Router:
+    """Method + regular expression → handler, per API version."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, str, re.Pattern[str], Handler]] = []
+
+    def add(self, api: str, method: str, pattern: str, handler: Handler) -> None:
+        self._routes.append((api, method, re.compile(pattern + r"/?$"), handler))
+
+    def resolve(self, api: str, method: str, route: str) -> tuple[Handler, dict[str, str]] | None:
+        allowed = False
+        for r_api, r_method, regex, handler in self._routes:
+            if r_api != api:
+                continue
+            match = regex.match(route)
+            if match:
+                if r_method == method or (method == "HEAD" and r_method == "GET"):
+                    return handler, match.groupdict()
+                allowed = True
+        if allowed:
+            raise ApiError(405, f"Method {method} not allowed for {route}.")
+        return None
+
+
+class LocalArchive:
+    """A local ISIC archive server (v1 and v2) for tests, examples and benchmarks.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the generated content.
+    config : ArchiveConfig, optional
+        Sizes of the generated content (see :class:`ArchiveConfig`).
+    data : ArchiveData, optional
+        Ready content, e.g. ``ArchiveData.from_dump(...)`` for real metadata.
+    host : str
+        Interface to bind; loopback by default.
+    port : int
+        0 picks a free port.
+    https : bool
+        Serve TLS with a throwaway certificate authority (needs ``trustme``);
+        its CA bundle is :attr:`ca_file`.
+    latency : float
+        Seconds added before every response (a slow network).
+    bandwidth : float, optional
+        Bytes per second per connection for response bodies.
+
+    Attributes
+    ----------
+    faults : FaultInjector
+        Add and remove fault rules at run time.
+    log : list of RequestRecord
+        Every request served, in order.
+    data : ArchiveData
+        The content; ``data.users`` holds the accounts.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        config: ArchiveConfig | None = None,
+        data: ArchiveData | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        https: bool = False,
+        latency: float = 0.0,
+        bandwidth: float | None = None,
+    ) -> None:
+        self.data = data if data is not None else ArchiveData(seed=seed, config=config)
+        self.host = host
+        self.port = port
+        self.https = https
+        self.latency = latency
+        self.bandwidth = bandwidth
+        self.faults = FaultInjector(seed)
+        self.log: list[RequestRecord] = []
+        self._log_lock = threading.Lock()
+        self._tokens: dict[str, User] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self.ca_file: str | None = None
+        self.router = Router()
+        from . import v1routes
+
+        v1routes.register(self)
+        try:
+            from . import v2routes
+        except ImportError:  # pragma: no cover - v2 is optional during development
+            pass
+        else:
+            v2routes.register(self)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "LocalArchive":
+        """Bind and serve in a background thread; returns self."""
+        if self._server is not None:
+            return self
+        handler = type("BoundHandler", (_Handler,), {"archive": self})
+        server = _Server((self.host, self.port), handler)
+        if self.https:
+            server.socket = self._tls_context().wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"LocalArchive:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def __enter__(self) -> "LocalArchive":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        try:
+            import trustme
+        except ImportError as exc:  # pragma: no cover
+            raise RuntimeError("HTTPS needs the 'trustme' package: pip install trustme") from exc
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="isic-local-ca-")
+        self.ca_file = os.path.join(self._tmpdir.name, "ca.pem")
+        ca.cert_pem.write_to_path(self.ca_file)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        return context
+
+    # ----------------------------------------------------------------- URLs
+    @property
+    def url(self) -> str:
+        """Scheme, host and port, e.g. ``http://127.0.0.1:54321``."""
+        scheme = "https" if self.https else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    @property
+    def v1_url(self) -> str:
+        return self.url + "/api/v1"
+
+    @property
+    def v2_url(self) -> str:
+        return self.url + "/api/v2"
+
+    # ---------------------------------------------------------- accounts
+    @property
+    def credentials(self) -> dict[str, str]:
+        """Login → password of every account."""
+        return {u.login: u.password for u in self.data.users}
+
+    def issue_token(self, user: User) -> str:
+        token = secrets.token_hex(24)
+        self._tokens[token] = user
+        return token
+
+    def token_for(self, login: str) -> str:
+        """A fresh token (v1 ``Girder-Token`` or v2 bearer) for an account."""
+        return self.issue_token(self.data.users_by_login[login])
+
+    def revoke_token(self, token: str) -> None:
+        self._tokens.pop(token, None)
+
+    def user_for_token(self, token: str | None) -> User | None:
+        return self._tokens.get(token) if token else None
+
+    # ------------------------------------------------------------ the log
+    def requests(self, pattern: str = ".*", method: str | None = None) -> list[RequestRecord]:
+        """Logged requests whose path matches ``pattern`` (regex search)."""
+        regex = re.compile(pattern)
+        with self._log_lock:
+            return [r for r in self.log if regex.search(r.path) and (method is None or r.method == method)]
+
+    def clear_log(self) -> None:
+        with self._log_lock:
+            self.log.clear()
+
+    def bytes_sent(self, pattern: str = ".*") -> int:
+        """Body bytes sent for requests matching ``pattern``."""
+        return sum(r.bytes_sent for r in self.requests(pattern))
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._log_lock:
+            self.log.append(record)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up mid-response (as fault tests make them) are normal here.
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    archive: LocalArchive
+    protocol_version = "HTTP/1.1"
+    server_version = "LocalISICArchive/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the archive keeps its own log
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # ------------------------------------------------------------ dispatch
+    def _dispatch(self, method: str) -> None:
+        archive = self.archive
+        started = time.monotonic()
+        parts = urlsplit(self.path)
+        path = parts.path
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        api, route = _split_api(path)
+        user = archive.user_for_token(_token_from(self.headers))
+        fault = archive.faults.pick(method, path)
+        if archive.latency:
+            time.sleep(archive.latency)
+        if fault is not None and fault.kind == "latency":
+            time.sleep(float(fault.params.get("seconds", 1.0)))
+        response = self._answer(method, path, api, route, query, body, user, fault)
+        sent = self._send(method, response, fault)
+        archive._record(RequestRecord(method, path, query, response.status, user.login if user else None,
+                                      sent, fault.kind if fault else None, started,
+                                      self.headers.get("Range")))
+
+    def _answer(self, method: str, path: str, api: str | None, route: str, query: dict[str, str],
+                body: bytes, user: User | None, fault: Fault | None) -> Response:
+        if fault is not None:
+            early = _early_fault(fault)
+            if early is not None:
+                return early
+        if api is None:
+            return _error_response("v1", ApiError(404, f"No such resource: {path}"))
+        host = self.headers.get("Host") or f"{self.archive.host}:{self.archive.port}"
+        scheme = "https" if self.archive.https else "http"
+        request = Request(method, path, route, api, query, self.headers, body, user, f"{scheme}://{host}")
+        try:
+            resolved = self.archive.router.resolve(api, method, route)
+            if resolved is None:
+                raise ApiError(404, f"No matching route for \"{method} {path}\"")
+            handler, params = resolved
+            response = handler(request, **params) if params else handler(request)
+        except ApiError as exc:
+            response = _error_response(api, exc)
+        if fault is not None and fault.kind == "malformed" and response.content_type.startswith("application/json"):
+            response.body = response.body[: max(1, len(response.body) // 2)] + b"<<not json"
+        return response
+
+    def _send(self, method: str, response: Response, fault: Fault | None) -> int:
+        body = response.body
+        status = response.status
+        headers = dict(response.headers)
+        range_header = self.headers.get("Range")
+        if response.ranged and status == 200 and range_header:
+            status, body, extra = _apply_range(range_header, body)
+            headers.update(extra)
+        self.send_response(status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if method == "HEAD":
+            return 0
+        if fault is not None and fault.kind in ("reset", "truncate"):
+            part = body[: int(len(body) * float(fault.params.get("fraction", 0.5)))]
+            self._write(part)
+            self.wfile.flush()
+            if fault.kind == "reset":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR) if fault.kind == "truncate" else None
+            except OSError:
+                pass
+            return len(part)
+        self._write(body)
+        return len(body)
+
+    def _write(self, data: bytes) -> None:
+        bandwidth = self.archive.bandwidth
+        try:
+            if not bandwidth:
+                self.wfile.write(data)
+                return
+            chunk = max(1024, int(bandwidth / 20))
+            for start in range(0, len(data), chunk):
+                piece = data[start:start + chunk]
+                self.wfile.write(piece)
+                time.sleep(len(piece) / bandwidth)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+def _split_api(path: str) -> tuple[str | None, str]:
+    for api in ("v1", "v2"):
+        prefix = f"/api/{api}"
+        if path == prefix or path.startswith(prefix + "/"):
+            return api, path[len(prefix):].strip("/")
+    return None, path.strip("/")
+
+
+def _token_from(headers: Any) -> str | None:
+    token = headers.get("Girder-Token")
+    if token:
+        return token
+    auth = headers.get("Authorization") or ""
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return None
+
+
+def basic_credentials(headers: Any) -> tuple[str, str] | None:
+    """``(login, password)`` from an HTTP Basic header, if there is one."""
+    auth = headers.get("Authorization") or ""
+    if not auth.lower().startswith("basic "):
+        return None
+    try:
+        login, _, password = base64.b64decode(auth[6:].strip()).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return login, password
+
+
+def _error_response(api: str, exc: ApiError) -> Response:
+    if api == "v2":
+        return Response.json({"detail": exc.message}, exc.status)
+    payload: dict[str, Any] = {"message": exc.message, "type": exc.kind}
+    if exc.field:
+        payload["field"] = exc.field
+    return Response.json(payload, exc.status)
+
+
+def _early_fault(fault: Fault) -> Response | None:
+    """Faults that replace the answer before any route runs."""
+    params = fault.params
+    if fault.kind == "status":
+        status = int(params.get("status", 503))
+        headers = {}
+        if params.get("retry_after") is not None:
+            headers["Retry-After"] = str(params["retry_after"])
+        return Response.json({"message": f"Injected fault: HTTP {status}", "type": "rest"}, status, **headers)
+    if fault.kind == "html":
+        status = int(params.get("status", 502))
+        page = f"<html><head><title>{status} Bad Gateway</title></head><body><h1>{status}</h1></body></html>"
+        return Response(status, page.encode(), "text/html")
+    if fault.kind == "redirect":
+        return Response(302, b"", "text/plain", {"Location": str(params["location"])})
+    if fault.kind == "wrong_type":
+        body = params.get("body", b"[]")
+        return Response(200, body if isinstance(body, bytes) else str(body).encode(),
+                        str(params.get("content_type", "application/json")))
+    return None
+
+
+def _apply_range(header: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    size = len(body)
+    if not match or (match.group(1) == "" and match.group(2) == ""):
+        return 200, body, {}
+    first, last = match.groups()
+    if first == "":
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start = int(first)
+        end = min(size - 1, int(last)) if last else size - 1
+    if start >= size or start > end:
+        return 416, b"", {"Content-Range": f"bytes */{size}"}
+    return 206, body[start:end + 1], {"Content-Range": f"bytes {start}-{end}/{size}"}
