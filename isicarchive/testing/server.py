@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .faults import Fault, FaultInjector
 from .generator import ArchiveConfig, ArchiveData, User
@@ -134,7 +134,7 @@ class Router:
             match = regex.match(route)
             if match:
                 if r_method == method or (method == "HEAD" and r_method == "GET"):
-                    return handler, match.groupdict()
+                    return handler, {k: unquote(v) for k, v in match.groupdict().items()}
                 allowed = True
         if allowed:
             raise ApiError(405, f"Method {method} not allowed for {route}.")

@@ -1,0 +1,465 @@
+"""``IsicApi``: the session object users hold.
+
+It wires transport, credentials, cache, the backend of the chosen API
+version, the store and the selection index, owns the session's state
+(name → id maps, ``image_cache``, ``image_selection``) and hands out models.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+from urllib.parse import urlsplit
+
+from . import credentials as _credentials
+from .backends.base import Backend
+from .backends.v1 import V1Backend
+from .cache import Cache
+from .downloads import DEFAULT_WORKERS, DownloadResult
+from .errors import AuthenticationError, IsicError, NotFoundError, QueryError
+from .models import Annotation, Dataset, Image, Segmentation, Study
+from .progress import progress as _progress
+from .selection import ImageIndex, Selection, normalise_criteria
+from .store import Store
+from .transport import RetryPolicy, Transport
+
+__all__ = ["IsicApi", "DEFAULTS"]
+
+log = logging.getLogger("isicarchive")
+
+#: API version → (default host, default API path)
+DEFAULTS = {1: ("https://isic-archive.com", "/api/v1"), 2: ("https://api.isic-archive.com", "/api/v2")}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _normalise_host(hostname: str) -> str:
+    hostname = hostname.strip().rstrip("/")
+    if not hostname:
+        raise IsicError("hostname must not be empty")
+    if "://" not in hostname:
+        hostname = "https://" + hostname
+    parts = urlsplit(hostname)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise IsicError(f"hostname {hostname!r} is not an http(s) address")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise IsicError(f"refusing plain http:// for {parts.hostname}: credentials and tokens would travel "
+                        "unencrypted. Use https:// (http is allowed only for a local archive on 127.0.0.1).")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _version_of(api_uri: str | None, api_version: int | None) -> int:
+    if api_version is not None:
+        if api_version not in DEFAULTS:
+            raise IsicError(f"api_version must be 1 or 2, not {api_version!r}")
+        return api_version
+    if api_uri and "v2" in api_uri:
+        return 2
+    return 1
+
+
+class IsicApi:
+    """A session with the ISIC Archive.
+
+    Parameters
+    ----------
+    username : str, optional
+        Log in as this user; the password is resolved from ``password``, the
+        keyring, ``~/.netrc`` or an interactive prompt (see
+        :mod:`isicarchive.credentials`).
+    password : str, optional
+    hostname : str, optional
+        Archive host; a bare name gets ``https://``.  Defaults to the
+        official host of the chosen API version.
+    api_uri : str, optional
+        API path, ``/api/v1`` (legacy) or ``/api/v2`` (current).
+    cache_folder : str, optional
+        Folder for the on-disk cache (created if missing).
+    api_version : {1, 2}, optional
+        Chosen explicitly; otherwise detected from ``api_uri`` (default 1).
+    token : str, optional
+        A ready token (v1 Girder token, v2 OAuth bearer token) instead of a password.
+    debug : bool
+        Log every request (without secrets) on the ``isicarchive.http`` logger.
+    timeout : float or (float, float)
+        Connect/read timeouts in seconds.
+    retries : int
+        Retries for transient faults (429, 5xx, resets).
+    backoff : float
+        Base of the exponential backoff in seconds.
+    workers : int
+        Parallel downloads.
+    progress : bool
+        Progress bars for long operations.
+    verify : bool or str, optional
+        TLS verification, or a CA bundle path (e.g. ``LocalArchive(https=True).ca_file``).
+    store_password : bool
+        After a successful login, save the password in the system keyring.
+
+    Examples
+    --------
+    >>> api = IsicApi()                                           # doctest: +SKIP
+    >>> api = IsicApi('me@example.org', cache_folder='~/isic')    # doctest: +SKIP
+    >>> image = api.image('ISIC_0000000')                         # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        username: str | None = None,
+        password: str | None = None,
+        hostname: str | None = None,
+        api_uri: str | None = None,
+        cache_folder: str | os.PathLike[str] | None = None,
+        *,
+        api_version: int | None = None,
+        token: str | None = None,
+        debug: bool = False,
+        timeout: float | tuple[float, float] = (5.0, 60.0),
+        retries: int = 6,
+        backoff: float = 0.5,
+        workers: int = DEFAULT_WORKERS,
+        progress: bool = True,
+        verify: bool | str | None = None,
+        store_password: bool = False,
+    ) -> None:
+        if username is not None and not isinstance(username, str):
+            raise IsicError(f"username must be a string, not {type(username).__name__}")
+        if password is not None and not isinstance(password, str):
+            raise IsicError("password must be a string")
+        self.api_version = _version_of(api_uri, api_version)
+        default_host, default_uri = DEFAULTS[self.api_version]
+        self.hostname = _normalise_host(hostname or default_host)
+        self.api_uri = "/" + (api_uri or default_uri).strip("/")
+        self.base_url = self.hostname + self.api_uri
+        self.debug = debug
+        self.progress = progress
+        self.workers = workers
+        backend_class = self._backend_class()
+        self._http = Transport(self.base_url, timeout=timeout, policy=RetryPolicy(retries=retries, backoff=backoff),
+                               pool_size=max(16, workers), auth_header=backend_class.auth_header, debug=debug,
+                               verify=verify)
+        self._backend: Backend = backend_class(self._http)
+        self.username: str | None = None
+        self.user: dict | None = None
+        if token is not None:
+            self._http.set_token(token)
+            self.username = username or "token"
+            self.user = self._safe_me()
+        elif username is not None:
+            self.login(username, password, store_password=store_password)
+        self.cache_folder: str | None = None
+        self._cache: Cache | None = None
+        if cache_folder is not None:
+            self._cache = Cache(cache_folder, self.base_url, identity=self.username)
+            self.cache_folder = str(self._cache.root)
+        self._store = Store(self._backend, self._http, self._cache, workers=workers, progress=progress)
+        self.images: dict[str, str] = {}
+        self.studies: dict[str, str] = {}
+        self.datasets: dict[str, str] = {}
+        self.image_cache: dict[str, dict] = {}
+        self.image_selection: Selection = Selection({})
+        self._index: ImageIndex | None = None
+        self._image_objects: dict[str, Image] = {}
+        self._names_loaded: set[str] = set()
+
+    def _backend_class(self) -> type[Backend]:
+        if self.api_version == 2:
+            from .backends.v2 import V2Backend
+
+            return V2Backend
+        return V1Backend
+
+    # ------------------------------------------------------------- session
+    def login(self, username: str, password: str | None = None, *, store_password: bool = False) -> None:
+        """Log in; the password is resolved as described in :mod:`isicarchive.credentials`."""
+        secret, source = _credentials.resolve_password(self.base_url, username, password)
+        token, user = self._backend.login(username, secret)
+        self._http.set_token(token)
+        self.username = username
+        self.user = user
+        if store_password and source != "keyring":
+            _credentials.store_password(self.base_url, username, secret)
+        log.info("logged in as %s (password from %s)", username, source)
+
+    def logout(self) -> None:
+        """End the session's login (the server forgets the token)."""
+        if self._http.authenticated:
+            try:
+                self._backend.logout()
+            finally:
+                self._http.set_token(None)
+        self.username = None
+        self.user = None
+
+    def _safe_me(self) -> dict | None:
+        try:
+            return self._backend.me()
+        except AuthenticationError as exc:
+            raise AuthenticationError(f"the token was refused by the archive: {str(exc).split(': ', 1)[-1]}") from None
+        except IsicError:
+            return None
+
+    @property
+    def authenticated(self) -> bool:
+        return self._http.authenticated
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests this session has sent (retries included)."""
+        return self._http.request_count
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "IsicApi":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        who = f"username={self.username!r}" if self.username else "anonymous"
+        cache = f", cache_folder={self.cache_folder!r}" if self.cache_folder else ""
+        return f"IsicApi({self.base_url!r}, {who}{cache})"
+
+    def __str__(self) -> str:
+        return (f"ISIC Archive session at {self.base_url} (API v{self.api_version}), "
+                f"{'user ' + self.username if self.username else 'anonymous'}; "
+                f"{len(self.image_cache)} image records cached, {len(self.image_selection)} selected")
+
+    def _repr_html_(self) -> str:
+        rows = [("archive", self.base_url), ("API", f"v{self.api_version}"),
+                ("user", self.username or "anonymous"), ("cache folder", self.cache_folder or "none"),
+                ("image records", len(self.image_cache)), ("selected", len(self.image_selection))]
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        return f"<div><b>IsicApi</b><table>{body}</table></div>"
+
+    # ------------------------------------------------------------- look-ups
+    @staticmethod
+    def _key(value: Any, kind: str) -> str:
+        if isinstance(value, dict):
+            value = value.get("_id") or value.get("isic_id") or value.get("id")
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
+            raise QueryError(f"a {kind} is named by its id or name (a string), not {value!r}")
+        return str(value)
+
+    def image(self, object_id: str | dict | None = None, *, params: Mapping[str, Any] | None = None
+              ) -> Image | list[dict]:
+        """An :class:`Image` by id or name; with no argument, a list of image records.
+
+        Raises
+        ------
+        NotFoundError
+            No such image (or not visible to this session).
+        """
+        if object_id is None:
+            return list(self._backend.images(dict(params or {"limit": 50})))
+        key = self._key(object_id, "image")
+        if key in self._image_objects:
+            return self._image_objects[key]
+        image_id = key if self._backend.is_id(key) else self.images.get(key)
+        record = self.image_cache.get(image_id) if image_id else None
+        if record is None:
+            record = self._backend.image(image_id) if image_id else self._backend.image_by_name(key)
+        obj = Image(record, self)
+        self.images[obj.name] = obj.id
+        self._image_objects[obj.id] = obj
+        self._image_objects[obj.name] = obj
+        return obj
+
+    def image_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
+        """Every image record (summary form unless ``params`` says otherwise), page by page."""
+        return self._backend.images(dict(params or {}))
+
+    def _resolve(self, key: str, kind: str, names: dict[str, str], lister: Any) -> str:
+        if self._backend.is_id(key):
+            return key
+        if key not in names and kind not in self._names_loaded:
+            for rec in lister({"detail": "false"}):
+                names[rec.get("name")] = rec.get("_id") or rec.get("id")
+            self._names_loaded.add(kind)
+        if key not in names:
+            raise NotFoundError(f"no {kind} named {key!r} (or you may not see it); known: "
+                                f"{', '.join(sorted(map(str, names))[:10]) or 'none'}")
+        return str(names[key])
+
+    def study(self, object_id: str | dict | None = None, *, params: Mapping[str, Any] | None = None
+              ) -> Study | list[dict]:
+        """A :class:`Study` by id or name; with no argument, the list of studies."""
+        if object_id is None:
+            found = list(self._backend.studies(dict(params or {})))
+            self.studies.update({rec["name"]: rec["_id"] for rec in found if "name" in rec})
+            return found
+        study_id = self._resolve(self._key(object_id, "study"), "study", self.studies, self._backend.studies)
+        study = Study(self._backend.study(study_id), self)
+        self.studies[study.name] = study.id
+        return study
+
+    def study_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
+        return self._backend.studies(dict(params or {}))
+
+    def dataset(self, object_id: str | dict | None = None, *, params: Mapping[str, Any] | None = None,
+                load: bool = True) -> Dataset | list[dict]:
+        """A :class:`Dataset` (v2: collection) by id or name, with its access list,
+        metadata and review queue where permitted; with no argument, the list."""
+        if object_id is None:
+            found = list(self._backend.datasets(dict(params or {})))
+            self.datasets.update({rec["name"]: rec.get("_id", rec.get("id")) for rec in found if "name" in rec})
+            return found
+        dataset_id = self._resolve(self._key(object_id, "dataset"), "dataset", self.datasets, self._backend.datasets)
+        dataset = Dataset(self._backend.dataset(dataset_id), self)
+        self.datasets[dataset.name] = dataset.id
+        return dataset.load() if load else dataset
+
+    def dataset_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
+        return self._backend.datasets(dict(params or {}))
+
+    def annotation(self, object_id: str | dict) -> Annotation:
+        """An :class:`Annotation` by id."""
+        key = self._key(object_id, "annotation")
+        if not self._backend.is_id(key):
+            raise NotFoundError(f"{key!r} is not an annotation id (annotations have no names)")
+        return Annotation(self._backend.annotation(key), self)
+
+    def segmentation(self, object_id: str | dict | None = None, *, params: Mapping[str, Any] | None = None
+                     ) -> Segmentation | list[dict]:
+        """A :class:`Segmentation` by id; with no argument, a list (``params``, e.g. ``imageId``)."""
+        if object_id is None:
+            return list(self._backend.segmentations(dict(params or {})))
+        key = self._key(object_id, "segmentation")
+        if not self._backend.is_id(key):
+            raise NotFoundError(f"{key!r} is not a segmentation id (segmentations have no names)")
+        return Segmentation(self._backend.segmentation(key), self)
+
+    def segmentation_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
+        return self._backend.segmentations(dict(params or {}))
+
+    # ----------------------------------------------------------- image cache
+    def cache_images(self, progress: bool | None = None) -> dict[str, dict]:
+        """Fill :attr:`image_cache` with every image record the session may see.
+
+        The first run pages through all of them (with a progress bar); later
+        runs load the cache file and send one request to confirm nothing is
+        new, fetching only what is.
+        """
+        if not self.image_cache:
+            self.image_cache = self._store.load_image_cache()
+        show = self.progress if progress is None else progress
+        bar = _progress(None, "Image records", "record", enabled=show)
+        try:
+            new, replace = self._backend.sync_images(self.image_cache, progress=bar.update)
+        finally:
+            bar.close()
+        if replace:
+            self.image_cache = {self._record_id(rec): rec for rec in new}
+            self._index = None
+        elif new:
+            fresh = {self._record_id(rec): rec for rec in new}
+            self.image_cache.update(fresh)
+            if self._index is not None:
+                self._index.add(fresh)
+        if new or replace:
+            self.image_cache = self._store.save_image_cache(self.image_cache, replace)
+            if self._index is not None and len(self._index) != len(self.image_cache):
+                self._index = None
+        self.images.update({rec.get("name"): key for key, rec in self.image_cache.items() if rec.get("name")})
+        return self.image_cache
+
+    @staticmethod
+    def _record_id(record: dict) -> str:
+        return str(record.get("_id") or record.get("isic_id"))
+
+    # ------------------------------------------------------------ selection
+    def _image_index(self) -> ImageIndex:
+        if not self.image_cache:
+            self.cache_images()
+        if self._index is None or len(self._index) != len(self.image_cache):
+            self._index = ImageIndex(self.image_cache)
+        return self._index
+
+    def select_images(self, criteria: Any, sub_select: bool = False) -> Selection:
+        """Select image records by criteria (see :mod:`isicarchive.selection`).
+
+        Parameters
+        ----------
+        criteria : list
+            ``[field, op, value]`` or a list of them (all must hold).
+        sub_select : bool
+            Narrow the previous selection instead of starting from every image.
+
+        Returns
+        -------
+        Selection
+            A mapping image id → record, also stored in :attr:`image_selection`.
+        """
+        parsed = normalise_criteria(criteria)
+        index = self._image_index()
+        within = self.image_selection.keys() if sub_select else None
+        self.image_selection = index.select(parsed, within=within)
+        return self.image_selection
+
+    # ------------------------------------------------------------ downloads
+    def _records_for(self, images: Any) -> list[dict]:
+        if isinstance(images, Mapping):
+            images = list(images.values())
+        records = []
+        for item in images:
+            if isinstance(item, Image):
+                records.append(item.as_json())
+            elif isinstance(item, dict):
+                records.append(item)
+            else:
+                key = self._key(item, "image")
+                image_id = key if self._backend.is_id(key) else self.images.get(key)
+                record = self.image_cache.get(image_id) if image_id else None
+                records.append(record if record is not None else self.image(key).as_json())  # type: ignore[union-attr]
+        return records
+
+    def download_images(self, images: Any = None, folder: str | os.PathLike[str] | None = None, *,
+                        workers: int | None = None, superpixels: bool = False, progress: bool | None = None,
+                        strict: bool = False) -> DownloadResult:
+        """Download many images at once: in parallel, resumable, verified.
+
+        Parameters
+        ----------
+        images : selection, list of ids/names/records/Images, optional
+            Defaults to :attr:`image_selection`.
+        folder : str, optional
+            None: into the cache (with the cache's names).  Otherwise
+            ``ISIC_xxxxxxx.jpg`` files plus ``metadata.csv`` in that folder.
+        workers : int, optional
+        superpixels : bool
+            Also the superpixel PNGs (v1, cache only).
+        strict : bool
+            Raise :class:`ArchiveUnavailableError` if any file failed.
+        """
+        records = self._records_for(self.image_selection if images is None else images)
+        if folder is None:
+            result = self._store.download_images(records, superpixels=superpixels, workers=workers, progress=progress)
+        else:
+            from .export import download_to_folder
+
+            result = download_to_folder(self._store, records, Path(folder), workers=workers or self.workers,
+                                        progress=self.progress if progress is None else progress)
+        if strict:
+            result.raise_for_failures()
+        return result
+
+    def search_images(self, query: str, collections: Iterable[int] | None = None, limit: int | None = None
+                      ) -> Selection:
+        """Server-side search (v2 query language); the result becomes :attr:`image_selection`."""
+        records = self._backend.search_images(query, collections=collections, limit=limit)  # type: ignore[attr-defined]
+        self.image_selection = Selection({self._record_id(r): r for r in records})
+        return self.image_selection

@@ -1,0 +1,108 @@
+"""What a backend answers.  The facade (:class:`~isicarchive.IsicApi`) and the
+models only call these methods; they never build URLs.
+
+Records are plain dicts.  v1 records are passed through unchanged; the v2
+backend maps its records onto the same keys the models read (see
+:mod:`isicarchive.backends.v2`).  A feature an API lacks raises
+:class:`~isicarchive.errors.UnsupportedError` naming the API that has it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from ..errors import UnsupportedError
+from ..transport import Transport
+
+__all__ = ["Backend", "ProgressHook"]
+
+#: called with the number of records just received
+ProgressHook = Callable[[int], None]
+
+
+class Backend:
+    """Base class: every method the facade may call, unsupported by default."""
+
+    version: int = 0
+    #: the header that carries the session token
+    auth_header: str = "Authorization"
+
+    def __init__(self, transport: Transport) -> None:
+        self.http = transport
+
+    def _unsupported(self, what: str, where: str = "the legacy v1 API") -> UnsupportedError:
+        return UnsupportedError(f"{what} is not offered by API v{self.version}; it exists in {where}.")
+
+    # auth
+    def login(self, username: str, password: str) -> tuple[str, dict]:
+        """Exchange credentials for a token; returns (token, user record)."""
+        raise self._unsupported("password login")
+
+    def logout(self) -> None:
+        pass
+
+    def me(self) -> dict | None:
+        raise self._unsupported("the current user")
+
+    # images
+    def is_id(self, value: str) -> bool:
+        raise NotImplementedError
+
+    def image(self, image_id: str) -> dict:
+        raise NotImplementedError
+
+    def image_by_name(self, name: str) -> dict:
+        raise NotImplementedError
+
+    def images(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None) -> tuple[list[dict], bool]:
+        """Records missing from ``known``; second value True when ``known`` must be replaced."""
+        raise NotImplementedError
+
+    def image_file(self, record: dict) -> str:
+        """The endpoint or URL of the image's bytes."""
+        raise NotImplementedError
+
+    def image_record_name(self, record: dict) -> str:
+        return str(record.get("name") or record.get("isic_id") or record.get("_id"))
+
+    def superpixels_png(self, image_id: str) -> bytes:
+        raise self._unsupported("archive superpixels", "the legacy v1 API (compute them locally for v2)")
+
+    # datasets
+    def datasets(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def dataset(self, dataset_id: str) -> dict:
+        raise NotImplementedError
+
+    def dataset_extra(self, dataset_id: str, what: str) -> Any:
+        raise self._unsupported(f"dataset {what}")
+
+    # studies and annotations
+    def studies(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        raise self._unsupported("studies")
+
+    def study(self, study_id: str) -> dict:
+        raise self._unsupported("studies")
+
+    def annotations(self, study_id: str, params: dict[str, Any] | None = None) -> list[dict]:
+        raise self._unsupported("annotations")
+
+    def annotation(self, annotation_id: str) -> dict:
+        raise self._unsupported("annotations")
+
+    def markup_values(self, annotation_id: str, feature_id: str) -> list[float]:
+        raise self._unsupported("superpixel feature markups")
+
+    # segmentations
+    def segmentations(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        raise self._unsupported("segmentations")
+
+    def segmentation(self, segmentation_id: str) -> dict:
+        raise self._unsupported("segmentations")
+
+    def segmentation_mask(self, segmentation_id: str) -> bytes:
+        raise self._unsupported("segmentations")

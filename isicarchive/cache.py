@@ -1,0 +1,318 @@
+"""The on-disk cache: layout, file names, atomic writes, locks, verified reads.
+
+Layout (byte-for-byte that of the original package)::
+
+    [cache]/0 … [cache]/f            16 shard folders
+    [cache]/<s>/image_<id>_<name>.<ext>
+    [cache]/<s>/spimg_<id>.png       superpixel PNG
+    [cache]/<s>/spidx_<id>.npz       decoded superpixel index (numpy.savez)
+    [cache]/<s>/stann_<studyId>.json.gz
+    [cache]/0/imcache_000000000000000000000000.json.gz
+
+The shard ``<s>`` is the last hex digit of a 24-hex object id.  v2 objects
+have ISIC ids (``ISIC_0000000``) or numbers; their shard is the last hex digit
+of the SHA-1 of the id (:func:`shard_of`), so the same file patterns serve
+both APIs.
+
+Keeping users apart: the root layer holds what anonymous sessions fetched
+(public data).  A logged-in session writes to its own layer,
+``[cache]/@<digest>/`` (same 16-shard layout; the digest is of host and user
+name, never a secret) and reads the root layer as a fallback, since public
+files are the same for everyone.  An anonymous session never reads a user
+layer.  A ``.isicarchive.json`` marker at the root records the archive's base
+URL; opening the folder for another archive raises :class:`CacheError`.
+
+Folders written by the original package's later releases (two levels,
+``[cache]/<second-to-last>/<last>/``) are read as well.
+
+Every write goes to a temporary file in the destination folder and is moved
+into place with :func:`os.replace`, so readers never see a partial file, even
+across processes; a per-file lock keeps two processes from fetching the same
+object twice.  Reads verify (gzip + JSON, PNG/JPEG decode, npz load); a file
+that fails is deleted, reported once as a warning, and fetched again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import hashlib
+import io
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import filelock
+
+from . import _json
+from .errors import CacheError
+
+__all__ = ["Cache", "shard_of", "safe_name", "CacheCorruptionWarning", "IMCACHE_ID", "SHARDS"]
+
+SHARDS = "0123456789abcdef"
+IMCACHE_ID = "0" * 24
+MARKER = ".isicarchive.json"
+_HEX_ID = re.compile(r"^[0-9a-f]{24}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class CacheCorruptionWarning(UserWarning):
+    """A cache file failed verification; it was removed and will be fetched again."""
+
+
+def shard_of(object_id: str) -> str:
+    """The shard folder (one hex digit) of an object id.
+
+    24-hex ids use their last digit, as the original package did; any other
+    id (ISIC ids, v2 numbers) the last hex digit of its SHA-1.
+    """
+    object_id = str(object_id)
+    if _HEX_ID.match(object_id):
+        return object_id[-1]
+    return hashlib.sha1(object_id.encode("utf-8")).hexdigest()[-1]
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a server-provided name (no separators, no ``..``)."""
+    cleaned = _UNSAFE.sub("_", str(name)).strip("._")
+    return cleaned[:120] or "unnamed"
+
+
+def _check_id(object_id: str) -> str:
+    object_id = str(object_id)
+    if not object_id or _UNSAFE.search(object_id) or object_id.strip(".") != object_id:
+        raise CacheError(f"refusing to build a cache file name from the id {object_id!r}")
+    return object_id
+
+
+class Cache:
+    """One session's view of a cache folder.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The cache folder (created with its 16 shard folders if missing).
+    base_url : str
+        The archive's API root; recorded in the marker, checked on open.
+    identity : str, optional
+        The logged-in user name; None for anonymous sessions.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], base_url: str, identity: str | None = None) -> None:
+        self.root = Path(folder).expanduser().resolve()
+        self.base_url = base_url.rstrip("/")
+        self.identity = identity
+        self._warned: set[str] = set()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._check_marker()
+            self.layer = self.root
+            if identity is not None:
+                digest = hashlib.sha256(f"{self.base_url}\n{identity}".encode()).hexdigest()[:16]
+                self.layer = self.root / f"@{digest}"
+            for layer in {self.root, self.layer}:
+                for shard in SHARDS:
+                    (layer / shard).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot use {self.root} as cache folder: {exc.strerror or exc}. "
+                             "Choose a writable folder (cache_folder=...).") from exc
+        if not os.access(self.layer, os.W_OK):
+            raise CacheError(f"the cache folder {self.layer} is not writable; choose another cache_folder.")
+
+    def __repr__(self) -> str:
+        who = "anonymous" if self.identity is None else "a user layer"
+        return f"Cache({str(self.root)!r}, {who})"
+
+    # --------------------------------------------------------------- marker
+    def _check_marker(self) -> None:
+        marker = self.root / MARKER
+        if marker.exists():
+            try:
+                recorded = _json.loads(marker.read_bytes()).get("base_url")
+            except (ValueError, AttributeError, OSError):
+                recorded = None
+            if recorded and recorded.rstrip("/") != self.base_url:
+                raise CacheError(
+                    f"the cache folder {self.root} holds data of {recorded}, not of {self.base_url}; "
+                    "use a separate cache_folder per archive so that their data never mix."
+                )
+            if recorded:
+                return
+        self.write_bytes(marker, _json.dumps({"base_url": self.base_url, "format": 1}))
+
+    # ---------------------------------------------------------------- names
+    def path(self, prefix: str, object_id: str, suffix: str, *, shared: bool = False) -> Path:
+        """Where ``prefix_<id><suffix>`` is written (this session's layer).
+
+        ``shared=True`` puts it in the root layer (only for anonymous data).
+        """
+        object_id = _check_id(object_id)
+        layer = self.root if shared else self.layer
+        return layer / shard_of(object_id) / f"{prefix}_{object_id}{suffix}"
+
+    def image_path(self, object_id: str, name: str, extension: str) -> Path:
+        """``image_<id>_<name>.<ext>`` with the name sanitised."""
+        extension = extension if extension.startswith(".") else "." + extension
+        return self.path("image", object_id, f"_{safe_name(name)}{extension}")
+
+    def _read_layers(self) -> list[Path]:
+        return [self.layer, self.root] if self.layer != self.root else [self.root]
+
+    def _candidates(self, object_id: str) -> Iterator[Path]:
+        shard = shard_of(object_id)
+        for layer in self._read_layers():
+            yield layer / shard
+        if _HEX_ID.match(object_id):
+            yield self.root / object_id[-2] / object_id[-1]  # later releases' two-level layout
+
+    def find(self, prefix: str, object_id: str, suffix: str = "") -> Path | None:
+        """An existing ``prefix_<id><suffix>`` file, this layer first."""
+        object_id = _check_id(object_id)
+        for folder in self._candidates(object_id):
+            candidate = folder / f"{prefix}_{object_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def find_image(self, object_id: str) -> Path | None:
+        """The cached image file of an object, whatever its name and extension."""
+        object_id = _check_id(object_id)
+        for folder in self._candidates(object_id):
+            if not folder.is_dir():
+                continue
+            for candidate in sorted(folder.glob(f"image_{object_id}_*")):
+                if candidate.is_file() and not candidate.name.endswith((".tmp", ".lock", ".part")):
+                    return candidate
+        return None
+
+    # ---------------------------------------------------------------- locks
+    @contextlib.contextmanager
+    def lock(self, path: Path, timeout: float = 600.0) -> Iterator[None]:
+        """Hold a cross-process lock for ``path`` (``<path>.lock``)."""
+        lock = filelock.FileLock(str(path) + ".lock", timeout=timeout)
+        try:
+            with lock:
+                yield
+        except filelock.Timeout as exc:
+            raise CacheError(f"timed out waiting for another process to finish {path.name}") from exc
+
+    # ---------------------------------------------------------------- write
+    def write_bytes(self, path: Path, data: bytes) -> Path:
+        """Write atomically: temp file in the same folder, fsync, os.replace."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = self._temp(path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            _discard(tmp)
+            raise self._write_error(path, exc) from exc
+        return path
+
+    def _temp(self, path: Path) -> tuple[int, str]:
+        try:
+            return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise self._write_error(path, exc) from exc
+
+    def _write_error(self, path: Path, exc: OSError) -> CacheError:
+        reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+                  errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}.get(
+            exc.errno or 0, exc.strerror or str(exc))
+        return CacheError(f"cannot write {path.name} to the cache folder {self.root}: {reason}. "
+                          "Free space or choose another cache_folder; nothing partial was left behind.")
+
+    @contextlib.contextmanager
+    def atomic_writer(self, path: Path) -> Iterator[Any]:
+        """A binary file handle whose content appears at ``path`` only on success."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = self._temp(path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            _discard(tmp)
+            raise self._write_error(path, exc) from exc
+        except BaseException:
+            _discard(tmp)
+            raise
+
+    def write_json_gz(self, path: Path, payload: Any) -> Path:
+        buffer = io.BytesIO()
+        with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as gz:
+            gz.write(_json.dumps(payload))
+        return self.write_bytes(path, buffer.getvalue())
+
+    def write_npz(self, path: Path, **arrays: Any) -> Path:
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return self.write_bytes(path, buffer.getvalue())
+
+    # ----------------------------------------------------------------- read
+    def read_json_gz(self, path: Path) -> Any | None:
+        """Decoded content, or None (file removed, warning given) if it is corrupt."""
+        try:
+            with gzip.open(path, "rb") as fh:
+                return _json.loads(fh.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, EOFError, ValueError) as exc:
+            self.discard_corrupt(path, exc)
+            return None
+
+    def read_npz(self, path: Path, key: str) -> Any | None:
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return npz[key]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            self.discard_corrupt(path, exc)
+            return None
+
+    def read_image(self, path: Path) -> Any | None:
+        """Decoded pixels of an image file, or None if it does not decode."""
+        import imageio.v3 as iio
+
+        try:
+            data = path.read_bytes()
+            return iio.imread(data, extension=path.suffix or None)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # imageio/pillow raise many kinds for broken files
+            self.discard_corrupt(path, exc)
+            return None
+
+    def discard_corrupt(self, path: Path, exc: BaseException) -> None:
+        """Delete a file that failed verification; warn once per file."""
+        _discard(str(path))
+        if str(path) not in self._warned:
+            self._warned.add(str(path))
+            warnings.warn(f"cache file {path.name} was corrupt ({type(exc).__name__}); it was removed and "
+                          "will be fetched again", CacheCorruptionWarning, stacklevel=3)
+
+    # ---------------------------------------------------------------- stats
+    def files(self) -> Iterator[Path]:
+        """Every cache file of every layer (not locks or temporaries)."""
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.name.endswith((".lock", ".tmp")) and path.name != MARKER:
+                yield path
+
+
+def _discard(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)

@@ -1,0 +1,145 @@
+"""Where a password or token comes from, first hit wins.
+
+1. the ``password`` argument,
+2. the system keyring (service ``isicarchive:<host>``, entry = user name),
+3. ``~/.netrc`` (or ``$NETRC``) for the host,
+4. an interactive prompt with hidden input — only when a person can answer
+   (a console with a TTY, or a Jupyter kernel).
+
+With nothing found and nobody to ask, :class:`AuthenticationError` is raised
+at once: a script in CI never hangs waiting for stdin.  Nothing here logs,
+prints or stores a secret except :func:`store_password`, which writes to the
+keyring on request.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import netrc
+import os
+import sys
+from typing import Callable
+from urllib.parse import urlsplit
+
+from .errors import AuthenticationError
+
+__all__ = ["resolve_password", "store_password", "delete_password", "keyring_service", "interactive"]
+
+log = logging.getLogger("isicarchive.auth")
+
+
+def keyring_service(base_url: str) -> str:
+    """The keyring service name for an archive: ``isicarchive:<host>``."""
+    host = urlsplit(base_url).hostname or base_url
+    return f"isicarchive:{host}"
+
+
+def interactive() -> bool:
+    """True when a person can answer a prompt (TTY console or Jupyter)."""
+    if os.environ.get("CI") or os.environ.get("ISICARCHIVE_NO_PROMPT"):
+        return False
+    if _in_jupyter():
+        return True
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _in_jupyter() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    try:
+        ip = shell.get_ipython()  # type: ignore[attr-defined]
+    except Exception:
+        return False
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+
+
+def _from_keyring(service: str, username: str) -> str | None:
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return keyring.get_password(service, username)
+    except (KeyringError, RuntimeError, OSError) as exc:
+        log.debug("keyring unavailable: %s", type(exc).__name__)
+        return None
+
+
+def _from_netrc(base_url: str, username: str) -> str | None:
+    host = urlsplit(base_url).hostname
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    if not host or not os.path.isfile(path):
+        return None
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (netrc.NetrcParseError, OSError) as exc:
+        log.warning("could not read %s: %s", path, type(exc).__name__)
+        return None
+    if entry is None:
+        return None
+    login, _account, password = entry
+    if login and login != username:
+        return None
+    return password
+
+
+def resolve_password(
+    base_url: str,
+    username: str,
+    password: str | None = None,
+    prompt: Callable[[str], str] | None = None,
+) -> tuple[str, str]:
+    """Find the password for ``username``; returns ``(password, source)``.
+
+    ``source`` is one of ``argument``, ``keyring``, ``netrc``, ``prompt``
+    (for messages; never the secret).
+
+    Raises
+    ------
+    AuthenticationError
+        When nothing was found and nobody can be asked.
+    """
+    if password:
+        return password, "argument"
+    service = keyring_service(base_url)
+    found = _from_keyring(service, username)
+    if found:
+        return found, "keyring"
+    found = _from_netrc(base_url, username)
+    if found:
+        return found, "netrc"
+    if prompt is not None or interactive():
+        ask = prompt or getpass.getpass
+        answer = ask(f"Password for {username} at {urlsplit(base_url).hostname}: ")
+        if answer:
+            return answer, "prompt"
+    raise AuthenticationError(
+        f"No password for user {username!r} at {urlsplit(base_url).hostname}: none was given, none is in the "
+        f"keyring (service {service!r}) or ~/.netrc, and no one can be asked (not interactive). Pass "
+        "password=..., run `isicarchive login`, or store it with isicarchive.credentials.store_password()."
+    )
+
+
+def store_password(base_url: str, username: str, password: str) -> None:
+    """Save a password (or token) in the system keyring for later sessions."""
+    import keyring
+
+    keyring.set_password(keyring_service(base_url), username, password)
+
+
+def delete_password(base_url: str, username: str) -> bool:
+    """Remove a stored password; True if there was one."""
+    import keyring
+    from keyring.errors import PasswordDeleteError
+
+    try:
+        keyring.delete_password(keyring_service(base_url), username)
+    except PasswordDeleteError:
+        return False
+    return True

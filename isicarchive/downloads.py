@@ -1,0 +1,255 @@
+"""The download engine: parallel, resumable, verified, with progress.
+
+Every file the library fetches goes through :func:`fetch_file`:
+
+* the body streams in 1 MiB chunks to ``.<name>.part`` in the destination
+  folder (memory stays bounded whatever the file size);
+* an interrupted transfer leaves the part file, and the next attempt asks for
+  the rest with an HTTP ``Range`` request (a server that ignores Range gets
+  a fresh start);
+* the size is checked against ``Content-Length``/``Content-Range`` and the
+  size the API announced, then the part file is fsynced and moved into place
+  with :func:`os.replace` — a destination file is always complete.
+
+:class:`Downloader` runs many of them on a thread pool that shares the
+session's connection pool and back-off (a 429 pauses every worker), skips
+files already complete, and reports downloaded / skipped / failed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import requests
+
+from .errors import ArchiveUnavailableError, IsicError
+from .progress import progress as _progress
+from .transport import Transport
+
+__all__ = ["Job", "DownloadResult", "Downloader", "fetch_file", "extension_for", "DEFAULT_WORKERS"]
+
+CHUNK = 1 << 20
+DEFAULT_WORKERS = min(16, max(8, (os.cpu_count() or 2) * 4))
+
+_EXTENSIONS = {
+    "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/png": ".png", "image/tiff": ".tif",
+    "image/gif": ".gif", "image/bmp": ".bmp", "image/webp": ".webp",
+}
+
+
+def extension_for(content_type: str | None) -> str:
+    """File extension for a Content-Type (``.bin`` when unknown)."""
+    base = (content_type or "").split(";")[0].strip().lower()
+    return _EXTENSIONS.get(base, ".bin")
+
+
+@dataclass
+class Job:
+    """One file to fetch.
+
+    Attributes
+    ----------
+    key : str
+        What the caller calls it (an image id); used in the result.
+    endpoint : str
+        API endpoint or absolute URL of the bytes.
+    destination : callable
+        Content type → final path (the extension may depend on it).
+    part : Path
+        Where the partial transfer lives (same folder as the destination).
+    size : int, optional
+        Size the API announced, checked after the transfer.
+    """
+
+    key: str
+    endpoint: str
+    destination: Callable[[str], Path]
+    part: Path
+    size: int | None = None
+
+
+@dataclass
+class DownloadResult:
+    """What a bulk download did."""
+
+    downloaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def raise_for_failures(self) -> None:
+        """Raise one :class:`ArchiveUnavailableError` listing every failure."""
+        if self.failed:
+            listed = "; ".join(f"{k}: {v}" for k, v in list(self.failed.items())[:10])
+            more = f" (and {len(self.failed) - 10} more)" if len(self.failed) > 10 else ""
+            raise ArchiveUnavailableError(f"{len(self.failed)} of {self.total} downloads failed: {listed}{more}")
+
+    @property
+    def total(self) -> int:
+        return len(self.downloaded) + len(self.skipped) + len(self.failed)
+
+    def __repr__(self) -> str:
+        rate = self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+        return (f"DownloadResult(downloaded={len(self.downloaded)}, skipped={len(self.skipped)}, "
+                f"failed={len(self.failed)}, bytes={self.bytes}, seconds={self.seconds:.2f}, MB/s={rate:.1f})")
+
+
+def _total_size(response: requests.Response) -> int | None:
+    content_range = response.headers.get("Content-Range", "")
+    if "/" in content_range and not content_range.endswith("/*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("Content-Length")
+    return int(length) if length is not None else None
+
+
+def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] | None = None) -> tuple[Path, int]:
+    """Fetch one file with resume; returns (final path, bytes transferred).
+
+    Raises
+    ------
+    ArchiveUnavailableError
+        When the transfer keeps failing after the policy's retries (the part
+        file stays for a later resume).
+    """
+    attempts = transport.policy.body_retries + 1
+    transferred = 0
+    last_problem = "no attempt"
+    job.part.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, attempts + 1):
+        have = job.part.stat().st_size if job.part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else None
+        try:
+            response = transport.stream(job.endpoint, headers=headers)
+        except IsicError as exc:
+            if "416" in str(exc) and have:
+                job.part.unlink(missing_ok=True)  # the part file is longer than the file: start over
+                last_problem = "stale partial file"
+                continue
+            raise
+        with contextlib.closing(response):
+            if have and response.status_code != 206:
+                have = 0  # the server ignored Range: start from scratch
+            total = _total_size(response)
+            content_type = response.headers.get("Content-Type", "")
+            try:
+                with open(job.part, "ab" if have else "wb") as fh:
+                    for chunk in response.iter_content(CHUNK):
+                        fh.write(chunk)
+                        transferred += len(chunk)
+                        if on_bytes:
+                            on_bytes(len(chunk))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except (requests.exceptions.RequestException, ConnectionError) as exc:
+                last_problem = f"transfer interrupted ({type(exc).__name__})"
+                time.sleep(transport.policy.delay(attempt))
+                continue
+            except OSError as exc:
+                from .errors import CacheError
+
+                with contextlib.suppress(OSError):
+                    job.part.unlink()
+                raise CacheError(f"cannot write {job.part.parent}: {exc.strerror or exc}") from exc
+        size = job.part.stat().st_size
+        expected = job.size if job.size is not None else total
+        if expected is not None and size != expected:
+            last_problem = f"size {size} where {expected} bytes were expected"
+            if size > expected:
+                job.part.unlink(missing_ok=True)
+            time.sleep(transport.policy.delay(attempt))
+            continue
+        final = job.destination(content_type)
+        os.replace(job.part, final)
+        return final, transferred
+    raise ArchiveUnavailableError(f"download of {job.key} failed after {attempts} attempts: {last_problem}")
+
+
+class Downloader:
+    """Runs many :class:`Job` s on a thread pool.
+
+    Parameters
+    ----------
+    transport : Transport
+        The session's transport (its connection pool and back-off are shared).
+    workers : int
+        Parallel transfers.
+    progress : bool
+        Show a progress bar (files, bytes, rate, ETA).
+    """
+
+    def __init__(self, transport: Transport, workers: int = DEFAULT_WORKERS, progress: bool = True) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.transport = transport
+        self.workers = workers
+        self.progress = progress
+        self._claimed: set[Path] = set()
+        self._claim_lock = threading.Lock()
+
+    def run(self, jobs: Iterable[Job], done: Callable[[Job], Path | None] | None = None,
+            desc: str = "Downloading") -> DownloadResult:
+        """Fetch every job; ``done(job)`` returns the path of a file already complete (skipped)."""
+        started = time.monotonic()
+        result = DownloadResult()
+        todo: list[Job] = []
+        for job in jobs:
+            existing = done(job) if done else None
+            if existing is not None:
+                result.skipped.append(job.key)
+                result.paths[job.key] = existing
+            elif self._claim(job.part):
+                todo.append(job)
+        lock = threading.Lock()
+        bar = _progress(len(todo), desc, unit="file", enabled=self.progress and bool(todo))
+        received = [0]
+
+        def on_bytes(n: int) -> None:
+            with lock:
+                received[0] += n
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="isic-download") as pool:
+                futures = {pool.submit(fetch_file, self.transport, job, on_bytes): job for job in todo}
+                for future in as_completed(futures):
+                    job = futures[future]
+                    try:
+                        path, _ = future.result()
+                    except IsicError as exc:
+                        result.failed[job.key] = str(exc)
+                    else:
+                        result.downloaded.append(job.key)
+                        result.paths[job.key] = path
+                    finally:
+                        self._release(job.part)
+                    bar.update(1)
+                    bar.set_postfix_str(f"{received[0] / 1e6:.1f} MB", refresh=False)
+        finally:
+            bar.close()
+        result.bytes = received[0]
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _claim(self, part: Path) -> bool:
+        """One worker per destination: a second job for the same file is dropped."""
+        with self._claim_lock:
+            if part in self._claimed:
+                return False
+            self._claimed.add(part)
+            return True
+
+    def _release(self, part: Path) -> None:
+        with self._claim_lock:
+            self._claimed.discard(part)

@@ -1,0 +1,10 @@
+"""Model objects built from archive records."""
+
+from .annotation import Annotation
+from .base import Model
+from .dataset import Dataset
+from .image import Image
+from .segmentation import Segmentation
+from .study import Study
+
+__all__ = ["Model", "Image", "Study", "Dataset", "Annotation", "Segmentation"]

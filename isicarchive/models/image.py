@@ -1,0 +1,170 @@
+"""``Image``: one archive image, its pixels and its superpixels."""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .. import superpixels as _sp
+from .base import Model
+
+__all__ = ["Image"]
+
+
+class Image(Model):
+    """An archive image.
+
+    Attributes
+    ----------
+    id, name, created, creator, dataset, meta, notes, updated
+        From the archive's record (v2 records are mapped onto the same names).
+    data : numpy.ndarray or None
+        Pixels, after :meth:`load_imagedata`.
+    superpixels : dict
+        ``'idx'`` (2-D label array), ``'map'`` (padded map, see
+        :func:`isicarchive.superpixels.superpixel_map`), ``'max'`` (highest
+        label), ``'shp'`` (index shape), after :meth:`load_superpixels` /
+        :meth:`map_superpixels`.
+    """
+
+    KIND = "image"
+    FIELDS = (
+        ("id", "_id", ""), ("name", "name", ""), ("created", "created", None), ("creator", "creator", {}),
+        ("dataset", "dataset", {}), ("meta", "meta", {}), ("notes", "notes", {}), ("updated", "updated", None),
+    )
+    SUMMARY = ("id", "name", "dataset_name", "diagnosis", "size")
+
+    def __init__(self, record: dict | None = None, api: Any = None) -> None:
+        super().__init__(record, api)
+        self.data: np.ndarray | None = None
+        self.superpixels: dict[str, Any] = {"idx": None, "map": None, "max": 0, "shp": (0, 0)}
+
+    # ------------------------------------------------------------ summaries
+    @property
+    def dataset_name(self) -> str | None:
+        return (self.dataset or {}).get("name")
+
+    @property
+    def diagnosis(self) -> str | None:
+        clinical = (self.meta or {}).get("clinical") or {}
+        return clinical.get("diagnosis") or clinical.get("diagnosis_3") or clinical.get("diagnosis_1")
+
+    @property
+    def size(self) -> str | None:
+        acq = (self.meta or {}).get("acquisition") or {}
+        x, y = acq.get("pixelsX"), acq.get("pixelsY")
+        return f"{x}x{y}" if x and y else None
+
+    def _html_extra(self) -> str:
+        if self.data is None:
+            return ""
+        step = max(1, int(np.ceil(max(self.data.shape[:2]) / 160)))
+        thumb = np.ascontiguousarray(self.data[::step, ::step])
+        import imageio.v3 as iio
+
+        png = iio.imwrite("<bytes>", thumb, extension=".png")
+        return (f"<br><img alt='{html.escape(self.name)}' "
+                f"src='data:image/png;base64,{base64.b64encode(png).decode()}'/>")
+
+    # ---------------------------------------------------------------- loads
+    def load_imagedata(self) -> None:
+        """Load the pixels into :attr:`data` (from the cache when present)."""
+        if self.data is None:
+            self.data = self._require_api()._store.image_pixels(self._record)
+
+    def load_superpixels(self, map_superpixels: bool = False) -> None:
+        """Load the superpixel index into ``superpixels['idx']`` (cache first).
+
+        v1 only: v2 images have no archive superpixels; see
+        :meth:`compute_superpixels`.
+        """
+        if self.superpixels["idx"] is None:
+            idx = self._require_api()._store.superpixel_index(self.id)
+            self._set_index(idx)
+        if map_superpixels:
+            self.map_superpixels()
+
+    def _set_index(self, idx: np.ndarray) -> None:
+        self.superpixels.update(idx=idx, max=int(idx.max()), shp=idx.shape, map=None)
+
+    def map_superpixels(self) -> None:
+        """Build ``superpixels['map']`` (loading the index first if needed)."""
+        if self.superpixels["idx"] is None:
+            self.load_superpixels()
+        if self.superpixels["map"] is None:
+            self.superpixels["map"] = _sp.superpixel_map(self.superpixels["idx"])
+
+    def compute_superpixels(self, n_segments: int = 1000, **slic_options: Any) -> None:
+        """Compute superpixels locally (scikit-image SLIC; the ``slic`` extra).
+
+        For v2 images, which have none in the archive.  The result uses the
+        archive's encoding and is cached as ``spimg_``/``spidx_`` files.
+        """
+        from ..slic import compute_superpixels
+
+        self.load_imagedata()
+        assert self.data is not None
+        idx = compute_superpixels(self.data, n_segments=n_segments, **slic_options)
+        api = self._require_api()
+        api._store.remember_superpixels(self.id, idx)
+        self._set_index(idx)
+
+    def clear_data(self) -> None:
+        """Drop pixels and superpixels from memory (the cache keeps them)."""
+        self.data = None
+        self.superpixels = {"idx": None, "map": None, "max": 0, "shp": (0, 0)}
+
+    # -------------------------------------------------------------- helpers
+    def _index(self) -> np.ndarray:
+        self.load_superpixels()
+        return self.superpixels["idx"]
+
+    def superpixel_pixels(self, label: int) -> np.ndarray:
+        """Flat pixel indices of one superpixel (maps superpixels if needed)."""
+        self.map_superpixels()
+        return _sp.pixels(self.superpixels["map"], label)
+
+    def superpixel_outlines(self) -> np.ndarray:
+        """Boolean mask of superpixel boundaries."""
+        return _sp.outlines(self._index())
+
+    def superpixel_neighbours(self, label: int) -> set[int]:
+        """Superpixels touching ``label``."""
+        return _sp.neighbours(self._index(), label)  # type: ignore[return-value]
+
+    def paint_superpixels(self, labels: Iterable[int], color: Sequence[float] | str = (255, 0, 0),
+                          alpha: float = 1.0) -> np.ndarray:
+        """A copy of the image with ``labels`` painted."""
+        self.load_imagedata()
+        return _sp.paint(self.data, self._index(), labels, color, alpha)  # type: ignore[arg-type]
+
+    def overlay(self, values: Sequence[float], color: Sequence[float] | str = (255, 0, 0), alpha: float = 0.5,
+                outlines: bool = False, filename: str | None = None) -> np.ndarray:
+        """Blend per-superpixel values (e.g. a feature markup) over the image.
+
+        Parameters
+        ----------
+        values : sequence of float
+            One value in 0..1 per superpixel.
+        outlines : bool
+            Also draw superpixel boundaries (white).
+        filename : str, optional
+            Save the result as a PNG there as well.
+        """
+        self.load_imagedata()
+        out = _sp.overlay(self.data, self._index(), values, color, alpha)  # type: ignore[arg-type]
+        if outlines:
+            out[_sp.outlines(self._index())] = 255
+        if filename:
+            import imageio.v3 as iio
+
+            iio.imwrite(filename, out)
+        return out
+
+    def segmentations(self) -> list[Any]:
+        """This image's segmentations (v1)."""
+        api = self._require_api()
+        return [api.segmentation(s["_id"]) for s in api._backend.segmentations({"imageId": self.id})]

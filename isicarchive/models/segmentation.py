@@ -1,0 +1,45 @@
+"""``Segmentation``: a lesion boundary drawn on an image (v1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Model
+
+__all__ = ["Segmentation"]
+
+
+class Segmentation(Model):
+    """A segmentation with its review info and (after :meth:`load_mask`) mask."""
+
+    KIND = "segmentation"
+    FIELDS = (
+        ("id", "_id", ""), ("image_id", "imageId", None), ("created", "created", None),
+        ("creator", "creator", None), ("failed", "failed", None), ("skill", "skill", None),
+        ("reviews", "reviews", []), ("meta", "meta", {}),
+    )
+    SUMMARY = ("id", "image_id", "skill", "failed")
+
+    def __init__(self, record: dict | None = None, api: Any = None) -> None:
+        super().__init__(record, api)
+        self.mask: np.ndarray | None = None
+
+    @property
+    def area(self) -> int | None:
+        """Lesion pixels, after :meth:`load_mask`."""
+        return None if self.mask is None else int(np.count_nonzero(self.mask))
+
+    def load_mask(self) -> np.ndarray:
+        """The 8-bit mask (0 outside, 255 lesion), cached as ``sgmsk_<id>.png``."""
+        if self.mask is None:
+            self.mask = self._require_api()._store.segmentation_mask(self.id)
+        return self.mask
+
+    def superpixels_in_mask(self, image: Any) -> np.ndarray:
+        """Pixels of each superpixel of ``image`` inside the lesion mask."""
+        mask = self.load_mask() > 0
+        image.load_superpixels()
+        idx = image.superpixels["idx"]
+        return np.bincount(idx[mask].ravel(), minlength=int(idx.max()) + 1)

@@ -1,0 +1,228 @@
+"""Objects' files and bulk records: the cache when it has them, the archive when not.
+
+The :class:`Store` is where cache and backend meet, so that models only ask
+"give me this image's pixels" and never see a path or a URL.  Without a
+cache folder everything is fetched into memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import superpixels as _sp
+from .backends.base import Backend
+from .cache import IMCACHE_ID, Cache
+from .downloads import DEFAULT_WORKERS, Downloader, DownloadResult, Job, extension_for, fetch_file
+from .errors import IsicError
+from .progress import progress as _progress
+from .transport import Transport
+
+__all__ = ["Store"]
+
+log = logging.getLogger("isicarchive")
+
+
+def _decode_image(data: bytes) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(data))
+
+
+class Store:
+    """Loads and caches one session's files and record collections."""
+
+    def __init__(self, backend: Backend, transport: Transport, cache: Cache | None,
+                 workers: int = DEFAULT_WORKERS, progress: bool = True) -> None:
+        self.backend = backend
+        self.http = transport
+        self.cache = cache
+        self.workers = workers
+        self.progress = progress
+
+    # --------------------------------------------------------------- images
+    def _image_job(self, record: dict) -> Job:
+        assert self.cache is not None
+        image_id = str(record.get("_id") or record.get("isic_id"))
+        name = self.backend.image_record_name(record)
+        part = self.cache.path("image", image_id, ".part")
+        part = part.with_name("." + part.name)
+        size = ((record.get("files") or {}).get("full") or {}).get("size")
+        return Job(image_id, self.backend.image_file(record),
+                   lambda ctype: self.cache.image_path(image_id, name, extension_for(ctype)), part, size)
+
+    def image_path(self, record: dict) -> Path | None:
+        """The cached image file, fetched first when missing (None without cache)."""
+        if self.cache is None:
+            return None
+        image_id = str(record.get("_id") or record.get("isic_id"))
+        found = self.cache.find_image(image_id)
+        if found is not None:
+            return found
+        job = self._image_job(record)
+        with self.cache.lock(job.part):
+            found = self.cache.find_image(image_id)
+            if found is None:
+                found, _ = fetch_file(self.http, job)
+        return found
+
+    def image_pixels(self, record: dict) -> np.ndarray:
+        """Decoded pixels of an image; a corrupt cached file is refetched once."""
+        if self.cache is None:
+            data, _ = self.http.get_bytes(self.backend.image_file(record))
+            return _decode_image(data)
+        for _ in range(2):
+            path = self.image_path(record)
+            assert path is not None
+            pixels = self.cache.read_image(path)
+            if pixels is not None:
+                return np.asarray(pixels)
+        raise IsicError(f"the image {self.backend.image_record_name(record)} does not decode even after "
+                        "fetching it again; the archive may be sending a broken file")
+
+    def download_images(self, records: Iterable[dict], superpixels: bool = False,
+                        workers: int | None = None, progress: bool | None = None) -> DownloadResult:
+        """Fetch many images (and superpixel PNGs) into the cache in parallel."""
+        if self.cache is None:
+            raise IsicError("downloading into the cache needs a cache folder: IsicApi(cache_folder=...) "
+                            "or pass folder=...")
+        records = list(records)
+        downloader = Downloader(self.http, workers or self.workers, self.progress if progress is None else progress)
+        cache = self.cache
+        jobs = [self._image_job(rec) for rec in records]
+        result = downloader.run(jobs, done=lambda job: cache.find_image(job.key), desc="Images")
+        if superpixels:
+            sp_jobs = []
+            for rec in records:
+                image_id = str(rec["_id"])
+                target = cache.path("spimg", image_id, ".png")
+                sp_jobs.append(Job(image_id + ":superpixels", f"image/{image_id}/superpixels",
+                                   lambda ctype, target=target: target, target.with_name("." + target.name + ".part")))
+            sp_result = downloader.run(
+                sp_jobs, done=lambda job: cache.find("spimg", job.key.split(":")[0], ".png"), desc="Superpixels")
+            result.downloaded += sp_result.downloaded
+            result.skipped += sp_result.skipped
+            result.failed.update(sp_result.failed)
+            result.paths.update(sp_result.paths)
+            result.bytes += sp_result.bytes
+            result.seconds += sp_result.seconds
+        return result
+
+    # ---------------------------------------------------------- superpixels
+    def superpixel_index(self, image_id: str) -> np.ndarray:
+        """The decoded superpixel index: spidx npz, else spimg PNG, else the archive."""
+        cache = self.cache
+        if cache is not None:
+            npz = cache.find("spidx", image_id, ".npz")
+            if npz is not None:
+                idx = cache.read_npz(npz, "idx")
+                if idx is not None and idx.ndim == 2:
+                    return idx
+            png = cache.find("spimg", image_id, ".png")
+            if png is not None:
+                rgb = cache.read_image(png)
+                if rgb is not None:
+                    return self._remember_index(image_id, _sp.decode(np.asarray(rgb)))
+        data = self.backend.superpixels_png(image_id)
+        rgb = _decode_image(data)
+        if cache is not None:
+            target = cache.path("spimg", image_id, ".png")
+            with cache.lock(target):
+                cache.write_bytes(target, data)
+        return self._remember_index(image_id, _sp.decode(rgb))
+
+    def _remember_index(self, image_id: str, idx: np.ndarray) -> np.ndarray:
+        if self.cache is not None:
+            self.cache.write_npz(self.cache.path("spidx", image_id, ".npz"), idx=idx)
+        return idx
+
+    # ----------------------------------------------------------- image cache
+    def _imcache_path(self) -> Path | None:
+        return self.cache.path("imcache", IMCACHE_ID, ".json.gz") if self.cache else None
+
+    def load_image_cache(self) -> dict[str, dict]:
+        if self.cache is None:
+            return {}
+        # a user's layer holds its own list; the shared one (public images only) would not match it
+        path = self.cache.path("imcache", IMCACHE_ID, ".json.gz")
+        found = (path if path.exists() else None) if self.cache.identity else \
+            self.cache.find("imcache", IMCACHE_ID, ".json.gz")
+        if found is None:
+            return {}
+        payload = self.cache.read_json_gz(found)
+        return payload if isinstance(payload, dict) else {}
+
+    def save_image_cache(self, records: dict[str, dict], replace: bool) -> dict[str, dict]:
+        """Write the image cache; merges with what another process may have written meanwhile."""
+        path = self._imcache_path()
+        if path is None:
+            return records
+        assert self.cache is not None
+        with self.cache.lock(path):
+            merged = {} if replace else self.load_image_cache()
+            merged.update(records)
+            self.cache.write_json_gz(path, dict(sorted(merged.items())))
+        return merged
+
+    # ---------------------------------------------------------- annotations
+    def study_annotations(self, study_id: str, summaries: list[dict],
+                          progress: bool | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
+        """Details and per-feature superpixel markups of a study's annotations.
+
+        Returns ``(records, features)``: annotation id → detail record, and
+        annotation id → {feature id → {'idx', 'lst', 'num', …}} (the
+        original package's ``stann_`` format, which is also what is cached).
+        """
+        stored: dict[str, Any] = {}
+        path = self.cache.path("stann", study_id, ".json.gz") if self.cache else None
+        if self.cache is not None:
+            found = self.cache.find("stann", study_id, ".json.gz")
+            if found is not None:
+                stored = self.cache.read_json_gz(found) or {}
+                if not isinstance(stored, dict):
+                    stored = {}
+        records: dict[str, dict] = dict(stored.get("_records", {}))
+        features: dict[str, dict] = {k: v for k, v in stored.items() if not k.startswith("_")}
+        changed = False
+        todo = [s for s in summaries if s["_id"] not in records]
+        bar = _progress(len(todo), "Annotations", "annotation",
+                        enabled=(self.progress if progress is None else progress) and bool(todo))
+        try:
+            for summary in todo:
+                detail = self.backend.annotation(summary["_id"])
+                records[summary["_id"]] = detail
+                changed = True
+                if detail.get("state") == "complete":
+                    present = [f for f, on in (detail.get("markups") or {}).items() if on]
+                    for feature in present:
+                        values = self.backend.markup_values(summary["_id"], feature)
+                        idx = [i for i, v in enumerate(values) if v > 0]
+                        features.setdefault(summary["_id"], {})[feature] = {
+                            "idx": idx, "lst": [values[i] for i in idx], "num": len(idx),
+                            "area": None, "area_pct": None, "area_mpct": None,
+                            "tarea": None, "tarea_pct": None, "tarea_mpct": None,
+                        }
+                bar.update(1)
+        finally:
+            bar.close()
+        if changed and path is not None and self.cache is not None:
+            with self.cache.lock(path):
+                self.cache.write_json_gz(path, {**features, "_records": records})
+        return records, features
+
+    # ------------------------------------------------------------ segments
+    def segmentation_mask(self, segmentation_id: str) -> np.ndarray:
+        cache = self.cache
+        if cache is not None:
+            found = cache.find("sgmsk", segmentation_id, ".png")
+            if found is not None:
+                mask = cache.read_image(found)
+                if mask is not None:
+                    return np.asarray(mask)
+        data = self.backend.segmentation_mask(segmentation_id)
+        if cache is not None:
+            cache.write_bytes(cache.path("sgmsk", segmentation_id, ".png"), data)
+        return _decode_image(data)
