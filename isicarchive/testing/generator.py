@@ -174,6 +174,37 @@ def superpixel_labels(width: int, height: int, n_segments: int, seed: int) -> np
                 best = np.where(better, dist, best)
                 best_label = np.where(better, ry * cols + rxc, best_label)
         labels[y] = best_label
+    seeds = np.zeros((height, width), dtype=bool)
+    seeds[centre_y.ravel(), centre_x.ravel()] = True
+    return _make_contiguous(labels, seeds)
+
+
+def _shifted_pairs(a: np.ndarray) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """(destination, source) slices of the four 4-neighbour shifts."""
+    s, e, a_ = slice(1, None), slice(None, -1), slice(None)
+    return [((s, a_), (e, a_)), ((e, a_), (s, a_)), ((a_, s), (a_, e)), ((a_, e), (a_, s))]
+
+
+def _make_contiguous(labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Keep each label's patch that holds its seed; give stray fragments to a neighbour.
+
+    A discrete Voronoi cell can touch another part of itself only diagonally;
+    the archive's superpixels are 4-connected patches, so ours are too.
+    """
+    reached = seeds.copy()
+    shifts = _shifted_pairs(labels)
+    while True:  # grow each seed through pixels of its own label
+        grown = reached.copy()
+        for dst, src in shifts:
+            grown[dst] |= reached[src] & (labels[src] == labels[dst])
+        if np.array_equal(grown, reached):
+            break
+        reached = grown
+    while not reached.all():  # stray pixels join a reached neighbour's label
+        for dst, src in shifts:
+            take = ~reached[dst] & reached[src]
+            labels[dst][take] = labels[src][take]
+            reached[dst] |= take
     return labels
 
 

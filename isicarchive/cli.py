@@ -1,0 +1,355 @@
+"""The ``isicarchive`` command line.
+
+Exit codes: 0 success, 1 an archive/library error (message on stderr),
+2 bad usage, 3 authentication failed, 4 not found, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ._version import __version__
+from .errors import AuthenticationError, IsicError, NotFoundError, QueryError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+EPILOG = """examples:
+  isicarchive demo                                  run the offline demo (local archive)
+  isicarchive serve --port 8000                     serve a local archive (v1 and v2)
+  isicarchive --host http://127.0.0.1:8000 images select meta.clinical.diagnosis == melanoma
+  isicarchive images download --select meta.acquisition.pixelsX '>=' 2048 --out ./big
+  isicarchive study show "ISIC Annotation Study 0" --json
+  isicarchive cache info --cache-folder ~/isic-cache
+exit codes: 0 ok, 1 error, 2 usage, 3 authentication, 4 not found, 130 interrupted"""
+
+
+def _value(text: str) -> Any:
+    """A criterion value from the command line: JSON when it parses (numbers, true, null, lists), else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _criteria(words: Sequence[str]) -> list[list[Any]]:
+    """``field op value`` triples (unary ``is None``/``not is None`` take no value)."""
+    words = list(words)
+    criteria = []
+    while words:
+        if len(words) < 2:
+            raise QueryError(f"incomplete criterion: {' '.join(words)!r}; write field op value")
+        field, op = words[0], words[1]
+        if op in ("is None", "not is None"):
+            criteria.append([field, op, None])
+            words = words[2:]
+            continue
+        if len(words) < 3:
+            raise QueryError(f"criterion {' '.join(words)!r} has no value")
+        criteria.append([field, op, _value(words[2])])
+        words = words[3:]
+    return criteria
+
+
+def _print(args: argparse.Namespace, payload: Any, text: Callable[[], str]) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(text())
+
+
+def _api(args: argparse.Namespace) -> Any:
+    from .api import IsicApi
+
+    hostname = args.host or os.environ.get("ISICARCHIVE_HOST")
+    api_version = 2 if args.api == "v2" else 1
+    return IsicApi(args.user, None, hostname=hostname, cache_folder=args.cache_folder, api_version=api_version,
+                   progress=not args.json and not args.quiet)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, images=args.images)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .testing import ArchiveConfig, ArchiveData, LocalArchive
+
+    config = ArchiveConfig(images=args.images)
+    if args.from_dump:
+        data = ArchiveData.from_dump(args.from_dump, seed=args.seed, config=config, limit=args.limit)
+    else:
+        data = ArchiveData(seed=args.seed, config=config)
+    archive = LocalArchive(data=data, host=args.bind, port=args.port, https=args.https)
+    archive.start()
+    print(f"Local ISIC archive at {archive.url}  (v1: {archive.v1_url}  v2: {archive.v2_url})", flush=True)
+    print(f"{len(data.images)} images, {len(data.datasets)} datasets, {len(data.studies)} studies", flush=True)
+    for login, password in archive.credentials.items():
+        print(f"  account {login} / {password}", flush=True)
+    if archive.ca_file:
+        print(f"CA bundle: {archive.ca_file} (export REQUESTS_CA_BUNDLE={archive.ca_file})", flush=True)
+    print("Ctrl-C to stop.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        archive.stop()
+    return EXIT_OK
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    import getpass
+
+    from . import credentials
+    from .api import IsicApi
+
+    if not args.user:
+        raise QueryError("login needs --user NAME")
+    password = os.environ.get("ISICARCHIVE_PASSWORD") or (getpass.getpass(f"Password for {args.user}: ")
+                                                          if credentials.interactive() else None)
+    if not password:
+        raise AuthenticationError("no password: set ISICARCHIVE_PASSWORD or run interactively")
+    api = IsicApi(args.user, password, hostname=args.host, api_version=2 if args.api == "v2" else 1)
+    credentials.store_password(api.base_url, args.user, password)
+    print(f"Logged in as {args.user}; password stored in the keyring (service "
+          f"{credentials.keyring_service(api.base_url)!r}).")
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from . import credentials
+    from .api import DEFAULTS, _normalise_host
+
+    if not args.user:
+        raise QueryError("logout needs --user NAME")
+    version = 2 if args.api == "v2" else 1
+    host, uri = DEFAULTS[version]
+    base = _normalise_host(args.host or host) + uri
+    removed = credentials.delete_password(base, args.user)
+    print("Password removed from the keyring." if removed else "No stored password.")
+    return EXIT_OK
+
+
+def cmd_images_select(args: argparse.Namespace) -> int:
+    api = _api(args)
+    selection = api.select_images(_criteria(args.criteria))
+    _print(args, {"count": len(selection), "ids": selection.ids(), "names": selection.names()},
+           lambda: "\n".join(selection.names()) + f"\n{len(selection)} images selected")
+    return EXIT_OK
+
+
+def cmd_images_download(args: argparse.Namespace) -> int:
+    api = _api(args)
+    if args.select:
+        images: Any = api.select_images(_criteria(args.select))
+    elif args.ids:
+        images = args.ids
+    else:
+        raise QueryError("say what to download: image ids/names, or --select field op value ...")
+    result = api.download_images(images, folder=args.out, workers=args.workers, superpixels=args.superpixels)
+    payload = {"downloaded": len(result.downloaded), "skipped": len(result.skipped), "failed": result.failed,
+               "bytes": result.bytes, "seconds": round(result.seconds, 3)}
+    _print(args, payload, lambda: repr(result))
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    api = _api(args)
+    study = api.study(args.study)
+    if args.action == "download":
+        result = study.cache_imagedata()
+        _print(args, {"downloaded": len(result.downloaded), "skipped": len(result.skipped),
+                      "failed": result.failed}, lambda: repr(result))
+        return EXIT_OK if result.ok else EXIT_ERROR
+    if args.action == "annotations":
+        annotations = study.load_annotations()
+        payload = [{"id": a.id, "image": a.image_id, "user": a.user_id, "state": a.state,
+                    "features": sorted(a.features)} for a in annotations]
+        _print(args, payload, lambda: "\n".join(f"{a['id']} {a['state']:9} image {a['image']} "
+                                                f"features: {', '.join(a['features']) or '-'}" for a in payload))
+        return EXIT_OK
+    payload = {"id": study.id, "name": study.name, "description": study.description, "images": study.image_names(),
+               "features": study.feature_list(), "questions": [q.get("id") for q in study.questions]}
+    _print(args, payload, lambda: str(study))
+    return EXIT_OK
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    api = _api(args)
+    if not args.dataset:
+        found = api.dataset()
+        _print(args, found, lambda: "\n".join(f"{d.get('_id', d.get('id'))}  {d.get('name')}" for d in found))
+        return EXIT_OK
+    dataset = api.dataset(args.dataset)
+    payload = dataset.as_json() | {"access_list": dataset.access_list, "metadata": dataset.metadata}
+    _print(args, payload, lambda: str(dataset))
+    return EXIT_OK
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import Cache, MARKER
+
+    if not args.cache_folder:
+        raise QueryError("cache commands need --cache-folder DIR")
+    root = Path(args.cache_folder).expanduser()
+    if not root.is_dir():
+        raise NotFoundError(f"no cache folder at {root}")
+    files = [p for p in root.rglob("*") if p.is_file() and p.name != MARKER]
+    if args.action == "info":
+        kinds: dict[str, list[int]] = {}
+        for path in files:
+            kind = path.name.split("_", 1)[0]
+            kinds.setdefault(kind, [0, 0])
+            kinds[kind][0] += 1
+            kinds[kind][1] += path.stat().st_size
+        payload = {"folder": str(root), "files": len(files), "bytes": sum(v[1] for v in kinds.values()),
+                   "kinds": {k: {"files": v[0], "bytes": v[1]} for k, v in sorted(kinds.items())}}
+        _print(args, payload, lambda: f"{root}: {payload['files']} files, {payload['bytes'] / 1e6:.1f} MB\n" +
+               "\n".join(f"  {k:8} {v[0]:7d} files {v[1] / 1e6:9.1f} MB" for k, v in sorted(kinds.items())))
+        return EXIT_OK
+    if args.action == "clean":
+        leftovers = [p for p in files if p.name.endswith((".tmp", ".part", ".lock"))]
+        if args.all:
+            leftovers = files
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        _print(args, {"removed": len(leftovers)}, lambda: f"removed {len(leftovers)} files")
+        return EXIT_OK
+    # verify
+    import warnings
+
+    marker = root / MARKER
+    base = json.loads(marker.read_text()).get("base_url", "") if marker.exists() else ""
+    cache = Cache(root, base or "https://isic-archive.com/api/v1")
+    bad = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in files:
+            ok = True
+            if path.name.endswith(".json.gz"):
+                ok = cache.read_json_gz(path) is not None
+            elif path.suffix == ".npz":
+                ok = cache.read_npz(path, "idx") is not None
+            elif path.suffix in (".png", ".jpg", ".jpeg", ".tif"):
+                ok = cache.read_image(path) is not None
+            if not ok:
+                bad.append(str(path))
+    _print(args, {"checked": len(files), "corrupt_removed": bad},
+           lambda: f"checked {len(files)} files; {len(bad)} corrupt (removed)" + "".join(f"\n  {b}" for b in bad))
+    return EXIT_OK if not bad else EXIT_ERROR
+
+
+# -------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--host", help="archive host (default: the official one; or $ISICARCHIVE_HOST)")
+    common.add_argument("--api", choices=["v1", "v2"], default="v1", help="API version (default v1)")
+    common.add_argument("--user", help="log in as this user (password from keyring/netrc/prompt)")
+    common.add_argument("--cache-folder", help="cache folder")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    parser = argparse.ArgumentParser(prog="isicarchive", description="Work with the ISIC Archive.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[common])
+    parser.add_argument("--version", action="version", version=f"isicarchive {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = command("demo", cmd_demo, "run the library end to end against a local archive",
+                "isicarchive demo --out ./isic-demo")
+    p.add_argument("--out", default="isicarchive-demo", help="folder for the demo's cache and pictures")
+    p.add_argument("--images", type=int, default=400, help="images in the local archive")
+
+    p = command("serve", cmd_serve, "serve a local ISIC archive (v1 and v2) until Ctrl-C",
+                "isicarchive serve --port 8000 --images 2000")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--bind", default="127.0.0.1", help="interface (loopback by default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--https", action="store_true", help="TLS with a throwaway CA")
+    p.add_argument("--from-dump", help="serve real records from an imcache_…json.gz dump")
+    p.add_argument("--limit", type=int, help="with --from-dump: only the first N records")
+
+    command("login", cmd_login, "store your password in the system keyring (checked by logging in)",
+            "isicarchive login --user me@example.org")
+    command("logout", cmd_logout, "remove your stored password", "isicarchive logout --user me@example.org")
+
+    images = sub.add_parser("images", help="select and download images")
+    images_sub = images.add_subparsers(dest="images_command", metavar="ACTION", required=True)
+    p = images_sub.add_parser("select", help="select images by criteria (field op value ...)", parents=[common],
+                              epilog="example:\n  isicarchive images select meta.clinical.diagnosis == melanoma "
+                                     "meta.acquisition.pixelsX '>=' 2048",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("criteria", nargs="+", help="field op value triples; values are JSON when they parse")
+    p.set_defaults(func=cmd_images_select)
+    p = images_sub.add_parser("download", help="download images (parallel, resumable)", parents=[common],
+                              epilog="example:\n  isicarchive images download ISIC_0000000 ISIC_0000001 --out imgs",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ids", nargs="*", help="image ids or names")
+    p.add_argument("--select", nargs="+", metavar="WORD", help="criteria instead of ids")
+    p.add_argument("--out", help="folder (ISIC_….jpg + metadata.csv); default: the cache")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--superpixels", action="store_true", help="also superpixel PNGs (cache, v1)")
+    p.set_defaults(func=cmd_images_download)
+
+    p = command("study", cmd_study, "show a study, download its images, or list its annotations",
+                "isicarchive study annotations 'ISIC Annotation Study 0'")
+    p.add_argument("action", choices=["show", "download", "annotations"])
+    p.add_argument("study", help="study id or name")
+
+    p = command("dataset", cmd_dataset, "list datasets or show one", "isicarchive dataset show HAM10000")
+    p.add_argument("action", choices=["show", "list"])
+    p.add_argument("dataset", nargs="?", help="dataset id or name")
+
+    p = command("cache", cmd_cache, "inspect, verify or clean a cache folder",
+                "isicarchive cache verify --cache-folder ~/isic-cache")
+    p.add_argument("action", choices=["info", "verify", "clean"])
+    p.add_argument("--all", action="store_true", help="with clean: remove every cached file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except AuthenticationError as exc:
+        print(f"isicarchive: {exc}", file=sys.stderr)
+        return EXIT_AUTH
+    except NotFoundError as exc:
+        print(f"isicarchive: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except QueryError as exc:
+        print(f"isicarchive: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except IsicError as exc:
+        print(f"isicarchive: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

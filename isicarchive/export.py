@@ -1,0 +1,60 @@
+"""Downloads into a plain folder: ``ISIC_xxxxxxx.jpg`` files plus ``metadata.csv``,
+the layout of the archive's official CLI."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from .cache import safe_name
+from .downloads import Downloader, DownloadResult, Job, extension_for
+from .store import Store
+
+__all__ = ["download_to_folder", "metadata_rows"]
+
+
+def _flat(record: dict) -> dict[str, Any]:
+    """One CSV row: id, name, attribution, licence, then every acquisition/clinical key."""
+    meta = record.get("meta") or record.get("metadata") or {}
+    row: dict[str, Any] = {
+        "isic_id": record.get("isic_id") or record.get("name"),
+        "attribution": record.get("attribution") or (record.get("dataset") or {}).get("name"),
+        "copyright_license": record.get("copyright_license") or (record.get("dataset") or {}).get("license"),
+    }
+    for section in ("acquisition", "clinical"):
+        for key, value in sorted((meta.get(section) or {}).items()):
+            row[key] = value
+    return row
+
+
+def metadata_rows(records: list[dict]) -> tuple[list[str], list[dict[str, Any]]]:
+    rows = [_flat(r) for r in records]
+    keys = sorted({k for row in rows for k in row} - {"isic_id", "attribution", "copyright_license"})
+    return ["isic_id", "attribution", "copyright_license"] + keys, rows
+
+
+def download_to_folder(store: Store, records: list[dict], folder: Path, workers: int, progress: bool) -> DownloadResult:
+    """Download images as ``<name>.<ext>`` into ``folder`` and write ``metadata.csv``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for record in records:
+        name = safe_name(store.backend.image_record_name(record))
+        key = str(record.get("_id") or record.get("isic_id"))
+        size = ((record.get("files") or {}).get("full") or {}).get("size")
+        jobs.append(Job(key, store.backend.image_file(record),
+                        lambda ctype, name=name: folder / f"{name}{extension_for(ctype)}",
+                        folder / f".{name}.part", size))
+
+    def done(job: Job) -> Path | None:
+        stem = job.part.name[1:-5]
+        found = [p for p in folder.glob(f"{stem}.*") if not p.name.endswith(".part")]
+        return found[0] if found else None
+
+    result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
+    columns, rows = metadata_rows(records)
+    with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return result

@@ -1,0 +1,83 @@
+"""Shared fixtures: real local archives over HTTP, fast-retry sessions, a test keyring."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import keyring
+import keyring.backend
+import pytest
+
+from isicarchive import IsicApi
+from isicarchive.testing import ArchiveConfig, LocalArchive
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+IMCACHE_DUMP = SHARED / "imcache_000000000000000000000000.json.gz"
+SGCACHE_DUMP = SHARED / "sgcache_000000000000000000000000.json.gz"
+DEMO_PNG = SHARED / "ISIC_0000000_superpixels_demo.png"
+
+# Nobody answers prompts in the test suite.
+os.environ.setdefault("ISICARCHIVE_NO_PROMPT", "1")
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A keyring that lives in memory, so tests never touch the machine's real one."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        from keyring.errors import PasswordDeleteError
+
+        if (service, username) not in self.store:
+            raise PasswordDeleteError("not found")
+        del self.store[(service, username)]
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MemoryKeyring]:
+    ring = MemoryKeyring()
+    previous = keyring.get_keyring()
+    keyring.set_keyring(ring)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    yield ring
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture(scope="session")
+def archive() -> Iterator[LocalArchive]:
+    """A shared, fault-free local archive (do not add faults to it)."""
+    with LocalArchive(seed=11, config=ArchiveConfig(images=60)) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_archive() -> Iterator[LocalArchive]:
+    """A private archive for tests that inject faults or count requests."""
+    with LocalArchive(seed=5, config=ArchiveConfig(images=40)) as server:
+        yield server
+
+
+def make_api(server: LocalArchive, *args: object, **kwargs: object) -> IsicApi:
+    """A session against a local archive with fast retries and no progress bars."""
+    kwargs.setdefault("hostname", server.url)
+    kwargs.setdefault("backoff", 0.001)
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("timeout", (2.0, 5.0))
+    return IsicApi(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def api_factory() -> object:
+    return make_api
