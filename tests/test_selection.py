@@ -1,0 +1,259 @@
+"""select_images: the columnar index gives the original per-record answers."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import re
+from typing import Any
+
+import pytest
+
+from isicarchive import QueryError
+from isicarchive.selection import ImageIndex, normalise_criteria
+from isicarchive.testing import ArchiveConfig, ArchiveData
+
+
+# --------------------------------------------------------- the reference
+# A plain per-record evaluation written from the original package's documented
+# behaviour (getxattr + selected), independent of isicarchive.selection.
+def ref_lookup(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if "." not in name:
+        try:
+            if isinstance(obj, dict):
+                return len(obj) if name == "#" else obj.get(name)
+            if name.lstrip("-").isdigit():
+                return obj[int(name)]
+            if isinstance(obj, list):
+                return len(obj) if name == "#" else getattr(obj, name)
+            return getattr(obj, name)
+        except Exception:
+            return None
+    if isinstance(obj, dict) and name in obj:
+        return obj[name]
+    *walk, last = name.split(".")
+    for part in walk:
+        obj = ref_lookup(obj, part)
+        if obj is None:
+            return None
+    return ref_lookup(obj, last)
+
+
+def ref_selected(record: dict, criteria: list) -> bool:
+    if len(criteria) == 3 and isinstance(criteria[0], str):
+        criteria = [criteria]
+    try:
+        for field, op, test in criteria:
+            val = ref_lookup(record, field)
+            ok = {
+                "==": lambda: val == test, "!=": lambda: val != test, "<": lambda: val < test,
+                "<=": lambda: val <= test, ">": lambda: val > test, ">=": lambda: val >= test,
+                "in": lambda: val in test, "not in": lambda: val not in test,
+                "ni": lambda: test in val, "not ni": lambda: test not in val,
+                "match": lambda: re.search(test, val) is not None, "~": lambda: re.search(test, val) is not None,
+                "not match": lambda: re.search(test, val) is None, "!~": lambda: re.search(test, val) is None,
+                "is": lambda: val is test, "not is": lambda: val is not test,
+                "is None": lambda: val is None, "not is None": lambda: val is not None,
+            }[op]()
+            if not ok:
+                return False
+    except Exception:
+        return False
+    return True
+
+
+def ref_select(records: dict, criteria: list) -> set[str]:
+    if len(criteria) == 2 and criteria[1] in ("is None", "not is None"):
+        criteria = [*criteria, None]  # the documented two-element form of unary operators
+    return {k for k, r in records.items() if ref_selected(r, criteria)}
+
+
+# -------------------------------------------------------------- records
+def odd_records() -> dict[str, dict]:
+    """Generated archive records plus hand-made awkward ones."""
+    records = {r["_id"]: copy.deepcopy(r) for r in ArchiveData(seed=9, config=ArchiveConfig(images=300)).images}
+    ids = list(records)
+    records[ids[0]]["meta"]["clinical"]["age_approx"] = "55"  # a string where numbers live
+    records[ids[1]]["meta"]["clinical"]["age_approx"] = 55.0
+    records[ids[2]]["meta"]["clinical"]["melanocytic"] = 1  # 1 == True, but 1 is not True
+    records[ids[3]]["meta"]["clinical"]["sex"] = ["male"]  # a list where strings live
+    records[ids[4]]["meta"]["clinical"] = "unknown"  # a string where a dict lives
+    records[ids[5]]["notes"]["tags"] = "ISBI 2016: Training"  # substring semantics for ni
+    records[ids[6]]["meta"]["unstructured"]["biopsy done"] = None
+    records[ids[7]]["meta"]["acquisition"]["pixelsX"] = 2 ** 60  # beyond float precision
+    records[ids[8]]["meta"]["clinical"]["age_approx"] = float("nan")
+    records[ids[9]]["meta"]["clinical"]["age_approx"] = True
+    del records[ids[10]]["notes"]
+    records[ids[11]]["meta.flat key"] = "dotted root key"
+    return records
+
+
+BATTERY: list[Any] = [
+    ["meta.clinical.diagnosis", "==", "melanoma"],
+    ["meta.clinical.diagnosis", "!=", "nevus"],
+    ["meta.clinical.diagnosis", "==", None],
+    ["meta.clinical.diagnosis", "!=", None],
+    ["meta.clinical.age_approx", ">=", 50],
+    ["meta.clinical.age_approx", ">", 50.5],
+    ["meta.clinical.age_approx", "<", 30],
+    ["meta.clinical.age_approx", "<=", 30],
+    ["meta.clinical.age_approx", "==", 55],
+    ["meta.clinical.age_approx", "!=", 55],
+    ["meta.clinical.age_approx", ">=", "50"],
+    ["meta.clinical.age_approx", "<", True],
+    ["meta.clinical.age_approx", "in", [20, 25, 55]],
+    ["meta.clinical.age_approx", "not in", [20, 25, 55]],
+    ["meta.clinical.age_approx", "is None", None],
+    ["meta.clinical.age_approx", "not is None", None],
+    ["meta.clinical.age_approx", "is None"],
+    ["meta.clinical.sex", "==", "male"],
+    ["meta.clinical.sex", "<=", "male"],
+    ["meta.clinical.sex", ">", "female"],
+    ["meta.clinical.sex", "in", "female"],
+    ["meta.clinical.sex", "in", ["male", None]],
+    ["meta.clinical.sex", "ni", "ale"],
+    ["meta.clinical.sex", "not ni", "fe"],
+    ["meta.clinical.sex", "match", "^fe"],
+    ["meta.clinical.sex", "~", "male$"],
+    ["meta.clinical.sex", "not match", "^fe"],
+    ["meta.clinical.sex", "!~", "x"],
+    ["meta.clinical.melanocytic", "is", True],
+    ["meta.clinical.melanocytic", "not is", True],
+    ["meta.clinical.melanocytic", "==", True],
+    ["meta.clinical.melanocytic", "==", 1],
+    ["meta.clinical.melanocytic", "is", False],
+    ["meta.clinical.melanocytic", "is", None],
+    ["meta.clinical.melanocytic", "not is", None],
+    ["meta.clinical.melanocytic", ">", 0],
+    ["notes.tags", "ni", "ISBI 2017: Training"],
+    ["notes.tags", "not ni", "ISBI 2017: Training"],
+    ["notes.tags", "ni", "ISBI 2016"],
+    ["notes.tags", "==", []],
+    ["notes.tags", "!=", []],
+    ["notes.tags", "match", "ISBI"],
+    ["notes.tags.0", "==", "ISBI 2016: Training"],
+    ["notes.tags.#", ">=", 2],
+    ["notes.tags.-1", "match", "Challenge"],
+    ["notes.reviewed.accepted", "is", True],
+    ["meta.unstructured.biopsy done", "==", "Y"],
+    ["meta.unstructured.biopsy done", "is None", None],
+    ["meta.unstructured.biopsy done", "!=", "Y"],
+    ["meta.unstructured", "ni", "biopsy done"],
+    ["meta.unstructured", "not ni", "lesion_id"],
+    ["meta.acquisition.pixelsX", ">=", 2048],
+    ["meta.acquisition.pixelsX", ">", 2 ** 59],
+    ["meta.acquisition.pixelsX", "==", 160],
+    ["meta.acquisition.image_type", "==", "dermoscopic"],
+    ["meta.acquisition.dermoscopic_type", "in", ["contact polarized", "contact non-polarized"]],
+    ["meta.clinical.nonexistent", "==", None],
+    ["meta.clinical.nonexistent", "!=", 3],
+    ["meta.clinical.nonexistent", ">", 3],
+    ["meta.clinical.nonexistent.deeper", "is None", None],
+    ["meta.clinical.sex.upper", "not is None", None],
+    ["meta.clinical.sex.real", "is None", None],
+    ["meta.flat key", "==", "dotted root key"],
+    ["dataset.name", "match", "^(UDA|MSK)"],
+    ["dataset", "ni", "name"],
+    ["name", "==", "ISIC_0000007"],
+    ["name", ">=", "ISIC_0000290"],
+    ["_id", "in", []],
+    ["meta.clinical.mel_thick_mm", ">", 1.0],
+    ["meta.clinical.clin_size_long_diam_mm", "<=", 10],
+    [["meta.clinical.diagnosis", "==", "nevus"], ["meta.clinical.age_approx", ">=", 40],
+     ["meta.clinical.sex", "==", "female"]],
+    [["meta.acquisition.pixelsX", ">=", 100], ["meta.acquisition.image_type", "==", "dermoscopic"],
+     ["meta.clinical.diagnosis", "!=", "nevus"]],
+    [["notes.tags", "ni", "Challenge 2019: Training"], ["meta.clinical.melanocytic", "is", False]],
+    [["meta.clinical.benign_malignant", "==", "malignant"], ["meta.clinical.age_approx", "is None", None]],
+]
+
+
+@pytest.fixture(scope="module")
+def records() -> dict[str, dict]:
+    return odd_records()
+
+
+@pytest.fixture(scope="module")
+def index(records: dict[str, dict]) -> ImageIndex:
+    return ImageIndex(records)
+
+
+def test_battery_is_large_enough() -> None:
+    assert len(BATTERY) >= 60
+    used = {c[1] for crit in BATTERY for c in (crit if isinstance(crit[0], list) else [crit])}
+    assert used >= {"==", "!=", "<", "<=", ">", ">=", "in", "not in", "ni", "not ni", "match", "~",
+                    "not match", "!~", "is", "not is", "is None", "not is None"}
+
+
+@pytest.mark.parametrize("criteria", BATTERY, ids=[json.dumps(c)[:70] for c in BATTERY])
+def test_same_answer_as_per_record_evaluation(index: ImageIndex, records: dict, criteria: Any) -> None:
+    expected = ref_select(records, criteria)
+    got = set(index.select(criteria))
+    assert got == expected
+
+
+def test_battery_selects_something_and_not_everything(index: ImageIndex, records: dict) -> None:
+    sizes = [len(ref_select(records, c)) for c in BATTERY]
+    assert sum(0 < s < len(records) for s in sizes) >= 40  # the battery discriminates
+
+
+def test_sub_selection_narrows(index: ImageIndex, records: dict) -> None:
+    first = index.select(["meta.clinical.diagnosis", "!=", "nevus"])
+    second = index.select(["meta.clinical.age_approx", ">=", 50], within=first.keys())
+    expected = ref_select(records, [["meta.clinical.diagnosis", "!=", "nevus"], ["meta.clinical.age_approx", ">=", 50]])
+    assert set(second) == expected
+    assert set(second) <= set(first)
+
+
+def test_incremental_add_matches_rebuild(records: dict) -> None:
+    items = list(records.items())
+    grown = ImageIndex(dict(items[:100]))
+    grown.add(dict(items[100:]))
+    criteria = [["meta.clinical.age_approx", ">=", 50], ["notes.tags", "ni", "ISBI 2017: Training"]]
+    assert set(grown.select(criteria)) == ref_select(records, criteria)
+    replaced = dict(items[:1])
+    key = next(iter(replaced))
+    changed = copy.deepcopy(replaced[key])
+    changed["name"] = "RENAMED"
+    grown.add({key: changed})
+    assert set(grown.select(["name", "==", "RENAMED"])) == {key}
+    assert len(grown) == len(records)
+
+
+@pytest.mark.parametrize("bad", [
+    [], "meta.x == 1", ["meta.x", "equals", 1], ["meta.x", "=="], ["meta.x", "==", 1, 2], [3, "==", 1],
+    [["meta.x", "==", 1], "oops"], ["meta.x", "in", 5], ["meta.x", "match", 5], ["meta.x", "match", "(unclosed"],
+    ["", "==", 1],
+])
+def test_bad_criteria_raise_query_error(bad: Any) -> None:
+    with pytest.raises(QueryError):
+        normalise_criteria(bad)
+
+
+def test_query_error_is_a_value_error_naming_the_criterion() -> None:
+    with pytest.raises(ValueError, match="equals"):
+        normalise_criteria(["meta.clinical.sex", "equals", "male"])
+
+
+def test_selection_hand_off(index: ImageIndex) -> None:
+    sel = index.select(["meta.clinical.diagnosis", "==", "melanoma"])
+    assert sel.ids() == list(sel.keys()) and len(sel.names()) == len(sel)
+    assert "Selection(" in repr(sel) and "<table>" in sel._repr_html_()
+    pd = pytest.importorskip("pandas")
+    frame = sel.to_dataframe(["name", "meta.clinical.age_approx"])
+    assert isinstance(frame, pd.DataFrame) and list(frame.index) == sel.ids()
+
+
+def test_real_dump_differential() -> None:
+    from conftest import IMCACHE_DUMP
+
+    if not IMCACHE_DUMP.exists():
+        pytest.skip("../shared/fixtures is not present")
+    with gzip.open(IMCACHE_DUMP, "rb") as fh:
+        real = json.loads(fh.read())
+    index = ImageIndex(real)
+    for criteria in BATTERY:
+        assert set(index.select(criteria)) == ref_select(real, criteria), criteria
