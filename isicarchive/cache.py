@@ -43,6 +43,7 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -280,7 +281,7 @@ class Cache:
                 return npz[key]
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             self.discard_corrupt(path, exc)
             return None
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import filelock
 import requests
 
 from .errors import ArchiveUnavailableError, IsicError
@@ -220,17 +221,25 @@ class Downloader:
             with lock:
                 received[0] += n
 
+        def one(job: Job) -> tuple[Path, bool]:
+            # another process sharing the folder may be fetching the same file
+            with filelock.FileLock(str(job.part) + ".lock"):
+                existing = done(job) if done else None
+                if existing is not None:
+                    return existing, False
+                return fetch_file(self.transport, job, on_bytes)[0], True
+
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="isic-download") as pool:
-                futures = {pool.submit(fetch_file, self.transport, job, on_bytes): job for job in todo}
+                futures = {pool.submit(one, job): job for job in todo}
                 for future in as_completed(futures):
                     job = futures[future]
                     try:
-                        path, _ = future.result()
+                        path, fetched = future.result()
                     except IsicError as exc:
                         result.failed[job.key] = str(exc)
                     else:
-                        result.downloaded.append(job.key)
+                        (result.downloaded if fetched else result.skipped).append(job.key)
                         result.paths[job.key] = path
                     finally:
                         self._release(job.part)

@@ -15,9 +15,12 @@ label is ``R + 256*G + 65536*B``.  This module turns that into
 and offers the helpers people reach for: one superpixel's pixels, painting,
 outlines, neighbours and feature overlays.
 
-All of it is linear in the number of pixels: a stable counting sort by label
-(numpy's radix sort for labels below 65536) replaces the original per-pixel
-Python loop.
+All of it is linear in the number of pixels.  Superpixels are compact, so
+the flat image is a sequence of runs of equal labels about 25 times shorter
+than the pixel list; the runs are sorted by label (numpy's radix sort for
+labels below 65536) and expanded in one vectorised pass, which replaces the
+original per-pixel loop.  Random label images with no runs fall back to a
+stable argsort of the pixels.
 """
 
 from __future__ import annotations
@@ -168,9 +171,7 @@ class _Runs(NamedTuple):
     """
 
     starts: np.ndarray  # first flat pixel index of each run
-    ends: np.ndarray  # last flat pixel index of each run
-    labels: np.ndarray
-    within: np.ndarray  # pixels of the same label in earlier runs
+    lengths: np.ndarray
     counts: np.ndarray  # pixels per label (index = label)
 
 
@@ -178,8 +179,8 @@ def _runs(flat: np.ndarray) -> _Runs | None:
     """Run-length layout of the labels, or None when runs are too short to pay.
 
     Superpixels are compact, so a row of pixels crosses only a few dozen of
-    them: there are ~1000x fewer runs than pixels, and sorting runs instead of
-    pixels leaves one sequential pass (a cumulative sum) over the output.
+    them: there are ~25x fewer runs than pixels, and sorting runs instead of
+    pixels leaves one sequential pass to expand them.
     """
     n = flat.size
     breaks = np.flatnonzero(flat[1:] != flat[:-1])
@@ -189,23 +190,11 @@ def _runs(flat: np.ndarray) -> _Runs | None:
     starts[0] = 0
     starts[1:] = breaks + 1
     lengths = np.diff(starts, append=n)
-    labels = flat[starts].astype(np.int64)
+    labels = flat[starts]
     counts = np.bincount(labels, weights=lengths).astype(np.int64)
-    by_label = np.argsort(labels, kind="stable")
-    starts, lengths, labels = starts[by_label], lengths[by_label], labels[by_label]
-    label_start = np.zeros(counts.size, np.int64)
-    np.cumsum(counts[:-1], out=label_start[1:])
-    within = np.cumsum(lengths) - lengths - label_start[labels]
-    return _Runs(starts, starts + lengths - 1, labels, within, counts)
-
-
-def _previous_ends(runs: _Runs) -> np.ndarray:
-    """For each run, the last pixel of the run before it (0 for the first, as
-    a cumulative sum starts from 0)."""
-    previous = np.empty_like(runs.ends)
-    previous[0] = 0
-    previous[1:] = runs.ends[:-1]
-    return previous
+    keys = labels.astype(np.uint16) if counts.size <= _RADIX_LIMIT else labels
+    by_label = np.argsort(keys, kind="stable")
+    return _Runs(starts[by_label], lengths[by_label], counts)
 
 
 def compact(idx: np.ndarray) -> Compact:
@@ -230,11 +219,11 @@ def compact(idx: np.ndarray) -> Compact:
     if runs is None:
         order = _sorted_by_label(flat, counts.size)
     else:
-        # Inside a run the order climbs by one; at each run start it jumps
-        # from the previous run's last pixel to this run's first.
-        order = np.ones(flat.size, dtype=_index_dtype(flat.size))
-        order[offsets[runs.labels] + runs.within] = runs.starts - _previous_ends(runs)
-        np.cumsum(order, out=order)
+        # Expand the sorted runs: position k of run r holds start[r] + (k - first position of r).
+        dtype = _index_dtype(flat.size)
+        placed_before = np.cumsum(runs.lengths) - runs.lengths
+        order = np.repeat((runs.starts - placed_before).astype(dtype), runs.lengths)
+        order += np.arange(flat.size, dtype=dtype)
     return Compact(order, offsets, tuple(np.shape(idx)))
 
 
@@ -244,8 +233,9 @@ def map_from_compact(comp: Compact) -> np.ndarray:
     spmap = np.zeros((counts.size, int(counts.max()) + 1), dtype=np.int32)
     order, offsets = comp.order, comp.offsets
     if counts.size <= _ROW_LOOP_LIMIT:
+        starts = offsets.tolist()
         for label in np.flatnonzero(counts).tolist():
-            start, stop = offsets[label], offsets[label + 1]
+            start, stop = starts[label], starts[label + 1]
             spmap[label, : stop - start] = order[start:stop]
     else:
         width = spmap.shape[1]
@@ -272,27 +262,7 @@ def superpixel_map(idx: np.ndarray) -> np.ndarray:
         holds label ``i``'s ascending flat indices in ``[:count]`` and its
         count in ``[-1]``; unused cells are 0.
     """
-    flat = _flat_labels(idx)
-    runs = _runs(flat)
-    if runs is None:
-        return map_from_compact(compact(idx))
-    counts = runs.counts
-    width = int(counts.max()) + 1
-    # Each row is the cumulative sum of its increments: 1 inside the label's
-    # pixels, a jump at every run start, a drop back to 0 after the last
-    # pixel, 0 over the padding.
-    spmap = np.empty((counts.size, width), dtype=np.int32)
-    np.less(np.arange(width, dtype=np.int32)[None, :], counts[:, None], out=spmap, casting="unsafe")
-    cells = spmap.ravel()
-    row_start = runs.labels * width
-    previous = _previous_ends(runs)
-    previous[runs.within == 0] = 0
-    cells[row_start + runs.within] = runs.starts - previous
-    last = np.flatnonzero(np.diff(runs.labels, append=-1))
-    cells[row_start[last] + counts[runs.labels[last]]] = -runs.ends[last]
-    np.cumsum(spmap, axis=1, out=spmap)
-    spmap[:, -1] = counts
-    return spmap
+    return map_from_compact(compact(idx))
 
 
 def pixels(spmap: np.ndarray, label: int) -> np.ndarray:
