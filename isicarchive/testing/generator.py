@@ -57,6 +57,19 @@ FEATURES = [
     "Structureless : Blue whitish veil", "Regression structures : Scar-like depigmentation",
     "Vessels : Dotted", "Streaks : Regular",
 ]
+#: v1 diagnosis -> v2 hierarchical diagnosis_1..3
+V2_DIAGNOSES = {
+    "nevus": ("Benign", "Benign melanocytic proliferations", "Nevus"),
+    "melanoma": ("Malignant", "Malignant melanocytic proliferations (Melanoma)", "Melanoma, NOS"),
+    "pigmented benign keratosis": ("Benign", "Benign epidermal proliferations", "Pigmented benign keratosis"),
+    "basal cell carcinoma": ("Malignant", "Malignant adnexal epithelial proliferations - Follicular",
+                             "Basal cell carcinoma"),
+    "seborrheic keratosis": ("Benign", "Benign epidermal proliferations", "Seborrheic keratosis"),
+    "squamous cell carcinoma": ("Malignant", "Malignant epidermal proliferations", "Squamous cell carcinoma, NOS"),
+    "vascular lesion": ("Benign", "Benign soft tissue proliferations - Vascular", "Hemangioma"),
+    "actinic keratosis": ("Indeterminate", "Indeterminate epidermal proliferations", "Solar or actinic keratosis"),
+    "dermatofibroma": ("Benign", "Benign soft tissue proliferations - Fibro-histiocytic", "Dermatofibroma"),
+}
 QUESTIONS = [
     ("Diagnosis", ["benign", "malignant", "indeterminate"]),
     ("Image quality", ["good", "acceptable", "poor"]),
@@ -120,6 +133,9 @@ class ArchiveConfig:
         Approximate number of superpixels per image.
     jpeg_quality : int
         JPEG quality of generated images (larger files at higher quality).
+    image_bytes : (int, int), optional
+        Range of image file sizes (e.g. ``(300_000, 5_000_000)`` for
+        realistic downloads of small rendered images).
     """
 
     images: int = 60
@@ -131,6 +147,10 @@ class ArchiveConfig:
     superpixels: int = 1000
     jpeg_quality: int = 85
     segmentations_per_image: float = 0.5
+    #: (min, max) bytes of an image file; JPEGs are padded with comment
+    #: segments to a size drawn from the image's seed, so that file sizes are
+    #: known without rendering (None: about 1.5-2 bytes per pixel).
+    image_bytes: tuple[int, int] | None = None
 
 
 def superpixel_labels(width: int, height: int, n_segments: int, seed: int) -> np.ndarray:
@@ -462,6 +482,73 @@ class ArchiveData:
             study["userCompletion"] = completion
         return out
 
+    # ------------------------------------------------------------------ v2
+    def _make_collections(self) -> None:
+        """Collections for v2: one per dataset (its visibility) and one per challenge tag (public, pinned)."""
+        collections: list[dict] = []
+        members: dict[int, set[str]] = {}
+        for i, ds in enumerate(self.datasets):
+            cid = i + 1
+            collections.append({"id": cid, "name": ds["name"], "description": ds["description"],
+                                "public": ds["public"], "pinned": False, "locked": True, "doi": None,
+                                "doi_url": None, "created": ds["created"], "updated": ds["updated"],
+                                "dataset_id": ds["_id"]})
+            members[cid] = {im["_id"] for im in self.images if im["dataset"]["_id"] == ds["_id"]}
+        for j, tag in enumerate(TAGS):
+            cid = len(self.datasets) + j + 1
+            collections.append({"id": cid, "name": tag, "description": f"Images of {tag}.", "public": True,
+                                "pinned": True, "locked": True, "doi": f"10.34970/{100000 + cid}",
+                                "doi_url": f"https://doi.org/10.34970/{100000 + cid}",
+                                "created": _iso(cid * 3600), "updated": _iso(cid * 3600)})
+            members[cid] = {im["_id"] for im in self.images if tag in (im.get("notes") or {}).get("tags", [])}
+        self.collections = collections
+        self.collections_by_id = {c["id"]: c for c in collections}
+        self.collection_members = members
+
+    def v2_metadata(self, image: dict) -> dict:
+        """The v2 ``metadata`` of an image (v2 key names, hierarchical diagnosis)."""
+        meta = image.get("meta") or {}
+        acq = meta.get("acquisition") or {}
+        clinical = dict(meta.get("clinical") or {})
+        acquisition = {"pixels_x": acq.get("pixelsX"), "pixels_y": acq.get("pixelsY"),
+                       "image_type": acq.get("image_type")}
+        if "dermoscopic_type" in acq:
+            acquisition["dermoscopic_type"] = acq["dermoscopic_type"]
+        diagnosis = clinical.pop("diagnosis", None)
+        clinical.pop("benign_malignant", None)
+        levels = V2_DIAGNOSES.get(diagnosis or "")
+        if levels:
+            clinical["diagnosis_1"], clinical["diagnosis_2"], clinical["diagnosis_3"] = levels
+            if diagnosis == "melanoma" and clinical.get("mel_class"):
+                clinical["diagnosis_3"] = ("Melanoma Invasive" if clinical["mel_class"] == "invasive melanoma"
+                                           else "Melanoma in situ")
+        return {"acquisition": acquisition, "clinical": clinical}
+
+    def v2_record(self, image: dict, base_url: str) -> dict:
+        """An image as the v2 API presents it; file URLs point to the storage host."""
+        ds = self.datasets_by_id.get(image["dataset"]["_id"]) or {}
+        isic_id = image["name"]
+        storage = _storage_url(base_url)
+        token = self.storage_signature(isic_id)
+        return {
+            "isic_id": isic_id,
+            "public": bool(ds.get("public", True)),
+            "copyright_license": ds.get("license", "CC-0"),
+            "attribution": ds.get("attribution", "Anonymous"),
+            "created": image["created"],
+            "files": {
+                "full": {"url": f"{storage}/storage/images/{isic_id}.jpg?sig={token}",
+                         "size": self.image_file_size(image["_id"])},
+                "thumbnail_256": {"url": f"{storage}/storage/thumbnails/{isic_id}.jpg?sig={token}",
+                                  "size": 0},
+            },
+            "metadata": self.v2_metadata(image),
+        }
+
+    def storage_signature(self, isic_id: str) -> str:
+        """A pre-signed URL's signature (storage needs no token, as object storage does not)."""
+        return hashlib.blake2b(f"{self.seed}:storage:{isic_id}".encode(), digest_size=12).hexdigest()
+
     def _index(self) -> None:
         self.images_by_id = {im["_id"]: im for im in self.images}
         self.images_by_name = {im["name"]: im for im in self.images}
@@ -470,6 +557,7 @@ class ArchiveData:
         self.annotations_by_id = {a["_id"]: a for a in self.annotations}
         self.segmentations_by_id = {s["_id"]: s for s in self.segmentations}
         self.image_numbers = {im["_id"]: n for n, im in enumerate(self.images)}
+        self._make_collections()
 
     # ------------------------------------------------------------- mutations
     def add_images(self, count: int) -> list[dict]:
@@ -540,9 +628,19 @@ class ArchiveData:
         width, height = self.image_size(self.images_by_id[image_id])
         return _render_lesion(width, height, self.image_seed(image_id))
 
+    def image_file_size(self, image_id: str) -> int:
+        """Bytes of the image's file, known without rendering it."""
+        width, height = self.image_size(self.images_by_id[image_id])
+        floor = width * height * 3 // 2 + 4096  # above any JPEG of our images at quality <= 95
+        low, high = self.config.image_bytes or (floor, floor + floor // 3)
+        low = max(low, floor)
+        high = max(high, low)
+        return low + self.image_seed(image_id) % (high - low + 1)
+
     def image_jpeg(self, image_id: str) -> bytes:
         width, height = self.image_size(self.images_by_id[image_id])
-        return _jpeg_cached(width, height, self.image_seed(image_id), self.config.jpeg_quality)
+        natural = _jpeg_cached(width, height, self.image_seed(image_id), self.config.jpeg_quality)
+        return _pad_jpeg(natural, self.image_file_size(image_id))
 
     def thumbnail_jpeg(self, image_id: str, width: int = 256) -> bytes:
         pixels = self.image_pixels(image_id)
@@ -568,6 +666,15 @@ class ArchiveData:
                 chosen = rng.choice(inside, size=max(1, inside.size // 3), replace=False)
                 values[chosen] = rng.choice([0.5, 1.0], size=chosen.size)
         return values.tolist()
+
+
+def _storage_url(base_url: str) -> str:
+    """The "object storage" origin: the same server under another host name.
+
+    A different origin, as in production, so that clients must not send
+    their token along with file downloads.
+    """
+    return base_url.replace("://127.0.0.1", "://localhost", 1)
 
 
 @lru_cache(maxsize=64)
@@ -598,6 +705,21 @@ def _render_lesion(width: int, height: int, seed: int) -> np.ndarray:
     img[mask] = lesion + np.broadcast_to(texture, mask.shape)[mask][:, None]
     img += rng.normal(0, 6, size=(height, width, 1)).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _pad_jpeg(data: bytes, size: int) -> bytes:
+    """Grow a JPEG to exactly ``size`` bytes with comment (COM) segments after SOI."""
+    pad = size - len(data)
+    if pad <= 0:
+        return data
+    if pad < 4:
+        raise ValueError("cannot pad a JPEG by fewer than 4 bytes")
+    segments = []
+    while pad > 0:
+        payload = pad - 4 if pad <= 65537 else min(65533, pad - 8)
+        segments.append(b"\xff\xfe" + (payload + 2).to_bytes(2, "big") + bytes(payload))
+        pad -= payload + 4
+    return data[:2] + b"".join(segments) + data[2:]
 
 
 def _encode(pixels: np.ndarray, extension: str, **kwargs: Any) -> bytes:

@@ -440,9 +440,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+_PREFIXES = {"v1": "/api/v1", "v2": "/api/v2", "storage": "/storage", "oauth": "/oauth"}
+
+
 def _split_api(path: str) -> tuple[str | None, str]:
-    for api in ("v1", "v2"):
-        prefix = f"/api/{api}"
+    for api, prefix in _PREFIXES.items():
         if path == prefix or path.startswith(prefix + "/"):
             return api, path[len(prefix):].strip("/")
     return None, path.strip("/")
@@ -471,8 +473,11 @@ def basic_credentials(headers: Any) -> tuple[str, str] | None:
 
 
 def _error_response(api: str, exc: ApiError) -> Response:
-    if api == "v2":
-        return Response.json({"detail": exc.message}, exc.status)
+    if api != "v1":
+        payload = {"detail": exc.message}
+        if exc.status == 400:
+            payload["message"] = exc.message  # the official CLI reads "message" of a bad query
+        return Response.json(payload, exc.status)
     payload: dict[str, Any] = {"message": exc.message, "type": exc.kind}
     if exc.field:
         payload["field"] = exc.field
