@@ -16,7 +16,7 @@ __all__ = ["download_to_folder", "metadata_rows"]
 
 def _flat(record: dict) -> dict[str, Any]:
     """One CSV row: id, name, attribution, licence, then every acquisition/clinical key."""
-    meta = record.get("meta") or record.get("metadata") or {}
+    meta = record.get("metadata") or record.get("meta") or {}  # v2 keys when present
     row: dict[str, Any] = {
         "isic_id": record.get("isic_id") or record.get("name"),
         "attribution": record.get("attribution") or (record.get("dataset") or {}).get("name"),

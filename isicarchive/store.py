@@ -90,6 +90,9 @@ class Store:
             raise IsicError("downloading into the cache needs a cache folder: IsicApi(cache_folder=...) "
                             "or pass folder=...")
         records = list(records)
+        if superpixels and self.backend.version != 1:
+            raise self.backend._unsupported("archive superpixels",
+                                            "the legacy v1 API (use Image.compute_superpixels for v2 images)")
         downloader = Downloader(self.http, workers or self.workers, self.progress if progress is None else progress)
         cache = self.cache
         jobs = [self._image_job(rec) for rec in records]
@@ -99,7 +102,7 @@ class Store:
             for rec in records:
                 image_id = str(rec["_id"])
                 target = cache.path("spimg", image_id, ".png")
-                sp_jobs.append(Job(image_id + ":superpixels", f"image/{image_id}/superpixels",
+                sp_jobs.append(Job(image_id + ":superpixels", self.backend.superpixels_endpoint(image_id),
                                    lambda ctype, target=target: target, target.with_name("." + target.name + ".part")))
             sp_result = downloader.run(
                 sp_jobs, done=lambda job: cache.find("spimg", job.key.split(":")[0], ".png"), desc="Superpixels")
@@ -138,6 +141,16 @@ class Store:
         if self.cache is not None:
             self.cache.write_npz(self.cache.path("spidx", image_id, ".npz"), idx=idx)
         return idx
+
+    def remember_superpixels(self, image_id: str, idx: np.ndarray) -> None:
+        """Cache locally computed superpixels under the archive's names (spimg PNG + spidx npz)."""
+        if self.cache is None:
+            return
+        import imageio.v3 as iio
+
+        png = iio.imwrite("<bytes>", _sp.encode(idx), extension=".png")
+        self.cache.write_bytes(self.cache.path("spimg", image_id, ".png"), png)
+        self._remember_index(image_id, idx)
 
     # ----------------------------------------------------------- image cache
     def _imcache_path(self) -> Path | None:

@@ -68,6 +68,9 @@ class Backend:
     def image_record_name(self, record: dict) -> str:
         return str(record.get("name") or record.get("isic_id") or record.get("_id"))
 
+    def search_images(self, query: str, collections: Any = None, limit: int | None = None) -> list[dict]:
+        raise self._unsupported("server-side search", "the current v2 API (use select_images with v1)")
+
     def superpixels_png(self, image_id: str) -> bytes:
         raise self._unsupported("archive superpixels", "the legacy v1 API (compute them locally for v2)")
 

@@ -116,8 +116,11 @@ class V1Backend(Backend):
     def image_file(self, record: dict) -> str:
         return f"image/{record['_id']}/download"
 
+    def superpixels_endpoint(self, image_id: str) -> str:
+        return f"image/{image_id}/superpixels"
+
     def superpixels_png(self, image_id: str) -> bytes:
-        return self.http.get_bytes(f"image/{image_id}/superpixels")[0]
+        return self.http.get_bytes(self.superpixels_endpoint(image_id))[0]
 
     # ------------------------------------------------------------- datasets
     def datasets(self, params: dict[str, Any] | None = None) -> Iterator[dict]:

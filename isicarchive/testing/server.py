@@ -112,6 +112,8 @@ class RequestRecord:
     fault: str | None
     started: float
     range: str | None = None
+    #: whether the request carried a token (Girder-Token or Authorization)
+    authorized: bool = False
 
 
 Handler = Callable[[Request], Response]
@@ -369,7 +371,8 @@ class _Handler(BaseHTTPRequestHandler):
         sent = self._send(method, response, fault)
         archive._record(RequestRecord(method, path, query, response.status, user.login if user else None,
                                       sent, fault.kind if fault else None, started,
-                                      self.headers.get("Range")))
+                                      self.headers.get("Range"),
+                                      bool(self.headers.get("Girder-Token") or self.headers.get("Authorization"))))
 
     def _answer(self, method: str, path: str, api: str | None, route: str, query: dict[str, str],
                 body: bytes, user: User | None, fault: Fault | None) -> Response:

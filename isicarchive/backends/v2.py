@@ -1,0 +1,204 @@
+"""The current v2 API: ``/api/v2``, ISIC ids, cursor pagination, bearer tokens.
+
+v2 records are normalised for the models and for ``select_images``: the
+record keeps every v2 key (``isic_id``, ``files``, ``metadata``, ``public``,
+``copyright_license``, ``attribution``) and gains the v1 names the models
+read: ``_id`` and ``name`` (both the ISIC id), ``meta.acquisition`` with
+``pixelsX``/``pixelsY`` next to the v2 keys, ``meta.clinical`` (the v2
+clinical fields, plus ``diagnosis`` = the most specific ``diagnosis_N``),
+``dataset`` (``{"name": attribution, "license": copyright_license}``) and
+``notes`` (empty tags).  Collections take the place of datasets.
+
+Login: the archive uses OAuth 2 (authorization code with PKCE, in a
+browser, as the official ``isic`` CLI does).  Pass a ready access token as
+``IsicApi(token=...)``, or a user name and password where the server offers
+the password grant (the local archive does; see
+:mod:`isicarchive.testing`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, Iterable, Iterator
+
+from .. import _json
+from ..errors import AuthenticationError, NotFoundError, QueryError
+from .base import Backend, ProgressHook
+
+__all__ = ["V2Backend", "normalise"]
+
+_ISIC_ID = re.compile(r"^ISIC_\d{7}$")
+PAGE = 100
+#: the official CLI's public OAuth client id
+CLIENT_ID = "RpCzc4hFjv5gOJdM2DM2nBdokOviOh5ne63Tpn7Q"
+
+
+def normalise(record: dict) -> dict:
+    """A v2 image record with the v1-style keys the models and selections read."""
+    out = copy.deepcopy(record)
+    isic_id = out.get("isic_id")
+    metadata = out.get("metadata") or {}
+    acquisition = dict(metadata.get("acquisition") or {})
+    clinical = dict(metadata.get("clinical") or {})
+    if "pixels_x" in acquisition:
+        acquisition.setdefault("pixelsX", acquisition["pixels_x"])
+    if "pixels_y" in acquisition:
+        acquisition.setdefault("pixelsY", acquisition["pixels_y"])
+    for level in ("diagnosis_5", "diagnosis_4", "diagnosis_3", "diagnosis_2", "diagnosis_1"):
+        if clinical.get(level):
+            clinical.setdefault("diagnosis", clinical[level])
+            break
+    out.update(_id=isic_id, name=isic_id,
+               meta={"acquisition": acquisition, "clinical": clinical, "unstructured": {}},
+               dataset={"name": out.get("attribution"), "license": out.get("copyright_license")},
+               notes={"tags": []})
+    return out
+
+
+class V2Backend(Backend):
+    """``/api/v2`` backend."""
+
+    version = 2
+    auth_header = "Authorization"
+
+    def is_id(self, value: str) -> bool:
+        return bool(_ISIC_ID.match(value)) or value.isdigit()
+
+    def _get(self, endpoint: str, params: dict[str, Any] | None = None, what: str | None = None) -> Any:
+        from ..errors import ArchiveUnavailableError  # noqa: F401  (documented in get_json)
+
+        try:
+            return self.http.get_json(endpoint, params=params, expect=dict)
+        except NotFoundError:
+            raise NotFoundError(f"{what or endpoint} not found (or you may not see it)") from None
+
+    def _cursor_pages(self, endpoint: str, params: dict[str, Any] | None = None,
+                      limit: int | None = None, progress: ProgressHook | None = None) -> Iterator[dict]:
+        """Follow ``next`` links; ``limit`` caps the number of records."""
+        query = {**(params or {}), "limit": min(PAGE, limit) if limit else PAGE}
+        page = self._get(endpoint, query)
+        seen = 0
+        while True:
+            results = page.get("results") or []
+            if progress:
+                progress(len(results))
+            for item in results:
+                yield item
+                seen += 1
+                if limit and seen >= limit:
+                    return
+            if not page.get("next"):
+                return
+            page = self._get(page["next"])
+
+    # ----------------------------------------------------------------- auth
+    def login(self, username: str, password: str) -> tuple[str, dict]:
+        origin = self.http.base_url.rsplit("/api/", 1)[0]
+        try:
+            response = self.http.request("POST", f"{origin}/oauth/token/", data={
+                "grant_type": "password", "username": username, "password": password, "client_id": CLIENT_ID})
+        except (AuthenticationError, QueryError, NotFoundError) as exc:
+            raise AuthenticationError(
+                f"login of {username!r} refused: {str(exc).split(': ', 1)[-1]}. The ISIC Archive logs people in "
+                "through its web page (OAuth); get a token with the official `isic user login` and pass "
+                "IsicApi(token=...)") from None
+        payload = _json.loads(response.content)
+        token = payload.get("access_token")
+        if not token:
+            raise AuthenticationError(f"login of {username!r}: no access token in the answer")
+        self.http.set_token(token)
+        return token, self.me() or {}
+
+    def me(self) -> dict | None:
+        return self.http.get_json("users/me/", expect=dict)
+
+    # --------------------------------------------------------------- images
+    def image(self, image_id: str) -> dict:
+        return normalise(self._get(f"images/{image_id}/", what=f"image {image_id!r}"))
+
+    def image_by_name(self, name: str) -> dict:
+        if not _ISIC_ID.match(name):
+            raise NotFoundError(f"no image named {name!r}: v2 images are named by ISIC id (ISIC_0000000)")
+        return self.image(name)
+
+    def images(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        params = dict(params or {})
+        limit = params.pop("limit", None)
+        params.pop("detail", None)
+        return (normalise(r) for r in self._cursor_pages("images/", params, limit=int(limit) if limit else None))
+
+    def search_images(self, query: str, collections: Iterable[int] | None = None,
+                      limit: int | None = None) -> list[dict]:
+        """Records matching a query in the archive's search language (server-side)."""
+        params = {"query": query}
+        if collections:
+            params["collections"] = ",".join(str(int(c)) for c in collections)
+        return [normalise(r) for r in self._cursor_pages("images/search/", params, limit=limit)]
+
+    def search_size(self, query: str = "", collections: Iterable[int] | None = None) -> int:
+        params = {"query": query, "collections": ",".join(str(int(c)) for c in collections or [])}
+        return int(self._get("images/search/size/", params)["size"])
+
+    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None) -> tuple[list[dict], bool]:
+        """One request (the first page, which carries the count) when nothing is new.
+
+        v2 pages with opaque cursors, so new images cannot be fetched alone:
+        when the count changed, every page is read and only unknown records
+        are returned (all of them, replacing the cache, if some disappeared).
+        """
+        first = self._get("images/", {"limit": 1})
+        count = first.get("count")
+        if known and count == len(known):
+            return [], False
+        records = [normalise(r) for r in self._cursor_pages("images/", progress=progress)]
+        ids = {r["_id"] for r in records}
+        if not known or not set(known) <= ids:
+            return records, True
+        return [r for r in records if r["_id"] not in known], False
+
+    def image_file(self, record: dict) -> str:
+        files = record.get("files") or {}
+        url = (files.get("full") or {}).get("url")
+        if not url:
+            raise NotFoundError(f"image {record.get('isic_id')!r} has no downloadable file")
+        return url
+
+    # ---------------------------------------------------------- collections
+    def datasets(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        params = dict(params or {})
+        params.pop("detail", None)
+        limit = params.pop("limit", None)
+        for c in self._cursor_pages("collections/", params, limit=int(limit) if limit else None):
+            yield _collection(c)
+
+    def dataset(self, dataset_id: str) -> dict:
+        return _collection(self._get(f"collections/{dataset_id}/", what=f"collection {dataset_id!r}"))
+
+    def dataset_extra(self, dataset_id: str, what: str) -> Any:
+        # v2 collections have no access list, metadata files or review queue
+        return None
+
+    def collection_images(self, collection_id: int, limit: int | None = None) -> list[dict]:
+        return self.search_images("", collections=[collection_id], limit=limit)
+
+    # -------------------------------------------------------------- studies
+    def studies(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        params = dict(params or {})
+        params.pop("detail", None)
+        for s in self._cursor_pages("studies/", params):
+            yield {**s, "_id": str(s["id"])}
+
+    def study(self, study_id: str) -> dict:
+        s = self._get(f"studies/{study_id}/", what=f"study {study_id!r}")
+        questions = [{"id": q.get("prompt"), "type": "select", "choices": q.get("choices", [])}
+                     for q in s.get("questions", [])]
+        return {**s, "_id": str(s["id"]), "questions": questions, "features": [], "images": [], "users": []}
+
+    def annotations(self, study_id: str, params: dict[str, Any] | None = None) -> list[dict]:
+        raise self._unsupported("annotation superpixel markups")
+
+
+def _collection(c: dict) -> dict:
+    """A v2 collection in the shape of a v1 dataset."""
+    return {**c, "_id": str(c["id"]), "license": None, "_accessLevel": 0 if c.get("public") else None}

@@ -1,0 +1,272 @@
+"""The v2 API: search language, local archive routes, the client backend, the official CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import venv
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+
+from isicarchive import IsicApi, NotFoundError, QueryError, UnsupportedError
+from isicarchive.search import Term, parse
+from isicarchive.testing import LocalArchive
+
+
+# ------------------------------------------------------------------ parser
+def test_parser_builds_the_expected_trees() -> None:
+    assert parse("") == ("all",)
+    assert parse("sex:male") == Term("sex", "eq", "male")
+    assert parse('diagnosis_3:"Melanoma Invasive"') == Term("diagnosis_3", "eq", "Melanoma Invasive")
+    assert parse("diagnosis_3:Melanoma*") == Term("diagnosis_3", "prefix", "Melanoma")
+    assert parse("anatom_site_general:*torso") == Term("anatom_site_general", "suffix", "torso")
+    assert parse("age_approx:[20 TO 40]") == Term("age_approx", "range", (20.0, 40.0), True, True)
+    assert parse("age_approx:{20 TO 40]") == Term("age_approx", "range", (20.0, 40.0), False, True)
+    assert parse("melanocytic:true") == Term("melanocytic", "eq", True)
+    a, b, c = Term("sex", "eq", "male"), Term("age_approx", "eq", 50.0), Term("melanocytic", "eq", False)
+    assert parse("sex:male OR age_approx:50 AND melanocytic:false") == ("or", [a, ("and", [b, c])])
+    assert parse("(sex:male OR age_approx:50) melanocytic:false") == ("and", [("or", [a, b]), c])
+    assert parse("NOT sex:male") == ("not", a)
+    assert parse("sex:male AND NOT (age_approx:50 OR melanocytic:false)") == ("and", [a, ("not", ("or", [b, c]))])
+
+
+@pytest.mark.parametrize("bad", [
+    "sex", "sex:", "nosuchfield:1", "age_approx:old", "melanocytic:yes", "sex:[1 TO 2]", "age_approx:[1 2]",
+    "(sex:male", "sex:male)", "sex:male AND", "diagnosis_1:foo randstring", 'sex:"unclosed', "OR sex:male",
+])
+def test_parser_rejects_bad_queries(bad: str) -> None:
+    with pytest.raises(QueryError):
+        parse(bad)
+
+
+# ------------------------------------------------------- server and client
+@pytest.fixture(scope="module")
+def v2archive() -> Any:
+    with LocalArchive(seed=13) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def all_records(v2archive: LocalArchive) -> list[dict]:
+    """Every public v2 record, paged plainly with requests."""
+    out: list[dict] = []
+    url: str | None = f"{v2archive.v2_url}/images/?limit=7"
+    while url:
+        page = requests.get(url, timeout=10).json()
+        out.extend(page["results"])
+        url = page["next"]
+    return out
+
+
+def clin(r: dict, key: str) -> Any:
+    return (r["metadata"].get("clinical") or {}).get(key, (r["metadata"].get("acquisition") or {}).get(key))
+
+
+QUERIES: list[tuple[str, Callable[[dict], bool]]] = [
+    ("sex:male", lambda r: clin(r, "sex") == "male"),
+    ('diagnosis_1:"Malignant"', lambda r: clin(r, "diagnosis_1") == "Malignant"),
+    ("diagnosis_3:Melanoma*", lambda r: str(clin(r, "diagnosis_3") or "").startswith("Melanoma")),
+    ("anatom_site_general:*torso", lambda r: str(clin(r, "anatom_site_general") or "").endswith("torso")),
+    ("age_approx:50", lambda r: clin(r, "age_approx") == 50),
+    ("age_approx:[50 TO 70]", lambda r: clin(r, "age_approx") is not None and 50 <= clin(r, "age_approx") <= 70),
+    ("age_approx:{50 TO 70}", lambda r: clin(r, "age_approx") is not None and 50 < clin(r, "age_approx") < 70),
+    ("melanocytic:true", lambda r: clin(r, "melanocytic") is True),
+    ("melanocytic:false", lambda r: clin(r, "melanocytic") is False),
+    ("image_type:dermoscopic AND sex:female", lambda r: clin(r, "image_type") == "dermoscopic"
+     and clin(r, "sex") == "female"),
+    ("sex:female OR age_approx:[80 TO 90]", lambda r: clin(r, "sex") == "female"
+     or (clin(r, "age_approx") is not None and 80 <= clin(r, "age_approx") <= 90)),
+    ("NOT sex:male", lambda r: clin(r, "sex") != "male"),
+    ("(sex:male OR sex:female) NOT melanocytic:true", lambda r: clin(r, "sex") in ("male", "female")
+     and clin(r, "melanocytic") is not True),
+    ("isic_id:ISIC_0000003", lambda r: r["isic_id"] == "ISIC_0000003"),
+    ("copyright_license:CC-BY", lambda r: r["copyright_license"] == "CC-BY"),
+    ("public:true", lambda r: r["public"] is True),
+    ("", lambda r: True),
+]
+
+
+@pytest.mark.parametrize("query,expected", QUERIES, ids=[q or "empty" for q, _ in QUERIES])
+def test_server_search_equals_brute_force(v2archive: LocalArchive, all_records: list[dict], query: str,
+                                          expected: Callable[[dict], bool]) -> None:
+    api = IsicApi(hostname=v2archive.url, api_version=2, progress=False)
+    got = sorted(api.search_images(query))
+    assert got == sorted(r["isic_id"] for r in all_records if expected(r))
+
+
+def test_queries_discriminate(all_records: list[dict]) -> None:
+    sizes = [sum(map(f, all_records)) for _, f in QUERIES]
+    assert sum(0 < s < len(all_records) for s in sizes) >= 12
+
+
+def test_cursor_pagination(v2archive: LocalArchive, all_records: list[dict]) -> None:
+    first = requests.get(f"{v2archive.v2_url}/images/", params={"limit": 5}, timeout=10).json()
+    assert first["count"] == len(all_records) and first["previous"] is None and len(first["results"]) == 5
+    second = requests.get(first["next"], timeout=10).json()
+    assert second["count"] is None and second["previous"]
+    assert [r["isic_id"] for r in first["results"] + second["results"]] == [r["isic_id"] for r in all_records[:10]]
+    capped = requests.get(f"{v2archive.v2_url}/images/", params={"limit": 1000}, timeout=10).json()
+    assert len(capped["results"]) == min(100, len(all_records))
+    created = [r["created"] for r in all_records]
+    assert created == sorted(created)
+    bad = requests.get(f"{v2archive.v2_url}/images/", params={"cursor": "!!"}, timeout=10)
+    assert bad.status_code == 400
+
+
+def test_bad_query_is_a_400_with_explanation(v2archive: LocalArchive) -> None:
+    r = requests.get(f"{v2archive.v2_url}/images/search/", params={"query": "age_approx:[1 TO"}, timeout=10)
+    assert r.status_code == 400 and "query" in r.json()["message"]
+    api = IsicApi(hostname=v2archive.url, api_version=2, progress=False, backoff=0.001)
+    with pytest.raises(QueryError, match="nosuchfield"):
+        api.search_images("nosuchfield:1")
+
+
+def test_private_images_need_a_token(v2archive: LocalArchive) -> None:
+    private = [im["name"] for im in v2archive.data.images if not v2archive.data.dataset_public(im["dataset"]["_id"])]
+    assert requests.get(f"{v2archive.v2_url}/images/{private[0]}/", timeout=10).status_code == 404
+    token = v2archive.token_for("alice")
+    r = requests.get(f"{v2archive.v2_url}/images/{private[0]}/", headers={"Authorization": f"Bearer {token}"},
+                     timeout=10)
+    assert r.status_code == 200 and r.json()["public"] is False
+    assert requests.get(f"{v2archive.v2_url}/users/me/", timeout=10).status_code == 401
+
+
+def test_storage_urls_are_signed_and_support_range(v2archive: LocalArchive, all_records: list[dict]) -> None:
+    full = all_records[0]["files"]["full"]
+    data = requests.get(full["url"], timeout=10).content
+    assert len(data) == full["size"]
+    part = requests.get(full["url"], headers={"Range": "bytes=10-"}, timeout=10)
+    assert part.status_code == 206 and part.content == data[10:]
+    unsigned = full["url"].split("?")[0]
+    assert requests.get(unsigned, timeout=10).status_code == 403
+
+
+def test_collections_licences_and_size(v2archive: LocalArchive, all_records: list[dict]) -> None:
+    collections = requests.get(f"{v2archive.v2_url}/collections/", timeout=10).json()["results"]
+    assert collections and {"id", "name", "public", "pinned", "locked", "doi"} <= set(collections[0])
+    first = collections[0]
+    members = requests.get(f"{v2archive.v2_url}/images/search/", params={"collections": str(first["id"])},
+                           timeout=10).json()
+    assert members["count"] == len(v2archive.data.collection_members[first["id"]] &
+                                   {im["_id"] for im in v2archive.data.visible_images(None)})
+    size = requests.get(f"{v2archive.v2_url}/images/search/size/", timeout=10).json()["size"]
+    assert size == sum(r["files"]["full"]["size"] for r in all_records)
+    text = requests.get(f"{v2archive.v2_url}/zip-download/license-file/CC-BY-NC/", timeout=10).text
+    assert "NonCommercial" in text
+
+
+def test_client_v2_session(v2archive: LocalArchive, tmp_path: Path) -> None:
+    api = IsicApi(hostname=v2archive.url, api_uri="/api/v2", cache_folder=tmp_path, progress=False)
+    assert api.api_version == 2 and api.base_url.endswith("/api/v2")
+    image = api.image("ISIC_0000000")
+    image.load_imagedata()
+    assert image.data.shape == (120, 160, 3) and image.name == "ISIC_0000000"
+    assert image.meta["acquisition"]["pixelsX"] == 160
+    records = api.cache_images()
+    assert set(records) == {im["name"] for im in v2archive.data.visible_images(None)}
+    warm = IsicApi(hostname=v2archive.url, api_version=2, cache_folder=tmp_path, progress=False)
+    assert warm.cache_images() == records and warm.request_count == 1
+    sel = warm.select_images(["metadata.clinical.sex", "==", "male"])
+    assert set(sel) == set(warm.search_images("sex:male"))
+    with pytest.raises(NotFoundError):
+        api.image("ISIC_9999999")
+    with pytest.raises(UnsupportedError, match="v1"):
+        image.load_superpixels()
+    with pytest.raises(UnsupportedError):
+        api.study(api.study()[0]["_id"]).load_annotations()
+    # ISIC ids shard by SHA-1 and keep the file patterns
+    from isicarchive.cache import shard_of
+
+    assert list((tmp_path / shard_of("ISIC_0000000")).glob("image_ISIC_0000000_ISIC_0000000.jpg"))
+
+
+def test_token_never_goes_to_storage(v2archive: LocalArchive, tmp_path: Path) -> None:
+    api = IsicApi("alice", v2archive.credentials["alice"], hostname=v2archive.url, api_version=2,
+                  cache_folder=tmp_path, progress=False)
+    v2archive.clear_log()
+    api.image("ISIC_0000001").load_imagedata()
+    api.download_images(["ISIC_0000002", "ISIC_0000004"], folder=tmp_path / "out")
+    storage = v2archive.requests(r"^/storage/")
+    api_calls = v2archive.requests(r"^/api/v2/")
+    assert storage and not any(r.authorized for r in storage)
+    assert api_calls and all(r.authorized for r in api_calls)
+    with open(tmp_path / "out" / "metadata.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["isic_id"] for r in rows] == ["ISIC_0000002", "ISIC_0000004"] and "pixels_x" in rows[0]
+
+
+def test_v1_has_no_server_side_search(archive: LocalArchive) -> None:
+    with pytest.raises(UnsupportedError, match="v2"):
+        IsicApi(hostname=archive.url, progress=False).search_images("sex:male")
+
+
+# ---------------------------------------------------------- official CLI
+CLI_VENV = Path(os.environ.get("ISICARCHIVE_TEST_CACHE", Path.home() / ".cache" / "isicarchive-tests")) / "isic-cli"
+
+
+def _official_cli() -> Path | None:
+    exe = CLI_VENV / "bin" / "isic"
+    if exe.exists():
+        return exe
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=3).close()
+    except OSError:
+        pass  # a mirror may still answer pip; try
+    venv.EnvBuilder(with_pip=True, clear=True).create(CLI_VENV)
+    done = subprocess.run([str(CLI_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "isic-cli"],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 or not exe.exists():
+        shutil.rmtree(CLI_VENV, ignore_errors=True)
+        return None
+    return exe
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.network
+def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
+    if not _port_free(8000):
+        pytest.skip("port 8000 is taken")
+    isic = _official_cli()
+    if isic is None:
+        pytest.skip("isic-cli could not be installed (package index unreachable)")
+    server = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "serve", "--port", "8000", "--images", "80"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "Local ISIC archive" in (server.stdout.readline() if server.stdout else "")
+        env = {**os.environ, "HOME": str(tmp_path / "home"), "ISIC_DEV": "1"}
+
+        def isic_run(*args: str) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run([str(isic), "--no-version-check", *args], capture_output=True, text=True,
+                                  timeout=300, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done
+
+        isic_run("image", "download", "-l", "20", "OUT")
+        out = tmp_path / "OUT"
+        assert len(list(out.glob("ISIC_*.jpg"))) == 20
+        assert (out / "attribution.txt").exists() and list((out / "licenses").glob("*.txt"))
+        with open(out / "metadata.csv", newline="") as fh:
+            assert len(list(csv.DictReader(fh))) == 20
+        isic_run("image", "download", "-s", "age_approx:[50 TO 70]", "-l", "5", "OUT2")
+        with open(tmp_path / "OUT2" / "metadata.csv", newline="") as fh:
+            ages = [float(r["age_approx"]) for r in csv.DictReader(fh)]
+        assert ages and all(50 <= a <= 70 for a in ages)
+        listed = isic_run("collection", "list").stdout
+        assert "ISBI 2016: Training" in listed.replace("\n", " ") or "Challenge" in listed
+        metadata = isic_run("metadata", "download").stdout
+        assert metadata.splitlines()[0].startswith("isic_id,attribution,copyright_license")
+        assert len(metadata.splitlines()) == 1 + 60  # every public image of 80
+    finally:
+        server.terminate()
+        server.wait(10)
