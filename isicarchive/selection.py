@@ -47,7 +47,8 @@ import html
 import re
 from array import array
 from collections.abc import Container
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -321,6 +322,7 @@ class ImageIndex:
         """Index more records (new ids are appended; known ids are replaced)."""
         replaced = [key for key in records if key in self._position]
         if replaced:
+            # rebuild on fresh lists, so that selections made before keep their view
             kept = {k: r for k, r in zip(self.ids, self.records) if k not in records}
             self.__init__({**kept, **records})  # type: ignore[misc]
             return
@@ -394,23 +396,97 @@ class ImageIndex:
     def select(self, criteria: Any, within: Iterable[str] | None = None) -> "Selection":
         """A :class:`Selection` of the records meeting ``criteria``."""
         parsed = criteria if _is_parsed(criteria) else normalise_criteria(criteria)
-        rows = np.flatnonzero(self.mask(parsed, within)).tolist()
-        ids, records = self.ids, self.records
-        return Selection({ids[r]: records[r] for r in rows})
+        return Selection.of_rows(self, np.flatnonzero(self.mask(parsed, within)))
 
 
 def _is_parsed(criteria: Any) -> bool:
     return isinstance(criteria, list) and all(isinstance(c, tuple) and len(c) == 3 for c in criteria)
 
 
-class Selection(dict):
-    """Selected image records: a dict id → record with hand-off helpers."""
+class Selection(MutableMapping):
+    """Selected image records: a mapping id → record with hand-off helpers.
+
+    A selection made by :class:`ImageIndex` is a view of the index's rows
+    (making it costs microseconds, whatever its size); it becomes a plain
+    dict of its own the first time it is changed.
+    """
+
+    def __init__(self, items: Any = ()) -> None:
+        self._data: dict[str, dict] | None = dict(items)
+        # a view: the index's (append-only) id and record lists and its row numbers
+        self._ids: list[str] = []
+        self._records: list[dict] = []
+        self._position: dict[str, int] = {}
+        self._rows: np.ndarray = np.zeros(0, np.int64)
+        self._member: np.ndarray | None = None
+
+    @classmethod
+    def of_rows(cls, index: ImageIndex, rows: np.ndarray) -> "Selection":
+        view = cls()
+        view._data = None
+        view._ids, view._records, view._position = index.ids, index.records, index._position
+        view._rows = rows
+        return view
+
+    def _own(self) -> dict[str, dict]:
+        if self._data is None:
+            ids, records = self._ids, self._records
+            self._data = {ids[r]: records[r] for r in self._rows.tolist()}
+        return self._data
+
+    def _contains_row(self, key: Any) -> int | None:
+        row = self._position.get(key) if isinstance(key, str) else None
+        if row is None:
+            return None
+        if self._member is None:
+            self._member = np.zeros(int(self._rows.max()) + 1 if self._rows.size else 0, bool)
+            self._member[self._rows] = True
+        return row if row < self._member.size and self._member[row] else None
+
+    def __getitem__(self, key: str) -> dict:
+        if self._data is not None:
+            return self._data[key]
+        row = self._contains_row(key)
+        if row is None:
+            raise KeyError(key)
+        return self._records[row]
+
+    def __contains__(self, key: object) -> bool:
+        if self._data is not None:
+            return key in self._data
+        return self._contains_row(key) is not None
+
+    def __iter__(self) -> Any:
+        if self._data is not None:
+            return iter(self._data)
+        ids = self._ids
+        return (ids[r] for r in self._rows.tolist())
+
+    def __len__(self) -> int:
+        return len(self._data) if self._data is not None else int(self._rows.size)
+
+    def __setitem__(self, key: str, value: dict) -> None:
+        self._own()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._own()[key]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    def copy(self) -> dict[str, dict]:
+        return dict(self.items())
 
     def ids(self) -> list[str]:
         return list(self.keys())
 
     def names(self) -> list[str]:
         return [str(r.get("name") or r.get("isic_id") or k) for k, r in self.items()]
+
+    def records(self) -> list[dict]:
+        return list(self.values())
 
     def to_dataframe(self, fields: Sequence[str] | None = None) -> Any:
         """A pandas DataFrame (index = id) of the chosen dotted fields (``pandas`` extra).
