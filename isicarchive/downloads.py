@@ -2,7 +2,7 @@
 
 Every file the library fetches goes through :func:`fetch_file`:
 
-* the body streams in 1 MiB chunks to ``.<name>.part`` in the destination
+* the body streams in 64 KiB chunks to ``.<name>.part`` in the destination
   folder (memory stays bounded whatever the file size);
 * an interrupted transfer leaves the part file, and the next attempt asks for
   the rest with an HTTP ``Range`` request (a server that ignores Range gets
@@ -36,7 +36,8 @@ from .transport import Transport
 
 __all__ = ["Job", "DownloadResult", "Downloader", "fetch_file", "extension_for", "DEFAULT_WORKERS"]
 
-CHUNK = 1 << 20
+# Small enough that a transfer cut short keeps all but its last chunk for the resume.
+CHUNK = 1 << 16
 DEFAULT_WORKERS = min(16, max(8, (os.cpu_count() or 2) * 4))
 
 _EXTENSIONS = {
