@@ -83,12 +83,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .testing import ArchiveConfig, ArchiveData, LocalArchive
 
-    config = ArchiveConfig(images=args.images)
+    config = ArchiveConfig(images=args.images, datasets=args.datasets, private_datasets=min(1, args.datasets - 1),
+                           image_bytes=tuple(args.image_bytes) if args.image_bytes else None)
     if args.from_dump:
         data = ArchiveData.from_dump(args.from_dump, seed=args.seed, config=config, limit=args.limit)
     else:
         data = ArchiveData(seed=args.seed, config=config)
-    archive = LocalArchive(data=data, host=args.bind, port=args.port, https=args.https)
+    archive = LocalArchive(data=data, host=args.bind, port=args.port, https=args.https, latency=args.latency)
+    for spec in args.fault or []:
+        kind, _, rest = spec.partition(":")
+        pattern, _, probability = rest.rpartition(":") if rest.count(":") else (rest, "", "1")
+        params = {"status": 429, "retry_after": 1} if kind == "429" else {}
+        archive.faults.add("status" if kind == "429" else kind, pattern or ".*", float(probability or 1), **params)
     archive.start()
     print(f"Local ISIC archive at {archive.url}  (v1: {archive.v1_url}  v2: {archive.v2_url})", flush=True)
     print(f"{len(data.images)} images, {len(data.datasets)} datasets, {len(data.studies)} studies", flush=True)
@@ -285,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--https", action="store_true", help="TLS with a throwaway CA")
     p.add_argument("--from-dump", help="serve real records from an imcache_…json.gz dump")
     p.add_argument("--limit", type=int, help="with --from-dump: only the first N records")
+    p.add_argument("--datasets", type=int, default=4, help="datasets (the last one private)")
+    p.add_argument("--image-bytes", type=int, nargs=2, metavar=("MIN", "MAX"), help="image file sizes")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
+    p.add_argument("--fault", action="append", metavar="KIND:PATTERN:P",
+                   help="inject a fault, e.g. 429:/storage/:0.3 or status:/api/v2/images:0.1 (repeatable)")
 
     command("login", cmd_login, "store your password in the system keyring (checked by logging in)",
             "isicarchive login --user me@example.org")

@@ -13,10 +13,6 @@ import pytest
 from isicarchive import IsicApi
 from isicarchive.testing import ArchiveConfig, LocalArchive
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-IMCACHE_DUMP = SHARED / "imcache_000000000000000000000000.json.gz"
-SGCACHE_DUMP = SHARED / "sgcache_000000000000000000000000.json.gz"
-DEMO_PNG = SHARED / "ISIC_0000000_superpixels_demo.png"
 
 # Nobody answers prompts in the test suite.
 os.environ.setdefault("ISICARCHIVE_NO_PROMPT", "1")

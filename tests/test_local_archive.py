@@ -303,7 +303,7 @@ def test_25k_images_build_quickly() -> None:
 
 
 def test_seeded_from_the_real_dump(tmp_path: object) -> None:
-    from conftest import IMCACHE_DUMP, SGCACHE_DUMP
+    from fixture_paths import IMCACHE_DUMP, SGCACHE_DUMP
 
     if not IMCACHE_DUMP.exists():
         pytest.skip("../shared/fixtures is not present")

@@ -248,7 +248,7 @@ def test_selection_hand_off(index: ImageIndex) -> None:
 
 
 def test_real_dump_differential() -> None:
-    from conftest import IMCACHE_DUMP
+    from fixture_paths import IMCACHE_DUMP
 
     if not IMCACHE_DUMP.exists():
         pytest.skip("../shared/fixtures is not present")

@@ -143,7 +143,7 @@ def test_large_images_match_independent_construction(shape: tuple[int, int]) -> 
 
 
 def test_real_superpixel_png_from_shared_fixtures() -> None:
-    from conftest import DEMO_PNG
+    from fixture_paths import DEMO_PNG
 
     if not DEMO_PNG.exists():
         pytest.skip("../shared/fixtures is not present")
