@@ -37,6 +37,8 @@ def metadata_rows(records: list[dict]) -> tuple[list[str], list[dict[str, Any]]]
 def download_to_folder(store: Store, records: list[dict], folder: Path, workers: int, progress: bool) -> DownloadResult:
     """Download images as ``<name>.<ext>`` into ``folder`` and write ``metadata.csv``."""
     folder.mkdir(parents=True, exist_ok=True)
+    locks = folder / ".isicarchive-locks"  # out of sight of the user's files
+    locks.mkdir(exist_ok=True)
     jobs = []
     for record in records:
         name = safe_name(store.backend.image_record_name(record))
@@ -44,7 +46,7 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
         size = ((record.get("files") or {}).get("full") or {}).get("size")
         jobs.append(Job(key, store.backend.image_file(record),
                         lambda ctype, name=name: folder / f"{name}{extension_for(ctype)}",
-                        folder / f".{name}.part", size))
+                        folder / f".{name}.part", size, locks / f"{name}.lock"))
 
     def done(job: Job) -> Path | None:
         stem = job.part.name[1:-5]

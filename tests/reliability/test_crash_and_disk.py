@@ -1,0 +1,163 @@
+"""Crash safety (SIGKILL mid-operation), corruption, full and read-only disks."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+from isicarchive import CacheError, IsicApi
+from isicarchive.cache import IMCACHE_ID, CacheCorruptionWarning
+from isicarchive.testing import ArchiveConfig, LocalArchive
+
+from reliability_report import record  # type: ignore[import-not-found]
+
+
+def verify_every_file(folder: Path) -> int:
+    """Decode every cache file; returns how many; fails on any truncated or half-written one."""
+    checked = 0
+    for path in folder.rglob("*"):
+        if not path.is_file() or path.name.endswith((".lock", ".part")) or path.name.startswith(".isicarchive"):
+            continue
+        assert not path.name.endswith(".tmp"), f"temporary file left: {path}"
+        if path.name.endswith(".json.gz"):
+            json.loads(gzip.decompress(path.read_bytes()))
+        elif path.suffix in (".jpg", ".png"):
+            iio.imread(path)
+        elif path.suffix == ".npz":
+            import numpy as np
+
+            np.load(path)["idx"]
+        checked += 1
+    return checked
+
+
+def kill_midway(script: str, watch: Path, pattern: str, minimum: int = 1, timeout: float = 60) -> None:
+    """Run ``script`` in a child and SIGKILL it once ``minimum`` files match ``pattern`` under ``watch``."""
+    child = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and child.poll() is None:
+        if len(list(watch.glob(pattern))) >= minimum:
+            break
+        time.sleep(0.005)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+@pytest.fixture(scope="module")
+def slow_server() -> LocalArchive:
+    config = ArchiveConfig(images=1500, image_size=(64, 48), image_bytes=(200_000, 400_000), study_images=6)
+    with LocalArchive(seed=41, config=config, latency=0.003) as server:
+        yield server
+
+
+def test_sigkill_during_cache_images_then_rerun(slow_server: LocalArchive, tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        from isicarchive import IsicApi
+        from isicarchive.backends import v1
+        v1.IMAGE_PAGE = 100  # many small pages, so that the kill lands mid-way
+        api = IsicApi(hostname={slow_server.url!r}, cache_folder={str(tmp_path)!r}, progress=False)
+        for _ in range(50):
+            api.image_cache = {{}}
+            api.cache_images()
+    """)
+    kill_midway(script, tmp_path / "0", "imcache_*.json.gz")
+    verify_every_file(tmp_path)
+    api = IsicApi(hostname=slow_server.url, cache_folder=tmp_path, progress=False)
+    assert len(api.cache_images()) == len(slow_server.data.visible_images(None))
+    assert verify_every_file(tmp_path) >= 1
+    record("crash safety", "cache_images", "child SIGKILLed mid-sync, then rerun",
+           "rerun completes; every file decodes; no temporary file left")
+
+
+def test_sigkill_during_bulk_download_then_rerun(slow_server: LocalArchive, tmp_path: Path) -> None:
+    names = [im["name"] for im in slow_server.data.visible_images(None)[:60]]
+    script = textwrap.dedent(f"""
+        from isicarchive import IsicApi
+        api = IsicApi(hostname={slow_server.url!r}, cache_folder={str(tmp_path)!r}, progress=False, workers=4)
+        api.download_images({names!r})
+    """)
+    kill_midway(script, tmp_path, "?/image_*.jpg", minimum=10)
+    complete_before = len(list(tmp_path.glob("?/image_*.jpg")))
+    assert 0 < complete_before < len(names)
+    verify_every_file(tmp_path)
+    slow_server.clear_log()
+    api = IsicApi(hostname=slow_server.url, cache_folder=tmp_path, progress=False)
+    result = api.download_images(names)
+    assert result.ok and len(result.skipped) >= complete_before
+    assert len(slow_server.requests(r"/download$")) == len(names) - len(result.skipped)
+    assert verify_every_file(tmp_path) >= len(names)
+    assert not list(tmp_path.glob("?/.*.part"))
+    record("crash safety", "bulk download", "child SIGKILLed mid-download, then rerun",
+           f"{complete_before} complete files kept and skipped; the rest fetched; every file decodes")
+
+
+def test_corrupt_study_annotations_file_is_refetched(tmp_path: Path) -> None:
+    with LocalArchive(seed=8) as server:
+        api = IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False)
+        study = api.study("ISIC Annotation Study 0")
+        expected = sorted((a.id, sorted(a.features)) for a in study.load_annotations())
+        stann = tmp_path / study.id[-1] / f"stann_{study.id}.json.gz"
+        stann.write_bytes(stann.read_bytes()[:30])
+        again = IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False).study(study.id)
+        with pytest.warns(CacheCorruptionWarning) as caught:
+            got = sorted((a.id, sorted(a.features)) for a in again.load_annotations())
+        assert got == expected and len(caught) == 1
+        json.loads(gzip.decompress(stann.read_bytes()))
+    record("corruption", "stann_ (study annotations)", "truncated file", "detected, warned once, refetched")
+
+
+def test_corrupt_image_cache_file_is_refetched(tmp_path: Path) -> None:
+    with LocalArchive(seed=8) as server:
+        api = IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False)
+        expected = api.cache_images()
+        imcache = tmp_path / "0" / f"imcache_{IMCACHE_ID}.json.gz"
+        imcache.write_bytes(b"\x1f\x8b garbage")
+        with pytest.warns(CacheCorruptionWarning):
+            assert IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False).cache_images() == expected
+    record("corruption", "imcache_ (image records)", "garbled file", "detected, warned once, rebuilt")
+    for kind in ("spidx_ (npz)", "spimg_ (PNG)", "image_ (JPEG)"):
+        record("corruption", kind, "truncated file", "detected, warned, refetched (tests/test_cache.py)")
+
+
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"),
+                                        (errno.EACCES, "permission denied")])
+def test_disk_errors_are_clear_and_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        code: int, words: str) -> None:
+    with LocalArchive(seed=9) as server:
+        api = IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False)
+        real_replace = os.replace
+
+        def failing_replace(src: str, dst: str) -> None:
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(os, "replace", failing_replace)
+        with pytest.raises(CacheError, match=words):
+            api.cache_images()
+        monkeypatch.setattr(os, "replace", real_replace)
+        leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+        assert not leftovers
+        assert not (tmp_path / "0" / f"imcache_{IMCACHE_ID}.json.gz").exists()
+        assert len(api.cache_images()) == len(server.data.visible_images(None))  # the session still works
+    record("disk", "cache write", f"OSError {errno.errorcode[code]}",
+           f"CacheError saying '{words}'; no partial file; session still usable")
+
+
+def test_unwritable_cache_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(CacheError):
+        IsicApi(hostname="http://127.0.0.1:9", cache_folder=blocker / "cache")
+    record("bad input", "cache_folder", "a path under a file (not creatable)", "CacheError naming the folder")
