@@ -445,6 +445,8 @@ class IsicApi:
         strict : bool
             Raise :class:`ArchiveUnavailableError` if any file failed.
         """
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise QueryError(f"workers must be a whole number of at least 1, not {workers!r}")
         records = self._records_for(self.image_selection if images is None else images)
         if folder is None:
             result = self._store.download_images(records, superpixels=superpixels, workers=workers, progress=progress)

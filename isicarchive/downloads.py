@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 import filelock
 import requests
 
-from .errors import ArchiveUnavailableError, IsicError
+from .errors import ArchiveUnavailableError, IsicError, QueryError
 from .progress import progress as _progress
 from .transport import Transport
 
@@ -201,8 +201,8 @@ class Downloader:
     """
 
     def __init__(self, transport: Transport, workers: int = DEFAULT_WORKERS, progress: bool = True) -> None:
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
+        if not isinstance(workers, int) or workers < 1:
+            raise QueryError(f"workers must be a whole number of at least 1, not {workers!r}")
         self.transport = transport
         self.workers = workers
         self.progress = progress

@@ -286,6 +286,9 @@ class Transport:
             "The archive may be down or rate-limiting; try again later or raise `retries`."
         )
 
+    #: largest JSON answer accepted (a broken or hostile server could send gigabytes)
+    max_json_bytes = 512 * 1024 * 1024
+
     def get_json(self, endpoint: str, params: Mapping[str, Any] | None = None,
                  expect: type | tuple[type, ...] | None = None, **kw: Any) -> Any:
         """GET and decode JSON, retrying a body that does not parse.
@@ -298,15 +301,23 @@ class Transport:
         """
         attempts = self.policy.body_retries + 1
         for attempt in range(1, attempts + 1):
-            response = self.request("GET", endpoint, params=params, **kw)
+            response = self.request("GET", endpoint, params=params, stream=True, **kw)
+            announced = int(response.headers.get("Content-Length") or 0)
+            if announced > self.max_json_bytes:
+                response.close()
+                raise ArchiveResponseError(f"GET {_safe(self.url(endpoint))}: the answer would be {announced} bytes, "
+                                           f"more than the {self.max_json_bytes} accepted for JSON")
             try:
-                payload = _json.loads(response.content)
+                body = _read_capped(response, self.max_json_bytes)
+                payload = _json.loads(body)
+            except _BODY_ERRORS as exc:
+                problem = f"cut short ({type(exc).__name__})"
             except ValueError:
                 problem = f"not JSON ({response.headers.get('Content-Type', 'no content type')})"
             else:
                 if expect is None or isinstance(payload, expect):
                     return payload
-                problem = f"a JSON {type(payload).__name__} where a {_names(expect)} was expected"
+                problem = f"a JSON {_names(type(payload))} where {_names(expect)} was expected"
             log.warning("GET %s: answer was %s (attempt %d of %d)", _safe(self.url(endpoint)), problem,
                         attempt, attempts)
             if attempt < attempts:
@@ -349,13 +360,25 @@ class Transport:
         log.info("%s %s -> %s (%.0f ms)", method, target, status if status is not None else error, took)
 
 
+def _read_capped(response: requests.Response, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    for chunk in response.iter_content(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise ArchiveResponseError(f"the answer exceeded the {limit} bytes accepted for JSON")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _retries_exhausted(exc: Exception) -> bool:
     return bool(exc.args) and isinstance(exc.args[0], MaxRetryError)
 
 
 def _names(expect: type | tuple[type, ...]) -> str:
     kinds = expect if isinstance(expect, tuple) else (expect,)
-    return " or ".join("object" if k is dict else "array" if k is list else k.__name__ for k in kinds)
+    return " or ".join("an object" if k is dict else "an array" if k is list else f"a {k.__name__}" for k in kinds)
 
 
 def _safe(url: str) -> str:
