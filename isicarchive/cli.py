@@ -257,17 +257,26 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--host", help="archive host (default: the official one; or $ISICARCHIVE_HOST)")
-    common.add_argument("--api", choices=["v1", "v2"], default="v1", help="API version (default v1)")
-    common.add_argument("--user", help="log in as this user (password from keyring/netrc/prompt)")
-    common.add_argument("--cache-folder", help="cache folder")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    def common_options(suppress: bool) -> argparse.ArgumentParser:
+        # Options may stand before or after the command; after it, their defaults are
+        # suppressed so that they do not overwrite what was given before it.
+        common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
+        common.add_argument("--host", help="archive host (default: the official one; or $ISICARCHIVE_HOST)")
+        common.add_argument("--api", choices=["v1", "v2"], help="API version (default v1)",
+                            **({} if suppress else {"default": "v1"}))
+        common.add_argument("--user", help="log in as this user (password from keyring/netrc/prompt)")
+        common.add_argument("--cache-folder", help="cache folder")
+        common.add_argument("--json", action="store_true", help="machine-readable output",
+                            **({} if suppress else {"default": False}))
+        common.add_argument("--quiet", action="store_true", help="no progress bars",
+                            **({} if suppress else {"default": False}))
+        return common
+
+    common = common_options(suppress=True)
 
     parser = argparse.ArgumentParser(prog="isicarchive", description="Work with the ISIC Archive.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     parents=[common])
+                                     parents=[common_options(suppress=False)])
     parser.add_argument("--version", action="version", version=f"isicarchive {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
