@@ -181,10 +181,8 @@ class Transport:
         session.auth_header = auth_header
         session.headers["User-Agent"] = f"isicarchive/{__version__} (python-requests)"
         session.trust_env = True
-        if verify is not None:
-            session.verify = verify
-        elif os.environ.get("ISICARCHIVE_CA_BUNDLE"):
-            session.verify = os.environ["ISICARCHIVE_CA_BUNDLE"]
+        # Passed with every request: requests lets REQUESTS_CA_BUNDLE override a session's own setting.
+        self._verify = verify if verify is not None else os.environ.get("ISICARCHIVE_CA_BUNDLE")
         retry = _CappedRetry(
             total=self.policy.retries,
             connect=self.policy.retries,
@@ -257,7 +255,7 @@ class Transport:
             try:
                 response = self.session.request(
                     method, url, params=params, headers=send_headers, stream=stream, auth=auth,
-                    json=json_body, data=data, timeout=self.timeout,
+                    json=json_body, data=data, timeout=self.timeout, verify=self._verify,
                 )
             except requests.exceptions.RetryError as exc:
                 last_error = exc

@@ -246,3 +246,12 @@ def test_html_repr_has_thumbnail(archive: LocalArchive, api_factory) -> None:
     image.load_imagedata()
     assert "data:image/png;base64" in image._repr_html_()
     assert "ISIC_0000002" in repr(image) and "ISIC image" in str(image)
+
+
+def test_https_local_archive_with_its_ca_bundle(tmp_path: Path) -> None:
+    pytest.importorskip("trustme")
+    with LocalArchive(seed=4, https=True) as server:
+        api = IsicApi(hostname=server.url, verify=server.ca_file, progress=False)
+        assert api.base_url.startswith("https://") and len(api.cache_images()) > 0
+        with pytest.raises(IsicError):
+            IsicApi(hostname=server.url, progress=False, retries=0).cache_images()  # unknown CA: refused

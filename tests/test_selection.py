@@ -257,3 +257,21 @@ def test_real_dump_differential() -> None:
     index = ImageIndex(real)
     for criteria in BATTERY:
         assert set(index.select(criteria)) == ref_select(real, criteria), criteria
+
+
+def test_selection_view_survives_index_rebuild_and_becomes_a_dict_on_change(records: dict) -> None:
+    items = list(records.items())
+    index = ImageIndex(dict(items[:50]))
+    view = index.select(["meta.clinical.sex", "==", "male"])
+    before = dict(view.items())
+    assert before and all(r["meta"]["clinical"]["sex"] == "male" for r in before.values())
+    key = next(iter(before))
+    index.add({key: {**records[key], "name": "CHANGED"}})  # replacing a record rebuilds the index
+    index.add(dict(items[50:]))
+    assert dict(view.items()) == before  # the old selection still shows what it selected
+    assert key in view and "missing-id" not in view and len(view) == len(before)
+    with pytest.raises(KeyError):
+        view["missing-id"]
+    del view[key]
+    view["extra"] = {"name": "extra"}
+    assert key not in view and view["extra"]["name"] == "extra" and len(view) == len(before)
