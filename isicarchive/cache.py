@@ -204,17 +204,8 @@ class Cache:
     # ---------------------------------------------------------------- write
     def write_bytes(self, path: Path, data: bytes) -> Path:
         """Write atomically: temp file in the same folder, fsync, os.replace."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = self._temp(path)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            _discard(tmp)
-            raise self._write_error(path, exc) from exc
+        with self.atomic_writer(path) as fh:
+            fh.write(data)
         return path
 
     def _temp(self, path: Path) -> tuple[int, str]:

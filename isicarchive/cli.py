@@ -18,6 +18,8 @@ from ._version import __version__
 from .errors import AuthenticationError, IsicError, NotFoundError, QueryError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+_EXIT_CODES = ((AuthenticationError, EXIT_AUTH), (NotFoundError, EXIT_NOT_FOUND), (QueryError, EXIT_USAGE),
+               (IsicError, EXIT_ERROR))
 
 EPILOG = """examples:
   isicarchive demo                                  run the offline demo (local archive)
@@ -356,18 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except AuthenticationError as exc:
-        print(f"isicarchive: {exc}", file=sys.stderr)
-        return EXIT_AUTH
-    except NotFoundError as exc:
-        print(f"isicarchive: {exc}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    except QueryError as exc:
-        print(f"isicarchive: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except IsicError as exc:
         print(f"isicarchive: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
 
 
 if __name__ == "__main__":  # pragma: no cover

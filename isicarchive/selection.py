@@ -163,44 +163,26 @@ def _segment(obj: Any, name: str) -> Any:
         return None
 
 
+_APPLY: dict[str, Any] = {
+    "==": lambda v, t: v == t, "!=": lambda v, t: v != t, "<": lambda v, t: v < t, "<=": lambda v, t: v <= t,
+    ">": lambda v, t: v > t, ">=": lambda v, t: v >= t, "in": lambda v, t: v in t,
+    "not in": lambda v, t: v not in t, "ni": lambda v, t: t in v, "not ni": lambda v, t: t not in v,
+    "match": lambda v, t: re.search(t, v) is not None, "~": lambda v, t: re.search(t, v) is not None,
+    "not match": lambda v, t: re.search(t, v) is None, "!~": lambda v, t: re.search(t, v) is None,
+    "is": lambda v, t: v is t, "not is": lambda v, t: v is not t,
+    "is None": lambda v, t: v is None, "not is None": lambda v, t: v is not None,
+}
+
+
 def evaluate(value: Any, op: str, test: Any) -> bool:
     """One criterion on one value, with the original's rules (an error is False)."""
+    apply = _APPLY.get(op)
+    if apply is None:
+        raise QueryError(f"unknown operator {op!r}")
     try:
-        if op == "==":
-            return bool(value == test)
-        if op == "!=":
-            return bool(value != test)
-        if op == "<":
-            return bool(value < test)
-        if op == "<=":
-            return bool(value <= test)
-        if op == ">":
-            return bool(value > test)
-        if op == ">=":
-            return bool(value >= test)
-        if op == "in":
-            return value in test
-        if op == "not in":
-            return value not in test
-        if op == "ni":
-            return test in value
-        if op == "not ni":
-            return test not in value
-        if op in ("match", "~"):
-            return re.search(test, value) is not None
-        if op in ("not match", "!~"):
-            return re.search(test, value) is None
-        if op == "is":
-            return value is test
-        if op == "not is":
-            return value is not test
-        if op == "is None":
-            return value is None
-        if op == "not is None":
-            return value is not None
+        return bool(apply(value, test))
     except Exception:
         return False
-    raise QueryError(f"unknown operator {op!r}")
 
 
 # --------------------------------------------------------------- the index

@@ -53,10 +53,7 @@ def register(archive: "LocalArchive") -> None:
         return Response.json(_user_full(req.user) if req.user else None)
 
     def user_by_id(req: Request, user_id: str) -> Response:
-        _check_id(user_id, "user")
-        user = data.users_by_id.get(user_id)
-        if user is None:
-            raise ApiError(400, f"Invalid user id ({user_id}).", "validation", "id")
+        user = _find(data.users_by_id, user_id, "user")
         reveal = req.user is not None and (req.user.admin or req.user.id == user.id)
         return Response.json(user.summary(reveal=reveal))
 
@@ -109,10 +106,7 @@ def register(archive: "LocalArchive") -> None:
     add("GET", r"image/(?P<image_id>[^/]+)/superpixels", image_superpixels)
 
     def _readable_image(req: Request, image_id: str) -> dict:
-        _check_id(image_id, "image")
-        image = data.images_by_id.get(image_id)
-        if image is None:
-            raise ApiError(400, f"Invalid image id ({image_id}).", "validation", "id")
+        image = _find(data.images_by_id, image_id, "image")
         if not data.can_read_image(req.user, image):
             _deny(req.user, "image", image_id)
         return image
@@ -146,10 +140,7 @@ def register(archive: "LocalArchive") -> None:
         return Response.json([dataset_summary(req.user, ds) for ds in sets])
 
     def _readable_dataset(req: Request, dataset_id: str, level: int = 0) -> dict:
-        _check_id(dataset_id, "dataset")
-        ds = data.datasets_by_id.get(dataset_id)
-        if ds is None:
-            raise ApiError(400, f"Invalid dataset id ({dataset_id}).", "validation", "id")
+        ds = _find(data.datasets_by_id, dataset_id, "dataset")
         if data.access_level(req.user, ds) < level:
             _deny(req.user, "dataset", dataset_id, "Write" if level >= 1 else "Read")
         return ds
@@ -210,10 +201,7 @@ def register(archive: "LocalArchive") -> None:
         return {k: v for k, v in study.items() if k != "public"}
 
     def _readable_study(req: Request, study_id: str) -> dict:
-        _check_id(study_id, "study")
-        study = data.studies_by_id.get(study_id)
-        if study is None:
-            raise ApiError(400, f"Invalid study id ({study_id}).", "validation", "id")
+        study = _find(data.studies_by_id, study_id, "study")
         if not data.can_read_study(req.user, study):
             _deny(req.user, "study", study_id)
         return study
@@ -256,10 +244,7 @@ def register(archive: "LocalArchive") -> None:
                                "imageId": a["image"]["_id"], "state": a["state"]} for a in found])
 
     def _readable_annotation(req: Request, annotation_id: str) -> dict:
-        _check_id(annotation_id, "annotation")
-        ann = data.annotations_by_id.get(annotation_id)
-        if ann is None:
-            raise ApiError(400, f"Invalid annotation id ({annotation_id}).", "validation", "id")
+        ann = _find(data.annotations_by_id, annotation_id, "annotation")
         _readable_study(req, ann["studyId"])
         return ann
 
@@ -310,10 +295,7 @@ def register(archive: "LocalArchive") -> None:
         return Response.json([{k: s[k] for k in ("_id", "created", "creator", "failed", "skill")} for s in segs])
 
     def _readable_segmentation(req: Request, seg_id: str) -> dict:
-        _check_id(seg_id, "segmentation")
-        seg = data.segmentations_by_id.get(seg_id)
-        if seg is None:
-            raise ApiError(400, f"Invalid segmentation id ({seg_id}).", "validation", "id")
+        seg = _find(data.segmentations_by_id, seg_id, "segmentation")
         _readable_image(req, seg["imageId"])
         return seg
 
@@ -336,9 +318,14 @@ def _user_full(user: "User") -> dict:
             "admin": user.admin, "name": f"{user.first_name} {user.last_name}"}
 
 
-def _check_id(value: str, kind: str) -> None:
-    if not _OBJECT_ID.match(value):
-        raise ApiError(400, f"Invalid ObjectId: {value}", "validation", "id")
+def _find(table: dict, object_id: str, kind: str) -> Any:
+    """A record by id, or Girder's 400 for a malformed or unknown id."""
+    if not _OBJECT_ID.match(object_id):
+        raise ApiError(400, f"Invalid ObjectId: {object_id}", "validation", "id")
+    found = table.get(object_id)
+    if found is None:
+        raise ApiError(400, f"Invalid {kind} id ({object_id}).", "validation", "id")
+    return found
 
 
 def _deny(user: "User | None", kind: str, object_id: str, level: str = "Read") -> None:
