@@ -185,3 +185,25 @@ def test_pixels_paint_overlay_outlines_neighbours() -> None:
         sp.overlay(image, idx[:2], [1.0])
     with pytest.raises(ValueError):
         sp.paint(image, idx, [0], color="chartreuse-ish")
+
+
+def test_local_slic_superpixels_for_v2_images(tmp_path) -> None:
+    pytest.importorskip("skimage")
+    from isicarchive import IsicApi
+    from isicarchive.testing import LocalArchive
+
+    with LocalArchive(seed=6) as server:
+        api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False)
+        image = api.image("ISIC_0000000")
+        image.compute_superpixels(n_segments=200)
+        idx = image.superpixels["idx"]
+        labels = np.unique(idx)
+        assert idx.shape == (120, 160) and idx.dtype == np.int32
+        assert labels[0] == 0 and labels[-1] == labels.size - 1 and 50 < labels.size < 400
+        from isicarchive.cache import shard_of
+
+        png = tmp_path / shard_of(image.id) / f"spimg_{image.id}.png"
+        np.testing.assert_array_equal(sp.decode(np.asarray(iio.imread(png))), idx)
+        twin = type(image)(image.as_json(), api)
+        twin.load_superpixels()  # from the cache, no archive superpixels needed
+        np.testing.assert_array_equal(twin.superpixels["idx"], idx)
