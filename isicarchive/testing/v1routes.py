@@ -25,7 +25,9 @@ _OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 def register(archive: "LocalArchive") -> None:
     """Add every v1 route to the archive's router."""
     data = archive.data
-    add: Callable[..., None] = lambda method, pattern, handler: archive.router.add("v1", method, pattern, handler)
+
+    def add(method: str, pattern: str, handler: Callable[..., Response]) -> None:
+        archive.router.add("v1", method, pattern, handler)
 
     # ---------------------------------------------------------------- users
     def authenticate(req: Request) -> Response:

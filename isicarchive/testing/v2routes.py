@@ -74,7 +74,9 @@ def paginate(req: Request, items: list, render: Callable[[Any], dict]) -> Respon
 def register(archive: "LocalArchive") -> None:
     """Add the v2, storage and OAuth routes to the archive's router."""
     data = archive.data
-    add = lambda method, pattern, handler: archive.router.add("v2", method, pattern, handler)  # noqa: E731
+
+    def add(method: str, pattern: str, handler: Callable[..., Response]) -> None:
+        archive.router.add("v2", method, pattern, handler)
 
     def visible(user: "User | None") -> list[dict]:
         return sorted(data.visible_images(user), key=lambda im: im["created"])
