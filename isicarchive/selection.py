@@ -47,7 +47,7 @@ import html
 import re
 from array import array
 from collections.abc import Container
-from collections.abc import Mapping, MutableMapping
+from collections.abc import ItemsView, Mapping, MutableMapping, ValuesView
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -381,6 +381,18 @@ class ImageIndex:
         return Selection.of_rows(self, np.flatnonzero(self.mask(parsed, within)))
 
 
+class _Items(ItemsView):
+    """Items of a selection, read straight from the index rows (no look-up per key)."""
+
+    def __iter__(self) -> Any:
+        return self._mapping._pairs()  # type: ignore[attr-defined]
+
+
+class _Values(ValuesView):
+    def __iter__(self) -> Any:
+        return (record for _, record in self._mapping._pairs())  # type: ignore[attr-defined]
+
+
 def _is_parsed(criteria: Any) -> bool:
     return isinstance(criteria, list) and all(isinstance(c, tuple) and len(c) == 3 for c in criteria)
 
@@ -460,6 +472,18 @@ class Selection(MutableMapping):
 
     def copy(self) -> dict[str, dict]:
         return dict(self.items())
+
+    def _pairs(self) -> Any:
+        if self._data is not None:
+            return iter(self._data.items())
+        ids, records = self._ids, self._records
+        return ((ids[r], records[r]) for r in self._rows.tolist())
+
+    def items(self) -> "_Items":
+        return _Items(self)
+
+    def values(self) -> "_Values":
+        return _Values(self)
 
     def ids(self) -> list[str]:
         return list(self.keys())
