@@ -11,6 +11,7 @@ import html
 import ipaddress
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
@@ -170,7 +171,9 @@ class IsicApi:
         self.image_cache: dict[str, dict] = {}
         self.image_selection: Selection = Selection({})
         self._index: ImageIndex | None = None
-        self._image_objects: dict[str, Image] = {}
+        # the Image a caller still holds is handed out again; released ones (with their
+        # pixel arrays) are not kept alive by the session
+        self._image_objects: weakref.WeakValueDictionary[str, Image] = weakref.WeakValueDictionary()
         self._names_loaded: set[str] = set()
 
     def _backend_class(self) -> type[Backend]:

@@ -255,3 +255,16 @@ def test_https_local_archive_with_its_ca_bundle(tmp_path: Path) -> None:
         assert api.base_url.startswith("https://") and len(api.cache_images()) > 0
         with pytest.raises(IsicError):
             IsicApi(hostname=server.url, progress=False, retries=0).cache_images()  # unknown CA: refused
+
+
+def test_session_does_not_keep_released_images_alive(archive: LocalArchive, api_factory) -> None:
+    import gc
+
+    api = api_factory(archive)
+    name = archive.data.visible_images(None)[5]["name"]
+    image = api.image(name)
+    image.load_imagedata()
+    assert api.image(name) is image  # still held: the same object
+    del image
+    gc.collect()
+    assert name not in api._image_objects  # released with its pixels
