@@ -153,6 +153,8 @@ class IsicApi:
         self._backend: Backend = backend_class(self._http)
         self.username: str | None = None
         self.user: dict | None = None
+        if token is None and username is not None and password is None and self.api_version == 2:
+            token = _credentials.load_token(self.base_url, username)  # stored by `isicarchive login --token`
         if token is not None:
             self._http.set_token(token)
             self.username = username or "token"

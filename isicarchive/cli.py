@@ -123,6 +123,12 @@ def cmd_login(args: argparse.Namespace) -> int:
 
     if not args.user:
         raise QueryError("login needs --user NAME")
+    token = getattr(args, "token", None) or os.environ.get("ISICARCHIVE_TOKEN")
+    if token:
+        api = IsicApi(args.user, hostname=args.host, api_version=2 if args.api == "v2" else 1, token=token)
+        credentials.store_token(api.base_url, args.user, token)
+        print(f"Token for {args.user} checked and stored in the keyring.")
+        return EXIT_OK
     password = os.environ.get("ISICARCHIVE_PASSWORD") or (getpass.getpass(f"Password for {args.user}: ")
                                                           if credentials.interactive() else None)
     if not password:
@@ -308,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault", action="append", metavar="KIND:PATTERN:P",
                    help="inject a fault, e.g. 429:/storage/:0.3 or status:/api/v2/images:0.1 (repeatable)")
 
-    command("login", cmd_login, "store your password in the system keyring (checked by logging in)",
-            "isicarchive login --user me@example.org")
+    p = command("login", cmd_login, "store your password (v1) or access token (v2) in the system keyring, "
+                "checked by logging in", "isicarchive login --user me@example.org   |   "
+                "isicarchive --api v2 login --user me --token TOKEN")
+    p.add_argument("--token", help="a v2 access token (or $ISICARCHIVE_TOKEN) instead of a password")
     command("logout", cmd_logout, "remove your stored password", "isicarchive logout --user me@example.org")
 
     images = sub.add_parser("images", help="select and download images")

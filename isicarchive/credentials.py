@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 from .errors import AuthenticationError
 
-__all__ = ["resolve_password", "store_password", "delete_password", "keyring_service", "interactive"]
+__all__ = ["resolve_password", "store_password", "delete_password", "keyring_service", "interactive",
+           "store_token", "load_token"]
 
 log = logging.getLogger("isicarchive.auth")
 
@@ -133,13 +134,32 @@ def store_password(base_url: str, username: str, password: str) -> None:
     keyring.set_password(keyring_service(base_url), username, password)
 
 
+def _token_entry(username: str) -> str:
+    return f"{username}:token"
+
+
+def store_token(base_url: str, username: str, token: str) -> None:
+    """Save an access token (v2, OAuth) in the keyring under ``<username>:token``."""
+    import keyring
+
+    keyring.set_password(keyring_service(base_url), _token_entry(username), token)
+
+
+def load_token(base_url: str, username: str) -> str | None:
+    """A stored access token for ``username``, if any."""
+    return _from_keyring(keyring_service(base_url), _token_entry(username))
+
+
 def delete_password(base_url: str, username: str) -> bool:
-    """Remove a stored password; True if there was one."""
+    """Remove a stored password and token; True if there was one."""
     import keyring
     from keyring.errors import PasswordDeleteError
 
-    try:
-        keyring.delete_password(keyring_service(base_url), username)
-    except PasswordDeleteError:
-        return False
-    return True
+    removed = False
+    for entry in (username, _token_entry(username)):
+        try:
+            keyring.delete_password(keyring_service(base_url), entry)
+        except PasswordDeleteError:
+            continue
+        removed = True
+    return removed

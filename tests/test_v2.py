@@ -270,3 +270,29 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_stored_token_is_used_for_v2_sessions(v2archive: LocalArchive) -> None:
+    from isicarchive import credentials
+
+    token = v2archive.token_for("alice")
+    probe = IsicApi(hostname=v2archive.url, api_version=2, progress=False)
+    credentials.store_token(probe.base_url, "alice", token)
+    api = IsicApi("alice", hostname=v2archive.url, api_version=2, progress=False)
+    assert api.authenticated and api.user["username"] == "alice"
+    assert credentials.delete_password(probe.base_url, "alice")
+    assert credentials.load_token(probe.base_url, "alice") is None
+
+
+def test_cli_login_with_a_token(v2archive: LocalArchive, tmp_path: Path) -> None:
+    keyring_dir = Path(__file__).parent
+    env = {**os.environ, "PYTHON_KEYRING_BACKEND": "file_keyring.FileKeyring", "PYTHONPATH": str(keyring_dir),
+           "ISICARCHIVE_TEST_KEYRING": str(tmp_path / "ring.json"), "ISICARCHIVE_TOKEN": v2archive.token_for("bob")}
+    done = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", v2archive.url, "--api", "v2",
+                           "--user", "bob", "login"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "stored" in done.stdout and env["ISICARCHIVE_TOKEN"] not in done.stdout
+    env["ISICARCHIVE_TOKEN"] = "not-a-token"
+    refused = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", v2archive.url, "--api", "v2",
+                              "--user", "bob", "login"], capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 3 and "not-a-token" not in refused.stderr

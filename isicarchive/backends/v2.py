@@ -66,8 +66,6 @@ class V2Backend(Backend):
         return bool(_ISIC_ID.match(value)) or value.isdigit()
 
     def _get(self, endpoint: str, params: dict[str, Any] | None = None, what: str | None = None) -> Any:
-        from ..errors import ArchiveUnavailableError  # noqa: F401  (documented in get_json)
-
         try:
             return self.http.get_json(endpoint, params=params, expect=dict)
         except NotFoundError:
