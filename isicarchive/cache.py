@@ -146,14 +146,10 @@ class Cache:
         self.write_bytes(marker, _json.dumps({"base_url": self.base_url, "format": 1}))
 
     # ---------------------------------------------------------------- names
-    def path(self, prefix: str, object_id: str, suffix: str, *, shared: bool = False) -> Path:
-        """Where ``prefix_<id><suffix>`` is written (this session's layer).
-
-        ``shared=True`` puts it in the root layer (only for anonymous data).
-        """
+    def path(self, prefix: str, object_id: str, suffix: str) -> Path:
+        """Where ``prefix_<id><suffix>`` is written (this session's layer)."""
         object_id = _check_id(object_id)
-        layer = self.root if shared else self.layer
-        return layer / shard_of(object_id) / f"{prefix}_{object_id}{suffix}"
+        return self.layer / shard_of(object_id) / f"{prefix}_{object_id}{suffix}"
 
     def image_path(self, object_id: str, name: str, extension: str) -> Path:
         """``image_<id>_<name>.<ext>`` with the name sanitised."""

@@ -18,6 +18,7 @@ from .backends.base import Backend
 from .cache import IMCACHE_ID, Cache
 from .downloads import DEFAULT_WORKERS, Downloader, DownloadResult, Job, extension_for, fetch_file
 from .errors import IsicError
+from .models.annotation import markup_entry
 from .progress import progress as _progress
 from .transport import Transport
 
@@ -160,7 +161,8 @@ class Store:
         if self.cache is None:
             return {}
         # a user's layer holds its own list; the shared one (public images only) would not match it
-        path = self.cache.path("imcache", IMCACHE_ID, ".json.gz")
+        path = self._imcache_path()
+        assert path is not None
         found = (path if path.exists() else None) if self.cache.identity else \
             self.cache.find("imcache", IMCACHE_ID, ".json.gz")
         if found is None:
@@ -211,13 +213,8 @@ class Store:
                 if detail.get("state") == "complete":
                     present = [f for f, on in (detail.get("markups") or {}).items() if on]
                     for feature in present:
-                        values = self.backend.markup_values(summary["_id"], feature)
-                        idx = [i for i, v in enumerate(values) if v > 0]
-                        features.setdefault(summary["_id"], {})[feature] = {
-                            "idx": idx, "lst": [values[i] for i in idx], "num": len(idx),
-                            "area": None, "area_pct": None, "area_mpct": None,
-                            "tarea": None, "tarea_pct": None, "tarea_mpct": None,
-                        }
+                        features.setdefault(summary["_id"], {})[feature] = markup_entry(
+                            self.backend.markup_values(summary["_id"], feature))
                 bar.update(1)
         finally:
             bar.close()

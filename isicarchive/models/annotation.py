@@ -8,7 +8,19 @@ import numpy as np
 
 from .base import Model
 
-__all__ = ["Annotation"]
+__all__ = ["Annotation", "markup_entry"]
+
+
+def markup_entry(values: Sequence[float]) -> dict:
+    """One feature's markup in the original package's form, from per-superpixel values.
+
+    ``idx``: superpixels marked (value > 0), ``lst``: their values, ``num``:
+    how many; the area fields stay None until computed (as the original left them).
+    """
+    idx = [i for i, v in enumerate(values) if v > 0]
+    return {"idx": idx, "lst": [values[i] for i in idx], "num": len(idx),
+            "area": None, "area_pct": None, "area_mpct": None,
+            "tarea": None, "tarea_pct": None, "tarea_mpct": None}
 
 
 class Annotation(Model):
@@ -39,9 +51,7 @@ class Annotation(Model):
         api = self._require_api()
         for feature, present in (self.markups or {}).items():
             if present and feature not in self.features:
-                values = api._backend.markup_values(self.id, feature)
-                idx = [i for i, v in enumerate(values) if v > 0]
-                self.features[feature] = {"idx": idx, "lst": [values[i] for i in idx], "num": len(idx)}
+                self.features[feature] = markup_entry(api._backend.markup_values(self.id, feature))
         return self.features
 
     def feature_values(self, feature: str, n_superpixels: int) -> np.ndarray:

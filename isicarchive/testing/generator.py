@@ -199,7 +199,7 @@ def superpixel_labels(width: int, height: int, n_segments: int, seed: int) -> np
     return _make_contiguous(labels, seeds)
 
 
-def _shifted_pairs(a: np.ndarray) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+def _shifted_pairs() -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
     """(destination, source) slices of the four 4-neighbour shifts."""
     s, e, a_ = slice(1, None), slice(None, -1), slice(None)
     return [((s, a_), (e, a_)), ((e, a_), (s, a_)), ((a_, s), (a_, e)), ((a_, e), (a_, s))]
@@ -212,7 +212,7 @@ def _make_contiguous(labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     the archive's superpixels are 4-connected patches, so ours are too.
     """
     reached = seeds.copy()
-    shifts = _shifted_pairs(labels)
+    shifts = _shifted_pairs()
     while True:  # grow each seed through pixels of its own label
         grown = reached.copy()
         for dst, src in shifts:
