@@ -201,6 +201,25 @@ def test_request_log_counts(fresh_archive: LocalArchive) -> None:
     assert fresh_archive.log[0].query == {"limit": "1"}
 
 
+def test_log_holds_every_response_the_client_has_read(fresh_archive: LocalArchive,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI once read the log between a handler writing its response and logging it
+    from isicarchive.testing import server as server_module
+
+    original_send = server_module._Handler._send
+
+    def send_then_dawdle(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent = original_send(self, *args, **kwargs)
+        self.wfile.flush()
+        time.sleep(0.3)
+        return sent
+
+    monkeypatch.setattr(server_module._Handler, "_send", send_then_dawdle)
+    fresh_archive.clear_log()
+    get(fresh_archive, "study")
+    assert [r.path for r in fresh_archive.requests(r"/study$")] == ["/api/v1/study"]
+
+
 # ------------------------------------------------------------------ faults
 def test_fault_status_with_retry_after(fresh_archive: LocalArchive) -> None:
     rule = fresh_archive.faults.add("status", r"/study$", status=429, retry_after=3, times=1)

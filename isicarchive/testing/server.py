@@ -171,7 +171,8 @@ class LocalArchive:
     faults : FaultInjector
         Add and remove fault rules at run time.
     log : list of RequestRecord
-        Every request served, in order.
+        Every request served, in order (a snapshot taken once no request is
+        mid-flight, so a response the client has read is always logged).
     data : ArchiveData
         The content; ``data.users`` holds the accounts.
     """
@@ -195,8 +196,10 @@ class LocalArchive:
         self.latency = latency
         self.bandwidth = bandwidth
         self.faults = FaultInjector(seed)
-        self.log: list[RequestRecord] = []
-        self._log_lock = threading.Lock()
+        self._log: list[RequestRecord] = []
+        # a handler writes its response before it logs it; readers wait for in-flight handlers
+        self._log_changed = threading.Condition()
+        self._in_flight = 0
         self._tokens: dict[str, User] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -299,23 +302,41 @@ class LocalArchive:
         return self._tokens.get(token) if token else None
 
     # ------------------------------------------------------------ the log
-    def requests(self, pattern: str = ".*", method: str | None = None) -> list[RequestRecord]:
-        """Logged requests whose path matches ``pattern`` (regex search)."""
+    @property
+    def log(self) -> list[RequestRecord]:
+        return self.requests()
+
+    def requests(self, pattern: str = ".*", method: str | None = None,
+                 settle: float = 2.0) -> list[RequestRecord]:
+        """Logged requests whose path matches ``pattern`` (regex search).
+
+        Waits up to ``settle`` seconds for requests still being handled, so
+        that every response a client has already received is in the list.
+        """
         regex = re.compile(pattern)
-        with self._log_lock:
-            return [r for r in self.log if regex.search(r.path) and (method is None or r.method == method)]
+        with self._log_changed:
+            self._log_changed.wait_for(lambda: self._in_flight == 0, timeout=settle)
+            return [r for r in self._log if regex.search(r.path) and (method is None or r.method == method)]
 
     def clear_log(self) -> None:
-        with self._log_lock:
-            self.log.clear()
+        with self._log_changed:
+            self._log_changed.wait_for(lambda: self._in_flight == 0, timeout=2.0)
+            self._log.clear()
 
     def bytes_sent(self, pattern: str = ".*") -> int:
         """Body bytes sent for requests matching ``pattern``."""
         return sum(r.bytes_sent for r in self.requests(pattern))
 
-    def _record(self, record: RequestRecord) -> None:
-        with self._log_lock:
-            self.log.append(record)
+    def _begin_request(self) -> None:
+        with self._log_changed:
+            self._in_flight += 1
+
+    def _end_request(self, record: RequestRecord | None) -> None:
+        with self._log_changed:
+            if record is not None:
+                self._log.append(record)
+            self._in_flight -= 1
+            self._log_changed.notify_all()
 
 
 class _Server(ThreadingHTTPServer):
@@ -353,6 +374,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------ dispatch
     def _dispatch(self, method: str) -> None:
+        self.archive._begin_request()
+        record = None
+        try:
+            record = self._serve(method)
+        finally:
+            self.archive._end_request(record)
+
+    def _serve(self, method: str) -> RequestRecord:
         archive = self.archive
         started = time.monotonic()
         parts = urlsplit(self.path)
@@ -369,10 +398,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(float(fault.params.get("seconds", 1.0)))
         response = self._answer(method, path, api, route, query, body, user, fault)
         sent = self._send(method, response, fault)
-        archive._record(RequestRecord(method, path, query, response.status, user.login if user else None,
-                                      sent, fault.kind if fault else None, started,
-                                      self.headers.get("Range"),
-                                      bool(self.headers.get("Girder-Token") or self.headers.get("Authorization"))))
+        return RequestRecord(method, path, query, response.status, user.login if user else None,
+                             sent, fault.kind if fault else None, started, self.headers.get("Range"),
+                             bool(self.headers.get("Girder-Token") or self.headers.get("Authorization")))
 
     def _answer(self, method: str, path: str, api: str | None, route: str, query: dict[str, str],
                 body: bytes, user: User | None, fault: Fault | None) -> Response:
