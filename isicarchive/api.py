@@ -13,16 +13,18 @@ import logging
 import os
 import weakref
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 from . import credentials as _credentials
 from .backends.base import Backend
 from .backends.v1 import V1Backend
+from .backends.v2 import V2Backend
 from .cache import Cache
 from .downloads import DEFAULT_WORKERS, DownloadResult
-from .errors import AuthenticationError, IsicError, NotFoundError, QueryError
+from .errors import AuthenticationError, IsicError, NotFoundError, QueryError, UnsupportedError
 from .models import Annotation, Dataset, Image, Segmentation, Study
+from .oauth import OAuthToken
 from .progress import progress as _progress
 from .selection import ImageIndex, Selection, normalise_criteria
 from .store import Store
@@ -78,7 +80,10 @@ class IsicApi:
     username : str, optional
         Log in as this user; the password is resolved from ``password``, the
         keyring, ``~/.netrc`` or an interactive prompt (see
-        :mod:`isicarchive.credentials`).
+        :mod:`isicarchive.credentials`).  For v2, a token stored under this
+        name (``isicarchive --api v2 login``) comes first, renewed when it
+        has expired; with no token and no password, a person at the keyboard
+        is asked to sign in through the archive's web page (:meth:`sign_in`).
     password : str, optional
     hostname : str, optional
         Archive host; a bare name gets ``https://``.  Defaults to the
@@ -89,7 +94,7 @@ class IsicApi:
         Folder for the on-disk cache (created if missing).
     api_version : {1, 2}, optional
         Chosen explicitly; otherwise detected from ``api_uri`` (default 1).
-    token : str, optional
+    token : str or OAuthToken, optional
         A ready token (v1 Girder token, v2 OAuth bearer token) instead of a password.
     debug : bool
         Log every request (without secrets) on the ``isicarchive.http`` logger.
@@ -124,7 +129,7 @@ class IsicApi:
         cache_folder: str | os.PathLike[str] | None = None,
         *,
         api_version: int | None = None,
-        token: str | None = None,
+        token: "str | OAuthToken | None" = None,
         debug: bool = False,
         timeout: float | tuple[float, float] = (5.0, 60.0),
         retries: int = 6,
@@ -153,14 +158,18 @@ class IsicApi:
         self._backend: Backend = backend_class(self._http)
         self.username: str | None = None
         self.user: dict | None = None
+        self._token_label: str | None = None  # keyring entry a renewed v2 token is written back to
+        if isinstance(self._backend, V2Backend):
+            self._backend.on_token_renewed = self._keep_renewed_token
         if token is None and username is not None and password is None and self.api_version == 2:
-            token = _credentials.load_token(self.base_url, username)  # stored by `isicarchive login --token`
+            token = _credentials.load_token(self.base_url, username)  # stored by `isicarchive --api v2 login`
         if token is not None:
-            self._http.set_token(token)
-            self.username = username or "token"
-            self.user = self._safe_me()
+            self._use_token(token, username)
         elif username is not None:
-            self.login(username, password, store_password=store_password)
+            if self.api_version == 2 and password is None and not _credentials.has_password(self.base_url, username):
+                self._sign_in_or_explain(username)
+            else:
+                self.login(username, password, store_password=store_password)
         self.cache_folder: str | None = None
         self._cache: Cache | None = None
         if cache_folder is not None:
@@ -179,11 +188,7 @@ class IsicApi:
         self._names_loaded: set[str] = set()
 
     def _backend_class(self) -> type[Backend]:
-        if self.api_version == 2:
-            from .backends.v2 import V2Backend
-
-            return V2Backend
-        return V1Backend
+        return V2Backend if self.api_version == 2 else V1Backend
 
     # ------------------------------------------------------------- session
     def login(self, username: str, password: str | None = None, *, store_password: bool = False) -> None:
@@ -196,6 +201,61 @@ class IsicApi:
         if store_password and source != "keyring":
             _credentials.store_password(self.base_url, username, secret)
         log.info("logged in as %s (password from %s)", username, source)
+
+    def sign_in(self, username: str | None = None, *, store: bool = True, ask: Callable[[str], str] = input,
+                say: Callable[[str], None] = print, open_browser: bool | None = None) -> None:
+        """Sign in through the archive's web page (v2; OAuth with PKCE, as the official CLI).
+
+        Shows (and, where there is a display, opens) the sign-in address,
+        then asks for the code the page shows.  The token, with its refresh
+        token, is stored in the keyring under ``username`` (default: the
+        account's e-mail), so ``IsicApi(username, api_version=2)`` reuses it.
+
+        Parameters
+        ----------
+        username : str, optional
+            The keyring label; default the account's e-mail address.
+        store : bool
+            Keep the token in the system keyring.
+        ask, say
+            How to read the code and show the address (``input``/``print``).
+        open_browser : bool, optional
+            Open a web browser; by default only where there is a display.
+        """
+        if not isinstance(self._backend, V2Backend):
+            raise UnsupportedError("sign_in() is the v2 (OAuth) login; v1 logs in with a password: login()")
+        self._backend.sign_in(ask=ask, say=say, open_browser=open_browser)
+        self.user = self._safe_me()
+        self.username = username or (self.user or {}).get("email") or (self.user or {}).get("username") or "token"
+        if store and self._backend.oauth_token is not None:
+            _credentials.store_token(self.base_url, self.username, self._backend.oauth_token)
+            self._token_label = self.username
+        log.info("signed in as %s", self.username)
+
+    def _sign_in_or_explain(self, username: str) -> None:
+        if not _credentials.interactive():
+            raise AuthenticationError(
+                f"no token or password for {username!r} at {urlsplit(self.base_url).hostname}, and no one can be "
+                "asked (not interactive). Sign in once with `isicarchive --api v2 login --user "
+                f"{username}` (the token is kept in the keyring), or pass token=...")
+        self.sign_in(username)
+
+    def _use_token(self, token: "str | OAuthToken", username: str | None) -> None:
+        if isinstance(self._backend, V2Backend):
+            stored = token if isinstance(token, OAuthToken) else OAuthToken(token)
+            self._token_label = username
+            self._backend.use_token(stored)
+        else:
+            self._http.set_token(token.access_token if isinstance(token, OAuthToken) else token)
+        self.username = username or "token"
+        self.user = self._safe_me()
+
+    def _keep_renewed_token(self, token: "OAuthToken") -> None:
+        if self._token_label:
+            try:
+                _credentials.store_token(self.base_url, self._token_label, token)
+            except Exception as exc:  # a locked keyring must not end the session
+                log.warning("could not store the renewed token: %s", type(exc).__name__)
 
     def logout(self) -> None:
         """End the session's login (the server forgets the token)."""

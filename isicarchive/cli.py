@@ -121,23 +121,41 @@ def cmd_login(args: argparse.Namespace) -> int:
     from . import credentials
     from .api import IsicApi
 
-    if not args.user:
-        raise QueryError("login needs --user NAME")
+    version = 2 if args.api == "v2" else 1
     token = getattr(args, "token", None) or os.environ.get("ISICARCHIVE_TOKEN")
     if token:
-        api = IsicApi(args.user, hostname=args.host, api_version=2 if args.api == "v2" else 1, token=token)
+        if not args.user:
+            raise QueryError("login --token needs --user NAME (the keyring label)")
+        api = IsicApi(args.user, hostname=args.host, api_version=version, token=token)
         credentials.store_token(api.base_url, args.user, token)
         print(f"Token for {args.user} checked and stored in the keyring.")
         return EXIT_OK
+    if version == 2 and not os.environ.get("ISICARCHIVE_PASSWORD"):
+        # the archive signs people in on its web page; the code is read from stdin (EOF: a clear error)
+        api = IsicApi(hostname=args.host, api_version=2, progress=False)
+        api.sign_in(args.user, ask=_read_code)
+        print(f"Signed in as {api.username}; the token (renewed as it expires) is in the keyring. "
+              f"Use IsicApi({api.username!r}, api_version=2).")
+        return EXIT_OK
+    if not args.user:
+        raise QueryError("login needs --user NAME")
     password = os.environ.get("ISICARCHIVE_PASSWORD") or (getpass.getpass(f"Password for {args.user}: ")
                                                           if credentials.interactive() else None)
     if not password:
         raise AuthenticationError("no password: set ISICARCHIVE_PASSWORD or run interactively")
-    api = IsicApi(args.user, password, hostname=args.host, api_version=2 if args.api == "v2" else 1)
+    api = IsicApi(args.user, password, hostname=args.host, api_version=version)
     credentials.store_password(api.base_url, args.user, password)
     print(f"Logged in as {args.user}; password stored in the keyring (service "
           f"{credentials.keyring_service(api.base_url)!r}).")
     return EXIT_OK
+
+
+def _read_code(prompt: str) -> str:
+    print(prompt, end="", flush=True)
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line:
+        raise AuthenticationError("no code was entered (standard input is closed)")
+    return line.strip()
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
@@ -149,9 +167,26 @@ def cmd_logout(args: argparse.Namespace) -> int:
     version = 2 if args.api == "v2" else 1
     host, uri = DEFAULTS[version]
     base = _normalise_host(args.host or host) + uri
+    if version == 2:
+        _revoke_stored_token(base, args.user)
     removed = credentials.delete_password(base, args.user)
-    print("Password removed from the keyring." if removed else "No stored password.")
+    print("Password or token removed from the keyring." if removed else "Nothing stored for that user.")
     return EXIT_OK
+
+
+def _revoke_stored_token(base_url: str, username: str) -> None:
+    from . import credentials
+    from .oauth import OAuthClient
+    from .transport import RetryPolicy, Transport
+
+    try:
+        token = credentials.load_token(base_url, username)
+    except AuthenticationError:
+        return
+    if token is not None:
+        transport = Transport(base_url, policy=RetryPolicy(retries=1), auth_header="Authorization")
+        OAuthClient(transport, base_url.rsplit("/api/", 1)[0] + "/oauth").revoke(token)
+        transport.close()
 
 
 def cmd_images_select(args: argparse.Namespace) -> int:
@@ -211,7 +246,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import Cache, MARKER
+    from .cache import MARKER, Cache
 
     if not args.cache_folder:
         raise QueryError("cache commands need --cache-folder DIR")
@@ -314,11 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault", action="append", metavar="KIND:PATTERN:P",
                    help="inject a fault, e.g. 429:/storage/:0.3 or status:/api/v2/images:0.1 (repeatable)")
 
-    p = command("login", cmd_login, "store your password (v1) or access token (v2) in the system keyring, "
-                "checked by logging in", "isicarchive login --user me@example.org   |   "
+    p = command("login", cmd_login, "v1: check your password and store it in the system keyring; v2: sign in "
+                "through the archive's web page (OAuth, paste the code it shows) and keep the token in the keyring",
+                "isicarchive login --user me@example.org   |   isicarchive --api v2 login   |   "
                 "isicarchive --api v2 login --user me --token TOKEN")
-    p.add_argument("--token", help="a v2 access token (or $ISICARCHIVE_TOKEN) instead of a password")
-    command("logout", cmd_logout, "remove your stored password", "isicarchive logout --user me@example.org")
+    p.add_argument("--token", help="a v2 access token (or $ISICARCHIVE_TOKEN) instead of signing in")
+    command("logout", cmd_logout, "remove your stored password or token (v2: the archive revokes it too)",
+            "isicarchive logout --user me@example.org")
 
     images = sub.add_parser("images", help="select and download images")
     images_sub = images.add_subparsers(dest="images_command", metavar="ACTION", required=True)

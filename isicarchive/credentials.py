@@ -19,13 +19,16 @@ import logging
 import netrc
 import os
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 from .errors import AuthenticationError
 
+if TYPE_CHECKING:
+    from .oauth import OAuthToken
+
 __all__ = ["resolve_password", "store_password", "delete_password", "keyring_service", "interactive",
-           "store_token", "load_token"]
+           "store_token", "load_token", "has_password"]
 
 log = logging.getLogger("isicarchive.auth")
 
@@ -127,6 +130,11 @@ def resolve_password(
     )
 
 
+def has_password(base_url: str, username: str) -> bool:
+    """True when the keyring or ``~/.netrc`` holds a password for ``username`` (no prompt)."""
+    return bool(_from_keyring(keyring_service(base_url), username) or _from_netrc(base_url, username))
+
+
 def store_password(base_url: str, username: str, password: str) -> None:
     """Save a password (or token) in the system keyring for later sessions."""
     import keyring
@@ -138,16 +146,26 @@ def _token_entry(username: str) -> str:
     return f"{username}:token"
 
 
-def store_token(base_url: str, username: str, token: str) -> None:
-    """Save an access token (v2, OAuth) in the keyring under ``<username>:token``."""
+def store_token(base_url: str, username: str, token: "str | OAuthToken") -> None:
+    """Save a v2 token in the keyring under ``<username>:token``.
+
+    An :class:`~isicarchive.oauth.OAuthToken` is kept with its refresh token
+    and expiry (as JSON in the keyring entry), so later sessions renew it.
+    """
     import keyring
 
-    keyring.set_password(keyring_service(base_url), _token_entry(username), token)
+    from .oauth import OAuthToken
+
+    entry = token if isinstance(token, OAuthToken) else OAuthToken(token)
+    keyring.set_password(keyring_service(base_url), _token_entry(username), entry.to_json())
 
 
-def load_token(base_url: str, username: str) -> str | None:
-    """A stored access token for ``username``, if any."""
-    return _from_keyring(keyring_service(base_url), _token_entry(username))
+def load_token(base_url: str, username: str) -> "OAuthToken | None":
+    """The token stored for ``username``, if any."""
+    from .oauth import OAuthToken
+
+    text = _from_keyring(keyring_service(base_url), _token_entry(username))
+    return OAuthToken.from_json(text) if text else None
 
 
 def delete_password(base_url: str, username: str) -> bool:

@@ -46,8 +46,7 @@ from __future__ import annotations
 import html
 import re
 from array import array
-from collections.abc import Container
-from collections.abc import ItemsView, Mapping, MutableMapping, ValuesView
+from collections.abc import Container, ItemsView, Mapping, MutableMapping, ValuesView
 from typing import Any, Iterable, Sequence
 
 import numpy as np

@@ -32,13 +32,21 @@ from urllib3.util.retry import Retry
 
 from . import _json
 from ._version import __version__
-from .errors import ArchiveUnavailableError, AuthenticationError, IsicError, NotFoundError, QueryError
+from .errors import (
+    ArchiveUnavailableError,
+    AuthenticationError,
+    IsicError,
+    NotFoundError,
+    QueryError,
+)
 
 __all__ = ["Transport", "RetryPolicy", "ArchiveResponseError"]
 
 log = logging.getLogger("isicarchive.http")
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: seconds before its stated expiry that a token is renewed, so no request races the expiry
+TOKEN_RENEWAL_MARGIN = 60.0
 _BODY_ERRORS = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
@@ -173,6 +181,9 @@ class Transport:
         self.debug = debug
         self.pause = _SharedPause()
         self._token: str | None = None
+        self._token_expires_at: float | None = None
+        #: called with a token that expired (or drew a 401); returns a renewed one or None
+        self.token_renewer: Callable[[str], str | None] | None = None
         self._auth_header = auth_header
         self._origin = _origin(self.base_url)
         self.request_count = 0
@@ -204,13 +215,35 @@ class Transport:
         self.session = session
 
     # ----------------------------------------------------------------- auth
-    def set_token(self, token: str | None) -> None:
-        """Use ``token`` for requests to the archive's own origin (None: anonymous)."""
+    def set_token(self, token: str | None, expires_at: float | None = None) -> None:
+        """Use ``token`` for requests to the archive's own origin (None: anonymous).
+
+        With ``expires_at`` (Unix time) the token is renewed through
+        :attr:`token_renewer` shortly before it expires: the archive treats
+        an expired token as no token at all, so waiting for a 401 would
+        quietly hide private data.
+        """
         self._token = token
+        self._token_expires_at = expires_at
+
+    def _renew_if_expiring(self) -> None:
+        expires_at, token = self._token_expires_at, self._token
+        if expires_at is None or token is None or self.token_renewer is None:
+            return
+        if time.time() >= expires_at - TOKEN_RENEWAL_MARGIN:
+            self.token_renewer(token)  # the renewer installs the new token with set_token
 
     @property
     def authenticated(self) -> bool:
         return self._token is not None
+
+    def _renew(self, sent_headers: Mapping[str, str]) -> bool:
+        sent = self._token if (self._token and self._auth_headers(self.base_url).items() <= sent_headers.items()) \
+            else None
+        if sent is None or self.token_renewer is None:
+            return False
+        renewed = self.token_renewer(sent)
+        return bool(renewed) and renewed != sent
 
     def _auth_headers(self, url: str) -> dict[str, str]:
         if self._token is None or _origin(url) != self._origin:
@@ -236,15 +269,18 @@ class Transport:
         auth: Any = None,
         json_body: Any = None,
         data: Any = None,
+        _renewed: bool = False,
     ) -> requests.Response:
         """Send one request with the retry policy; errors are mapped to :class:`IsicError`.
 
         A non-2xx answer that is not transient raises (404 → NotFoundError,
         401 → AuthenticationError, 400 → QueryError, others →
         ArchiveResponseError); transient ones that stay transient raise
-        ArchiveUnavailableError.
+        ArchiveUnavailableError.  A 401 to a request that carried an expired
+        token is retried once with a token from :attr:`token_renewer`.
         """
         url = self.url(endpoint)
+        self._renew_if_expiring()
         send_headers = dict(headers or {})
         send_headers.update(self._auth_headers(url))
         attempts = self.policy.body_retries + 1
@@ -276,6 +312,9 @@ class Transport:
             if response.status_code in RETRY_STATUSES:
                 last_error = ArchiveResponseError(_describe(response), response.status_code)
                 break
+            if response.status_code == 401 and not _renewed and self._renew(send_headers):
+                return self.request(method, endpoint, params=params, headers=headers, stream=stream, auth=auth,
+                                    json_body=json_body, data=data, _renewed=True)
             if response.status_code >= 400:
                 raise _error_for(response, method, url)
             return response
@@ -408,7 +447,7 @@ def _server_message(response: requests.Response) -> str:
         text = response.text.strip()
         return text[:200] if text and not text.lstrip().startswith("<") else ""
     if isinstance(payload, dict):
-        for key in ("message", "detail", "error"):
+        for key in ("message", "detail", "error_description", "error"):
             if payload.get(key):
                 detail = payload[key]
                 return detail if isinstance(detail, str) else _json.dumps(detail).decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import requests
 from isicarchive import IsicApi, NotFoundError, QueryError, UnsupportedError
 from isicarchive.search import Term, parse
 from isicarchive.testing import LocalArchive
+from isicarchive.testing.oauthroutes import sign_in_code
 
 
 # ------------------------------------------------------------------ parser
@@ -243,7 +245,10 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
     server = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "serve", "--port", "8000", "--images", "80"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert "Local ISIC archive" in (server.stdout.readline() if server.stdout else "")
+        assert server.stdout is not None
+        banner = [server.stdout.readline() for _ in range(7)]  # address, counts, four accounts, Ctrl-C
+        assert "Local ISIC archive" in banner[0], banner
+        accounts = dict(re.findall(r"account (\S+) / (\S+)", "".join(banner)))
         env = {**os.environ, "HOME": str(tmp_path / "home"), "ISIC_DEV": "1"}
 
         def isic_run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -267,6 +272,21 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         metadata = isic_run("metadata", "download").stdout
         assert metadata.splitlines()[0].startswith("isic_id,attribution,copyright_license")
         assert len(metadata.splitlines()) == 1 + 60  # every public image of 80
+        # `isic user login`: the official OAuth client (PKCE, out-of-band code) against the local sign-in page
+        login_env = {k: v for k, v in env.items() if k != "DISPLAY"}
+        login_env["XDG_DATA_HOME"] = str(tmp_path / "home" / "data")
+        login = subprocess.Popen([str(isic), "--no-version-check", "user", "login"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=login_env)
+        assert login.stdout is not None and login.stdin is not None
+        url = ""
+        while not url.startswith("http"):
+            url = login.stdout.readline().strip()
+            assert url or login.poll() is None, login.stderr.read() if login.stderr else ""
+        code = sign_in_code(url, "alice", accounts["alice"])
+        out, err = login.communicate(code + "\n", timeout=120)
+        assert login.returncode == 0 and "Success" in out, out + err
+        env = login_env
+        assert "Hello alice@example.org" in isic_run("user", "login").stdout
     finally:
         server.terminate()
         server.wait(10)

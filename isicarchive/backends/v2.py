@@ -10,28 +10,31 @@ clinical fields, plus ``diagnosis`` = the most specific ``diagnosis_N``),
 ``notes`` (empty tags).  Collections take the place of datasets.
 
 Login: the archive uses OAuth 2 (authorization code with PKCE, in a
-browser, as the official ``isic`` CLI does).  Pass a ready access token as
-``IsicApi(token=...)``, or a user name and password where the server offers
-the password grant (the local archive does; see
-:mod:`isicarchive.testing`).
+browser, as the official ``isic`` CLI does; :mod:`isicarchive.oauth`).
+Tokens expire; a refreshable one is renewed before use and after a 401.
+The password grant works only where the server offers it (the local
+archive does; see :mod:`isicarchive.testing`).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import re
-from typing import Any, Iterable, Iterator
+import threading
+from typing import Any, Callable, Iterable, Iterator
 
-from .. import _json
-from ..errors import AuthenticationError, NotFoundError, QueryError
+from ..errors import AuthenticationError, NotFoundError
+from ..oauth import OAuthClient, OAuthToken, sign_in
+from ..transport import Transport
 from .base import Backend, ProgressHook
 
 __all__ = ["V2Backend", "normalise"]
 
+log = logging.getLogger("isicarchive.auth")
+
 _ISIC_ID = re.compile(r"^ISIC_\d{7}$")
 PAGE = 100
-#: the official CLI's public OAuth client id
-CLIENT_ID = "RpCzc4hFjv5gOJdM2DM2nBdokOviOh5ne63Tpn7Q"
 
 
 def normalise(record: dict) -> dict:
@@ -91,22 +94,73 @@ class V2Backend(Backend):
             page = self._get(page["next"])
 
     # ----------------------------------------------------------------- auth
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self.oauth = OAuthClient(transport, transport.base_url.rsplit("/api/", 1)[0] + "/oauth")
+        self.oauth_token: OAuthToken | None = None
+        #: told about every renewed token (the facade keeps the keyring current)
+        self.on_token_renewed: Callable[[OAuthToken], None] | None = None
+        self._renew_lock = threading.RLock()
+        self._renewing = False
+        transport.token_renewer = self._renew
+
+    def use_token(self, token: OAuthToken) -> None:
+        """Send ``token`` from now on; an expired one is renewed first when it can be."""
+        if token.expired() and token.refresh_token:
+            token = self.oauth.refresh(token)
+            if self.on_token_renewed:
+                self.on_token_renewed(token)
+        self.oauth_token = token
+        self.http.set_token(token.access_token, token.expires_at)
+
+    def _renew(self, refused: str) -> str | None:
+        # many download threads may meet the expiry at once: the first renews, the rest reuse it
+        with self._renew_lock:
+            current = self.oauth_token
+            if current is None or self._renewing:
+                return None
+            if current.access_token != refused:
+                return current.access_token
+            if not current.refresh_token:
+                return None
+            self._renewing = True
+            try:
+                renewed = self.oauth.refresh(current)
+            except AuthenticationError as exc:
+                log.warning("the access token expired and could not be renewed (%s); sign in again",
+                            str(exc).split(": ", 1)[-1])
+                self.http.set_token(current.access_token, None)  # do not try again on every request
+                return None
+            finally:
+                self._renewing = False
+            self.oauth_token = renewed
+            self.http.set_token(renewed.access_token, renewed.expires_at)
+            if self.on_token_renewed:
+                self.on_token_renewed(renewed)
+            return renewed.access_token
+
     def login(self, username: str, password: str) -> tuple[str, dict]:
-        origin = self.http.base_url.rsplit("/api/", 1)[0]
+        """The password grant: offered by the local archive, not by the real one."""
         try:
-            response = self.http.request("POST", f"{origin}/oauth/token/", data={
-                "grant_type": "password", "username": username, "password": password, "client_id": CLIENT_ID})
-        except (AuthenticationError, QueryError, NotFoundError) as exc:
+            token = self.oauth.password_grant(username, password)
+        except AuthenticationError as exc:
             raise AuthenticationError(
-                f"login of {username!r} refused: {str(exc).split(': ', 1)[-1]}. The ISIC Archive logs people in "
-                "through its web page (OAuth); get a token with the official `isic user login` and pass "
+                f"login of {username!r} refused: {str(exc).split(': ', 1)[-1]}. The ISIC Archive signs people in "
+                "through its web page: run `isicarchive --api v2 login`, call IsicApi.sign_in(), or pass "
                 "IsicApi(token=...)") from None
-        payload = _json.loads(response.content)
-        token = payload.get("access_token")
-        if not token:
-            raise AuthenticationError(f"login of {username!r}: no access token in the answer")
-        self.http.set_token(token)
-        return token, self.me() or {}
+        self.use_token(token)
+        return token.access_token, self.me() or {}
+
+    def sign_in(self, **prompts: Any) -> OAuthToken:
+        """The browser sign-in (see :func:`isicarchive.oauth.sign_in`)."""
+        token = sign_in(self.oauth, **prompts)
+        self.use_token(token)
+        return token
+
+    def logout(self) -> None:
+        if self.oauth_token is not None:
+            self.oauth.revoke(self.oauth_token)
+        self.oauth_token = None
 
     def me(self) -> dict | None:
         return self.http.get_json("users/me/", expect=dict)

@@ -201,20 +201,19 @@ class LocalArchive:
         self._log_changed = threading.Condition()
         self._in_flight = 0
         self._tokens: dict[str, User] = {}
+        self._token_expiry: dict[str, float] = {}
+        #: seconds an OAuth access token lives (shorten it to test refreshing)
+        self.token_lifetime: float = 36000.0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self.ca_file: str | None = None
         self.router = Router()
-        from . import v1routes
+        from . import oauthroutes, v1routes, v2routes
 
         v1routes.register(self)
-        try:
-            from . import v2routes
-        except ImportError:  # pragma: no cover - v2 is optional during development
-            pass
-        else:
-            v2routes.register(self)
+        v2routes.register(self)
+        oauthroutes.register(self)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "LocalArchive":
@@ -286,20 +285,39 @@ class LocalArchive:
         """Login → password of every account."""
         return {u.login: u.password for u in self.data.users}
 
-    def issue_token(self, user: User) -> str:
+    def issue_token(self, user: User, lifetime: float | None = None) -> str:
+        """A new token for ``user``; with ``lifetime`` it stops working after that many seconds."""
         token = secrets.token_hex(24)
         self._tokens[token] = user
+        if lifetime is not None:
+            self._token_expiry[token] = time.monotonic() + lifetime
         return token
 
     def token_for(self, login: str) -> str:
         """A fresh token (v1 ``Girder-Token`` or v2 bearer) for an account."""
         return self.issue_token(self.data.users_by_login[login])
 
+    def sign_in_code(self, authorization_url: str, login: str, password: str | None = None) -> str:
+        """The code the sign-in page shows once ``login`` signs in (a person's part of the OAuth flow).
+
+        Answer :meth:`IsicApi.sign_in <isicarchive.IsicApi.sign_in>`'s prompt
+        with it, or the official CLI's ``isic user login``.
+        """
+        from .oauthroutes import sign_in_code
+
+        return sign_in_code(authorization_url, login, password or self.credentials[login])
+
     def revoke_token(self, token: str) -> None:
         self._tokens.pop(token, None)
+        self._token_expiry.pop(token, None)
 
     def user_for_token(self, token: str | None) -> User | None:
-        return self._tokens.get(token) if token else None
+        if not token:
+            return None
+        expiry = self._token_expiry.get(token)
+        if expiry is not None and expiry < time.monotonic():
+            return None
+        return self._tokens.get(token)
 
     # ------------------------------------------------------------ the log
     @property

@@ -5,17 +5,14 @@ Follows ``current-v2-api.md``: cursor pagination (``limit`` ≤ 100, opaque
 page only, images ordered by ``created``), the search language
 (:mod:`isicarchive.search`; a bad query is a 400), collections, users/me
 with a bearer token, licence files, and file URLs on a separate "storage"
-origin with Range support.  ``POST /oauth/token/`` issues bearer tokens
-(password and refresh-token grants) for scripted logins against it.
+origin with Range support.  OAuth lives in :mod:`.oauthroutes`.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
-import json
 from typing import TYPE_CHECKING, Any, Callable
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from .. import search as _search
 from ..errors import QueryError
@@ -225,27 +222,3 @@ def register(archive: "LocalArchive") -> None:
 
     archive.router.add("storage", "GET", r"(?P<kind>images|thumbnails)/(?P<isic_id>ISIC_[0-9]+)\.jpg",
                        storage_file)
-
-    # ---------------------------------------------------------------- OAuth
-    def token(req: Request) -> Response:
-        form = {k: v[-1] for k, v in parse_qs(req.body.decode("utf-8", "replace")).items()}
-        if not form and req.body.strip().startswith(b"{"):
-            form = json.loads(req.body)
-        grant = form.get("grant_type")
-        if grant == "password":
-            user = data.users_by_login.get(form.get("username", ""))
-            if user is None or user.password != form.get("password"):
-                return Response.json({"error": "invalid_grant", "error_description": "Invalid credentials given."},
-                                     400)
-        elif grant == "refresh_token":
-            user = archive.user_for_token(form.get("refresh_token"))
-            if user is None:
-                return Response.json({"error": "invalid_grant"}, 400)
-        else:
-            return Response.json({"error": "unsupported_grant_type"}, 400)
-        expires = 36000
-        return Response.json({"access_token": archive.issue_token(user), "token_type": "Bearer",
-                              "expires_in": expires, "refresh_token": archive.issue_token(user),
-                              "scope": "identity", "expires_at": int(_dt.datetime.now().timestamp()) + expires})
-
-    archive.router.add("oauth", "POST", r"token", token)

@@ -1,0 +1,246 @@
+"""v2 sign-in: OAuth authorization code with PKCE (as the official CLI), token storage and renewal."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import keyring
+import pytest
+import requests
+
+from isicarchive import AuthenticationError, IsicApi, credentials
+from isicarchive.oauth import CLIENT_ID, OAuthClient, OAuthToken, pkce_pair
+from isicarchive.testing import LocalArchive
+
+KEYRING_DIR = Path(__file__).parent
+
+
+@pytest.fixture()
+def archive() -> Any:
+    with LocalArchive(seed=23) as server:
+        yield server
+
+
+def browser(archive: LocalArchive, login: str, password: str | None = None) -> Callable[[str], str]:
+    """A person with a web browser: opens the sign-in address, signs in, returns the code the page shows."""
+    return lambda url: archive.sign_in_code(url, login, password)
+
+
+def person(archive: LocalArchive, login: str) -> tuple[Callable[[str], str], list[str]]:
+    """``ask``/``say`` for IsicApi.sign_in: reads the address it was shown and answers with the code."""
+    shown: list[str] = []
+    sign_in_at = browser(archive, login)
+
+    def ask(prompt: str) -> str:
+        url = next(line for line in shown if line.startswith("http"))
+        return sign_in_at(url)
+    return ask, shown
+
+
+def private_image(archive: LocalArchive) -> str:
+    public = {im["_id"] for im in archive.data.visible_images(None)}
+    return next(im["name"] for im in archive.data.images if im["_id"] not in public)
+
+
+# ------------------------------------------------------------------ PKCE
+def test_pkce_pair_follows_rfc_7636() -> None:
+    verifier, challenge = pkce_pair()
+    assert 43 <= len(verifier) <= 128 and re.fullmatch(r"[A-Za-z0-9\-._~]+", verifier)
+    expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    assert challenge == expected
+    assert pkce_pair()[0] != verifier
+
+
+def test_authorization_url_carries_the_challenge_and_the_official_client(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    request = api._backend.oauth.start()
+    parts = urlsplit(request.url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert parts.path == "/oauth/authorize/"
+    assert query["client_id"] == CLIENT_ID and query["response_type"] == "code"
+    assert query["redirect_uri"] == "urn:ietf:wg:oauth:2.0:oob" and query["code_challenge_method"] == "S256"
+    assert query["code_challenge"] != request.verifier and request.verifier not in request.url
+    assert request.verifier not in repr(request)
+
+
+# --------------------------------------------------------------- sign-in
+def test_sign_in_end_to_end_stores_a_renewable_token(archive: LocalArchive, memory_keyring: Any) -> None:
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    ask, shown = person(archive, "alice")
+    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False)
+    assert api.authenticated and api.user["username"] == "alice"
+    assert api.image(private_image(archive)).name  # a private image: the token is alice's
+    stored = OAuthToken.from_json(keyring.get_password(credentials.keyring_service(api.base_url), "alice:token"))
+    assert stored.refresh_token and stored.expires_at and not stored.expired()
+    assert stored.access_token not in repr(stored) and stored.refresh_token not in repr(stored)
+    # a later session finds it in the keyring: no prompt, no password
+    again = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
+    assert again.user["username"] == "alice"
+    assert not archive.requests(r"/oauth/token")[1:]  # only the sign-in itself traded a code
+
+
+def test_sign_in_label_defaults_to_the_accounts_email(archive: LocalArchive, memory_keyring: Any) -> None:
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    ask, shown = person(archive, "bob")
+    api.sign_in(ask=ask, say=shown.append, open_browser=False)
+    assert api.username == "bob@example.org"
+    assert credentials.load_token(api.base_url, "bob@example.org") is not None
+
+
+def test_a_code_works_once_and_only_with_its_verifier(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    oauth: OAuthClient = api._backend.oauth
+    request = oauth.start()
+    code = browser(archive, "alice")(request.url)
+    forged = type(request)(request.url, request.state, pkce_pair()[0])
+    with pytest.raises(AuthenticationError, match="verifier"):
+        oauth.finish(forged, code)
+    request = oauth.start()
+    code = browser(archive, "alice")(request.url)
+    assert oauth.finish(request, code).access_token
+    with pytest.raises(AuthenticationError, match="unknown, used or expired"):
+        oauth.finish(request, code)
+    with pytest.raises(AuthenticationError, match="no code"):
+        oauth.finish(oauth.start(), "  ")
+
+
+def test_the_sign_in_page_checks_the_password_and_the_pkce_request(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    url = api._backend.oauth.start().url
+    page = requests.get(url, timeout=10)
+    assert page.status_code == 200 and 'name="password"' in page.text and "alice" not in page.text
+    with pytest.raises(AuthenticationError, match="refused 'alice'"):
+        archive.sign_in_code(url, "alice", "wrong")
+    no_pkce = re.sub(r"&code_challenge=[^&]+", "", url)
+    assert requests.get(no_pkce, timeout=10).status_code == 400
+
+
+def test_no_token_and_nobody_to_ask_is_a_clear_error(archive: LocalArchive, memory_keyring: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError, match="isicarchive --api v2 login"):
+        IsicApi("carol", hostname=archive.url, api_version=2, progress=False)
+    assert time.monotonic() - started < 5
+
+
+# --------------------------------------------------------------- renewal
+def test_an_expired_stored_token_is_renewed_and_written_back(archive: LocalArchive, memory_keyring: Any) -> None:
+    archive.token_lifetime = 30  # inside the renewal margin: counts as expired at once
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    ask, shown = person(archive, "alice")
+    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False)
+    first = credentials.load_token(api.base_url, "alice")
+    archive.token_lifetime = 3600
+    archive.clear_log()
+    again = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
+    assert again.user["username"] == "alice"
+    renewed = credentials.load_token(api.base_url, "alice")
+    assert renewed.access_token != first.access_token and renewed.refresh_token != first.refresh_token
+    assert len(archive.requests(r"/oauth/token", "POST")) == 1
+    # refresh tokens rotate: the old one is spent
+    with pytest.raises(AuthenticationError, match="refused"):
+        OAuthClient(again._http, f"{archive.url}/oauth").refresh(first)
+
+
+def test_a_token_expiring_mid_session_is_renewed_once_for_all_threads(archive: LocalArchive) -> None:
+    # the archive takes an expired token for no token (private images vanish, no 401): renew before expiry
+    from concurrent.futures import ThreadPoolExecutor
+
+    archive.token_lifetime = 61.0  # one second longer than the renewal margin
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    ask, shown = person(archive, "alice")
+    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False, store=False)
+    archive.token_lifetime = 3600
+    time.sleep(1.1)
+    archive.clear_log()
+    private = private_image(archive)
+    with ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(lambda _: api._backend.image(private)["name"], range(8)))
+    assert names == [private] * 8
+    assert len(archive.requests(r"/oauth/token", "POST")) == 1
+    assert all(r.status == 200 and r.user == "alice" for r in archive.requests(r"/images/"))
+
+
+def test_a_401_renews_a_token_of_unknown_expiry(archive: LocalArchive) -> None:
+    archive.token_lifetime = 0.5
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    ask, shown = person(archive, "alice")
+    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False, store=False)
+    api._http.set_token(api._backend.oauth_token.access_token, None)  # expiry unknown to the client
+    archive.token_lifetime = 3600
+    time.sleep(0.6)
+    archive.clear_log()
+    assert api._backend.me()["username"] == "alice"
+    assert [r.status for r in archive.requests(r"/users/me")] == [401, 200]
+    assert len(archive.requests(r"/oauth/token", "POST")) == 1
+
+
+def test_an_unrenewable_expired_token_reports_the_401(archive: LocalArchive) -> None:
+    token = archive.issue_token(archive.data.users_by_login["alice"], lifetime=0.0)
+    with pytest.raises(AuthenticationError, match="token was refused"):
+        IsicApi(hostname=archive.url, api_version=2, token=token, progress=False)
+
+
+def test_logout_revokes_both_tokens(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    ask, shown = person(archive, "alice")
+    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False, store=False)
+    token = api._backend.oauth_token
+    api.logout()
+    assert archive.user_for_token(token.access_token) is None
+    with pytest.raises(AuthenticationError):
+        OAuthClient(api._http, f"{archive.url}/oauth").refresh(token)
+
+
+# ------------------------------------------------------------------- CLI
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHON_KEYRING_BACKEND": "file_keyring.FileKeyring", "PYTHONPATH": str(KEYRING_DIR),
+            "ISICARCHIVE_TEST_KEYRING": str(tmp_path / "ring.json"), "CI": "true"}
+
+
+def test_cli_login_signs_in_through_the_web_page(archive: LocalArchive, tmp_path: Path) -> None:
+    env = _cli_env(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2",
+                             "login", "--user", "alice"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={k: v for k, v in env.items() if k != "DISPLAY"})
+    assert proc.stdout is not None and proc.stdin is not None
+    url = ""
+    while not url.startswith("http"):
+        url = proc.stdout.readline().strip()
+        assert url or proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.stdin.write(browser(archive, "alice")(url) + "\n")
+    proc.stdin.flush()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Signed in as alice" in out
+    ring = json.loads((tmp_path / "ring.json").read_text())
+    entry = next(v for k, v in ring.items() if k.endswith("|alice:token"))
+    assert json.loads(entry)["refresh_token"]
+    assert json.loads(entry)["access_token"] not in out + err
+    private = next(d["name"] for d in archive.data.datasets if not d["public"])
+    shown = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2",
+                            "--user", "alice", "--json", "dataset", "show", private],
+                           capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert shown.returncode == 0, shown.stderr
+    logout = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2",
+                             "--user", "alice", "logout"], capture_output=True, text=True, env=env, timeout=60)
+    assert logout.returncode == 0 and "removed" in logout.stdout
+    assert archive.user_for_token(json.loads(entry)["access_token"]) is None
+
+
+def test_cli_login_with_closed_stdin_fails_cleanly(archive: LocalArchive, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2", "login"],
+                          capture_output=True, text=True, env=_cli_env(tmp_path), timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 3 and "no code was entered" in done.stderr
