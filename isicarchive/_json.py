@@ -7,10 +7,10 @@ from typing import Any
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson is a dependency, but stay usable without it
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
     import json as _stdjson
 
-__all__ = ["loads", "dumps"]
+__all__ = ["dumps", "loads"]
 
 
 def loads(data: bytes | str) -> Any:

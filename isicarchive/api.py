@@ -12,8 +12,9 @@ import ipaddress
 import logging
 import os
 import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 from . import credentials as _credentials
@@ -30,7 +31,7 @@ from .selection import ImageIndex, Selection, normalise_criteria
 from .store import Store
 from .transport import RetryPolicy, Transport
 
-__all__ = ["IsicApi", "DEFAULTS"]
+__all__ = ["DEFAULTS", "IsicApi"]
 
 log = logging.getLogger("isicarchive")
 
@@ -129,7 +130,7 @@ class IsicApi:
         cache_folder: str | os.PathLike[str] | None = None,
         *,
         api_version: int | None = None,
-        token: "str | OAuthToken | None" = None,
+        token: str | OAuthToken | None = None,
         debug: bool = False,
         timeout: float | tuple[float, float] = (5.0, 60.0),
         retries: int = 6,
@@ -240,7 +241,7 @@ class IsicApi:
                 f"{username}` (the token is kept in the keyring), or pass token=...")
         self.sign_in(username)
 
-    def _use_token(self, token: "str | OAuthToken", username: str | None) -> None:
+    def _use_token(self, token: str | OAuthToken, username: str | None) -> None:
         if isinstance(self._backend, V2Backend):
             stored = token if isinstance(token, OAuthToken) else OAuthToken(token)
             self._token_label = username
@@ -250,7 +251,7 @@ class IsicApi:
         self.username = username or "token"
         self.user = self._safe_me()
 
-    def _keep_renewed_token(self, token: "OAuthToken") -> None:
+    def _keep_renewed_token(self, token: OAuthToken) -> None:
         if self._token_label:
             try:
                 _credentials.store_token(self.base_url, self._token_label, token)
@@ -287,7 +288,7 @@ class IsicApi:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "IsicApi":
+    def __enter__(self) -> IsicApi:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -319,6 +320,13 @@ class IsicApi:
         if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
             raise QueryError(f"a {kind} is named by its id or name (a string), not {value!r}")
         return str(value)
+
+    @overload
+    def image(self, object_id: str | dict, *, params: Mapping[str, Any] | None = None) -> Image: ...
+
+    @overload
+    def image(self, object_id: None = None, *, params: Mapping[str, Any] | None = None
+              ) -> list[dict]: ...
 
     def image(self, object_id: str | dict | None = None, *, params: Mapping[str, Any] | None = None
               ) -> Image | list[dict]:
@@ -360,6 +368,13 @@ class IsicApi:
                                 f"{', '.join(sorted(map(str, names))[:10]) or 'none'}")
         return str(names[key])
 
+    @overload
+    def study(self, object_id: str | dict, *, params: Mapping[str, Any] | None = None) -> Study: ...
+
+    @overload
+    def study(self, object_id: None = None, *, params: Mapping[str, Any] | None = None
+              ) -> list[dict]: ...
+
     def study(self, object_id: str | dict | None = None, *, params: Mapping[str, Any] | None = None
               ) -> Study | list[dict]:
         """A :class:`Study` by id or name; with no argument, the list of studies."""
@@ -374,6 +389,13 @@ class IsicApi:
 
     def study_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
         return self._backend.studies(dict(params or {}))
+
+    @overload
+    def dataset(self, object_id: str | dict, *, params: Mapping[str, Any] | None = None, load: bool = True) -> Dataset: ...
+
+    @overload
+    def dataset(self, object_id: None = None, *, params: Mapping[str, Any] | None = None, load: bool = True
+              ) -> list[dict]: ...
 
     def dataset(self, object_id: str | dict | None = None, *, params: Mapping[str, Any] | None = None,
                 load: bool = True) -> Dataset | list[dict]:
@@ -397,6 +419,13 @@ class IsicApi:
         if not self._backend.is_id(key):
             raise NotFoundError(f"{key!r} is not an annotation id (annotations have no names)")
         return Annotation(self._backend.annotation(key), self)
+
+    @overload
+    def segmentation(self, object_id: str | dict, *, params: Mapping[str, Any] | None = None) -> Segmentation: ...
+
+    @overload
+    def segmentation(self, object_id: None = None, *, params: Mapping[str, Any] | None = None
+              ) -> list[dict]: ...
 
     def segmentation(self, object_id: str | dict | None = None, *, params: Mapping[str, Any] | None = None
                      ) -> Segmentation | list[dict]:
@@ -439,7 +468,7 @@ class IsicApi:
             self.image_cache = self._store.save_image_cache(self.image_cache, replace)
             if self._index is not None and len(self._index) != len(self.image_cache):
                 self._index = None
-        self.images.update({rec.get("name"): key for key, rec in self.image_cache.items() if rec.get("name")})
+        self.images.update({name: key for key, rec in self.image_cache.items() if (name := rec.get("name"))})
         return self.image_cache
 
     @staticmethod
@@ -489,7 +518,7 @@ class IsicApi:
                 key = self._key(item, "image")
                 image_id = key if self._backend.is_id(key) else self.images.get(key)
                 record = self.image_cache.get(image_id) if image_id else None
-                records.append(record if record is not None else self.image(key).as_json())  # type: ignore[union-attr]
+                records.append(record if record is not None else self.image(key).as_json())
         return records
 
     def download_images(self, images: Any = None, folder: str | os.PathLike[str] | None = None, *,
@@ -527,6 +556,6 @@ class IsicApi:
     def search_images(self, query: str, collections: Iterable[int] | None = None, limit: int | None = None
                       ) -> Selection:
         """Server-side search (v2 query language); the result becomes :attr:`image_selection`."""
-        records = self._backend.search_images(query, collections=collections, limit=limit)  # type: ignore[attr-defined]
+        records = self._backend.search_images(query, collections=collections, limit=limit)
         self.image_selection = Selection({self._record_id(r): r for r in records})
         return self.image_selection

@@ -44,15 +44,16 @@ import re
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import filelock
 
 from . import _json
 from .errors import CacheError
 
-__all__ = ["Cache", "shard_of", "safe_name", "CacheCorruptionWarning", "IMCACHE_ID", "SHARDS"]
+__all__ = ["IMCACHE_ID", "SHARDS", "Cache", "CacheCorruptionWarning", "safe_name", "shard_of"]
 
 SHARDS = "0123456789abcdef"
 IMCACHE_ID = "0" * 24
@@ -278,7 +279,7 @@ class Cache:
 
         try:
             data = path.read_bytes()
-            return iio.imread(data, extension=path.suffix or None)
+            return iio.imread(data, extension=path.suffix) if path.suffix else iio.imread(data)
         except FileNotFoundError:
             return None
         except Exception as exc:  # imageio/pillow raise many kinds for broken files

@@ -11,8 +11,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ._version import __version__
 from .errors import AuthenticationError, IsicError, NotFoundError, QueryError
@@ -95,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for spec in args.fault or []:
         kind, _, rest = spec.partition(":")
         pattern, _, probability = rest.rpartition(":") if rest.count(":") else (rest, "", "1")
-        params = {"status": 429, "retry_after": 1} if kind == "429" else {}
+        params: dict[str, Any] = {"status": 429, "retry_after": 1} if kind == "429" else {}
         archive.faults.add("status" if kind == "429" else kind, pattern or ".*", float(probability or 1), **params)
     archive.start()
     print(f"Local ISIC archive at {archive.url}  (v1: {archive.v1_url}  v2: {archive.v2_url})", flush=True)
@@ -227,9 +228,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         _print(args, payload, lambda: "\n".join(f"{a['id']} {a['state']:9} image {a['image']} "
                                                 f"features: {', '.join(a['features']) or '-'}" for a in payload))
         return EXIT_OK
-    payload = {"id": study.id, "name": study.name, "description": study.description, "images": study.image_names(),
+    summary = {"id": study.id, "name": study.name, "description": study.description, "images": study.image_names(),
                "features": study.feature_list(), "questions": [q.get("id") for q in study.questions]}
-    _print(args, payload, lambda: str(study))
+    _print(args, summary, lambda: str(study))
     return EXIT_OK
 
 
@@ -261,9 +262,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
             kinds.setdefault(kind, [0, 0])
             kinds[kind][0] += 1
             kinds[kind][1] += path.stat().st_size
-        payload = {"folder": str(root), "files": len(files), "bytes": sum(v[1] for v in kinds.values()),
+        total = sum(v[1] for v in kinds.values())
+        payload = {"folder": str(root), "files": len(files), "bytes": total,
                    "kinds": {k: {"files": v[0], "bytes": v[1]} for k, v in sorted(kinds.items())}}
-        _print(args, payload, lambda: f"{root}: {payload['files']} files, {payload['bytes'] / 1e6:.1f} MB\n" +
+        _print(args, payload, lambda: f"{root}: {len(files)} files, {total / 1e6:.1f} MB\n" +
                "\n".join(f"  {k:8} {v[0]:7d} files {v[1] / 1e6:9.1f} MB" for k, v in sorted(kinds.items())))
         return EXIT_OK
     if args.action == "clean":
@@ -304,15 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
         # Options may stand before or after the command; after it, their defaults are
         # suppressed so that they do not overwrite what was given before it.
         common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
+        defaults: Callable[[Any], dict[str, Any]] = lambda value: {} if suppress else {"default": value}
         common.add_argument("--host", help="archive host (default: the official one; or $ISICARCHIVE_HOST)")
         common.add_argument("--api", choices=["v1", "v2"], help="API version (default v1)",
-                            **({} if suppress else {"default": "v1"}))
+                            **defaults("v1"))
         common.add_argument("--user", help="log in as this user (password from keyring/netrc/prompt)")
         common.add_argument("--cache-folder", help="cache folder")
-        common.add_argument("--json", action="store_true", help="machine-readable output",
-                            **({} if suppress else {"default": False}))
-        common.add_argument("--quiet", action="store_true", help="no progress bars",
-                            **({} if suppress else {"default": False}))
+        common.add_argument("--json", action="store_true", help="machine-readable output", **defaults(False))
+        common.add_argument("--quiet", action="store_true", help="no progress bars", **defaults(False))
         return common
 
     common = common_options(suppress=True)

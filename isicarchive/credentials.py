@@ -19,7 +19,8 @@ import logging
 import netrc
 import os
 import sys
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .errors import AuthenticationError
@@ -27,8 +28,16 @@ from .errors import AuthenticationError
 if TYPE_CHECKING:
     from .oauth import OAuthToken
 
-__all__ = ["resolve_password", "store_password", "delete_password", "keyring_service", "interactive",
-           "store_token", "load_token", "has_password"]
+__all__ = [
+    "delete_password",
+    "has_password",
+    "interactive",
+    "keyring_service",
+    "load_token",
+    "resolve_password",
+    "store_password",
+    "store_token",
+]
 
 log = logging.getLogger("isicarchive.auth")
 
@@ -146,7 +155,7 @@ def _token_entry(username: str) -> str:
     return f"{username}:token"
 
 
-def store_token(base_url: str, username: str, token: "str | OAuthToken") -> None:
+def store_token(base_url: str, username: str, token: str | OAuthToken) -> None:
     """Save a v2 token in the keyring under ``<username>:token``.
 
     An :class:`~isicarchive.oauth.OAuthToken` is kept with its refresh token
@@ -160,7 +169,7 @@ def store_token(base_url: str, username: str, token: "str | OAuthToken") -> None
     keyring.set_password(keyring_service(base_url), _token_entry(username), entry.to_json())
 
 
-def load_token(base_url: str, username: str) -> "OAuthToken | None":
+def load_token(base_url: str, username: str) -> OAuthToken | None:
     """The token stored for ``username``, if any."""
     from .oauth import OAuthToken
 

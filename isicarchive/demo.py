@@ -23,7 +23,7 @@ def run_demo(out: str | Path = "isicarchive-demo", images: int = 400) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     summary: dict = {}
-    say = lambda text: print(text, flush=True)  # noqa: E731
+    say = lambda text: print(text, flush=True)
     with LocalArchive(seed=7, config=ArchiveConfig(images=images, image_size=(320, 240), study_images=8)) as archive:
         say(f"1. Local ISIC archive running at {archive.url} ({images} images, v1 and v2 APIs)")
         cache = out / "cache"
@@ -41,12 +41,13 @@ def run_demo(out: str | Path = "isicarchive-demo", images: int = 400) -> dict:
         annotations = study.load_annotations()
         say(f"6. Loaded {len(annotations)} annotations; features marked: {study.loaded_features}")
         marked = next(a for a in annotations if a.features)
-        image = api.image(marked.image_id)
+        image = api.image(str(marked.image_id))
         image.load_imagedata()
         image.load_superpixels()
         image.map_superpixels()
         sp_map = image.superpixels["map"]
-        say(f"7. {image.name}: {image.data.shape[1]}x{image.data.shape[0]} pixels, "
+        height, width = image.superpixels["shp"]
+        say(f"7. {image.name}: {width}x{height} pixels, "
             f"{sp_map.shape[0]} superpixels mapped (largest has {sp_map[:, -1].max()} pixels)")
         feature = next(iter(marked.features))
         overlay_path = out / f"{image.name}_overlay.png"

@@ -24,10 +24,10 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import filelock
 import requests
@@ -36,7 +36,7 @@ from .errors import ArchiveUnavailableError, IsicError, QueryError
 from .progress import progress as _progress
 from .transport import Transport
 
-__all__ = ["Job", "DownloadResult", "Downloader", "fetch_file", "extension_for", "DEFAULT_WORKERS"]
+__all__ = ["DEFAULT_WORKERS", "DownloadResult", "Downloader", "Job", "extension_for", "fetch_file"]
 
 # Small enough that a transfer cut short keeps all but its last chunk for the resume.
 CHUNK = 1 << 16

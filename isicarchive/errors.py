@@ -44,11 +44,11 @@ class UnsupportedError(IsicError, NotImplementedError):
 
 
 __all__ = [
-    "IsicError",
+    "ArchiveUnavailableError",
     "AuthenticationError",
+    "CacheError",
+    "IsicError",
     "NotFoundError",
     "QueryError",
-    "ArchiveUnavailableError",
-    "CacheError",
     "UnsupportedError",
 ]

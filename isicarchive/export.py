@@ -4,6 +4,7 @@ the layout of the archive's official CLI."""
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,10 @@ from .downloads import Downloader, DownloadResult, Job, extension_for
 from .store import Store
 
 __all__ = ["download_to_folder", "metadata_rows"]
+
+
+def _named_file(folder: Path, name: str, content_type: str | None) -> Path:
+    return folder / f"{name}{extension_for(content_type)}"
 
 
 def _flat(record: dict) -> dict[str, Any]:
@@ -45,7 +50,7 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
         key = str(record.get("_id") or record.get("isic_id"))
         size = ((record.get("files") or {}).get("full") or {}).get("size")
         jobs.append(Job(key, store.backend.image_file(record),
-                        lambda ctype, name=name: folder / f"{name}{extension_for(ctype)}",
+                        functools.partial(_named_file, folder, name),
                         folder / f".{name}.part", size, locks / f"{name}.lock"))
 
     def done(job: Job) -> Path | None:

@@ -23,8 +23,9 @@ import os
 import secrets
 import time
 import webbrowser
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from . import _json
@@ -34,8 +35,15 @@ from .transport import TOKEN_RENEWAL_MARGIN
 if TYPE_CHECKING:
     from .transport import Transport
 
-__all__ = ["CLIENT_ID", "OOB_REDIRECT", "OAuthToken", "AuthorizationRequest", "OAuthClient", "pkce_pair",
-           "sign_in"]
+__all__ = [
+    "CLIENT_ID",
+    "OOB_REDIRECT",
+    "AuthorizationRequest",
+    "OAuthClient",
+    "OAuthToken",
+    "pkce_pair",
+    "sign_in",
+]
 
 log = logging.getLogger("isicarchive.auth")
 
@@ -76,7 +84,7 @@ class OAuthToken:
     scope: str = ""
 
     @classmethod
-    def from_response(cls, payload: Any, now: float | None = None) -> "OAuthToken":
+    def from_response(cls, payload: Any, now: float | None = None) -> OAuthToken:
         if not isinstance(payload, dict) or not isinstance(payload.get("access_token"), str):
             raise AuthenticationError("the archive's token answer holds no access token")
         expires_in = payload.get("expires_in")
@@ -85,7 +93,7 @@ class OAuthToken:
                    payload.get("refresh_token") or None, expires_at, str(payload.get("scope") or ""))
 
     @classmethod
-    def from_json(cls, text: str) -> "OAuthToken":
+    def from_json(cls, text: str) -> OAuthToken:
         """Read what :meth:`to_json` wrote; a bare token string (older entries) is an access token."""
         stripped = text.strip()
         if stripped.startswith("{"):
@@ -141,7 +149,7 @@ class OAuthClient:
         The public client id; the official CLI's by default.
     """
 
-    def __init__(self, transport: "Transport", oauth_url: str, client_id: str = CLIENT_ID) -> None:
+    def __init__(self, transport: Transport, oauth_url: str, client_id: str = CLIENT_ID) -> None:
         self.transport = transport
         self.oauth_url = oauth_url.rstrip("/")
         self.client_id = client_id

@@ -50,7 +50,7 @@ class _LogProgress:
     def close(self) -> None:
         self._report()
 
-    def __enter__(self) -> "_LogProgress":
+    def __enter__(self) -> _LogProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -22,12 +22,13 @@ Unknown fields, values of the wrong type and syntax errors raise
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Union
+from typing import Any, Union
 
 from .errors import QueryError
 
-__all__ = ["parse", "matches", "FIELDS", "Term", "Node", "field_value"]
+__all__ = ["FIELDS", "Node", "Term", "field_value", "matches", "parse"]
 
 STRING, NUMBER, BOOLEAN = "string", "number", "boolean"
 FIELDS: dict[str, str] = {

@@ -46,14 +46,14 @@ from __future__ import annotations
 import html
 import re
 from array import array
-from collections.abc import Container, ItemsView, Mapping, MutableMapping, ValuesView
-from typing import Any, Iterable, Sequence
+from collections.abc import Container, ItemsView, Iterable, Mapping, MutableMapping, Sequence, ValuesView
+from typing import Any
 
 import numpy as np
 
 from .errors import QueryError
 
-__all__ = ["ImageIndex", "Selection", "normalise_criteria", "get_path", "evaluate", "OPERATORS", "UNARY"]
+__all__ = ["OPERATORS", "UNARY", "ImageIndex", "Selection", "evaluate", "get_path", "normalise_criteria"]
 
 BINARY = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "ni", "not ni", "match", "~", "not match", "!~",
           "is", "not is")
@@ -204,7 +204,7 @@ def _freeze(value: Any) -> Any:
 class _Column:
     """One dotted path: a code per record and the distinct values."""
 
-    __slots__ = ("codes", "uniques", "_keys", "_rows", "_vals", "_eq", "_numeric")
+    __slots__ = ("_eq", "_keys", "_numeric", "_rows", "_vals", "codes", "uniques")
 
     def __init__(self) -> None:
         self.uniques: list[Any] = [None]
@@ -374,7 +374,7 @@ class ImageIndex:
             out[row] = evaluate(get_path(self.records[row], path), op, test)
         return out
 
-    def select(self, criteria: Any, within: Iterable[str] | None = None) -> "Selection":
+    def select(self, criteria: Any, within: Iterable[str] | None = None) -> Selection:
         """A :class:`Selection` of the records meeting ``criteria``."""
         parsed = criteria if _is_parsed(criteria) else normalise_criteria(criteria)
         return Selection.of_rows(self, np.flatnonzero(self.mask(parsed, within)))
@@ -414,7 +414,7 @@ class Selection(MutableMapping):
         self._member: np.ndarray | None = None
 
     @classmethod
-    def of_rows(cls, index: ImageIndex, rows: np.ndarray) -> "Selection":
+    def of_rows(cls, index: ImageIndex, rows: np.ndarray) -> Selection:
         view = cls()
         view._data = None
         view._ids, view._records, view._position = index.ids, index.records, index._position
@@ -478,10 +478,10 @@ class Selection(MutableMapping):
         ids, records = self._ids, self._records
         return ((ids[r], records[r]) for r in self._rows.tolist())
 
-    def items(self) -> "_Items":
+    def items(self) -> _Items:
         return _Items(self)
 
-    def values(self) -> "_Values":
+    def values(self) -> _Values:
         return _Values(self)
 
     def ids(self) -> list[str]:

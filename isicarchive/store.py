@@ -7,9 +7,11 @@ cache folder everything is fetched into memory.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +27,10 @@ from .transport import Transport
 __all__ = ["Store"]
 
 log = logging.getLogger("isicarchive")
+
+
+def _fixed_path(path: Path, content_type: str | None) -> Path:
+    return path
 
 
 def _decode_image(data: bytes) -> np.ndarray:
@@ -52,8 +58,9 @@ class Store:
         part = self.cache.path("image", image_id, ".part")
         part = part.with_name("." + part.name)
         size = ((record.get("files") or {}).get("full") or {}).get("size")
+        cache = self.cache
         return Job(image_id, self.backend.image_file(record),
-                   lambda ctype: self.cache.image_path(image_id, name, extension_for(ctype)), part, size)
+                   lambda ctype: cache.image_path(image_id, name, extension_for(ctype)), part, size)
 
     def image_path(self, record: dict) -> Path | None:
         """The cached image file, fetched first when missing (None without cache)."""
@@ -104,7 +111,7 @@ class Store:
                 image_id = str(rec["_id"])
                 target = cache.path("spimg", image_id, ".png")
                 sp_jobs.append(Job(image_id + ":superpixels", self.backend.superpixels_endpoint(image_id),
-                                   lambda ctype, target=target: target, target.with_name("." + target.name + ".part")))
+                                   functools.partial(_fixed_path, target), target.with_name("." + target.name + ".part")))
             sp_result = downloader.run(
                 sp_jobs, done=lambda job: cache.find("spimg", job.key.split(":")[0], ".png"), desc="Superpixels")
             result.downloaded += sp_result.downloaded

@@ -25,22 +25,23 @@ stable argsort of the pixels.
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "Compact",
+    "compact",
     "decode",
     "encode",
-    "superpixel_map",
-    "compact",
     "map_from_compact",
-    "Compact",
-    "pixels",
-    "paint",
-    "outlines",
     "neighbours",
+    "outlines",
     "overlay",
+    "paint",
+    "pixels",
+    "superpixel_map",
 ]
 
 # Labels below this fit uint16, for which numpy's stable argsort is a radix sort.

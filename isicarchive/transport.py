@@ -21,8 +21,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -40,7 +41,7 @@ from .errors import (
     QueryError,
 )
 
-__all__ = ["Transport", "RetryPolicy", "ArchiveResponseError"]
+__all__ = ["ArchiveResponseError", "RetryPolicy", "Transport"]
 
 log = logging.getLogger("isicarchive.http")
 
@@ -84,7 +85,7 @@ class _CappedRetry(Retry):
     """urllib3 Retry whose Retry-After waits are capped, and shared across workers."""
 
     retry_after_cap: float = 30.0
-    pause: "_SharedPause | None" = None
+    pause: _SharedPause | None = None
 
     def get_retry_after(self, response: Any) -> float | None:
         value = super().get_retry_after(response)
@@ -95,7 +96,7 @@ class _CappedRetry(Retry):
             self.pause.hold(value)
         return value
 
-    def new(self, **kw: Any) -> "_CappedRetry":
+    def new(self, **kw: Any) -> _CappedRetry:
         new = super().new(**kw)
         new.retry_after_cap = self.retry_after_cap
         new.pause = self.pause

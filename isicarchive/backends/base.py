@@ -9,7 +9,8 @@ backend maps its records onto the same keys the models read (see
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..errors import UnsupportedError
 from ..transport import Transport
@@ -70,6 +71,9 @@ class Backend:
 
     def search_images(self, query: str, collections: Any = None, limit: int | None = None) -> list[dict]:
         raise self._unsupported("server-side search", "the current v2 API (use select_images with v1)")
+
+    def superpixels_endpoint(self, image_id: str) -> str:
+        raise self._unsupported("archive superpixels", "the legacy v1 API (compute them locally for v2)")
 
     def superpixels_png(self, image_id: str) -> bytes:
         raise self._unsupported("archive superpixels", "the legacy v1 API (compute them locally for v2)")

@@ -22,7 +22,8 @@ import copy
 import logging
 import re
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from ..errors import AuthenticationError, NotFoundError
 from ..oauth import OAuthClient, OAuthToken, sign_in

@@ -7,4 +7,4 @@ from .image import Image
 from .segmentation import Segmentation
 from .study import Study
 
-__all__ = ["Model", "Image", "Study", "Dataset", "Annotation", "Segmentation"]
+__all__ = ["Annotation", "Dataset", "Image", "Model", "Segmentation", "Study"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,18 @@ class Annotation(Model):
         ("start_time", "startTime", None), ("stop_time", "stopTime", None), ("responses", "responses", {}),
         ("markups", "markups", {}), ("log", "log", []), ("image", "image", {}), ("user", "user", {}),
     )
+    # the attributes FIELDS creates, declared for type checkers and editors
+    id: str
+    study_id: str | None
+    state: str | None
+    status: str | None
+    start_time: str | None
+    stop_time: str | None
+    responses: dict
+    markups: dict
+    log: list
+    image: dict
+    user: dict
     SUMMARY = ("id", "study_id", "image_id", "user_id", "state", "status")
 
     def __init__(self, record: dict | None = None, api: Any = None, features: dict | None = None) -> None:

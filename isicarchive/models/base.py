@@ -23,7 +23,7 @@ class Model:
     KIND: ClassVar[str] = "object"
     SUMMARY: ClassVar[tuple[str, ...]] = ("id", "name")
 
-    def __init__(self, record: dict | None = None, api: "IsicApi | None" = None) -> None:
+    def __init__(self, record: dict | None = None, api: IsicApi | None = None) -> None:
         self._record: dict = dict(record or {})
         self._api = api
         for attribute, key, default in self.FIELDS:
@@ -34,7 +34,7 @@ class Model:
         """The record as the archive sent it (a deep copy)."""
         return copy.deepcopy(self._record)
 
-    def _require_api(self) -> "IsicApi":
+    def _require_api(self) -> IsicApi:
         if self._api is None:
             from ..errors import IsicError
 

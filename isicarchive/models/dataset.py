@@ -25,6 +25,18 @@ class Dataset(Model):
         ("owner", "owner", None), ("created", "created", None), ("creator", "creator", None),
         ("updated", "updated", None),
     )
+    # the attributes FIELDS creates, declared for type checkers and editors
+    id: str
+    name: str
+    description: str
+    license: str | None
+    access_level: int | None
+    attribution: str | None
+    count: int | None
+    owner: str | None
+    created: str | None
+    creator: dict | None
+    updated: str | None
     SUMMARY = ("id", "name", "license", "count", "access_level")
 
     def __init__(self, record: dict | None = None, api: Any = None) -> None:
@@ -33,7 +45,7 @@ class Dataset(Model):
         self.metadata: list | None = None
         self.images_for_review: list | None = None
 
-    def load(self) -> "Dataset":
+    def load(self) -> Dataset:
         """Load access list, registered metadata and review queue where permitted."""
         api = self._require_api()
         for attribute, what in (("access_list", "access"), ("metadata", "metadata"),

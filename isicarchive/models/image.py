@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,15 @@ class Image(Model):
         ("id", "_id", ""), ("name", "name", ""), ("created", "created", None), ("creator", "creator", {}),
         ("dataset", "dataset", {}), ("meta", "meta", {}), ("notes", "notes", {}), ("updated", "updated", None),
     )
+    # the attributes FIELDS creates, declared for type checkers and editors
+    id: str
+    name: str
+    created: str | None
+    creator: dict
+    dataset: dict
+    meta: dict
+    notes: dict
+    updated: str | None
     SUMMARY = ("id", "name", "dataset_name", "diagnosis", "size")
 
     def __init__(self, record: dict | None = None, api: Any = None) -> None:

@@ -20,6 +20,15 @@ class Segmentation(Model):
         ("creator", "creator", None), ("failed", "failed", None), ("skill", "skill", None),
         ("reviews", "reviews", []), ("meta", "meta", {}),
     )
+    # the attributes FIELDS creates, declared for type checkers and editors
+    id: str
+    image_id: str | None
+    created: str | None
+    creator: dict | None
+    failed: bool | None
+    skill: str | None
+    reviews: list[dict]
+    meta: dict
     SUMMARY = ("id", "image_id", "skill", "failed")
 
     def __init__(self, record: dict | None = None, api: Any = None) -> None:

@@ -27,6 +27,19 @@ class Study(Model):
         ("images", "images", []), ("users", "users", []), ("participation_requests", "participationRequests", []),
         ("user_completion", "userCompletion", {}), ("updated", "updated", None),
     )
+    # the attributes FIELDS creates, declared for type checkers and editors
+    id: str
+    name: str
+    description: str
+    created: str | None
+    creator: dict | None
+    features: list[dict]
+    questions: list[dict]
+    images: list[dict]
+    users: list[dict]
+    participation_requests: list[dict]
+    user_completion: dict
+    updated: str | None
     SUMMARY = ("id", "name", "image_count", "feature_count", "annotation_count")
 
     def __init__(self, record: dict | None = None, api: Any = None) -> None:
@@ -48,7 +61,7 @@ class Study(Model):
         return len(self.annotations)
 
     def image_names(self) -> list[str]:
-        return [im.get("name") for im in self.images]
+        return [str(im.get("name") or "") for im in self.images]
 
     def feature_list(self) -> list[str]:
         return [f["id"] for f in self.features]

@@ -9,5 +9,13 @@ from .faults import FAULT_KINDS, Fault, FaultInjector
 from .generator import ArchiveConfig, ArchiveData, User
 from .server import LocalArchive, RequestRecord
 
-__all__ = ["LocalArchive", "ArchiveConfig", "ArchiveData", "User", "Fault", "FaultInjector", "FAULT_KINDS",
-           "RequestRecord"]
+__all__ = [
+           "FAULT_KINDS",
+           "ArchiveConfig",
+           "ArchiveData",
+           "Fault",
+           "FaultInjector",
+           "LocalArchive",
+           "RequestRecord",
+           "User",
+]

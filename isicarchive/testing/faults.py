@@ -30,10 +30,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Fault", "FaultInjector", "FAULT_KINDS"]
+__all__ = ["FAULT_KINDS", "Fault", "FaultInjector"]
 
 FAULT_KINDS = ("status", "html", "reset", "truncate", "malformed", "latency", "redirect", "wrong_type")
 
+
+ALL_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "DELETE", "HEAD")
 
 @dataclass
 class Fault:
@@ -62,7 +64,7 @@ class Fault:
     probability: float = 1.0
     times: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    methods: tuple[str, ...] = ("GET", "POST", "PUT", "DELETE", "HEAD")
+    methods: tuple[str, ...] = ALL_METHODS
     fired: int = 0
     seed: int = 0
 
@@ -105,7 +107,7 @@ class FaultInjector:
         """
         with self._lock:
             rule = Fault(kind, pattern, probability, times, params,
-                         methods or Fault.__dataclass_fields__["methods"].default,
+                         methods or ALL_METHODS,
                          seed=self._seed + len(self._rules))
             self._rules.append(rule)
         return rule

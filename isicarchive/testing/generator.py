@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import superpixels as _sp
 
-__all__ = ["ArchiveData", "ArchiveConfig", "User", "superpixel_labels", "object_id"]
+__all__ = ["ArchiveConfig", "ArchiveData", "User", "object_id", "superpixel_labels"]
 
 _EPOCH = _dt.datetime(2015, 1, 1, tzinfo=_dt.timezone.utc)
 
@@ -272,7 +272,7 @@ class ArchiveData:
     # ------------------------------------------------------------------ build
     @classmethod
     def from_dump(cls, imcache: str | os.PathLike, sgcache: str | os.PathLike | None = None,
-                  seed: int = 0, config: ArchiveConfig | None = None, limit: int | None = None) -> "ArchiveData":
+                  seed: int = 0, config: ArchiveConfig | None = None, limit: int | None = None) -> ArchiveData:
         """Seed the archive from a real metadata dump (``imcache_…json.gz``)."""
         with gzip.open(imcache, "rb") as fh:
             records = json.loads(fh.read())
@@ -391,7 +391,7 @@ class ArchiveData:
         }
 
     def _adopt_records(self, records: dict[str, dict]) -> None:
-        by_dataset: dict[str, dict] = {}
+        by_dataset: dict[Any, dict] = {}
         for rec in records.values():
             ds = rec.get("dataset") or {}
             by_dataset.setdefault(ds.get("_id"), ds)

@@ -45,7 +45,7 @@ CODE_LIFETIME = 600.0
 
 @dataclass
 class _Grant:
-    user: "User"
+    user: User
     client_id: str
     redirect_uri: str
     challenge: str
@@ -85,11 +85,11 @@ def _sign_in_form(params: dict[str, str], message: str = "") -> Response:
         '<button type="submit">Sign in</button></form>'), 401 if message else 200)
 
 
-def register(archive: "LocalArchive") -> None:
+def register(archive: LocalArchive) -> None:
     """Add the ``/oauth`` routes to the archive's router."""
     data = archive.data
     grants: dict[str, _Grant] = {}
-    refresh_tokens: dict[str, "User"] = {}
+    refresh_tokens: dict[str, User] = {}
 
     def check_request(params: dict[str, str]) -> None:
         if params.get("response_type") != "code":
@@ -121,7 +121,7 @@ def register(archive: "LocalArchive") -> None:
         separator = "&" if "?" in redirect_uri else "?"
         return Response(302, b"", "text/plain", {"Location": f"{redirect_uri}{separator}{urlencode(answer)}"})
 
-    def tokens_for(user: "User") -> Response:
+    def tokens_for(user: User) -> Response:
         lifetime = archive.token_lifetime
         refresh = secrets.token_hex(24)
         refresh_tokens[refresh] = user

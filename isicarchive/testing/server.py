@@ -26,15 +26,16 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .faults import Fault, FaultInjector
 from .generator import ArchiveConfig, ArchiveData, User
 
-__all__ = ["LocalArchive", "Request", "Response", "ApiError", "RequestRecord"]
+__all__ = ["ApiError", "LocalArchive", "Request", "RequestRecord", "Response"]
 
 
 class ApiError(Exception):
@@ -88,11 +89,11 @@ class Response:
     ranged: bool = False
 
     @classmethod
-    def json(cls, payload: Any, status: int = 200, **headers: str) -> "Response":
+    def json(cls, payload: Any, status: int = 200, **headers: str) -> Response:
         return cls(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json", dict(headers))
 
     @classmethod
-    def binary(cls, data: bytes, content_type: str, filename: str | None = None) -> "Response":
+    def binary(cls, data: bytes, content_type: str, filename: str | None = None) -> Response:
         headers = {"Accept-Ranges": "bytes"}
         if filename:
             headers["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -116,7 +117,7 @@ class RequestRecord:
     authorized: bool = False
 
 
-Handler = Callable[[Request], Response]
+Handler = Callable[..., Response]  # called with the request and the pattern's named groups
 
 
 class Router:
@@ -216,7 +217,7 @@ class LocalArchive:
         oauthroutes.register(self)
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> "LocalArchive":
+    def start(self) -> LocalArchive:
         """Bind and serve in a background thread; returns self."""
         if self._server is not None:
             return self
@@ -244,7 +245,7 @@ class LocalArchive:
             self._tmpdir.cleanup()
             self._tmpdir = None
 
-    def __enter__(self) -> "LocalArchive":
+    def __enter__(self) -> LocalArchive:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -522,12 +523,13 @@ def basic_credentials(headers: Any) -> tuple[str, str] | None:
 
 
 def _error_response(api: str, exc: ApiError) -> Response:
+    payload: dict[str, Any]
     if api != "v1":
         payload = {"detail": exc.message}
         if exc.status == 400:
             payload["message"] = exc.message  # the official CLI reads "message" of a bad query
         return Response.json(payload, exc.status)
-    payload: dict[str, Any] = {"message": exc.message, "type": exc.kind}
+    payload = {"message": exc.message, "type": exc.kind}
     if exc.field:
         payload["field"] = exc.field
     return Response.json(payload, exc.status)

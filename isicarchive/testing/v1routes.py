@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .server import ApiError, Request, Response, basic_credentials
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 _OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 
 
-def register(archive: "LocalArchive") -> None:
+def register(archive: LocalArchive) -> None:
     """Add every v1 route to the archive's router."""
     data = archive.data
 
@@ -113,7 +114,7 @@ def register(archive: "LocalArchive") -> None:
             _deny(req.user, "image", image_id)
         return image
 
-    def _image_for(user: "User | None", image: dict) -> dict:
+    def _image_for(user: User | None, image: dict) -> dict:
         record = dict(image)
         dataset = data.datasets_by_id.get(image["dataset"]["_id"])
         if dataset is not None:
@@ -121,11 +122,11 @@ def register(archive: "LocalArchive") -> None:
         return record
 
     # ------------------------------------------------------------- datasets
-    def dataset_summary(user: "User | None", ds: dict) -> dict:
+    def dataset_summary(user: User | None, ds: dict) -> dict:
         return {"_id": ds["_id"], "_accessLevel": data.access_level(user, ds), "name": ds["name"],
                 "description": ds["description"], "updated": ds["updated"], "license": ds["license"]}
 
-    def dataset_detail_record(user: "User | None", ds: dict) -> dict:
+    def dataset_detail_record(user: User | None, ds: dict) -> dict:
         level = data.access_level(user, ds)
         record = dataset_summary(user, ds)
         record.update(_modelType="dataset", attribution=ds["attribution"], created=ds["created"],
@@ -315,7 +316,7 @@ def register(archive: "LocalArchive") -> None:
 
 
 # ------------------------------------------------------------------ helpers
-def _user_full(user: "User") -> dict:
+def _user_full(user: User) -> dict:
     return {"_id": user.id, "login": user.login, "firstName": user.first_name, "lastName": user.last_name,
             "admin": user.admin, "name": f"{user.first_name} {user.last_name}"}
 
@@ -330,7 +331,7 @@ def _find(table: dict, object_id: str, kind: str) -> Any:
     return found
 
 
-def _deny(user: "User | None", kind: str, object_id: str, level: str = "Read") -> None:
+def _deny(user: User | None, kind: str, object_id: str, level: str = "Read") -> None:
     if user is None:
         raise ApiError(401, f"{level} access denied for {kind} {object_id} (user: None).", "access")
     raise ApiError(403, f"{level} access denied for {kind} {object_id} (user: {user.id}).", "access")

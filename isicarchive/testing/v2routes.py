@@ -11,7 +11,8 @@ origin with Range support.  OAuth lives in :mod:`.oauthroutes`.
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from .. import search as _search
@@ -68,14 +69,14 @@ def paginate(req: Request, items: list, render: Callable[[Any], dict]) -> Respon
     })
 
 
-def register(archive: "LocalArchive") -> None:
+def register(archive: LocalArchive) -> None:
     """Add the v2, storage and OAuth routes to the archive's router."""
     data = archive.data
 
     def add(method: str, pattern: str, handler: Callable[..., Response]) -> None:
         archive.router.add("v2", method, pattern, handler)
 
-    def visible(user: "User | None") -> list[dict]:
+    def visible(user: User | None) -> list[dict]:
         return sorted(data.visible_images(user), key=lambda im: im["created"])
 
     def record(req: Request) -> Callable[[dict], dict]:
