@@ -153,16 +153,22 @@ def test_an_expired_stored_token_is_renewed_and_written_back(archive: LocalArchi
         OAuthClient(again._http, f"{archive.url}/oauth").refresh(first)
 
 
+def expire_now(archive: LocalArchive, api: IsicApi, *, client_knows: bool) -> None:
+    """End the session's access token at the archive; the client learns of it only if ``client_knows``."""
+    token = api._backend.oauth_token
+    archive.revoke_token(token.access_token)  # the refresh token stays good
+    token.expires_at = time.time() - 1 if client_knows else None
+    api._http.set_token(token.access_token, token.expires_at)
+
+
 def test_a_token_expiring_mid_session_is_renewed_once_for_all_threads(archive: LocalArchive) -> None:
     # the archive takes an expired token for no token (private images vanish, no 401): renew before expiry
     from concurrent.futures import ThreadPoolExecutor
 
-    archive.token_lifetime = 61.0  # one second longer than the renewal margin
     api = IsicApi(hostname=archive.url, api_version=2, progress=False)
     ask, shown = person(archive, "alice")
     api.sign_in("alice", ask=ask, say=shown.append, open_browser=False, store=False)
-    archive.token_lifetime = 3600
-    time.sleep(1.1)
+    expire_now(archive, api, client_knows=True)
     archive.clear_log()
     private = private_image(archive)
     with ThreadPoolExecutor(8) as pool:
@@ -173,17 +179,26 @@ def test_a_token_expiring_mid_session_is_renewed_once_for_all_threads(archive: L
 
 
 def test_a_401_renews_a_token_of_unknown_expiry(archive: LocalArchive) -> None:
-    archive.token_lifetime = 0.5
     api = IsicApi(hostname=archive.url, api_version=2, progress=False)
     ask, shown = person(archive, "alice")
     api.sign_in("alice", ask=ask, say=shown.append, open_browser=False, store=False)
-    api._http.set_token(api._backend.oauth_token.access_token, None)  # expiry unknown to the client
-    archive.token_lifetime = 3600
-    time.sleep(0.6)
+    expire_now(archive, api, client_knows=False)
     archive.clear_log()
     assert api._backend.me()["username"] == "alice"
     assert [r.status for r in archive.requests(r"/users/me")] == [401, 200]
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
+
+
+def test_the_local_archive_expires_tokens_after_their_lifetime(archive: LocalArchive) -> None:
+    archive.token_lifetime = 0.2
+    token = requests.post(f"{archive.url}/oauth/token/", timeout=10, data={
+        "grant_type": "password", "username": "alice", "password": archive.credentials["alice"]}).json()
+    assert token["expires_in"] == 0
+    me = f"{archive.v2_url}/users/me/"
+    deadline = time.monotonic() + 10
+    while requests.get(me, headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10).ok:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
 
 
 def test_an_unrenewable_expired_token_reports_the_401(archive: LocalArchive) -> None:
