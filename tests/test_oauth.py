@@ -131,7 +131,7 @@ def test_no_token_and_nobody_to_ask_is_a_clear_error(archive: LocalArchive, memo
     started = time.monotonic()
     with pytest.raises(AuthenticationError, match="isicarchive --api v2 login"):
         IsicApi("carol", hostname=archive.url, api_version=2, progress=False)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # refused at once, never waiting for input
 
 
 # --------------------------------------------------------------- renewal
