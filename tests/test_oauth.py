@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import keyring
@@ -31,20 +31,14 @@ def archive() -> Any:
         yield server
 
 
-def browser(archive: LocalArchive, login: str, password: str | None = None) -> Callable[[str], str]:
-    """A person with a web browser: opens the sign-in address, signs in, returns the code the page shows."""
-    return lambda url: archive.sign_in_code(url, login, password)
-
-
-def person(archive: LocalArchive, login: str) -> tuple[Callable[[str], str], list[str]]:
-    """``ask``/``say`` for IsicApi.sign_in: reads the address it was shown and answers with the code."""
+def signed_in(archive: LocalArchive, login: str, label: str | None = None, store: bool = True) -> IsicApi:
+    """A v2 session that went through the sign-in page as ``login`` (the person reads the shown address)."""
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
     shown: list[str] = []
-    sign_in_at = browser(archive, login)
-
-    def ask(prompt: str) -> str:
-        url = next(line for line in shown if line.startswith("http"))
-        return sign_in_at(url)
-    return ask, shown
+    api.sign_in(label, store=store, say=shown.append, open_browser=False,
+                ask=lambda prompt: archive.sign_in_code(next(line for line in shown if line.startswith("http")),
+                                                        login))
+    return api
 
 
 def private_image(archive: LocalArchive) -> str:
@@ -75,9 +69,7 @@ def test_authorization_url_carries_the_challenge_and_the_official_client(archive
 
 # --------------------------------------------------------------- sign-in
 def test_sign_in_end_to_end_stores_a_renewable_token(archive: LocalArchive, memory_keyring: Any) -> None:
-    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    ask, shown = person(archive, "alice")
-    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False)
+    api = signed_in(archive, "alice", "alice")
     assert api.authenticated and api.user["username"] == "alice"
     assert api.image(private_image(archive)).name  # a private image: the token is alice's
     stored = OAuthToken.from_json(keyring.get_password(credentials.keyring_service(api.base_url), "alice:token"))
@@ -90,9 +82,7 @@ def test_sign_in_end_to_end_stores_a_renewable_token(archive: LocalArchive, memo
 
 
 def test_sign_in_label_defaults_to_the_accounts_email(archive: LocalArchive, memory_keyring: Any) -> None:
-    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    ask, shown = person(archive, "bob")
-    api.sign_in(ask=ask, say=shown.append, open_browser=False)
+    api = signed_in(archive, "bob")
     assert api.username == "bob@example.org"
     assert credentials.load_token(api.base_url, "bob@example.org") is not None
 
@@ -101,12 +91,12 @@ def test_a_code_works_once_and_only_with_its_verifier(archive: LocalArchive) -> 
     api = IsicApi(hostname=archive.url, api_version=2, progress=False)
     oauth: OAuthClient = api._backend.oauth
     request = oauth.start()
-    code = browser(archive, "alice")(request.url)
+    code = archive.sign_in_code(request.url, "alice")
     forged = type(request)(request.url, request.state, pkce_pair()[0])
     with pytest.raises(AuthenticationError, match="verifier"):
         oauth.finish(forged, code)
     request = oauth.start()
-    code = browser(archive, "alice")(request.url)
+    code = archive.sign_in_code(request.url, "alice")
     assert oauth.finish(request, code).access_token
     with pytest.raises(AuthenticationError, match="unknown, used or expired"):
         oauth.finish(request, code)
@@ -137,9 +127,7 @@ def test_no_token_and_nobody_to_ask_is_a_clear_error(archive: LocalArchive, memo
 # --------------------------------------------------------------- renewal
 def test_an_expired_stored_token_is_renewed_and_written_back(archive: LocalArchive, memory_keyring: Any) -> None:
     archive.token_lifetime = 30  # inside the renewal margin: counts as expired at once
-    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    ask, shown = person(archive, "alice")
-    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False)
+    api = signed_in(archive, "alice", "alice")
     first = credentials.load_token(api.base_url, "alice")
     archive.token_lifetime = 3600
     archive.clear_log()
@@ -165,9 +153,7 @@ def test_a_token_expiring_mid_session_is_renewed_once_for_all_threads(archive: L
     # the archive takes an expired token for no token (private images vanish, no 401): renew before expiry
     from concurrent.futures import ThreadPoolExecutor
 
-    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    ask, shown = person(archive, "alice")
-    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False, store=False)
+    api = signed_in(archive, "alice", "alice", store=False)
     expire_now(archive, api, client_knows=True)
     archive.clear_log()
     private = private_image(archive)
@@ -179,9 +165,7 @@ def test_a_token_expiring_mid_session_is_renewed_once_for_all_threads(archive: L
 
 
 def test_a_401_renews_a_token_of_unknown_expiry(archive: LocalArchive) -> None:
-    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    ask, shown = person(archive, "alice")
-    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False, store=False)
+    api = signed_in(archive, "alice", "alice", store=False)
     expire_now(archive, api, client_knows=False)
     archive.clear_log()
     assert api._backend.me()["username"] == "alice"
@@ -208,9 +192,7 @@ def test_an_unrenewable_expired_token_reports_the_401(archive: LocalArchive) -> 
 
 
 def test_logout_revokes_both_tokens(archive: LocalArchive) -> None:
-    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    ask, shown = person(archive, "alice")
-    api.sign_in("alice", ask=ask, say=shown.append, open_browser=False, store=False)
+    api = signed_in(archive, "alice", "alice", store=False)
     token = api._backend.oauth_token
     api.logout()
     assert archive.user_for_token(token.access_token) is None
@@ -234,7 +216,7 @@ def test_cli_login_signs_in_through_the_web_page(archive: LocalArchive, tmp_path
     while not url.startswith("http"):
         url = proc.stdout.readline().strip()
         assert url or proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    proc.stdin.write(browser(archive, "alice")(url) + "\n")
+    proc.stdin.write(archive.sign_in_code(url, "alice") + "\n")
     proc.stdin.flush()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
