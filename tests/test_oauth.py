@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -241,3 +242,20 @@ def test_cli_login_with_closed_stdin_fails_cleanly(archive: LocalArchive, tmp_pa
                           capture_output=True, text=True, env=_cli_env(tmp_path), timeout=60,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 3 and "no code was entered" in done.stderr
+
+
+def test_sign_in_secrets_stay_out_of_logs_reprs_and_errors(archive: LocalArchive,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False, debug=True)
+    request = api._backend.oauth.start()
+    code = archive.sign_in_code(request.url, "alice")
+    token = api._backend.oauth.finish(request, code)
+    api._backend.use_token(token)
+    api.image(private_image(archive))
+    with pytest.raises(AuthenticationError) as refused:
+        api._backend.oauth.finish(request, code)  # spent
+    shown = caplog.text + repr(api) + repr(token) + repr(request) + str(refused.value) + api._repr_html_()
+    for secret in (token.access_token, token.refresh_token, code, request.verifier):
+        assert secret and secret not in shown
+    assert "GET" in caplog.text  # debug logging was on
