@@ -32,7 +32,7 @@ from pathlib import Path
 import filelock
 import requests
 
-from .errors import ArchiveUnavailableError, IsicError, QueryError
+from .errors import ArchiveUnavailableError, AuthenticationError, IsicError, QueryError
 from .progress import progress as _progress
 from .transport import Transport
 
@@ -72,6 +72,9 @@ class Job:
         Where the partial transfer lives (same folder as the destination).
     size : int, optional
         Size the API announced, checked after the transfer.
+    renew : callable, optional
+        A fresh URL for the file, for when a pre-signed one has expired
+        (the storage host answers 403).
     """
 
     key: str
@@ -81,6 +84,7 @@ class Job:
     size: int | None = None
     #: cross-process lock file (default: next to the part file)
     lock: Path | None = None
+    renew: Callable[[], str] | None = None
 
 
 @dataclass
@@ -136,11 +140,22 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
     transferred = 0
     last_problem = "no attempt"
     job.part.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, attempts + 1):
+    renewed = False
+    attempt = 0
+    while attempt < attempts:
+        attempt += 1
         have = job.part.stat().st_size if job.part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else None
         try:
             response = transport.stream(job.endpoint, headers=headers)
+        except AuthenticationError:
+            if job.renew is None or renewed:
+                raise
+            # a pre-signed URL (from a cached record, or a long queue) has expired: ask for a new one
+            job.endpoint = job.renew()
+            renewed = True
+            attempt -= 1  # not a failed transfer
+            continue
         except IsicError as exc:
             if "416" in str(exc) and have:
                 job.part.unlink(missing_ok=True)  # the part file is longer than the file: start over

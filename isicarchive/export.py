@@ -51,7 +51,8 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
         size = ((record.get("files") or {}).get("full") or {}).get("size")
         jobs.append(Job(key, store.backend.image_file(record),
                         functools.partial(_named_file, folder, name),
-                        folder / f".{name}.part", size, locks / f"{name}.lock"))
+                        folder / f".{name}.part", size, locks / f"{name}.lock",
+                        renew=store.backend.image_file_renewer(record)))
 
     def done(job: Job) -> Path | None:
         stem = job.part.name[1:-5]

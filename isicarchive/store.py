@@ -19,7 +19,7 @@ from . import superpixels as _sp
 from .backends.base import Backend
 from .cache import IMCACHE_ID, Cache
 from .downloads import DEFAULT_WORKERS, Downloader, DownloadResult, Job, extension_for, fetch_file
-from .errors import IsicError
+from .errors import AuthenticationError, IsicError
 from .models.annotation import markup_entry
 from .progress import progress as _progress
 from .transport import Transport
@@ -60,7 +60,8 @@ class Store:
         size = ((record.get("files") or {}).get("full") or {}).get("size")
         cache = self.cache
         return Job(image_id, self.backend.image_file(record),
-                   lambda ctype: cache.image_path(image_id, name, extension_for(ctype)), part, size)
+                   lambda ctype: cache.image_path(image_id, name, extension_for(ctype)), part, size,
+                   renew=self.backend.image_file_renewer(record))
 
     def image_path(self, record: dict) -> Path | None:
         """The cached image file, fetched first when missing (None without cache)."""
@@ -80,7 +81,13 @@ class Store:
     def image_pixels(self, record: dict) -> np.ndarray:
         """Decoded pixels of an image; a corrupt cached file is refetched once."""
         if self.cache is None:
-            data, _ = self.http.get_bytes(self.backend.image_file(record))
+            try:
+                data, _ = self.http.get_bytes(self.backend.image_file(record))
+            except AuthenticationError:
+                renew = self.backend.image_file_renewer(record)
+                if renew is None:
+                    raise
+                data, _ = self.http.get_bytes(renew())  # the record's pre-signed URL had expired
             return _decode_image(data)
         for _ in range(2):
             path = self.image_path(record)

@@ -316,3 +316,39 @@ def test_cli_login_with_a_token(v2archive: LocalArchive, tmp_path: Path) -> None
     refused = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", v2archive.url, "--api", "v2",
                               "--user", "bob", "login"], capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode == 3 and "not-a-token" not in refused.stderr
+
+
+# ---------------------------------------------------- expiring file URLs
+def test_presigned_file_urls_expire(tmp_path: Path) -> None:
+    with LocalArchive(seed=5) as server:
+        server.url_lifetime = 3600
+        record = requests.get(f"{server.v2_url}/images/?limit=1", timeout=10).json()["results"][0]
+        url = record["files"]["full"]["url"]
+        assert "expires=" in url and requests.get(url, timeout=10).status_code == 200
+        tampered = re.sub(r"expires=(\d+)", lambda m: f"expires={int(m.group(1)) + 9999}", url)
+        assert requests.get(tampered, timeout=10).status_code == 403
+        server.url_lifetime = -1  # handed out already expired
+        stale = requests.get(f"{server.v2_url}/images/?limit=1", timeout=10).json()["results"][0]
+        assert requests.get(stale["files"]["full"]["url"], timeout=10).status_code == 403
+        server.url_lifetime = None
+        server.expire_file_urls()  # everything signed before now
+        assert requests.get(url, timeout=10).status_code == 403
+
+
+def test_expired_urls_in_cached_records_are_renewed(tmp_path: Path) -> None:
+    with LocalArchive(seed=5) as server:
+        api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path / "cache", progress=False)
+        records = list(api.cache_images().values())[:6]
+        server.expire_file_urls()  # e.g. the image cache was built yesterday
+        server.clear_log()
+        result = api.download_images(records[:3])
+        assert result.ok and len(result.downloaded) == 3
+        assert len(server.requests(r"/storage/images/")) == 6  # 403, then the fresh URL
+        assert len(server.requests(r"/api/v2/images/ISIC_")) == 3  # one record look-up per file
+        exported = api.download_images(records[3:5], folder=tmp_path / "out")
+        assert exported.ok and len(list((tmp_path / "out").glob("ISIC_*.jpg"))) == 2
+        no_cache = IsicApi(hostname=server.url, api_version=2, progress=False)
+        image = no_cache.image(records[5]["isic_id"])
+        server.expire_file_urls()
+        image.load_imagedata()
+        assert image.data is not None and image.data.ndim == 3

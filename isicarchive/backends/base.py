@@ -66,6 +66,10 @@ class Backend:
         """The endpoint or URL of the image's bytes."""
         raise NotImplementedError
 
+    def image_file_renewer(self, record: dict) -> Callable[[], str] | None:
+        """How to get a fresh file URL once the record's has expired (None: URLs do not expire)."""
+        return None
+
     def image_record_name(self, record: dict) -> str:
         return str(record.get("name") or record.get("isic_id") or record.get("_id"))
 

@@ -217,6 +217,11 @@ class V2Backend(Backend):
             raise NotFoundError(f"image {record.get('isic_id')!r} has no downloadable file")
         return url
 
+    def image_file_renewer(self, record: dict) -> Callable[[], str]:
+        # file URLs are pre-signed and expire; a record from the cache may hold a stale one
+        isic_id = str(record.get("isic_id") or record.get("_id"))
+        return lambda: self.image_file(self.image(isic_id))
+
     # ---------------------------------------------------------- collections
     def datasets(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
         params = dict(params or {})

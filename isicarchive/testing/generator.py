@@ -524,12 +524,17 @@ class ArchiveData:
                                            else "Melanoma in situ")
         return {"acquisition": acquisition, "clinical": clinical}
 
-    def v2_record(self, image: dict, base_url: str) -> dict:
-        """An image as the v2 API presents it; file URLs point to the storage host."""
+    def v2_record(self, image: dict, base_url: str, expires: int | None = None, key: int = 0) -> dict:
+        """An image as the v2 API presents it; file URLs point to the storage host.
+
+        The URLs are pre-signed: with ``expires`` (Unix time) they stop
+        working then, and every URL signed with an older ``key`` is refused.
+        """
         ds = self.datasets_by_id.get(image["dataset"]["_id"]) or {}
         isic_id = image["name"]
         storage = _storage_url(base_url)
-        token = self.storage_signature(isic_id)
+        signed = f"expires={expires}&sig=" if expires is not None else "sig="
+        token = signed + self.storage_signature(isic_id, expires, key)
         return {
             "isic_id": isic_id,
             "public": bool(ds.get("public", True)),
@@ -537,17 +542,18 @@ class ArchiveData:
             "attribution": ds.get("attribution", "Anonymous"),
             "created": image["created"],
             "files": {
-                "full": {"url": f"{storage}/storage/images/{isic_id}.jpg?sig={token}",
+                "full": {"url": f"{storage}/storage/images/{isic_id}.jpg?{token}",
                          "size": self.image_file_size(image["_id"])},
-                "thumbnail_256": {"url": f"{storage}/storage/thumbnails/{isic_id}.jpg?sig={token}",
+                "thumbnail_256": {"url": f"{storage}/storage/thumbnails/{isic_id}.jpg?{token}",
                                   "size": 0},
             },
             "metadata": self.v2_metadata(image),
         }
 
-    def storage_signature(self, isic_id: str) -> str:
+    def storage_signature(self, isic_id: str, expires: int | None = None, key: int = 0) -> str:
         """A pre-signed URL's signature (storage needs no token, as object storage does not)."""
-        return hashlib.blake2b(f"{self.seed}:storage:{isic_id}".encode(), digest_size=12).hexdigest()
+        text = f"{self.seed}:storage:{key}:{isic_id}:{expires}"
+        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
     def _index(self) -> None:
         self.images_by_id = {im["_id"]: im for im in self.images}

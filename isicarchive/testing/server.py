@@ -205,6 +205,9 @@ class LocalArchive:
         self._token_expiry: dict[str, float] = {}
         #: seconds an OAuth access token lives (shorten it to test refreshing)
         self.token_lifetime: float = 36000.0
+        #: seconds a pre-signed v2 file URL works (None: until the key changes)
+        self.url_lifetime: float | None = None
+        self._storage_key = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
@@ -297,6 +300,15 @@ class LocalArchive:
     def token_for(self, login: str) -> str:
         """A fresh token (v1 ``Girder-Token`` or v2 bearer) for an account."""
         return self.issue_token(self.data.users_by_login[login])
+
+    def storage_terms(self) -> tuple[int | None, int]:
+        """(expiry, signing key) for the pre-signed file URLs handed out now."""
+        expires = int(time.time() + self.url_lifetime) if self.url_lifetime is not None else None
+        return expires, self._storage_key
+
+    def expire_file_urls(self) -> None:
+        """Make every pre-signed file URL handed out so far stop working (as when they expire)."""
+        self._storage_key += 1
 
     def sign_in_code(self, authorization_url: str, login: str, password: str | None = None) -> str:
         """The code the sign-in page shows once ``login`` signs in (a person's part of the OAuth flow).

@@ -11,6 +11,7 @@ origin with Range support.  OAuth lives in :mod:`.oauthroutes`.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -80,7 +81,8 @@ def register(archive: LocalArchive) -> None:
         return sorted(data.visible_images(user), key=lambda im: im["created"])
 
     def record(req: Request) -> Callable[[dict], dict]:
-        return lambda image: data.v2_record(image, req.base_url)
+        expires, key = archive.storage_terms()
+        return lambda image: data.v2_record(image, req.base_url, expires, key)
 
     def collection_ids(req: Request) -> list[int]:
         text = req.arg("collections") or ""
@@ -119,7 +121,7 @@ def register(archive: LocalArchive) -> None:
         image = data.images_by_name.get(isic_id)
         if image is None or not data.can_read_image(req.user, image):
             raise ApiError(404, "Not Found")
-        return Response.json(data.v2_record(image, req.base_url))
+        return Response.json(record(req)(image))
 
     add("GET", r"images", images_list)
     add("GET", r"images/search", images_search)
@@ -214,8 +216,12 @@ def register(archive: LocalArchive) -> None:
     # -------------------------------------------------------------- storage
     def storage_file(req: Request, kind: str, isic_id: str) -> Response:
         image = data.images_by_name.get(isic_id)
+        text = req.arg("expires")
+        expires = int(text) if text and text.isdigit() else None
         signature = req.arg("sig")
-        if image is None or signature != data.storage_signature(isic_id):
+        _, key = archive.storage_terms()
+        if image is None or signature != data.storage_signature(isic_id, expires, key) \
+                or (expires is not None and time.time() > expires):
             raise ApiError(403, "AccessDenied: Request has expired or the signature does not match.")
         if kind == "thumbnails":
             return Response.binary(data.thumbnail_jpeg(image["_id"]), "image/jpeg")
