@@ -162,10 +162,17 @@ class IsicApi:
         self._token_label: str | None = None  # keyring entry a renewed v2 token is written back to
         if isinstance(self._backend, V2Backend):
             self._backend.on_token_renewed = self._keep_renewed_token
+        stored = None
         if token is None and username is not None and password is None and self.api_version == 2:
-            token = _credentials.load_token(self.base_url, username)  # stored by `isicarchive --api v2 login`
+            stored = _credentials.load_token(self.base_url, username)  # stored by `isicarchive --api v2 login`
         if token is not None:
             self._use_token(token, username)
+        elif stored is not None and username is not None:
+            try:
+                self._use_token(stored, username)
+            except AuthenticationError as exc:  # revoked or expired for good: the person signs in again
+                log.warning("the stored token of %s no longer works (%s)", username, str(exc).split(": ")[-1])
+                self._sign_in_or_explain(username)
         elif username is not None:
             if self.api_version == 2 and password is None and not _credentials.has_password(self.base_url, username):
                 self._sign_in_or_explain(username)
@@ -203,8 +210,8 @@ class IsicApi:
             _credentials.store_password(self.base_url, username, secret)
         log.info("logged in as %s (password from %s)", username, source)
 
-    def sign_in(self, username: str | None = None, *, store: bool = True, ask: Callable[[str], str] = input,
-                say: Callable[[str], None] = print, open_browser: bool | None = None) -> None:
+    def sign_in(self, username: str | None = None, *, store: bool = True, ask: Callable[[str], str] | None = None,
+                say: Callable[[str], None] | None = None, open_browser: bool | None = None) -> None:
         """Sign in through the archive's web page (v2; OAuth with PKCE, as the official CLI).
 
         Shows (and, where there is a display, opens) the sign-in address,
@@ -236,8 +243,8 @@ class IsicApi:
     def _sign_in_or_explain(self, username: str) -> None:
         if not _credentials.interactive():
             raise AuthenticationError(
-                f"no token or password for {username!r} at {urlsplit(self.base_url).hostname}, and no one can be "
-                "asked (not interactive). Sign in once with `isicarchive --api v2 login --user "
+                f"no working token or password for {username!r} at {urlsplit(self.base_url).hostname}, and no one "
+                "can be asked (not interactive). Sign in once with `isicarchive --api v2 login --user "
                 f"{username}` (the token is kept in the keyring), or pass token=...")
         self.sign_in(username)
 

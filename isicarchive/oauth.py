@@ -188,21 +188,21 @@ class OAuthClient:
             if not value:
                 continue
             try:
-                self.transport.request("POST", f"{self.oauth_url}/revoke_token/",
+                self.transport.request("POST", f"{self.oauth_url}/revoke_token/", authenticate=False,
                                        data={"token": value, "client_id": self.client_id})
             except IsicError as exc:
                 log.warning("could not revoke a token: %s", type(exc).__name__)
 
     def _token(self, form: dict[str, str]) -> OAuthToken:
         try:
-            response = self.transport.request("POST", f"{self.oauth_url}/token/", data=form)
+            response = self.transport.request("POST", f"{self.oauth_url}/token/", data=form, authenticate=False)
         except (AuthenticationError, QueryError, NotFoundError) as exc:
             raise AuthenticationError(f"the archive refused the sign-in: {str(exc).split(': ', 1)[-1]}") from None
         return OAuthToken.from_response(_json.loads(response.content))
 
 
-def sign_in(client: OAuthClient, *, ask: Callable[[str], str] = input, say: Callable[[str], None] = print,
-            open_browser: bool | None = None) -> OAuthToken:
+def sign_in(client: OAuthClient, *, ask: Callable[[str], str] | None = None,
+            say: Callable[[str], None] | None = None, open_browser: bool | None = None) -> OAuthToken:
     """Run the sign-in with a person: show (or open) the page, read back the code.
 
     Parameters
@@ -214,6 +214,8 @@ def sign_in(client: OAuthClient, *, ask: Callable[[str], str] = input, say: Call
         Open the page in a web browser; by default only where there is a
         display (as the official CLI decides).
     """
+    ask = ask or input
+    say = say or print
     request = client.start()
     if open_browser is None:
         open_browser = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or os.name == "nt"

@@ -270,6 +270,7 @@ class Transport:
         auth: Any = None,
         json_body: Any = None,
         data: Any = None,
+        authenticate: bool = True,
         _renewed: bool = False,
     ) -> requests.Response:
         """Send one request with the retry policy; errors are mapped to :class:`IsicError`.
@@ -279,11 +280,13 @@ class Transport:
         ArchiveResponseError); transient ones that stay transient raise
         ArchiveUnavailableError.  A 401 to a request that carried an expired
         token is retried once with a token from :attr:`token_renewer`.
+        ``authenticate=False`` sends no token (the OAuth endpoints need none).
         """
         url = self.url(endpoint)
-        self._renew_if_expiring()
         send_headers = dict(headers or {})
-        send_headers.update(self._auth_headers(url))
+        if authenticate:
+            self._renew_if_expiring()
+            send_headers.update(self._auth_headers(url))
         attempts = self.policy.body_retries + 1
         last_error: Exception | None = None
         for attempt in range(1, attempts + 1):
@@ -313,7 +316,7 @@ class Transport:
             if response.status_code in RETRY_STATUSES:
                 last_error = ArchiveResponseError(_describe(response), response.status_code)
                 break
-            if response.status_code == 401 and not _renewed and self._renew(send_headers):
+            if response.status_code == 401 and authenticate and not _renewed and self._renew(send_headers):
                 return self.request(method, endpoint, params=params, headers=headers, stream=stream, auth=auth,
                                     json_body=json_body, data=data, _renewed=True)
             if response.status_code >= 400:

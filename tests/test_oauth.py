@@ -162,6 +162,7 @@ def test_a_token_expiring_mid_session_is_renewed_once_for_all_threads(archive: L
         names = list(pool.map(lambda _: api._backend.image(private)["name"], range(8)))
     assert names == [private] * 8
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
+    assert not any(r.authorized for r in archive.requests(r"^/oauth/"))  # the token endpoint needs no bearer
     assert all(r.status == 200 and r.user == "alice" for r in archive.requests(r"/images/"))
 
 
@@ -259,3 +260,22 @@ def test_sign_in_secrets_stay_out_of_logs_reprs_and_errors(archive: LocalArchive
     for secret in (token.access_token, token.refresh_token, code, request.verifier):
         assert secret and secret not in shown
     assert "GET" in caplog.text  # debug logging was on
+
+
+def test_a_revoked_stored_token_leads_back_to_signing_in(archive: LocalArchive, memory_keyring: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    archive.token_lifetime = 30  # expired on arrival: the next session must refresh
+    first = signed_in(archive, "alice", "alice")
+    first._backend.oauth.revoke(first._backend.oauth_token)  # e.g. signed out on another machine
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(AuthenticationError, match="isicarchive --api v2 login --user alice"):
+        IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(credentials, "interactive", lambda: True)
+    archive.token_lifetime = 3600
+    shown: list[str] = []
+    monkeypatch.setattr("builtins.print", shown.append)
+    monkeypatch.setattr("builtins.input", lambda prompt: archive.sign_in_code(shown[-1], "alice"))
+    again = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
+    assert again.user["username"] == "alice"
+    assert credentials.load_token(again.base_url, "alice").access_token == again._backend.oauth_token.access_token
