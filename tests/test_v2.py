@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import os
 import re
 import shutil
@@ -168,8 +169,11 @@ def test_client_v2_session(v2archive: LocalArchive, tmp_path: Path) -> None:
     api = IsicApi(hostname=v2archive.url, api_uri="/api/v2", cache_folder=tmp_path, progress=False)
     assert api.api_version == 2 and api.base_url.endswith("/api/v2")
     image = api.image("ISIC_0000000")
+    thumbnail = re.search(r"<img [^>]*src='([^']+)'", image._repr_html_())  # shown before any pixels load
+    assert thumbnail and requests.get(html.unescape(thumbnail.group(1)), timeout=10).status_code == 200
     image.load_imagedata()
     assert image.data.shape == (120, 160, 3) and image.name == "ISIC_0000000"
+    assert "data:image/png;base64," in image._repr_html_()
     assert image.meta["acquisition"]["pixelsX"] == 160
     records = api.cache_images()
     assert set(records) == {im["name"] for im in v2archive.data.visible_images(None)}

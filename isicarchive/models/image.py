@@ -70,6 +70,11 @@ class Image(Model):
 
     def _html_extra(self) -> str:
         if self.data is None:
+            # v2 records carry a pre-signed thumbnail the notebook can show without loading pixels
+            thumbnail = ((self._record.get("files") or {}).get("thumbnail_256") or {}).get("url")
+            if isinstance(thumbnail, str) and thumbnail.startswith(("https://", "http://")):
+                return (f"<br><img alt='{html.escape(self.name)}' width='160' "
+                        f"src='{html.escape(thumbnail, quote=True)}'/>")
             return ""
         step = max(1, int(np.ceil(max(self.data.shape[:2]) / 160)))
         thumb = np.ascontiguousarray(self.data[::step, ::step])
