@@ -232,7 +232,11 @@ class Transport:
         if expires_at is None or token is None or self.token_renewer is None:
             return
         if time.time() >= expires_at - TOKEN_RENEWAL_MARGIN:
-            self.token_renewer(token)  # the renewer installs the new token with set_token
+            renewed = self.token_renewer(token)  # the renewer installs the new token with set_token
+            if not renewed and time.time() >= expires_at:
+                # sending it anyway would quietly make the session anonymous
+                raise AuthenticationError("the access token has expired and could not be renewed; sign in again "
+                                          "(`isicarchive --api v2 login` or IsicApi.sign_in())")
 
     @property
     def authenticated(self) -> bool:

@@ -103,6 +103,7 @@ class V2Backend(Backend):
         self.on_token_renewed: Callable[[OAuthToken], None] | None = None
         self._renew_lock = threading.RLock()
         self._renewing = False
+        self._unrenewable: str | None = None
         transport.token_renewer = self._renew
 
     def use_token(self, token: OAuthToken) -> None:
@@ -122,7 +123,7 @@ class V2Backend(Backend):
                 return None
             if current.access_token != refused:
                 return current.access_token
-            if not current.refresh_token:
+            if not current.refresh_token or self._unrenewable == current.access_token:
                 return None
             self._renewing = True
             try:
@@ -130,7 +131,7 @@ class V2Backend(Backend):
             except AuthenticationError as exc:
                 log.warning("the access token expired and could not be renewed (%s); sign in again",
                             str(exc).split(": ", 1)[-1])
-                self.http.set_token(current.access_token, None)  # do not try again on every request
+                self._unrenewable = current.access_token  # do not ask again on every request
                 return None
             finally:
                 self._renewing = False
