@@ -7,6 +7,7 @@ version, the store and the selection index, owns the session's state
 
 from __future__ import annotations
 
+import hashlib
 import html
 import ipaddress
 import logging
@@ -181,7 +182,7 @@ class IsicApi:
         self.cache_folder: str | None = None
         self._cache: Cache | None = None
         if cache_folder is not None:
-            self._cache = Cache(cache_folder, self.base_url, identity=self.username)
+            self._cache = Cache(cache_folder, self.base_url, identity=self._cache_identity())
             self.cache_folder = str(self._cache.root)
         self._store = Store(self._backend, self._http, self._cache, workers=workers, progress=progress)
         self.images: dict[str, str] = {}
@@ -195,6 +196,22 @@ class IsicApi:
         self._image_objects: weakref.WeakValueDictionary[str, Image] = weakref.WeakValueDictionary()
         self._names_loaded: set[str] = set()
 
+    def _cache_identity(self) -> str | None:
+        """Whose data this session caches: the account the archive names, never a mere label.
+
+        Two sessions of different people must not share a cache layer, even
+        when both came in with a bare token (whose label is just ``token``).
+        """
+        if not self._http.authenticated:
+            return None
+        account = (self.user or {}).get("_id") or (self.user or {}).get("id")
+        if account is not None:
+            return f"account:{account}"
+        if self.username and self.username != "token":
+            return self.username
+        token = self._http._token or ""
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
     def _backend_class(self) -> type[Backend]:
         return V2Backend if self.api_version == 2 else V1Backend
 
@@ -206,6 +223,7 @@ class IsicApi:
         self._http.set_token(token)
         self.username = username
         self.user = user
+        self._identity_changed()
         if store_password and source != "keyring":
             _credentials.store_password(self.base_url, username, secret)
         log.info("logged in as %s (password from %s)", username, source)
@@ -235,6 +253,7 @@ class IsicApi:
         self._backend.sign_in(ask=ask, say=say, open_browser=open_browser)
         self.user = self._safe_me()
         self.username = username or (self.user or {}).get("email") or (self.user or {}).get("username") or "token"
+        self._identity_changed()
         if store and self._backend.oauth_token is not None:
             _credentials.store_token(self.base_url, self.username, self._backend.oauth_token)
             self._token_label = self.username
@@ -257,6 +276,7 @@ class IsicApi:
             self._http.set_token(token.access_token if isinstance(token, OAuthToken) else token)
         self.username = username or "token"
         self.user = self._safe_me()
+        self._identity_changed()
 
     def _keep_renewed_token(self, token: OAuthToken) -> None:
         if self._token_label:
@@ -274,6 +294,26 @@ class IsicApi:
                 self._http.set_token(None)
         self.username = None
         self.user = None
+        self._identity_changed()
+
+    def _identity_changed(self) -> None:
+        """After a login or logout the cache layer and what is held in memory follow the new identity.
+
+        Records one person could see must not stay in another's session, nor
+        be written where anonymous sessions read.
+        """
+        if "_store" not in self.__dict__:  # still in __init__: nothing built yet
+            return
+        if self._cache is not None:
+            self._cache = Cache(self._cache.root, self.base_url, identity=self._cache_identity())
+            self._store.cache = self._cache
+        self.image_cache = {}
+        self.image_selection = Selection({})
+        self._index = None
+        for names in (self.images, self.studies, self.datasets):
+            names.clear()
+        self._names_loaded.clear()
+        self._image_objects.clear()
 
     def _safe_me(self) -> dict | None:
         try:

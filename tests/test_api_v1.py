@@ -83,6 +83,37 @@ def test_cache_never_serves_private_data_to_anonymous(archive: LocalArchive, api
     assert not any(private_record["_id"] in name for name in root_files)
 
 
+def test_login_and_logout_on_a_live_session_switch_its_cache_layer(archive: LocalArchive, api_factory,
+                                                                   tmp_path: Path) -> None:
+    private_ids = {im["_id"] for im in archive.data.images if not archive.data.dataset_public(im["dataset"]["_id"])}
+    api = api_factory(archive, cache_folder=tmp_path)
+    api.cache_images()
+    api.login("alice", archive.credentials["alice"])
+    assert private_ids <= set(api.cache_images())
+    private_id = next(iter(private_ids))
+    api.image(private_id).load_imagedata()
+    root_files = [p.name for p in tmp_path.glob("?/*")]
+    assert not any(private_id in name for name in root_files)  # written to alice's layer, not the shared root
+    api.logout()
+    assert not private_ids & set(api.image_cache)  # nothing of alice's stays in the anonymous session
+    assert not private_ids & set(api.cache_images())
+    with pytest.raises(AuthenticationError):
+        api.image(private_id).load_imagedata()
+
+
+def test_sessions_from_bare_tokens_of_two_people_keep_apart(archive: LocalArchive, api_factory,
+                                                            tmp_path: Path) -> None:
+    private_ids = {im["_id"] for im in archive.data.images if not archive.data.dataset_public(im["dataset"]["_id"])}
+    alice = api_factory(archive, token=archive.token_for("alice"), cache_folder=tmp_path)
+    assert private_ids <= set(alice.cache_images())
+    private_id = next(iter(private_ids))
+    alice.image(private_id).load_imagedata()
+    carol = api_factory(archive, token=archive.token_for("carol"), cache_folder=tmp_path)
+    assert not private_ids & set(carol.cache_images())
+    assert carol._cache.find_image(private_id) is None  # alice's private file is out of carol's reach
+    assert alice._cache.find_image(private_id) is not None
+
+
 def test_cache_images_warm_is_one_request_and_fetches_only_new(fresh_archive: LocalArchive, api_factory,
                                                                tmp_path: Path) -> None:
     api = api_factory(fresh_archive, cache_folder=tmp_path)
