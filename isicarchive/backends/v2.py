@@ -101,8 +101,7 @@ class V2Backend(Backend):
         self.oauth_token: OAuthToken | None = None
         #: told about every renewed token (the facade keeps the keyring current)
         self.on_token_renewed: Callable[[OAuthToken], None] | None = None
-        self._renew_lock = threading.RLock()
-        self._renewing = False
+        self._renew_lock = threading.Lock()
         self._unrenewable: str | None = None
         transport.token_renewer = self._renew
 
@@ -119,22 +118,19 @@ class V2Backend(Backend):
         # many download threads may meet the expiry at once: the first renews, the rest reuse it
         with self._renew_lock:
             current = self.oauth_token
-            if current is None or self._renewing:
+            if current is None:
                 return None
             if current.access_token != refused:
                 return current.access_token
             if not current.refresh_token or self._unrenewable == current.access_token:
                 return None
-            self._renewing = True
             try:
-                renewed = self.oauth.refresh(current)
+                renewed = self.oauth.refresh(current)  # the token endpoint needs no bearer: no recursion
             except AuthenticationError as exc:
                 log.warning("the access token expired and could not be renewed (%s); sign in again",
                             str(exc).split(": ", 1)[-1])
                 self._unrenewable = current.access_token  # do not ask again on every request
                 return None
-            finally:
-                self._renewing = False
             self.oauth_token = renewed
             self.http.set_token(renewed.access_token, renewed.expires_at)
             if self.on_token_renewed:
