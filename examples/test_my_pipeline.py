@@ -33,3 +33,13 @@ def test_survives_a_flaky_archive(archive):
     api = IsicApi(hostname=archive.url, progress=False, backoff=0.01, retries=10)
     assert count_melanomas(api) >= 0
     assert archive.faults.rules[0].fired >= 1
+
+
+def test_signed_in_pipeline_sees_private_images(archive):
+    # code that calls api.sign_in() (v2, OAuth) is testable offline: the local archive plays the web page
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    shown = []
+    api.sign_in("alice", store=False, say=shown.append, open_browser=False,
+                ask=lambda prompt: archive.sign_in_code(shown[-1], "alice"))
+    public = IsicApi(hostname=archive.url, api_version=2, progress=False)
+    assert len(list(api.image_list())) > len(list(public.image_list()))
