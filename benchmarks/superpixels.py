@@ -136,7 +136,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     print("\nsize        vs-python  vs-numba(steady)  vs-numba(first)  identical  peak-extra/index")
     for r in rows:
-        print(f"{r['size']:11} {r.get('x_vs_python', float('nan')):9.1f}x {r.get('x_vs_numba_steady', float('nan')):15.2f}x "
+        print(f"{r['size']:11} {r.get('x_vs_python', float('nan')):9.1f}x "
+              f"{r.get('x_vs_numba_steady', float('nan')):15.2f}x "
               f"{r.get('x_vs_numba_first', float('nan')):15.1f}x  "
               f"{str(r.get('identical_to_numba', '?')):9}  {r['ours_peak_extra_MB'] / r['index_MB']:.1f} index copies")
 

@@ -438,7 +438,8 @@ class IsicApi:
         return self._backend.studies(dict(params or {}))
 
     @overload
-    def dataset(self, object_id: str | dict, *, params: Mapping[str, Any] | None = None, load: bool = True) -> Dataset: ...
+    def dataset(self, object_id: str | dict, *, params: Mapping[str, Any] | None = None,
+                load: bool = True) -> Dataset: ...
 
     @overload
     def dataset(self, object_id: None = None, *, params: Mapping[str, Any] | None = None, load: bool = True

@@ -306,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
         # Options may stand before or after the command; after it, their defaults are
         # suppressed so that they do not overwrite what was given before it.
         common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if suppress else None)
-        defaults: Callable[[Any], dict[str, Any]] = lambda value: {} if suppress else {"default": value}
+        def defaults(value: Any) -> dict[str, Any]:
+            return {} if suppress else {"default": value}
+
         common.add_argument("--host", help="archive host (default: the official one; or $ISICARCHIVE_HOST)")
         common.add_argument("--api", choices=["v1", "v2"], help="API version (default v1)",
                             **defaults("v1"))
@@ -324,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"isicarchive {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, func: Callable[[argparse.Namespace], int], help: str, example: str) -> argparse.ArgumentParser:
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
+                example: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
         p.set_defaults(func=func)

@@ -23,7 +23,9 @@ def run_demo(out: str | Path = "isicarchive-demo", images: int = 400) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     summary: dict = {}
-    say = lambda text: print(text, flush=True)
+    def say(text: str) -> None:
+        print(text, flush=True)
+
     with LocalArchive(seed=7, config=ArchiveConfig(images=images, image_size=(320, 240), study_images=8)) as archive:
         say(f"1. Local ISIC archive running at {archive.url} ({images} images, v1 and v2 APIs)")
         cache = out / "cache"

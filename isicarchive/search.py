@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .errors import QueryError
 
@@ -56,7 +56,7 @@ class Term:
     high_inclusive: bool = True
 
 
-Node = Union[Term, tuple]  # ("and", [nodes]) | ("or", [nodes]) | ("not", node) | ("all",)
+Node = Term | tuple  # ("and", [nodes]) | ("or", [nodes]) | ("not", node) | ("all",)
 
 
 def _tokens(query: str) -> list[tuple[str, str, int]]:

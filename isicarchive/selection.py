@@ -304,7 +304,7 @@ class ImageIndex:
         replaced = [key for key in records if key in self._position]
         if replaced:
             # rebuild on fresh lists, so that selections made before keep their view
-            kept = {k: r for k, r in zip(self.ids, self.records) if k not in records}
+            kept = {k: r for k, r in zip(self.ids, self.records, strict=False) if k not in records}
             self.__init__({**kept, **records})  # type: ignore[misc]
             return
         columns = self._columns

@@ -118,7 +118,8 @@ class Store:
                 image_id = str(rec["_id"])
                 target = cache.path("spimg", image_id, ".png")
                 sp_jobs.append(Job(image_id + ":superpixels", self.backend.superpixels_endpoint(image_id),
-                                   functools.partial(_fixed_path, target), target.with_name("." + target.name + ".part")))
+                                   functools.partial(_fixed_path, target),
+                                   target.with_name("." + target.name + ".part")))
             sp_result = downloader.run(
                 sp_jobs, done=lambda job: cache.find("spimg", job.key.split(":")[0], ".png"), desc="Superpixels")
             result.downloaded += sp_result.downloaded

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import keyring
 import keyring.backend
@@ -12,7 +12,6 @@ import pytest
 
 from isicarchive import IsicApi
 from isicarchive.testing import ArchiveConfig, LocalArchive
-
 
 # Nobody answers prompts in the test suite.
 os.environ.setdefault("ISICARCHIVE_NO_PROMPT", "1")

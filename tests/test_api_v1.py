@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from isicarchive import (
-    Annotation, AuthenticationError, CacheError, Dataset, Image, IsicApi, IsicError, NotFoundError, QueryError, Study,
+    Annotation,
+    AuthenticationError,
+    CacheError,
+    Dataset,
+    Image,
+    IsicApi,
+    IsicError,
+    NotFoundError,
+    QueryError,
+    Study,
 )
 from isicarchive.cache import IMCACHE_ID
 from isicarchive.testing import ArchiveConfig, LocalArchive

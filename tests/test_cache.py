@@ -149,7 +149,7 @@ def test_later_releases_two_level_layout_is_read(archive: LocalArchive, api_fact
     np.testing.assert_array_equal(twin.data, image.data)
 
 
-def _sync_into(url: str, folder: str, queue: "multiprocessing.Queue[int]") -> None:
+def _sync_into(url: str, folder: str, queue: multiprocessing.Queue[int]) -> None:
     from isicarchive import IsicApi
 
     api = IsicApi(hostname=url, cache_folder=folder, progress=False, backoff=0.001)

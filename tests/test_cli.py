@@ -144,6 +144,7 @@ def test_login_and_logout_use_the_keyring(server: LocalArchive, tmp_path: Path) 
     private = next(d["name"] for d in server.data.datasets if not d["public"])
     shown = cli("--host", server.url, "--user", "alice", "--json", "dataset", "show", private, env=env)
     assert shown.returncode == 0, shown.stderr
-    assert cli("--host", server.url, "--user", "alice", "logout", env=env).stdout.startswith("Password or token removed")
+    removed = cli("--host", server.url, "--user", "alice", "logout", env=env)
+    assert removed.stdout.startswith("Password or token removed")
     refused = cli("--host", server.url, "--user", "alice", "dataset", "show", private, env=env)
     assert refused.returncode == 3 and "not interactive" in refused.stderr

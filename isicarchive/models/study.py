@@ -66,7 +66,8 @@ class Study(Model):
     def feature_list(self) -> list[str]:
         return [f["id"] for f in self.features]
 
-    def cache_imagedata(self, superpixels: bool = True, workers: int | None = None, progress: bool | None = None) -> Any:
+    def cache_imagedata(self, superpixels: bool = True, workers: int | None = None,
+                        progress: bool | None = None) -> Any:
         """Download every accessible image (and superpixel PNG) of the study into the cache.
 
         Returns the :class:`~isicarchive.downloads.DownloadResult`.

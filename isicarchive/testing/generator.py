@@ -334,7 +334,7 @@ class ArchiveData:
         dataset = self.datasets[i % len(self.datasets)]
         pick = rng.random()
         acc = 0.0
-        for diagnosis, melanocytic, benign_malignant, share in DIAGNOSES:
+        for diagnosis, melanocytic, benign_malignant, share in DIAGNOSES:  # noqa: B007 (used after the break)
             acc += share
             if pick <= acc:
                 break

@@ -154,8 +154,9 @@ def register(archive: LocalArchive) -> None:
     def dataset_access(req: Request, dataset_id: str) -> Response:
         ds = _readable_dataset(req, dataset_id, level=1)
         users = [data.users_by_id[u] for u in ds["access_users"]]
-        return Response.json({"access": {"users": [{"id": u.id, "login": u.login, "name": f"{u.first_name} {u.last_name}",
-                                                   "level": 0, "flags": []} for u in users], "groups": []},
+        listed = [{"id": u.id, "login": u.login, "name": f"{u.first_name} {u.last_name}", "level": 0, "flags": []}
+                  for u in users]
+        return Response.json({"access": {"users": listed, "groups": []},
                               "public": ds["public"]})
 
     def dataset_metadata(req: Request, dataset_id: str) -> Response:

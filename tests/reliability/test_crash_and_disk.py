@@ -15,12 +15,11 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
+from reliability_report import record  # type: ignore[import-not-found]
 
 from isicarchive import CacheError, IsicApi
 from isicarchive.cache import IMCACHE_ID, CacheCorruptionWarning
 from isicarchive.testing import ArchiveConfig, LocalArchive
-
-from reliability_report import record  # type: ignore[import-not-found]
 
 
 def verify_every_file(folder: Path) -> int:

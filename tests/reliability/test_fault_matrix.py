@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
+from reliability_report import record  # type: ignore[import-not-found]
 
 from isicarchive import ArchiveUnavailableError, IsicApi
 from isicarchive.testing import ArchiveConfig, LocalArchive
-
-from reliability_report import record  # type: ignore[import-not-found]
 
 FAULTS: dict[str, dict[str, Any]] = {
     "429 + Retry-After": {"kind": "status", "status": 429, "retry_after": 0},

@@ -5,17 +5,22 @@ from __future__ import annotations
 import gzip
 import logging
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from reliability_report import record  # type: ignore[import-not-found]
 
 from isicarchive import (
-    ArchiveUnavailableError, AuthenticationError, IsicApi, IsicError, NotFoundError, QueryError,
+    ArchiveUnavailableError,
+    AuthenticationError,
+    IsicApi,
+    IsicError,
+    NotFoundError,
+    QueryError,
 )
 from isicarchive.testing import LocalArchive
-
-from reliability_report import record  # type: ignore[import-not-found]
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reliability_report import record  # type: ignore[import-not-found]
 
 from isicarchive import ArchiveUnavailableError, AuthenticationError, IsicApi
 from isicarchive.testing import LocalArchive
-
-from reliability_report import record  # type: ignore[import-not-found]
 
 # faults the archive answers before it handles the request (a refresh token is spent only once handled)
 EARLY_FAULTS: dict[str, dict[str, Any]] = {
