@@ -198,14 +198,43 @@ def cmd_images_select(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _collections(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise QueryError(f"--collections takes collection ids separated by commas, not {text!r}") from None
+
+
+def _searched(api: Any, args: argparse.Namespace) -> Any:
+    if api.api_version != 2:
+        raise QueryError("--search uses the current API's search language: add --api v2 "
+                         "(with v1, select with field op value criteria)")
+    return api.search_images(args.search, collections=_collections(args.collections), limit=args.limit)
+
+
+def cmd_images_search(args: argparse.Namespace) -> int:
+    api = _api(args)
+    selection = _searched(api, args)
+    _print(args, {"count": len(selection), "ids": selection.ids()},
+           lambda: "\n".join(selection.ids()) + f"\n{len(selection)} images found")
+    return EXIT_OK
+
+
 def cmd_images_download(args: argparse.Namespace) -> int:
     api = _api(args)
-    if args.select:
-        images: Any = api.select_images(_criteria(args.select))
+    if args.search is not None:
+        images: Any = _searched(api, args)
+    elif args.select:
+        images = api.select_images(_criteria(args.select))
     elif args.ids:
         images = args.ids
     else:
-        raise QueryError("say what to download: image ids/names, or --select field op value ...")
+        raise QueryError("say what to download: image ids/names, --select field op value ..., "
+                         "or (v2) --search QUERY")
+    if args.limit is not None and args.search is None:
+        images = list(images)[:args.limit]
     result = api.download_images(images, folder=args.out, workers=args.workers, superpixels=args.superpixels)
     payload = {"downloaded": len(result.downloaded), "skipped": len(result.skipped), "failed": result.failed,
                "bytes": result.bytes, "seconds": round(result.seconds, 3)}
@@ -369,11 +398,25 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("criteria", nargs="+", help="field op value triples; values are JSON when they parse")
     p.set_defaults(func=cmd_images_select)
+    def add_search_options(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("--search", "-s", required=required, metavar="QUERY",
+                       help="v2: the archive's search language, e.g. 'diagnosis_3:Melanoma* AND age_approx:[50 TO 70]'")
+        p.add_argument("--collections", "-c", metavar="IDS", help="v2: only these collections (ids, comma separated)")
+        p.add_argument("--limit", "-l", type=int, help="at most this many images")
+
+    p = images_sub.add_parser("search", help="v2: find images with the archive's search language",
+                              parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="example:\n  isicarchive --api v2 images search -s 'age_approx:[50 TO 70]' -l 20")
+    add_search_options(p, required=True)
+    p.set_defaults(func=cmd_images_search)
     p = images_sub.add_parser("download", help="download images (parallel, resumable)", parents=[common],
-                              epilog="example:\n  isicarchive images download ISIC_0000000 ISIC_0000001 --out imgs",
+                              epilog="examples:\n  isicarchive images download ISIC_0000000 ISIC_0000001 --out imgs\n"
+                                     "  isicarchive --api v2 images download -s 'diagnosis_3:Melanoma*' -l 50 "
+                                     "--out melanomas",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ids", nargs="*", help="image ids or names")
     p.add_argument("--select", nargs="+", metavar="WORD", help="criteria instead of ids")
+    add_search_options(p, required=False)
     p.add_argument("--out", help="folder (ISIC_….jpg + metadata.csv); default: the cache")
     p.add_argument("--workers", type=int)
     p.add_argument("--superpixels", action="store_true", help="also superpixel PNGs (cache, v1)")

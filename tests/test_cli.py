@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from isicarchive.testing import LocalArchive
 
@@ -33,8 +34,8 @@ def test_help_lists_commands_and_examples() -> None:
     assert done.returncode == 0
     for word in ("demo", "serve", "login", "images", "study", "dataset", "cache", "examples:", "exit codes"):
         assert word in done.stdout
-    for command in (["demo"], ["serve"], ["images", "select"], ["images", "download"], ["study"], ["dataset"],
-                    ["cache"], ["login"], ["logout"]):
+    for command in (["demo"], ["serve"], ["images", "select"], ["images", "search"], ["images", "download"],
+                    ["study"], ["dataset"], ["cache"], ["login"], ["logout"]):
         sub = cli(*command, "--help")
         assert sub.returncode == 0 and "example" in sub.stdout, command
     assert cli("--version").stdout.startswith("isicarchive ")
@@ -96,6 +97,26 @@ def test_images_download_to_folder(server: LocalArchive, tmp_path: Path) -> None
     again = json.loads(cli("--host", server.url, "--json", "images", "download", *names, "--out",
                            str(tmp_path)).stdout)
     assert again["skipped"] == 3 and again["downloaded"] == 0
+
+
+def test_v2_images_search_and_download_by_query(server: LocalArchive, tmp_path: Path) -> None:
+    query = "age_approx:[50 TO 70]"
+    expected = sorted(requests.get(f"{server.v2_url}/images/search/", params={"query": query, "limit": 100},
+                                   timeout=10).json()["results"], key=lambda r: r["isic_id"])
+    assert expected
+    v2 = ["--host", server.url, "--api", "v2"]
+    found = cli(*v2, "--json", "images", "search", "-s", query)
+    assert found.returncode == 0, found.stderr
+    assert sorted(json.loads(found.stdout)["ids"]) == [r["isic_id"] for r in expected]
+    limited = json.loads(cli(*v2, "--json", "images", "search", "-s", query, "-l", "2").stdout)
+    assert limited["count"] == 2
+    done = cli(*v2, "--json", "images", "download", "-s", query, "-l", "3", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["downloaded"] == 3 and len(list(tmp_path.glob("ISIC_*.jpg"))) == 3
+    bad = cli(*v2, "images", "search", "-s", "age_approx:old")
+    assert bad.returncode == 2 and "age_approx" in bad.stderr
+    v1 = cli("--host", server.url, "images", "search", "-s", query)
+    assert v1.returncode == 2 and "--api v2" in v1.stderr
 
 
 def test_study_show_download_annotations_and_dataset(server: LocalArchive, tmp_path: Path) -> None:
