@@ -163,22 +163,7 @@ class IsicApi:
         self._token_label: str | None = None  # keyring entry a renewed v2 token is written back to
         if isinstance(self._backend, V2Backend):
             self._backend.on_token_renewed = self._keep_renewed_token
-        stored = None
-        if token is None and username is not None and password is None and self.api_version == 2:
-            stored = _credentials.load_token(self.base_url, username)  # stored by `isicarchive --api v2 login`
-        if token is not None:
-            self._use_token(token, username)
-        elif stored is not None and username is not None:
-            try:
-                self._use_token(stored, username)
-            except AuthenticationError as exc:  # revoked or expired for good: the person signs in again
-                log.warning("the stored token of %s no longer works (%s)", username, str(exc).split(": ")[-1])
-                self._sign_in_or_explain(username)
-        elif username is not None:
-            if self.api_version == 2 and password is None and not _credentials.has_password(self.base_url, username):
-                self._sign_in_or_explain(username)
-            else:
-                self.login(username, password, store_password=store_password)
+        self._authenticate(username, password, token, store_password)
         self.cache_folder: str | None = None
         self._cache: Cache | None = None
         if cache_folder is not None:
@@ -195,6 +180,29 @@ class IsicApi:
         # pixel arrays) are not kept alive by the session
         self._image_objects: weakref.WeakValueDictionary[str, Image] = weakref.WeakValueDictionary()
         self._names_loaded: set[str] = set()
+
+    def _authenticate(self, username: str | None, password: str | None, token: str | OAuthToken | None,
+                      store_password: bool) -> None:
+        """A given token; else (v2) the token stored for ``username``; else a password or the sign-in page."""
+        if token is not None:
+            self._use_token(token, username)
+            return
+        if username is None:
+            return
+        if self.api_version == 2 and password is None:
+            stored = _credentials.load_token(self.base_url, username)  # from `isicarchive --api v2 login`
+            if stored is not None:
+                try:
+                    self._use_token(stored, username)
+                    return
+                except AuthenticationError as exc:  # revoked or expired for good: the person signs in again
+                    log.warning("the stored token of %s no longer works (%s)", username, str(exc).split(": ")[-1])
+                    self._sign_in_or_explain(username)
+                    return
+            if not _credentials.has_password(self.base_url, username):
+                self._sign_in_or_explain(username)
+                return
+        self.login(username, password, store_password=store_password)
 
     def _cache_identity(self) -> str | None:
         """Whose data this session caches: the account the archive names, never a mere label.
