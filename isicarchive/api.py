@@ -163,6 +163,7 @@ class IsicApi:
         self._token_label: str | None = None  # keyring entry a renewed v2 token is written back to
         if isinstance(self._backend, V2Backend):
             self._backend.on_token_renewed = self._keep_renewed_token
+            self._backend.load_stored_token = self._stored_token
         self._authenticate(username, password, token, store_password)
         self.cache_folder: str | None = None
         self._cache: Cache | None = None
@@ -285,6 +286,15 @@ class IsicApi:
         self.username = username or "token"
         self.user = self._safe_me()
         self._identity_changed()
+
+    def _stored_token(self) -> OAuthToken | None:
+        if not self._token_label:
+            return None
+        try:
+            return _credentials.load_token(self.base_url, self._token_label)
+        except Exception as exc:  # an unreadable keyring entry is no token
+            log.warning("could not read the stored token: %s", type(exc).__name__)
+            return None
 
     def _keep_renewed_token(self, token: OAuthToken) -> None:
         if self._token_label:

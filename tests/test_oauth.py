@@ -279,3 +279,18 @@ def test_a_revoked_stored_token_leads_back_to_signing_in(archive: LocalArchive, 
     again = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
     assert again.user["username"] == "alice"
     assert credentials.load_token(again.base_url, "alice").access_token == again._backend.oauth_token.access_token
+
+
+def test_two_sessions_sharing_a_stored_token_both_renew(archive: LocalArchive, memory_keyring: Any) -> None:
+    # as two processes would: both start from the keyring; the first to renew spends the other's refresh token
+    signed_in(archive, "alice", "alice")
+    one = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
+    two = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
+    assert one._backend.oauth_token.refresh_token == two._backend.oauth_token.refresh_token
+    for api in (one, two):
+        expire_now(archive, api, client_knows=True)
+    private = private_image(archive)
+    assert one.image(private).name == private  # renews; the keyring now holds its renewal
+    assert two.image(private).name == private  # its own refresh is refused: it takes the renewal from the keyring
+    assert two._backend.oauth_token.access_token == one._backend.oauth_token.access_token
+    assert credentials.load_token(one.base_url, "alice").access_token == one._backend.oauth_token.access_token

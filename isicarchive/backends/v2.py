@@ -101,6 +101,8 @@ class V2Backend(Backend):
         self.oauth_token: OAuthToken | None = None
         #: told about every renewed token (the facade keeps the keyring current)
         self.on_token_renewed: Callable[[OAuthToken], None] | None = None
+        #: the token as stored now (the keyring), which another process may have renewed
+        self.load_stored_token: Callable[[], OAuthToken | None] | None = None
         self._renew_lock = threading.Lock()
         self._unrenewable: str | None = None
         transport.token_renewer = self._renew
@@ -124,18 +126,36 @@ class V2Backend(Backend):
                 return current.access_token
             if not current.refresh_token or self._unrenewable == current.access_token:
                 return None
+            renewed: OAuthToken | None
             try:
                 renewed = self.oauth.refresh(current)  # the token endpoint needs no bearer: no recursion
             except AuthenticationError as exc:
-                log.warning("the access token expired and could not be renewed (%s); sign in again",
-                            str(exc).split(": ", 1)[-1])
-                self._unrenewable = current.access_token  # do not ask again on every request
-                return None
+                renewed = self._renewed_elsewhere(current)
+                if renewed is None:
+                    log.warning("the access token expired and could not be renewed (%s); sign in again",
+                                str(exc).split(": ", 1)[-1])
+                    self._unrenewable = current.access_token  # do not ask again on every request
+                    return None
             self.oauth_token = renewed
             self.http.set_token(renewed.access_token, renewed.expires_at)
             if self.on_token_renewed:
                 self.on_token_renewed(renewed)
             return renewed.access_token
+
+    def _renewed_elsewhere(self, current: OAuthToken) -> OAuthToken | None:
+        # another process sharing the stored token may have renewed it first (spending the refresh
+        # token this session holds); its renewal is in the keyring
+        stored = self.load_stored_token() if self.load_stored_token else None
+        if stored is None or stored.access_token == current.access_token:
+            return None
+        if not stored.expired():
+            return stored
+        if stored.refresh_token and stored.refresh_token != current.refresh_token:
+            try:
+                return self.oauth.refresh(stored)
+            except AuthenticationError:
+                return None
+        return None
 
     def login(self, username: str, password: str) -> tuple[str, dict]:
         """The password grant: offered by the local archive, not by the real one."""
