@@ -27,6 +27,8 @@ EPILOG = """examples:
   isicarchive serve --port 8000                     serve a local archive (v1 and v2)
   isicarchive --host http://127.0.0.1:8000 images select meta.clinical.diagnosis == melanoma
   isicarchive images download --select meta.acquisition.pixelsX '>=' 2048 --out ./big
+  isicarchive --api v2 login --user me              sign in on the archive's page (token kept in the keyring)
+  isicarchive --api v2 --user me images download -s 'diagnosis_3:Melanoma*' -l 100 --out ./melanomas
   isicarchive study show "ISIC Annotation Study 0" --json
   isicarchive cache info --cache-folder ~/isic-cache
 exit codes: 0 ok, 1 error, 2 usage, 3 authentication, 4 not found, 130 interrupted"""
@@ -341,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         common.add_argument("--host", help="archive host (default: the official one; or $ISICARCHIVE_HOST)")
         common.add_argument("--api", choices=["v1", "v2"], help="API version (default v1)",
                             **defaults("v1"))
-        common.add_argument("--user", help="log in as this user (password from keyring/netrc/prompt)")
+        common.add_argument("--user", help="log in as this user (v1: password from keyring/netrc/prompt; "
+                                           "v2: the token `login` stored)")
         common.add_argument("--cache-folder", help="cache folder")
         common.add_argument("--json", action="store_true", help="machine-readable output", **defaults(False))
         common.add_argument("--quiet", action="store_true", help="no progress bars", **defaults(False))
@@ -390,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("logout", cmd_logout, "remove your stored password or token (v2: the archive revokes it too)",
             "isicarchive logout --user me@example.org")
 
-    images = sub.add_parser("images", help="select and download images")
+    images = sub.add_parser("images", help="select, search (v2) and download images")
     images_sub = images.add_subparsers(dest="images_command", metavar="ACTION", required=True)
     p = images_sub.add_parser("select", help="select images by criteria (field op value ...)", parents=[common],
                               epilog="example:\n  isicarchive images select meta.clinical.diagnosis == melanoma "
