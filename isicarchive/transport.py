@@ -181,8 +181,8 @@ class Transport:
         self.policy = policy or RetryPolicy()
         self.debug = debug
         self.pause = _SharedPause()
-        self._token: str | None = None
-        self._token_expires_at: float | None = None
+        # token and its expiry change together: worker threads read them as one pair
+        self._credential: tuple[str | None, float | None] = (None, None)
         #: called with a token that expired (or drew a 401); returns a renewed one or None
         self.token_renewer: Callable[[str], str | None] | None = None
         self._auth_header = auth_header
@@ -224,11 +224,14 @@ class Transport:
         an expired token as no token at all, so waiting for a 401 would
         quietly hide private data.
         """
-        self._token = token
-        self._token_expires_at = expires_at
+        self._credential = (token, expires_at)
+
+    @property
+    def _token(self) -> str | None:
+        return self._credential[0]
 
     def _renew_if_expiring(self) -> None:
-        expires_at, token = self._token_expires_at, self._token
+        token, expires_at = self._credential
         if expires_at is None or token is None or self.token_renewer is None:
             return
         if time.time() >= expires_at - TOKEN_RENEWAL_MARGIN:
@@ -243,19 +246,23 @@ class Transport:
         return self._token is not None
 
     def _renew(self, sent_headers: Mapping[str, str]) -> bool:
-        sent = self._token if (self._token and self._auth_headers(self.base_url).items() <= sent_headers.items()) \
-            else None
+        """After a 401: is there a newer token than the one this request carried?"""
+        sent = sent_headers.get(self._auth_header)
         if sent is None or self.token_renewer is None:
             return False
+        if self._auth_header == "Authorization":
+            sent = sent.removeprefix("Bearer ")
+        # another thread may have renewed meanwhile: the renewer then hands out that token
         renewed = self.token_renewer(sent)
         return bool(renewed) and renewed != sent
 
     def _auth_headers(self, url: str) -> dict[str, str]:
-        if self._token is None or _origin(url) != self._origin:
+        token = self._token
+        if token is None or _origin(url) != self._origin:
             return {}
         if self._auth_header == "Authorization":
-            return {"Authorization": f"Bearer {self._token}"}
-        return {self._auth_header: self._token}
+            return {"Authorization": f"Bearer {token}"}
+        return {self._auth_header: token}
 
     def url(self, endpoint: str) -> str:
         if endpoint.startswith(("http://", "https://")):
@@ -464,7 +471,7 @@ def _server_message(response: requests.Response) -> str:
 
 def _error_for(response: requests.Response, method: str, url: str) -> IsicError:
     status = response.status_code
-    message = _server_message(response)
+    message = _server_message(response).rstrip(".")
     where = f"{method} {_safe(url)}"
     text = f"{where} answered HTTP {status}" + (f": {message}" if message else "")
     if status == 401:

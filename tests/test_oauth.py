@@ -175,6 +175,18 @@ def test_a_401_renews_a_token_of_unknown_expiry(archive: LocalArchive) -> None:
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
 
 
+def test_many_threads_meeting_a_401_share_one_renewal(archive: LocalArchive) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    api = signed_in(archive, "alice", "alice", store=False)
+    expire_now(archive, api, client_knows=False)
+    archive.clear_log()
+    with ThreadPoolExecutor(8) as pool:
+        users = list(pool.map(lambda _: api._backend.me()["username"], range(16)))
+    assert users == ["alice"] * 16
+    assert len(archive.requests(r"/oauth/token", "POST")) == 1
+
+
 def test_the_local_archive_expires_tokens_after_their_lifetime(archive: LocalArchive) -> None:
     archive.token_lifetime = 0.2
     token = requests.post(f"{archive.url}/oauth/token/", timeout=10, data={
