@@ -306,3 +306,13 @@ def test_two_sessions_sharing_a_stored_token_both_renew(archive: LocalArchive, m
     assert two.image(private).name == private  # its own refresh is refused: it takes the renewal from the keyring
     assert two._backend.oauth_token.access_token == one._backend.oauth_token.access_token
     assert credentials.load_token(one.base_url, "alice").access_token == one._backend.oauth_token.access_token
+
+
+def test_sign_in_over_https_with_the_local_archives_ca(memory_keyring: Any) -> None:
+    pytest.importorskip("trustme")
+    with LocalArchive(seed=4, https=True) as server:
+        api = IsicApi(hostname=server.url, api_version=2, verify=server.ca_file, progress=False)
+        shown: list[str] = []
+        api.sign_in("alice", store=False, say=shown.append, open_browser=False,
+                    ask=lambda prompt: server.sign_in_code(shown[-1], "alice"))
+        assert shown[-1].startswith("https://") and api.user["username"] == "alice"

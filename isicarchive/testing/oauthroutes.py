@@ -172,21 +172,22 @@ _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 _CODE = re.compile(r'<code id="authorization-code">([^<]+)</code>')
 
 
-def sign_in_code(authorization_url: str, login: str, password: str, timeout: float = 10.0) -> str:
+def sign_in_code(authorization_url: str, login: str, password: str, timeout: float = 10.0,
+                 verify: bool | str = True) -> str:
     """Play the person at the sign-in page: open it, sign in, read the code it shows.
 
     Goes through the page over HTTP as a browser would, so tests of code that
     calls :meth:`IsicApi.sign_in <isicarchive.IsicApi.sign_in>` (or the
     official CLI's ``isic user login``) can answer its prompt.
     """
-    page = requests.get(authorization_url, timeout=timeout)
+    page = requests.get(authorization_url, timeout=timeout, verify=verify)
     if page.status_code != 200 or "<form" not in page.text:
         raise AuthenticationError(f"the sign-in page answered HTTP {page.status_code}")
     fields = {name: html.unescape(value) for name, value in _HIDDEN.findall(page.text)}
     fields.update(login=login, password=password)
     parts = urlsplit(authorization_url)
     answer = requests.post(f"{parts.scheme}://{parts.netloc}/oauth/authorize/", data=fields, timeout=timeout,
-                           allow_redirects=False)
+                           allow_redirects=False, verify=verify)
     found = _CODE.search(answer.text)
     if answer.status_code != 200 or not found:
         raise AuthenticationError(f"the sign-in page refused {login!r} (HTTP {answer.status_code})")

@@ -318,7 +318,8 @@ class LocalArchive:
         """
         from .oauthroutes import sign_in_code
 
-        return sign_in_code(authorization_url, login, password or self.credentials[login])
+        return sign_in_code(authorization_url, login, password or self.credentials[login],
+                            verify=self.ca_file or True)
 
     def revoke_token(self, token: str) -> None:
         self._tokens.pop(token, None)
