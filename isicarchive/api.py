@@ -24,7 +24,14 @@ from .backends.v1 import V1Backend
 from .backends.v2 import V2Backend
 from .cache import Cache
 from .downloads import DEFAULT_WORKERS, DownloadResult
-from .errors import AuthenticationError, IsicError, NotFoundError, QueryError, UnsupportedError
+from .errors import (
+    AuthenticationError,
+    IsicError,
+    KeyringUnavailableError,
+    NotFoundError,
+    QueryError,
+    UnsupportedError,
+)
 from .models import Annotation, Dataset, Image, Segmentation, Study
 from .oauth import OAuthToken
 from .progress import progress as _progress
@@ -234,7 +241,10 @@ class IsicApi:
         self.user = user
         self._identity_changed()
         if store_password and source != "keyring":
-            _credentials.store_password(self.base_url, username, secret)
+            try:
+                _credentials.store_password(self.base_url, username, secret)
+            except KeyringUnavailableError as exc:  # logged in all the same
+                log.warning("logged in, but the password was not stored: %s", exc)
         log.info("logged in as %s (password from %s)", username, source)
 
     def sign_in(self, username: str | None = None, *, store: bool = True, ask: Callable[[str], str] | None = None,
@@ -264,9 +274,17 @@ class IsicApi:
         self.username = username or (self.user or {}).get("email") or (self.user or {}).get("username") or "token"
         self._identity_changed()
         if store and self._backend.oauth_token is not None:
-            _credentials.store_token(self.base_url, self.username, self._backend.oauth_token)
-            self._token_label = self.username
+            try:
+                _credentials.store_token(self.base_url, self.username, self._backend.oauth_token)
+                self._token_label = self.username
+            except KeyringUnavailableError as exc:  # signed in all the same: the token lasts this session
+                log.warning("signed in, but the token was not kept: %s", exc)
         log.info("signed in as %s", self.username)
+
+    @property
+    def oauth_token(self) -> OAuthToken | None:
+        """The v2 session's current OAuth token (its ``repr`` shows no secret), or None."""
+        return self._backend.oauth_token if isinstance(self._backend, V2Backend) else None
 
     def _sign_in_or_explain(self, username: str) -> None:
         if not _credentials.interactive():

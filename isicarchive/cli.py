@@ -136,7 +136,9 @@ def cmd_login(args: argparse.Namespace) -> int:
     if version == 2 and not os.environ.get("ISICARCHIVE_PASSWORD"):
         # the archive signs people in on its web page; the code is read from stdin (EOF: a clear error)
         api = IsicApi(hostname=args.host, api_version=2, progress=False)
-        api.sign_in(args.user, ask=_read_code)
+        api.sign_in(args.user, store=False, ask=_read_code)
+        assert api.username is not None and api.oauth_token is not None
+        credentials.store_token(api.base_url, api.username, api.oauth_token)  # no keyring: a clear error
         print(f"Signed in as {api.username}; the token (renewed as it expires) is in the keyring. "
               f"Use IsicApi({api.username!r}, api_version=2).")
         return EXIT_OK

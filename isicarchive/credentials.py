@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .errors import AuthenticationError
+from .errors import AuthenticationError, KeyringUnavailableError
 
 if TYPE_CHECKING:
     from .oauth import OAuthToken
@@ -144,11 +144,27 @@ def has_password(base_url: str, username: str) -> bool:
     return bool(_from_keyring(keyring_service(base_url), username) or _from_netrc(base_url, username))
 
 
-def store_password(base_url: str, username: str, password: str) -> None:
-    """Save a password (or token) in the system keyring for later sessions."""
+def _to_keyring(service: str, entry: str, secret: str) -> None:
     import keyring
+    from keyring.errors import KeyringError
 
-    keyring.set_password(keyring_service(base_url), username, password)
+    try:
+        keyring.set_password(service, entry, secret)
+    except (KeyringError, RuntimeError, OSError) as exc:
+        raise KeyringUnavailableError(
+            f"the system keyring cannot store it ({type(exc).__name__}): install or unlock a keyring backend "
+            "(see https://pypi.org/project/keyring/), or pass the password or token to each session") from None
+
+
+def store_password(base_url: str, username: str, password: str) -> None:
+    """Save a password (or token) in the system keyring for later sessions.
+
+    Raises
+    ------
+    KeyringUnavailableError
+        When no keyring backend can store it (a headless machine without one).
+    """
+    _to_keyring(keyring_service(base_url), username, password)
 
 
 def _token_entry(username: str) -> str:
@@ -161,12 +177,10 @@ def store_token(base_url: str, username: str, token: str | OAuthToken) -> None:
     An :class:`~isicarchive.oauth.OAuthToken` is kept with its refresh token
     and expiry (as JSON in the keyring entry), so later sessions renew it.
     """
-    import keyring
-
     from .oauth import OAuthToken
 
     entry = token if isinstance(token, OAuthToken) else OAuthToken(token)
-    keyring.set_password(keyring_service(base_url), _token_entry(username), entry.to_json())
+    _to_keyring(keyring_service(base_url), _token_entry(username), entry.to_json())
 
 
 def load_token(base_url: str, username: str) -> OAuthToken | None:

@@ -39,6 +39,10 @@ class CacheError(IsicError):
     """The cache folder cannot be used (not writable, disk full, wrong owner)."""
 
 
+class KeyringUnavailableError(AuthenticationError):
+    """No system keyring can store a password or token on this machine."""
+
+
 class UnsupportedError(IsicError, NotImplementedError):
     """The feature does not exist in the API version this session speaks."""
 
@@ -48,6 +52,7 @@ __all__ = [
     "AuthenticationError",
     "CacheError",
     "IsicError",
+    "KeyringUnavailableError",
     "NotFoundError",
     "QueryError",
     "UnsupportedError",

@@ -220,20 +220,24 @@ def _cli_env(tmp_path: Path) -> dict[str, str]:
             "ISICARCHIVE_TEST_KEYRING": str(tmp_path / "ring.json"), "CI": "true"}
 
 
-def test_cli_login_signs_in_through_the_web_page(archive: LocalArchive, tmp_path: Path) -> None:
-    env = _cli_env(tmp_path)
+def cli_login(archive: LocalArchive, env: dict[str, str], login: str) -> tuple[int, str, str]:
+    """``isicarchive --api v2 login``, with the person answering its prompt from the sign-in page."""
     proc = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2",
-                             "login", "--user", "alice"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             "login", "--user", login], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={k: v for k, v in env.items() if k != "DISPLAY"})
-    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout is not None
     url = ""
     while not url.startswith("http"):
         url = proc.stdout.readline().strip()
         assert url or proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    proc.stdin.write(archive.sign_in_code(url, "alice") + "\n")
-    proc.stdin.flush()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    out, err = proc.communicate(archive.sign_in_code(url, login) + "\n", timeout=60)
+    return proc.returncode, out, err
+
+
+def test_cli_login_signs_in_through_the_web_page(archive: LocalArchive, tmp_path: Path) -> None:
+    env = _cli_env(tmp_path)
+    returncode, out, err = cli_login(archive, env, "alice")
+    assert returncode == 0, err
     assert "Signed in as alice" in out
     ring = json.loads((tmp_path / "ring.json").read_text())
     entry = next(v for k, v in ring.items() if k.endswith("|alice:token"))
@@ -316,3 +320,23 @@ def test_sign_in_over_https_with_the_local_archives_ca(memory_keyring: Any) -> N
         api.sign_in("alice", store=False, say=shown.append, open_browser=False,
                     ask=lambda prompt: server.sign_in_code(shown[-1], "alice"))
         assert shown[-1].startswith("https://") and api.user["username"] == "alice"
+
+
+def test_without_a_keyring_signing_in_still_works_for_the_session(archive: LocalArchive,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from keyring.backends.fail import Keyring as NoKeyring
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(NoKeyring())
+    try:
+        api = signed_in(archive, "alice", "alice")
+    finally:
+        keyring.set_keyring(previous)
+    assert api.user["username"] == "alice" and api.image(private_image(archive)).name
+    assert "not kept" in caplog.text and "keyring" in caplog.text
+
+
+def test_cli_login_without_a_keyring_says_so(archive: LocalArchive, tmp_path: Path) -> None:
+    env = {**_cli_env(tmp_path), "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    returncode, out, err = cli_login(archive, env, "alice")
+    assert returncode == 3 and "keyring" in err and "Signed in" not in out
