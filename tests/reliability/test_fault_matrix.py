@@ -16,22 +16,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fault_kinds import FAULTS  # type: ignore[import-not-found]
 from reliability_report import record  # type: ignore[import-not-found]
 
 from isicarchive import ArchiveUnavailableError, IsicApi
 from isicarchive.testing import ArchiveConfig, LocalArchive
 
-FAULTS: dict[str, dict[str, Any]] = {
-    "429 + Retry-After": {"kind": "status", "status": 429, "retry_after": 0},
-    "500": {"kind": "status", "status": 500},
-    "502 (HTML page)": {"kind": "html", "status": 502},
-    "503": {"kind": "status", "status": 503},
-    "504": {"kind": "status", "status": 504},
-    "reset mid-body": {"kind": "reset", "fraction": 0.5},
-    "truncated body": {"kind": "truncate", "fraction": 0.5},
-    "malformed JSON": {"kind": "malformed"},
-    "slow past timeout": {"kind": "latency", "seconds": 1.5},
-}
 READ_TIMEOUT = 0.5
 
 

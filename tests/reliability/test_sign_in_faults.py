@@ -7,19 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# early faults only: a refresh token is spent once the archive handles the request
+from fault_kinds import EARLY_FAULTS  # type: ignore[import-not-found]
 from reliability_report import record  # type: ignore[import-not-found]
 
 from isicarchive import ArchiveUnavailableError, AuthenticationError, IsicApi
 from isicarchive.testing import LocalArchive
-
-# faults the archive answers before it handles the request (a refresh token is spent only once handled)
-EARLY_FAULTS: dict[str, dict[str, Any]] = {
-    "429 + Retry-After": {"kind": "status", "status": 429, "retry_after": 0},
-    "500": {"kind": "status", "status": 500},
-    "502 (HTML page)": {"kind": "html", "status": 502},
-    "503": {"kind": "status", "status": 503},
-    "504": {"kind": "status", "status": 504},
-}
 
 
 @pytest.fixture(scope="module")
