@@ -176,6 +176,11 @@ class LocalArchive:
         mid-flight, so a response the client has read is always logged).
     data : ArchiveData
         The content; ``data.users`` holds the accounts.
+    token_lifetime : float
+        Seconds an OAuth access token works (default ten hours).
+    url_lifetime : float or None
+        Seconds a pre-signed v2 file URL works (None: until
+        :meth:`expire_file_urls`).
     """
 
     def __init__(
