@@ -120,7 +120,7 @@ def decode(rgb: np.ndarray) -> np.ndarray:
         # Read each pixel's R, G, B and the next byte as one little-endian
         # uint32 (an unaligned strided view, no copy) and drop the top byte:
         # a single pass instead of three shifted channel copies.
-        packed = np.ndarray((n - 1,), dtype="<u4", buffer=rgb, strides=(channels,))
+        packed: np.ndarray = np.ndarray((n - 1,), dtype="<u4", buffer=rgb, strides=(channels,))
         np.bitwise_and(packed, 0xFFFFFF, out=out[:-1], casting="unsafe")
     r, g, b = (int(v) for v in rgb[-1, -1, :3])
     out[-1] = r | g << 8 | b << 16
@@ -355,10 +355,10 @@ def overlay(
     flat, original = _as_pixels(image)
     if original.shape[:2] != idx.shape:
         raise ValueError(f"image {original.shape[:2]} and superpixels {idx.shape} differ in size")
-    values = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
-    if values.size <= int(idx.max()):
-        values = np.concatenate([values, np.zeros(int(idx.max()) + 1 - values.size, np.float32)])
-    weight = (values[idx.ravel()] * np.float32(alpha))[:, None]
+    shares: np.ndarray = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
+    if shares.size <= int(idx.max()):
+        shares = np.concatenate([shares, np.zeros(int(idx.max()) + 1 - shares.size, np.float32)])
+    weight = (shares[idx.ravel()] * np.float32(alpha))[:, None]
     painted = flat * (1 - weight) + _colour(color, flat.shape[1]) * weight
     return np.clip(np.rint(painted), 0, 255).astype(np.uint8).reshape(original.shape)
 

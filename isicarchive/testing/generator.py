@@ -178,8 +178,8 @@ def superpixel_labels(width: int, height: int, n_segments: int, seed: int) -> np
     cell_x = np.minimum((xs / cell_w).astype(np.int64), cols - 1)
     for y in range(height):
         cy = min(int(y / cell_h), rows - 1)
-        best = np.full(width, np.inf)
-        best_label = np.zeros(width, dtype=np.int32)
+        best: np.ndarray = np.full(width, np.inf)
+        best_label: np.ndarray = np.zeros(width, dtype=np.int32)
         for dy in (-1, 0, 1):
             ry = cy + dy
             if not 0 <= ry < rows:
