@@ -329,7 +329,7 @@ def paint(
     n_labels = int(np.max(idx)) + 1
     weights = np.zeros(n_labels, dtype=np.float32)
     if labels.size:
-        if labels.min() < 0 or labels.max() >= n_labels:
+        if int(np.min(labels)) < 0 or int(np.max(labels)) >= n_labels:
             raise IndexError(f"superpixel labels must lie in 0 .. {n_labels - 1}")
         weights[labels] = np.broadcast_to(np.asarray(alpha, dtype=np.float32), labels.shape)
     return overlay(image, idx, weights, color=color, alpha=1.0)
