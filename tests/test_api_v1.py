@@ -26,6 +26,8 @@ from isicarchive.cache import IMCACHE_ID
 from isicarchive.testing import ArchiveConfig, LocalArchive
 
 
+# the original README sets ndarray.shape, which NumPy 2.5 deprecates; the snippet must keep working as written
+@pytest.mark.filterwarnings("ignore:Setting the shape on a NumPy array:DeprecationWarning")
 def test_readme_walkthrough_anonymous(archive: LocalArchive, api_factory, tmp_path: Path) -> None:
     api = api_factory(archive, cache_folder=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == list("0123456789abcdef")
