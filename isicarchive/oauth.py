@@ -198,7 +198,11 @@ class OAuthClient:
             response = self.transport.request("POST", f"{self.oauth_url}/token/", data=form, authenticate=False)
         except (AuthenticationError, QueryError, NotFoundError) as exc:
             raise AuthenticationError(f"the archive refused the sign-in: {str(exc).split(': ', 1)[-1]}") from None
-        return OAuthToken.from_response(_json.loads(response.content))
+        try:
+            payload = _json.loads(response.content)
+        except ValueError:
+            raise AuthenticationError("the archive's token answer is not JSON; try signing in again") from None
+        return OAuthToken.from_response(payload)
 
 
 def sign_in(client: OAuthClient, *, ask: Callable[[str], str] | None = None,

@@ -340,3 +340,15 @@ def test_cli_login_without_a_keyring_says_so(archive: LocalArchive, tmp_path: Pa
     env = {**_cli_env(tmp_path), "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
     returncode, out, err = cli_login(archive, env, "alice")
     assert returncode == 3 and "keyring" in err and "Signed in" not in out
+
+
+def test_a_garbled_token_answer_is_an_authentication_error(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, api_version=2, progress=False, retries=0)
+    request = api._backend.oauth.start()
+    code = archive.sign_in_code(request.url, "alice")
+    archive.faults.add("malformed", r"^/oauth/token", times=5)
+    try:
+        with pytest.raises(AuthenticationError, match="not JSON"):
+            api._backend.oauth.finish(request, code)
+    finally:
+        archive.faults.clear()
