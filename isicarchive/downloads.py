@@ -157,11 +157,16 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
             attempt -= 1  # not a failed transfer
             continue
         except IsicError as exc:
-            if "416" in str(exc) and have:
-                job.part.unlink(missing_ok=True)  # the part file is longer than the file: start over
-                last_problem = "stale partial file"
-                continue
-            raise
+            if getattr(exc, "status", None) != 416 or not have:
+                raise
+            # nothing lies beyond the part file: it may be whole (a run killed just before the
+            # rename), or longer than the file; the file's own size tells which
+            finished = _finish_whole_part(transport, job, have)
+            if finished is not None:
+                return finished, transferred
+            job.part.unlink(missing_ok=True)
+            last_problem = "stale partial file"
+            continue
         with contextlib.closing(response):
             if have and response.status_code != 206:
                 have = 0  # the server ignored Range: start from scratch
@@ -200,6 +205,43 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
         os.replace(job.part, final)
         return final, transferred
     raise ArchiveUnavailableError(f"download of {job.key} failed after {attempts} attempts: {last_problem}")
+
+
+_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
+
+
+def _sniffed_type(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        start = fh.read(8)
+    return next((kind for magic, kind in _MAGIC if start.startswith(magic)), None)
+
+
+def _finish_whole_part(transport: Transport, job: Job, have: int) -> Path | None:
+    """Put a part file in place if it already holds the whole file.
+
+    The size comes from HEAD, or from the API's announcement when HEAD is
+    refused (pre-signed URLs are signed for GET only); the type from HEAD or
+    the file's first bytes.
+    """
+    if job.size is not None and have != job.size:
+        return None
+    content_type: str | None = None
+    try:
+        head = transport.request("HEAD", job.endpoint)
+    except IsicError:
+        if job.size is None:
+            return None
+    else:
+        length = head.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) != have:
+            return None
+        content_type = head.headers.get("Content-Type")
+    content_type = content_type or _sniffed_type(job.part)
+    if content_type is None:
+        return None
+    final = job.destination(content_type)
+    os.replace(job.part, final)
+    return final
 
 
 class Downloader:

@@ -69,6 +69,40 @@ def test_partial_file_from_an_earlier_run_is_resumed(big_files: LocalArchive, tm
     assert result.paths[record["_id"]].read_bytes() == full and not part.exists()
 
 
+def test_a_whole_part_file_is_put_in_place_without_fetching_it_again(big_files: LocalArchive,
+                                                                      tmp_path: Path) -> None:
+    # a run killed between writing the last byte and the rename leaves the whole file as a part file
+    name = public_names(big_files)[3]
+    record = big_files.data.images_by_name[name]
+    full = big_files.data.image_jpeg(record["_id"])
+    api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False)
+    part = api._store._image_job(record).part
+    part.write_bytes(full)
+    big_files.clear_log()
+    result = api.download_images([name])
+    assert result.ok and result.paths[record["_id"]].read_bytes() == full and not part.exists()
+    assert big_files.bytes_sent(r"/download$") == 0
+    assert [(r.method, r.status) for r in big_files.requests(r"/download$")] == [("GET", 416), ("HEAD", 200)]
+
+
+def test_a_whole_part_file_of_a_presigned_link_is_checked_by_its_announced_size(tmp_path: Path) -> None:
+    with LocalArchive(seed=6) as server:
+        api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False, retries=0)
+        record = next(iter(api.cache_images().values()))
+        full = server.data.image_jpeg(server.data.images_by_name[record["isic_id"]]["_id"])
+        part = api._store._image_job(record).part
+        part.write_bytes(full)
+        server.faults.add("status", r"^/storage/", status=403, methods=("HEAD",))  # signed for GET only
+        result = api.download_images([record])
+        assert result.ok and result.paths[record["isic_id"]].suffix == ".jpg"
+        assert result.paths[record["isic_id"]].read_bytes() == full
+        assert server.bytes_sent(r"^/storage/") == 0
+        part.write_bytes(full + b"extra")  # longer than the file: fetched afresh
+        result.paths[record["isic_id"]].unlink()
+        again = api.download_images([record])
+        assert again.ok and again.paths[record["isic_id"]].read_bytes() == full and not part.exists()
+
+
 def test_duplicates_are_fetched_once_and_complete_files_skipped(big_files: LocalArchive, tmp_path: Path) -> None:
     names = public_names(big_files)[:5]
     api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False, workers=8)

@@ -434,8 +434,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "latency":
             time.sleep(float(fault.params.get("seconds", 1.0)))
         response = self._answer(method, path, api, route, query, body, user, fault)
-        sent = self._send(method, response, fault)
-        return RequestRecord(method, path, query, response.status, user.login if user else None,
+        status, sent = self._send(method, response, fault)
+        return RequestRecord(method, path, query, status, user.login if user else None,
                              sent, fault.kind if fault else None, started, self.headers.get("Range"),
                              bool(self.headers.get("Girder-Token") or self.headers.get("Authorization")))
 
@@ -462,7 +462,8 @@ class _Handler(BaseHTTPRequestHandler):
             response.body = response.body[: max(1, len(response.body) // 2)] + b"<<not json"
         return response
 
-    def _send(self, method: str, response: Response, fault: Fault | None) -> int:
+    def _send(self, method: str, response: Response, fault: Fault | None) -> tuple[int, int]:
+        """Write the answer; returns the status sent (206/416 for ranges) and the body bytes sent."""
         body = response.body
         status = response.status
         headers = dict(response.headers)
@@ -477,7 +478,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if method == "HEAD":
-            return 0
+            return status, 0
         if fault is not None and fault.kind in ("reset", "truncate"):
             part = body[: int(len(body) * float(fault.params.get("fraction", 0.5)))]
             self._write(part)
@@ -489,9 +490,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR) if fault.kind == "truncate" else None
             except OSError:
                 pass
-            return len(part)
+            return status, len(part)
         self._write(body)
-        return len(body)
+        return status, len(body)
 
     def _write(self, data: bytes) -> None:
         bandwidth = self.archive.bandwidth
