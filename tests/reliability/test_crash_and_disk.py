@@ -106,7 +106,8 @@ def test_sigkill_during_bulk_download_then_rerun(slow_server: LocalArchive, tmp_
     assert verify_every_file(tmp_path) >= len(names)
     assert not list(tmp_path.glob("?/.*.part"))
     record("crash safety", "bulk download", "child SIGKILLed mid-download, then rerun",
-           f"{complete_before} complete files kept and skipped; the rest fetched; every file decodes")
+           f"{complete_before} complete files kept and skipped; the rest fetched without resending a byte "
+           "already on disk; every file decodes")
 
 
 def test_corrupt_study_annotations_file_is_refetched(tmp_path: Path) -> None:
