@@ -295,7 +295,7 @@ class Transport:
         """
         url = self.url(endpoint)
         send_headers = dict(headers or {})
-        if authenticate:
+        if authenticate and _origin(url) == self._origin:  # storage hosts never see the token: no renewal
             self._renew_if_expiring()
             send_headers.update(self._auth_headers(url))
         attempts = self.policy.body_retries + 1

@@ -106,3 +106,17 @@ def test_a_renewal_answer_lost_in_transit_never_leaves_a_quietly_anonymous_sessi
     assert len(server.requests(r"^/oauth/token")) == 2  # the lost answer and one refused retry, no more
     record("v2 sign-in", "token renewal before a private look-up", "reset mid-body (refresh token spent)",
            "AuthenticationError asking to sign in again, on every request: never quietly anonymous")
+
+
+def test_an_unrenewable_token_does_not_stop_downloads_from_storage(server: LocalArchive, tmp_path: Path) -> None:
+    # file links are pre-signed and need no token: an expired sign-in must not block them
+    api = IsicApi(hostname=server.url, api_version=2, progress=False, cache_folder=tmp_path / "cache")
+    records = list(api.cache_images().values())[:3]
+    signed = session_with_expiring_token(server, retries=1)
+    signed._backend.oauth.revoke(signed._backend.oauth_token)  # and it cannot be renewed either
+    result = signed.download_images(records, folder=tmp_path / "out")
+    assert result.ok and len(list((tmp_path / "out").glob("ISIC_*.jpg"))) == 3
+    with pytest.raises(AuthenticationError, match="sign in again"):
+        signed.image(private_image(server))
+    record("v2 sign-in", "bulk download of pre-signed links", "token expired and unrenewable",
+           "files still download (storage needs no token); archive requests ask to sign in again")
