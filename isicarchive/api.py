@@ -15,7 +15,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from . import credentials as _credentials
@@ -79,6 +79,15 @@ def _version_of(api_uri: str | None, api_version: int | None) -> int:
     if api_uri and "v2" in api_uri:
         return 2
     return 1
+
+
+def _remember_names(names: dict, records: Iterable[dict]) -> None:  # ids: strings (v1, v2 images), numbers (v2)
+    for rec in records:
+        if rec.get("name") is not None:
+            names[rec["name"]] = rec.get("_id") or rec.get("id")
+
+
+M = TypeVar("M", Study, Dataset)
 
 
 class IsicApi:
@@ -443,13 +452,26 @@ class IsicApi:
         if self._backend.is_id(key):
             return key
         if key not in names and kind not in self._names_loaded:
-            for rec in lister({"detail": "false"}):
-                names[rec.get("name")] = rec.get("_id") or rec.get("id")
+            _remember_names(names, lister({"detail": "false"}))
             self._names_loaded.add(kind)
         if key not in names:
             raise NotFoundError(f"no {kind} named {key!r} (or you may not see it); known: "
                                 f"{', '.join(sorted(map(str, names))[:10]) or 'none'}")
         return str(names[key])
+
+    def _listed(self, lister: Callable[[dict], Iterable[dict]], names: dict[str, str],
+                params: Mapping[str, Any] | None) -> list[dict]:
+        """Every record ``lister`` gives, their names remembered in ``names``."""
+        found = list(lister(dict(params or {})))
+        _remember_names(names, found)
+        return found
+
+    def _named(self, object_id: str | dict, kind: str, names: dict[str, str],
+               lister: Callable[[dict], Iterable[dict]], fetch: Callable[[str], dict], model: type[M]) -> M:
+        """The ``model`` for an id or a name (names resolved through ``lister``), its name remembered."""
+        found = model(fetch(self._resolve(self._key(object_id, kind), kind, names, lister)), self)
+        names[found.name] = found.id
+        return found
 
     @overload
     def study(self, object_id: str | dict, *, params: Mapping[str, Any] | None = None) -> Study: ...
@@ -462,13 +484,8 @@ class IsicApi:
               ) -> Study | list[dict]:
         """A :class:`Study` by id or name; with no argument, the list of studies."""
         if object_id is None:
-            found = list(self._backend.studies(dict(params or {})))
-            self.studies.update({rec["name"]: rec["_id"] for rec in found if "name" in rec})
-            return found
-        study_id = self._resolve(self._key(object_id, "study"), "study", self.studies, self._backend.studies)
-        study = Study(self._backend.study(study_id), self)
-        self.studies[study.name] = study.id
-        return study
+            return self._listed(self._backend.studies, self.studies, params)
+        return self._named(object_id, "study", self.studies, self._backend.studies, self._backend.study, Study)
 
     def study_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
         return self._backend.studies(dict(params or {}))
@@ -486,12 +503,9 @@ class IsicApi:
         """A :class:`Dataset` (v2: collection) by id or name, with its access list,
         metadata and review queue where permitted; with no argument, the list."""
         if object_id is None:
-            found = list(self._backend.datasets(dict(params or {})))
-            self.datasets.update({rec["name"]: rec.get("_id", rec.get("id")) for rec in found if "name" in rec})
-            return found
-        dataset_id = self._resolve(self._key(object_id, "dataset"), "dataset", self.datasets, self._backend.datasets)
-        dataset = Dataset(self._backend.dataset(dataset_id), self)
-        self.datasets[dataset.name] = dataset.id
+            return self._listed(self._backend.datasets, self.datasets, params)
+        dataset = self._named(object_id, "dataset", self.datasets, self._backend.datasets, self._backend.dataset,
+                              Dataset)
         return dataset.load() if load else dataset
 
     def dataset_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
