@@ -290,6 +290,12 @@ class IsicApi:
                 log.warning("signed in, but the token was not kept: %s", exc)
         log.info("signed in as %s", self.username)
 
+    def revoke(self, token: OAuthToken) -> None:
+        """Ask the archive to forget a v2 token and its refresh token (best effort, logged on failure)."""
+        if not isinstance(self._backend, V2Backend):
+            raise UnsupportedError("revoking OAuth tokens is a v2 feature; v1 sessions end with logout()")
+        self._backend.oauth.revoke(token)
+
     @property
     def oauth_token(self) -> OAuthToken | None:
         """The v2 session's current OAuth token (its ``repr`` shows no secret), or None."""

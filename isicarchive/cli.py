@@ -165,33 +165,22 @@ def _read_code(prompt: str) -> str:
 
 def cmd_logout(args: argparse.Namespace) -> int:
     from . import credentials
-    from .api import DEFAULTS, _normalise_host
+    from .api import IsicApi
 
     if not args.user:
         raise QueryError("logout needs --user NAME")
-    version = 2 if args.api == "v2" else 1
-    host, uri = DEFAULTS[version]
-    base = _normalise_host(args.host or host) + uri
-    if version == 2:
-        _revoke_stored_token(base, args.user)
-    removed = credentials.delete_password(base, args.user)
+    # revoking is a courtesy: one retry, so that logging out of an unreachable archive is quick
+    api = IsicApi(hostname=args.host, api_version=2 if args.api == "v2" else 1, progress=False, retries=1)
+    if api.api_version == 2:
+        try:
+            stored = credentials.load_token(api.base_url, args.user)
+        except AuthenticationError:  # unreadable: nothing the archive could revoke
+            stored = None
+        if stored is not None:
+            api.revoke(stored)
+    removed = credentials.delete_password(api.base_url, args.user)
     print("Password or token removed from the keyring." if removed else "Nothing stored for that user.")
     return EXIT_OK
-
-
-def _revoke_stored_token(base_url: str, username: str) -> None:
-    from . import credentials
-    from .oauth import OAuthClient
-    from .transport import RetryPolicy, Transport
-
-    try:
-        token = credentials.load_token(base_url, username)
-    except AuthenticationError:
-        return
-    if token is not None:
-        transport = Transport(base_url, policy=RetryPolicy(retries=1), auth_header="Authorization")
-        OAuthClient(transport, base_url.rsplit("/api/", 1)[0] + "/oauth").revoke(token)
-        transport.close()
 
 
 def cmd_images_select(args: argparse.Namespace) -> int:
