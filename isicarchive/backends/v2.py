@@ -110,11 +110,15 @@ class V2Backend(Backend):
     def use_token(self, token: OAuthToken) -> None:
         """Send ``token`` from now on; an expired one is renewed first when it can be."""
         if token.expired() and token.refresh_token:
-            token = self.oauth.refresh(token)
-            if self.on_token_renewed:
-                self.on_token_renewed(token)
+            self._install(self.oauth.refresh(token), renewed=True)
+        else:
+            self._install(token, renewed=False)
+
+    def _install(self, token: OAuthToken, renewed: bool) -> None:
         self.oauth_token = token
         self.http.set_token(token.access_token, token.expires_at)
+        if renewed and self.on_token_renewed:
+            self.on_token_renewed(token)
 
     def _renew(self, refused: str) -> str | None:
         # many download threads may meet the expiry at once: the first renews, the rest reuse it
@@ -136,10 +140,7 @@ class V2Backend(Backend):
                                 str(exc).split(": ", 1)[-1])
                     self._unrenewable = current.access_token  # do not ask again on every request
                     return None
-            self.oauth_token = renewed
-            self.http.set_token(renewed.access_token, renewed.expires_at)
-            if self.on_token_renewed:
-                self.on_token_renewed(renewed)
+            self._install(renewed, renewed=True)
             return renewed.access_token
 
     def _renewed_elsewhere(self, current: OAuthToken) -> OAuthToken | None:
