@@ -564,6 +564,30 @@ class ArchiveData:
         self.segmentations_by_id = {s["_id"]: s for s in self.segmentations}
         self.image_numbers = {im["_id"]: n for n, im in enumerate(self.images)}
         self._make_collections()
+        self._views: dict[tuple, list] = {}
+
+    def view(self, key: tuple, build: Any) -> list:
+        """A derived list (filtered, sorted, searched) computed once per content generation.
+
+        Paging through N records asks for the same ordered list N / page-size
+        times; rebuilding it per page made listing quadratic.  Every mutation
+        goes through :meth:`_index`, which drops the views.  Callers must not
+        modify the list they get.
+        """
+        views = self._views
+        found = views.get(key)
+        if found is None:
+            found = build()
+            if len(views) >= 256:  # bounded: many distinct searches must not grow without end
+                views.pop(next(iter(views)))
+            views[key] = found
+        return found
+
+    def visibility(self, user: User | None) -> Any:
+        """A key equal for all users who see the same images."""
+        if user is not None and user.sees_private:
+            return "all"
+        return frozenset(d["_id"] for d in self.datasets if self.can_read_dataset(user, d))
 
     # ------------------------------------------------------------- mutations
     def add_images(self, count: int) -> list[dict]:
@@ -604,10 +628,11 @@ class ArchiveData:
         return user is not None and (user.admin or any(u["_id"] == user.id for u in study["users"]))
 
     def visible_images(self, user: User | None) -> list[dict]:
-        if user is not None and user.sees_private:
+        readable = self.visibility(user)
+        if readable == "all":
             return self.images
-        readable = {d["_id"] for d in self.datasets if self.can_read_dataset(user, d)}
-        return [im for im in self.images if im["dataset"]["_id"] in readable]
+        return self.view(("visible", readable),
+                         lambda: [im for im in self.images if im["dataset"]["_id"] in readable])
 
     # ---------------------------------------------------------------- pixels
     def image_size(self, image: dict) -> tuple[int, int]:

@@ -68,9 +68,12 @@ def register(archive: LocalArchive) -> None:
     # --------------------------------------------------------------- images
     def image_list(req: Request) -> Response:
         images = data.visible_images(req.user)
+        view: tuple | None = ("v1 images", data.visibility(req.user))
         name = req.arg("name")
         if name:
-            images = [im for im in images if im["name"] == name]
+            found = data.images_by_name.get(name)
+            images = [found] if found is not None and data.can_read_image(req.user, found) else []
+            view = None
         ids = req.arg("imageIds")
         if ids:
             try:
@@ -78,7 +81,8 @@ def register(archive: LocalArchive) -> None:
             except (ValueError, TypeError):
                 raise ApiError(400, "Invalid JSON passed in imageIds parameter.", "validation", "imageIds") from None
             images = [im for im in images if im["_id"] in wanted]
-        images = _page(req, images, default_sort="name")
+            view = None
+        images = _page(req, images, default_sort="name", view=view)
         if _flag(req, "detail"):
             return Response.json([_image_for(req.user, im) for im in images])
         return Response.json([{"_id": im["_id"], "name": im["name"], "updated": im["updated"]} for im in images])
@@ -348,7 +352,13 @@ def _sort_key(field: str) -> Callable[[dict], Any]:
     return lambda rec: (rec.get(field) is None, rec.get(field) if not isinstance(rec.get(field), dict) else "")
 
 
-def _page(req: Request, items: list[dict], default_sort: str) -> list[dict]:
+def _page(req: Request, items: list[dict], default_sort: str, view: tuple | None = None) -> list[dict]:
+    """One offset page of ``items`` sorted as asked.
+
+    With ``view`` (a key naming what ``items`` holds for this caller), the
+    sorted list is kept between pages, so listing N records costs N log N
+    once instead of a sort per page.
+    """
     limit = req.int_arg("limit", 50)
     offset = req.int_arg("offset", 0)
     if limit < 0 or offset < 0:
@@ -357,5 +367,9 @@ def _page(req: Request, items: list[dict], default_sort: str) -> list[dict]:
     sortdir = req.int_arg("sortdir", 1)
     if sortdir not in (1, -1):
         raise ApiError(400, "sortdir must be 1 or -1.", "validation", "sortdir")
-    ordered = sorted(items, key=_sort_key(sort), reverse=sortdir == -1)
+
+    def ordered_items() -> list[dict]:
+        return sorted(items, key=_sort_key(sort), reverse=sortdir == -1)
+
+    ordered = req.data.view(view + (sort, sortdir), ordered_items) if view is not None else ordered_items()
     return ordered[offset:offset + limit] if limit else ordered[offset:]

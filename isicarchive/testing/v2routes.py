@@ -78,7 +78,8 @@ def register(archive: LocalArchive) -> None:
         archive.router.add("v2", method, pattern, handler)
 
     def visible(user: User | None) -> list[dict]:
-        return sorted(data.visible_images(user), key=lambda im: im["created"])
+        return data.view(("v2 images", data.visibility(user)),
+                         lambda: sorted(data.visible_images(user), key=lambda im: im["created"]))
 
     def record(req: Request) -> Callable[[dict], dict]:
         expires, key = archive.storage_terms()
@@ -101,12 +102,17 @@ def register(archive: LocalArchive) -> None:
             tree = _search.parse(req.arg("query") or "")
         except QueryError as exc:
             raise ApiError(400, f"Invalid search query: {exc}") from None
-        images = visible(req.user)
         ids = collection_ids(req)
-        if ids:
-            members = set().union(*(data.collection_members[c] for c in ids))
-            images = [im for im in images if im["_id"] in members]
-        return [im for im in images if _search.matches(tree, data.v2_record(im, req.base_url))]
+
+        def matching() -> list[dict]:
+            images = visible(req.user)
+            if ids:
+                members = set().union(*(data.collection_members[c] for c in ids))
+                images = [im for im in images if im["_id"] in members]
+            return [im for im in images if _search.matches(tree, data.v2_record(im, req.base_url))]
+
+        # a search is evaluated once and its result kept for the following cursor pages
+        return data.view(("v2 search", data.visibility(req.user), req.arg("query") or "", tuple(ids)), matching)
 
     def images_list(req: Request) -> Response:
         return paginate(req, visible(req.user), record(req))

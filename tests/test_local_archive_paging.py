@@ -1,0 +1,87 @@
+"""The local archive's per-request cost: no Nagle stall, listings linear in the number of records."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+import requests
+
+from isicarchive import search as search_module
+from isicarchive.testing import ArchiveConfig, LocalArchive, v1routes
+
+
+def test_responses_are_sent_with_nagle_off() -> None:
+    # Headers and body leave in two writes; with Nagle on, the second waits ~40 ms for the
+    # client's delayed ACK on every kept-alive request.  Read the option off the server's own sockets.
+    seen: list[int] = []
+    with LocalArchive(seed=1, config=ArchiveConfig(images=5)) as archive:
+        handler = archive._server.RequestHandlerClass  # type: ignore[union-attr]
+        original = handler.setup
+
+        def recording_setup(self: Any) -> None:
+            original(self)
+            seen.append(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        handler.setup = recording_setup
+        with requests.Session() as session:
+            for _ in range(3):
+                assert session.get(f"{archive.v1_url}/image", params={"limit": 1}, timeout=5).ok
+    assert seen and all(seen)
+
+
+def page_through_v1(archive: LocalArchive, limit: int) -> list[str]:
+    names: list[str] = []
+    offset = 0
+    while True:
+        page = requests.get(f"{archive.v1_url}/image", params={"limit": limit, "offset": offset}, timeout=10).json()
+        names += [im["name"] for im in page]
+        if len(page) < limit:
+            return names
+        offset += limit
+
+
+def test_v1_listing_sorts_once_not_once_per_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+    real_sort_key = v1routes._sort_key
+
+    def counting_sort_key(field: str) -> Any:
+        key = real_sort_key(field)
+
+        def counted(record: dict) -> Any:
+            nonlocal calls
+            calls += 1
+            return key(record)
+        return counted
+
+    monkeypatch.setattr(v1routes, "_sort_key", counting_sort_key)
+    with LocalArchive(seed=2, config=ArchiveConfig(images=600)) as archive:
+        names = page_through_v1(archive, limit=20)  # 31 pages
+        assert names == sorted(im["name"] for im in archive.data.visible_images(None))
+        assert calls <= 600  # one sort; per-page sorting made this 31 × 600
+        # new content is listed: views are dropped when the archive changes
+        archive.data.add_images(3)
+        assert len(page_through_v1(archive, limit=200)) == len(archive.data.visible_images(None)) > len(names)
+
+
+def test_v2_search_is_evaluated_once_for_all_its_cursor_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluations = 0
+    real_matches = search_module.matches
+
+    def counting_matches(*args: Any) -> bool:
+        nonlocal evaluations
+        evaluations += 1
+        return real_matches(*args)
+
+    monkeypatch.setattr(search_module, "matches", counting_matches)
+    with LocalArchive(seed=3, config=ArchiveConfig(images=300)) as archive:
+        url: str | None = f"{archive.v2_url}/images/search/"
+        params: dict[str, Any] | None = {"query": "age_approx:[0 TO 100]", "limit": 10}
+        found: list[str] = []
+        while url:
+            body = requests.get(url, params=params, timeout=10).json()
+            found += [r["isic_id"] for r in body["results"]]
+            url, params = body["next"], None
+        assert len(found) == len(set(found)) > 10
+        assert evaluations <= 300  # one pass; per-page evaluation made this pages × 300
