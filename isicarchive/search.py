@@ -1,212 +1,252 @@
-"""The v2 archive's search language: a recursive-descent parser and an evaluator.
+"""The v2 archive's search language: one parser (pyparsing, as the archive's own) and its evaluator.
 
-Grammar (``AND`` binds tighter than ``OR``; adjacent terms are ANDed)::
+The archive parses queries with pyparsing (``isic/core/dsl.py`` in
+``ImageMarkup/isic``); this module builds the same grammar with the same
+library, so a query the archive refuses is refused here and one it accepts
+means the same thing.  The local archive answers searches with it, and the
+client uses it to check queries and to search records offline.
 
-    query    := [or_expr]
-    or_expr  := and_expr ("OR" and_expr)*
-    and_expr := not_expr (["AND"] not_expr)*
-    not_expr := "NOT" not_expr | primary
-    primary  := "(" or_expr ")" | field ":" value
-    value    := range | '"' text '"' | word
-    range    := ("[" | "{") number "TO" number ("]" | "}")
+Grammar::
 
-``[a TO b]`` includes its ends, ``{a TO b}`` excludes them (mixed brackets
-mix).  A string value with a leading ``*`` matches the end of the field, a
-trailing ``*`` its start (as the archive does); otherwise strings match
-exactly and case-sensitively.  Booleans are ``true``/``false``.  A record
-without the field never matches a term (``NOT`` of such a term does).
-Unknown fields, values of the wrong type and syntax errors raise
-:class:`~isicarchive.errors.QueryError` saying where.
+    query  := expr                         (empty or blank: every image)
+    expr   := terms (("AND" | "OR") terms)*  with AND binding tighter than OR,
+              and "(" expr ")" anywhere a term may stand
+    terms  := term+                        (adjacent terms are ANDed)
+    term   := ["-"] field ":" value        (a leading "-" negates the term)
+    value  := string | number | boolean    (by the field's type)
+    string := word | '"' text '"'          (word: letters, digits, "*", "_", "-")
+    number := a number | "*" | range
+    range  := ("[" | "{") (number | "*") "TO" (number | "*") ("]" | "}")
+    boolean:= "true" | "false" | "*"
+
+Meaning, as the archive's database query:
+
+- ``*`` alone: the field has a value; ``-field:*``: it has none.
+- Strings: exact and case-sensitive; ``abc*`` starts with, ``*abc`` ends
+  with.  ``image_type:clinical`` means ``"clinical: close-up"`` and
+  ``image_type:overview`` ``"clinical: overview"``.
+- Ranges: ``[`` and ``]`` include their end, ``{`` and ``}`` exclude it; an
+  end of ``*`` is open; ``[* TO *]`` is "has a value".
+- A negated term also matches records without the field.  (``-field:*abc``
+  means "does not start with abc", as the archive's database query has it.)
+- ``AND``, ``OR`` and ``TO`` are upper case; there is no ``NOT`` (negate with
+  ``-``).  ``isic_id:(A OR B)`` is not a query: write ``isic_id:A OR
+  isic_id:B``.
+
+Fields are the archive's reserved ones (``isic_id``, ``public``,
+``age_approx``, ``copyright_license``) and the searchable fields of the
+metadata registry (``isic-metadata``); :data:`FIELDS` lists them with their
+types.  Anything else raises :class:`~isicarchive.errors.QueryError`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import pyparsing as pp
 
 from .errors import QueryError
 
-__all__ = ["FIELDS", "Node", "Term", "field_value", "matches", "parse"]
+__all__ = ["FIELDS", "Node", "Term", "compile_query", "field_value", "matches", "parse", "select"]
 
 STRING, NUMBER, BOOLEAN = "string", "number", "boolean"
+
+#: every searchable field → its type: the reserved fields, then isic-metadata's registry (6.x)
 FIELDS: dict[str, str] = {
-    "isic_id": STRING, "public": BOOLEAN, "copyright_license": STRING, "attribution": STRING,
-    "age_approx": NUMBER, "sex": STRING, "anatom_site_general": STRING, "anatom_site_special": STRING,
-    "diagnosis_1": STRING, "diagnosis_2": STRING, "diagnosis_3": STRING, "diagnosis_4": STRING,
-    "diagnosis_5": STRING, "diagnosis_confirm_type": STRING, "personal_hx_mm": BOOLEAN,
-    "family_hx_mm": BOOLEAN, "clin_size_long_diam_mm": NUMBER, "melanocytic": BOOLEAN,
-    "acquisition_day": NUMBER, "image_type": STRING, "dermoscopic_type": STRING, "nevus_type": STRING,
-    "mel_class": STRING, "mel_mitotic_index": STRING, "mel_thick_mm": NUMBER, "mel_type": STRING,
-    "mel_ulcer": BOOLEAN, "marker_pen": BOOLEAN, "hairy": BOOLEAN, "blurry": BOOLEAN, "color_tint": STRING,
+    "isic_id": STRING, "public": BOOLEAN, "age_approx": NUMBER, "copyright_license": STRING,
+    **dict.fromkeys(["blurry", "hairy", "marker_pen", "personal_hx_mm", "family_hx_mm", "melanocytic",
+                     "mel_ulcer", "concomitant_biopsy"], BOOLEAN),
+    **dict.fromkeys(["sex", "diagnosis_confirm_type", "image_type", "dermoscopic_type", "tbp_tile_type",
+                     "mel_mitotic_index", "anatom_site_special", "color_tint", "patient_id", "lesion_id",
+                     "rcm_case_id", "image_manipulation", "fitzpatrick_skin_type"], STRING),
+    **dict.fromkeys([f"diagnosis_{n}" for n in range(1, 6)], STRING),
+    **dict.fromkeys([f"anatom_site_{n}" for n in range(1, 6)], STRING),
+    "clin_size_long_diam_mm": NUMBER, "mel_thick_mm": NUMBER,
 }
-_TOP_LEVEL = {"isic_id", "public", "copyright_license", "attribution"}
-_TOKEN = re.compile(r'\s*(?:(?P<quoted>"(?:[^"\\]|\\.)*")|(?P<punct>[():\[\]{}])|(?P<word>[^\s():\[\]{}"]+))')
+#: fields of the image itself; the rest live in its metadata
+TOP_LEVEL = frozenset({"isic_id", "public", "copyright_license"})
+#: the archive reads these short image types as the full ones
+IMAGE_TYPE_ALIASES = {"clinical": "clinical: close-up", "overview": "clinical: overview"}
+#: the body of the archive's answer to any query it cannot parse (HTTP 400)
+PARSE_ERROR_BODY = {"message": "Could not parse search query."}
 
 
 @dataclass(frozen=True)
 class Term:
-    """``field:value``; ``kind`` is eq, prefix, suffix or range."""
+    """``[-]field:value``.
+
+    ``kind`` is ``eq``, ``prefix``, ``suffix``, ``range`` (``value`` is
+    ``(low, high)``, None for an open end) or ``exists``.
+    """
 
     field: str
     kind: str
-    value: Any
+    value: Any = None
     low_inclusive: bool = True
     high_inclusive: bool = True
+    negated: bool = False
 
 
-Node = Term | tuple  # ("and", [nodes]) | ("or", [nodes]) | ("not", node) | ("all",)
+Node = Term | tuple  # ("and", [nodes]) | ("or", [nodes]) | ("all",)
 
 
-def _tokens(query: str) -> list[tuple[str, str, int]]:
-    out = []
-    position = 0
-    while position < len(query):
-        match = _TOKEN.match(query, position)
-        if match is None or match.end() == position:
-            if query[position:].strip() == "":
-                break
-            raise QueryError(f"search query: unexpected character {query[position]!r} at position {position}")
-        kind = match.lastgroup or ""
-        out.append((kind, match.group(kind), match.start(kind)))
-        position = match.end()
-    return out
+# ------------------------------------------------------------------ grammar
+def _string_term(field: str, negated: bool, text: str) -> Term:
+    if field == "image_type":
+        text = IMAGE_TYPE_ALIASES.get(text, text)
+    if text == "*":
+        return Term(field, "exists", negated=negated)
+    if text.startswith("*"):
+        return Term(field, "suffix", text[1:], negated=negated)
+    if text.endswith("*"):
+        return Term(field, "prefix", text[:-1], negated=negated)
+    return Term(field, "eq", text, negated=negated)
 
 
-class _Parser:
-    def __init__(self, query: str) -> None:
-        self.query = query
-        self.tokens = _tokens(query)
-        self.at = 0
+def _number_term(field: str, negated: bool, tokens: list) -> Term:
+    if len(tokens) == 1:
+        value = tokens[0]
+        return Term(field, "exists", negated=negated) if value == "*" else Term(field, "eq", value, negated=negated)
+    opening, low, high, closing = tokens
+    low = None if low == "*" else low
+    high = None if high == "*" else high
+    if low is None and high is None:
+        return Term(field, "exists", negated=negated)
+    return Term(field, "range", (low, high), opening == "[", closing == "]", negated)
 
-    def error(self, message: str) -> QueryError:
-        where = self.tokens[self.at][2] if self.at < len(self.tokens) else len(self.query)
-        return QueryError(f"invalid search query {self.query!r}: {message} at position {where}")
 
-    def peek(self) -> tuple[str, str, int] | None:
-        return self.tokens[self.at] if self.at < len(self.tokens) else None
+def _boolean_term(field: str, negated: bool, text: str) -> Term:
+    if text == "*":
+        return Term(field, "exists", negated=negated)
+    return Term(field, "eq", text == "true", negated=negated)
 
-    def take(self, text: str | None = None) -> tuple[str, str, int]:
-        token = self.peek()
-        if token is None:
-            raise self.error(f"expected {text!r}, found the end" if text else "unexpected end")
-        if text is not None and token[1] != text:
-            raise self.error(f"expected {text!r}, found {token[1]!r}")
-        self.at += 1
-        return token
 
-    def is_word(self, text: str) -> bool:
-        token = self.peek()
-        return token is not None and token[0] == "word" and token[1] == text
+@dataclass(frozen=True)
+class _Op:
+    """AND/OR while parsing (pyparsing would splice a returned tuple or list into its tokens)."""
 
-    def parse(self) -> Node:
-        if not self.tokens:
-            return ("all",)
-        node = self.or_expr()
-        if self.peek() is not None:
-            raise self.error(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
-        return node
+    op: str
+    children: tuple
 
-    def or_expr(self) -> Node:
-        parts = [self.and_expr()]
-        while self.is_word("OR"):
-            self.take()
-            parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else ("or", parts)
 
-    def and_expr(self) -> Node:
-        parts = [self.not_expr()]
-        while True:
-            token = self.peek()
-            if self.is_word("AND"):
-                self.take()
-                parts.append(self.not_expr())
-            elif token is not None and not self.is_word("OR") and token[1] != ")":
-                parts.append(self.not_expr())  # adjacent terms: implicit AND
-            else:
-                break
-        return parts[0] if len(parts) == 1 else ("and", parts)
+def _and(tokens: pp.ParseResults) -> Any:
+    parts = list(tokens[0]) if isinstance(tokens[0], pp.ParseResults) else list(tokens)
+    return parts[0] if len(parts) == 1 else _Op("and", tuple(parts))
 
-    def not_expr(self) -> Node:
-        if self.is_word("NOT"):
-            self.take()
-            return ("not", self.not_expr())
-        return self.primary()
 
-    def primary(self) -> Node:
-        token = self.peek()
-        if token is None:
-            raise self.error("expected a term")
-        if token[1] == "(":
-            self.take("(")
-            node = self.or_expr()
-            self.take(")")
-            return node
-        if token[0] != "word" or token[1] in ("AND", "OR", "TO"):
-            raise self.error(f"expected field:value, found {token[1]!r}")
-        field = self.take()[1]
-        if field not in FIELDS:
-            raise self.error(f"unknown search field {field!r} (searchable: {', '.join(sorted(FIELDS))})")
-        self.take(":")
-        return self.value(field, FIELDS[field])
+def _or(tokens: pp.ParseResults) -> Any:
+    return _Op("or", tuple(tokens[0]))
 
-    def value(self, field: str, kind: str) -> Term:
-        token = self.peek()
-        if token is None:
-            raise self.error(f"{field}: expected a value")
-        if token[1] in ("[", "{"):
-            if kind != NUMBER:
-                raise self.error(f"{field} is not numeric; ranges need a numeric field")
-            low_inclusive = self.take()[1] == "["
-            low = self.number(field)
-            if not self.is_word("TO"):
-                raise self.error("expected TO in a range")
-            self.take()
-            high = self.number(field)
-            closing = self.take()
-            if closing[1] not in ("]", "}"):
-                raise self.error("expected ] or } to close the range")
-            return Term(field, "range", (low, high), low_inclusive, closing[1] == "]")
-        if token[0] == "quoted":
-            text = re.sub(r"\\(.)", r"\1", self.take()[1][1:-1])
-        elif token[0] == "word":
-            text = self.take()[1]
-        else:
-            raise self.error(f"{field}: expected a value, found {token[1]!r}")
-        if kind == BOOLEAN:
-            if text not in ("true", "false"):
-                raise self.error(f"{field} takes true or false, not {text!r}")
-            return Term(field, "eq", text == "true")
-        if kind == NUMBER:
-            return Term(field, "eq", self._to_number(field, text))
-        if text.startswith("*"):
-            return Term(field, "suffix", text[1:])
-        if text.endswith("*"):
-            return Term(field, "prefix", text[:-1])
-        return Term(field, "eq", text)
 
-    def number(self, field: str) -> float:
-        token = self.take()
-        return self._to_number(field, token[1])
+@lru_cache(maxsize=1)
+def _grammar() -> pp.ParserElement:
+    pp.ParserElement.enable_packrat(cache_size_limit=2_000)
+    exists = pp.Literal("*")
+    string_value = pp.Word(pp.alphas + pp.nums + "*_-") | pp.QuotedString('"')
+    number_value = pp.pyparsing_common.number.copy() | exists
+    number_range = pp.one_of("[ {") + number_value + pp.Suppress(pp.Literal("TO")) + number_value + pp.one_of("] }")
+    boolean_value = pp.one_of("true false *")
+    values = {STRING: string_value, NUMBER: number_range | number_value, BOOLEAN: boolean_value}
+    builders: dict[str, Callable[[str, bool, Any], Term]] = {
+        STRING: lambda f, n, t: _string_term(f, n, t[0]),
+        NUMBER: lambda f, n, t: _number_term(f, n, list(t)),
+        BOOLEAN: lambda f, n, t: _boolean_term(f, n, t[0]),
+    }
 
-    def _to_number(self, field: str, text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise self.error(f"{field} is numeric; {text!r} is not a number") from None
+    def term(field: str, kind: str) -> pp.ParserElement:
+        element = pp.Opt("-")("negated") + pp.Keyword(field) + pp.Suppress(":") + pp.Group(values[kind])("value")
+        build = builders[kind]
+        return element.set_parse_action(lambda t: build(field, bool(t.get("negated")), t["value"]))
+
+    terms = pp.OneOrMore(pp.Or([term(field, kind) for field, kind in FIELDS.items()])).set_parse_action(_and)
+    return pp.infix_notation(terms, [(pp.Suppress(pp.Keyword("AND")), 2, pp.OpAssoc.LEFT, _and),
+                                     (pp.Suppress(pp.Keyword("OR")), 2, pp.OpAssoc.LEFT, _or)])
 
 
 def parse(query: str) -> Node:
-    """Parse a search query into a tree (raises QueryError)."""
+    """Parse a search query into a tree.
+
+    Raises
+    ------
+    QueryError
+        The archive would answer 400 ("Could not parse search query."); the
+        message says what is wrong and where.
+    """
     if not isinstance(query, str):
         raise QueryError(f"a search query is a string, not {type(query).__name__}")
-    return _Parser(query).parse()
+    text = query.strip()
+    if not text:
+        return ("all",)
+    return _parse_cached(text)
 
 
+@lru_cache(maxsize=1_000)
+def _parse_cached(text: str) -> Node:
+    try:
+        return _flatten(_grammar().parse_string(text, parse_all=True)[0])
+    except pp.ParseBaseException as exc:
+        raise QueryError(_explain(text, exc)) from None
+    except RecursionError:
+        raise QueryError(f"search query {text[:60]!r}…: nested too deeply") from None
+
+
+def _flatten(node: Any) -> Node:
+    """The parse as plain tuples, nested ANDs and ORs merged (``a AND (b AND c)`` is one AND of three)."""
+    if isinstance(node, Term):
+        return node
+    merged: list[Node] = []
+    for child in map(_flatten, node.children):
+        if isinstance(child, tuple) and child[0] == node.op:
+            merged.extend(child[1])
+        else:
+            merged.append(child)
+    return merged[0] if len(merged) == 1 else (node.op, merged)
+
+
+_FIELD_NAME = re.compile(r'"[^"]*"|(?:^|(?<=[\s(]))-?([A-Za-z_][A-Za-z0-9_]*)\s*:')
+_TERM_TEXT = re.compile(r'(?:^|(?<=[\s(]))-?([A-Za-z_][A-Za-z0-9_]*)\s*:\s*("[^"]*"|[\[{][^\]}]*[\]}]?|[^\s()]*)')
+_NUMBER_TEXT = r"(\*|[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)"
+_VALUE_SHAPES = {
+    NUMBER: (re.compile(rf"{_NUMBER_TEXT}|[\[{{]\s*{_NUMBER_TEXT}\s+TO\s+{_NUMBER_TEXT}\s*[\]}}]"),
+             "takes a number, '*' or a range such as [50 TO *]"),
+    BOOLEAN: (re.compile(r"true|false|\*"), "takes true, false or '*'"),
+    STRING: (re.compile(r'[A-Za-z0-9*_-]+|"[^"]*"'),
+             "takes a word of letters, digits, '*', '_' and '-', or a \"quoted value\""),
+}
+
+
+def _explain(text: str, exc: pp.ParseBaseException) -> str:
+    """One line saying what in ``text`` the grammar refused (pyparsing's own message lists every field)."""
+    head = f"invalid search query {text!r}"
+    for match in _FIELD_NAME.finditer(text):
+        name = match.group(1)
+        if name and name not in FIELDS:
+            return f"{head}: {name!r} is not a searchable field (searchable: {', '.join(sorted(FIELDS))})"
+    if re.search(r"(^|[\s(])NOT(?=[\s(])", text):
+        return f"{head}: there is no NOT; negate a term with a leading '-' (for example -sex:male)"
+    if re.search(r"(^|[\s(])(and|or)(?=[\s(])|\sto\s", text):
+        return f"{head}: AND, OR and TO are written in upper case"
+    if text.count('"') % 2:
+        return f"{head}: a quoted value is not closed"
+    if re.search(r":\s*\(", text):
+        return f"{head}: a value cannot be a list in parentheses; write isic_id:A OR isic_id:B"
+    for match in _TERM_TEXT.finditer(text):
+        name, value = match.groups()
+        shape, needs = _VALUE_SHAPES[FIELDS[name]]
+        if not shape.fullmatch(value):
+            return f"{head}: {name} {needs}, not {value!r}"
+    detail = exc.msg if len(exc.msg) < 60 else "unexpected text"
+    return f"{head}: cannot read it at position {exc.loc} ({detail}); terms are field:value, joined by AND, OR"
+
+
+# --------------------------------------------------------------- evaluation
 def field_value(record: dict, field: str) -> Any:
     """A v2 record's value for a search field (None when absent)."""
-    if field in _TOP_LEVEL:
+    if field in TOP_LEVEL:
         return record.get(field)
     metadata = record.get("metadata") or {}
     for section in ("clinical", "acquisition"):
@@ -216,45 +256,81 @@ def field_value(record: dict, field: str) -> Any:
     return None
 
 
-def _term_matches(term: Term, value: Any) -> bool:
-    if value is None:
-        return False
-    kind = FIELDS[term.field]
-    if kind == BOOLEAN:
-        return value is term.value
-    if kind == NUMBER:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if term.kind == "range":
-            low, high = term.value
-            above = value >= low if term.low_inclusive else value > low
-            below = value <= high if term.high_inclusive else value < high
-            return above and below
-        return value == term.value
-    if not isinstance(value, str):
-        return False
-    if term.kind == "prefix":
-        return value.startswith(term.value)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_test(term: Term) -> Callable[[Any], bool]:
+    """The term's test of a present value (a missing value never passes it)."""
+    kind, wanted = term.kind, term.value
+    if kind == "exists":
+        return lambda value: True
+    if kind == "range":
+        low, high = wanted
+        lo_ok: Callable[[Any], bool] = (
+            (lambda v: True) if low is None else (lambda v: v >= low) if term.low_inclusive else (lambda v: v > low))
+        hi_ok: Callable[[Any], bool] = (
+            (lambda v: True) if high is None else (lambda v: v <= high) if term.high_inclusive
+            else (lambda v: v < high))
+        return lambda value: _is_number(value) and lo_ok(value) and hi_ok(value)
+    if kind == "prefix":
+        return lambda value: isinstance(value, str) and value.startswith(wanted)
+    if kind == "suffix":
+        return lambda value: isinstance(value, str) and value.endswith(wanted)
+    if FIELDS[term.field] == BOOLEAN:
+        return lambda value: value is wanted
+    if FIELDS[term.field] == NUMBER:
+        return lambda value: _is_number(value) and value == wanted
+    return lambda value: value == wanted
+
+
+def _term_predicate(term: Term) -> Callable[[dict], bool]:
+    field = term.field
+    if not term.negated:
+        test = _positive_test(term)
+        return lambda record: (value := field_value(record, field)) is not None and test(value)
     if term.kind == "suffix":
-        return value.endswith(term.value)
-    return value == term.value
+        # the archive's database query negates "ends with" as "does not start with"
+        term = Term(term.field, "prefix", term.value)
+    test = _positive_test(term)
+    if term.kind == "exists":
+        return lambda record: field_value(record, field) is None
+    return lambda record: (value := field_value(record, field)) is None or not test(value)
+
+
+def _membership(terms: list[Term]) -> Callable[[dict], bool] | None:
+    """``f:a OR f:b OR …`` (plain equalities on one string field) as one set look-up."""
+    field = terms[0].field
+    if FIELDS[field] != STRING or any(t.field != field or t.kind != "eq" or t.negated for t in terms):
+        return None
+    wanted = frozenset(t.value for t in terms)
+    return lambda record: field_value(record, field) in wanted
+
+
+def compile_query(node: Node) -> Callable[[dict], bool]:
+    """A parsed query as a function of a v2 record (evaluate many records with one compile)."""
+    if isinstance(node, Term):
+        return _term_predicate(node)
+    op = node[0]
+    if op == "all":
+        return lambda record: True
+    children = node[1]
+    if op == "or" and all(isinstance(c, Term) for c in children):
+        fast = _membership(children)
+        if fast is not None:
+            return fast
+    predicates = [compile_query(child) for child in children]
+    if op == "and":
+        return lambda record: all(p(record) for p in predicates)
+    return lambda record: any(p(record) for p in predicates)
 
 
 def matches(node: Node, record: dict) -> bool:
-    """Whether a v2 record satisfies a parsed query."""
-    if isinstance(node, Term):
-        return _term_matches(node, field_value(record, node.field))
-    op = node[0]
-    if op == "all":
-        return True
-    if op == "not":
-        return not matches(node[1], record)
-    if op == "and":
-        return all(matches(child, record) for child in node[1])
-    return any(matches(child, record) for child in node[1])
+    """Whether a v2 record satisfies a parsed query (compile once for many records)."""
+    return compile_query(node)(record)
 
 
 def select(query: str, records: Iterable[dict]) -> list[dict]:
     """Records matching ``query``."""
-    tree = parse(query)
-    return [r for r in records if matches(tree, r)]
+    predicate = compile_query(parse(query))
+    return [r for r in records if predicate(r)]

@@ -25,8 +25,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..errors import AuthenticationError, NotFoundError
+from ..errors import AuthenticationError, NotFoundError, QueryError
 from ..oauth import OAuthClient, OAuthToken, sign_in
+from ..search import parse as explain
 from ..transport import Transport
 from .base import Backend, ProgressHook
 
@@ -205,7 +206,12 @@ class V2Backend(Backend):
         params = {"query": query}
         if collections:
             params["collections"] = ",".join(str(int(c)) for c in collections)
-        return [normalise(r) for r in self._cursor_pages("images/search/", params, limit=limit)]
+        try:
+            return [normalise(r) for r in self._cursor_pages("images/search/", params, limit=limit)]
+        except QueryError:
+            # the archive says only "Could not parse search query."; the same grammar here says what and where
+            explain(query)
+            raise
 
     def search_size(self, query: str = "", collections: Iterable[int] | None = None) -> int:
         params = {"query": query, "collections": ",".join(str(int(c)) for c in collections or [])}

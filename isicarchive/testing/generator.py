@@ -70,6 +70,20 @@ V2_DIAGNOSES = {
     "actinic keratosis": ("Indeterminate", "Indeterminate epidermal proliferations", "Solar or actinic keratosis"),
     "dermatofibroma": ("Benign", "Benign soft tissue proliferations - Fibro-histiocytic", "Dermatofibroma"),
 }
+#: v1 image types -> today's (isic-metadata ImageTypeEnum)
+V2_IMAGE_TYPES = {"clinical": "clinical: close-up", "overview": "clinical: overview"}
+#: v1 anatom_site_general -> today's anatom_site_1..n path (isic-metadata AnatomSiteEnum)
+V2_ANATOM_SITES = {
+    "posterior torso": ("Trunk", "Posterior trunk"), "anterior torso": ("Trunk", "Anterior trunk"),
+    "lateral torso": ("Trunk", "Lateral trunk"), "upper extremity": ("Upper extremity",),
+    "lower extremity": ("Lower extremity",), "head/neck": ("Head and neck",),
+    "oral/genital": ("Anogenital region",),
+}
+#: v1 sites that today are an anatom_site_special value
+V2_ANATOM_SPECIAL = {"palms/soles": "acral palms or soles", "oral/genital": "oral or genital"}
+#: clinical fields published under the same name and values in v1 and today
+V2_CLINICAL_KEPT = ("age_approx", "sex", "diagnosis_confirm_type", "melanocytic", "personal_hx_mm", "family_hx_mm",
+                    "clin_size_long_diam_mm", "mel_thick_mm")
 QUESTIONS = [
     ("Diagnosis", ["benign", "malignant", "indeterminate"]),
     ("Image quality", ["good", "acceptable", "poor"]),
@@ -506,23 +520,57 @@ class ArchiveData:
         self.collection_members = members
 
     def v2_metadata(self, image: dict) -> dict:
-        """The v2 ``metadata`` of an image (v2 key names, hierarchical diagnosis)."""
+        """The v2 ``metadata`` of an image as the archive publishes it today.
+
+        Field names, sections and values follow isic-metadata 6.x: the
+        hierarchical ``diagnosis_1..5`` and ``anatom_site_1..5``, image types
+        such as ``clinical: close-up``, lesion and patient ids (several images
+        per lesion, several lesions per patient), and no key without a value.
+        """
         meta = image.get("meta") or {}
         acq = meta.get("acquisition") or {}
-        clinical = dict(meta.get("clinical") or {})
-        acquisition = {"pixels_x": acq.get("pixelsX"), "pixels_y": acq.get("pixelsY"),
-                       "image_type": acq.get("image_type")}
-        if "dermoscopic_type" in acq:
-            acquisition["dermoscopic_type"] = acq["dermoscopic_type"]
-        diagnosis = clinical.pop("diagnosis", None)
-        clinical.pop("benign_malignant", None)
-        levels = V2_DIAGNOSES.get(diagnosis or "")
-        if levels:
-            clinical["diagnosis_1"], clinical["diagnosis_2"], clinical["diagnosis_3"] = levels
-            if diagnosis == "melanoma" and clinical.get("mel_class"):
-                clinical["diagnosis_3"] = ("Melanoma Invasive" if clinical["mel_class"] == "invasive melanoma"
-                                           else "Melanoma in situ")
-        return {"acquisition": acquisition, "clinical": clinical}
+        clinical_v1 = meta.get("clinical") or {}
+        acquisition: dict[str, Any] = {"pixels_x": acq.get("pixelsX"), "pixels_y": acq.get("pixelsY"),
+                                       "image_type": V2_IMAGE_TYPES.get(acq.get("image_type") or "",
+                                                                        acq.get("image_type")),
+                                       "dermoscopic_type": acq.get("dermoscopic_type")}
+        if acquisition["image_type"] != "dermoscopic":
+            acquisition.pop("dermoscopic_type")
+        clinical: dict[str, Any] = {key: clinical_v1.get(key) for key in V2_CLINICAL_KEPT}
+        diagnosis = clinical_v1.get("diagnosis")
+        levels: tuple[str, ...] = V2_DIAGNOSES.get(diagnosis or "", ())
+        if diagnosis == "melanoma" and clinical_v1.get("mel_class"):
+            levels = levels[:2] + (("Melanoma Invasive",) if clinical_v1["mel_class"] == "invasive melanoma"
+                                   else ("Melanoma in situ",))
+        for n, level in enumerate(levels, start=1):
+            clinical[f"diagnosis_{n}"] = level
+        if levels[:1] != ("Malignant",) or levels[2:3] == ("Melanoma in situ",):
+            clinical.pop("mel_thick_mm", None)
+        site = clinical_v1.get("anatom_site_general")
+        if site in V2_ANATOM_SPECIAL:
+            clinical["anatom_site_special"] = V2_ANATOM_SPECIAL[site]
+        for n, level in enumerate(V2_ANATOM_SITES.get(site or "", ()), start=1):
+            clinical[f"anatom_site_{n}"] = level
+        clinical.update(self.lesion_and_patient(image))
+        return {"acquisition": {k: v for k, v in acquisition.items() if v is not None},
+                "clinical": {k: v for k, v in clinical.items() if v is not None}}
+
+    def lesion_and_patient(self, image: dict) -> dict[str, str]:
+        """``lesion_id`` and ``patient_id`` of an image: about three images a lesion, two lesions a patient.
+
+        Consecutive images share a lesion (a lesion followed over time has
+        several), and one lesion always belongs to one patient, as the
+        archive's metadata batch requires.  One image in ten has neither.
+        """
+        number = self.image_numbers.get(image["_id"], 0)
+        rng = self._rng("lesion", number)
+        if rng.random() < 0.1:
+            return {}
+        lesion = number // 3
+        patient = lesion // 2
+        # multiplying by a number prime to 10**7 spreads the ids and keeps them distinct
+        return {"lesion_id": f"IL_{(lesion * 7919 + self.seed * 104729) % 10**7:07d}",
+                "patient_id": f"IP_{(patient * 6007 + self.seed * 15485863) % 10**7:07d}"}
 
     def v2_record(self, image: dict, base_url: str, expires: int | None = None, key: int = 0) -> dict:
         """An image as the v2 API presents it; file URLs point to the storage host.
@@ -540,7 +588,6 @@ class ArchiveData:
             "public": bool(ds.get("public", True)),
             "copyright_license": ds.get("license", "CC-0"),
             "attribution": ds.get("attribution", "Anonymous"),
-            "created": image["created"],
             "files": {
                 "full": {"url": f"{storage}/storage/images/{isic_id}.jpg?{token}",
                          "size": self.image_file_size(image["_id"])},

@@ -41,12 +41,15 @@ __all__ = ["ApiError", "LocalArchive", "Request", "RequestRecord", "Response"]
 class ApiError(Exception):
     """Raised by a route to answer with an error status and message."""
 
-    def __init__(self, status: int, message: str, kind: str = "rest", field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, kind: str = "rest", field: str | None = None,
+                 payload: Any = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
         self.field = field
+        #: the exact JSON body to answer with, where the real server's is known
+        self.payload = payload
 
 
 @dataclass
@@ -549,6 +552,8 @@ def basic_credentials(headers: Any) -> tuple[str, str] | None:
 
 def _error_response(api: str, exc: ApiError) -> Response:
     payload: dict[str, Any]
+    if exc.payload is not None:
+        return Response.json(exc.payload, exc.status)
     if api != "v1":
         payload = {"detail": exc.message}
         if exc.status == 400:

@@ -99,9 +99,9 @@ def register(archive: LocalArchive) -> None:
 
     def searched(req: Request) -> list[dict]:
         try:
-            tree = _search.parse(req.arg("query") or "")
+            predicate = _search.compile_query(_search.parse(req.arg("query") or ""))
         except QueryError as exc:
-            raise ApiError(400, f"Invalid search query: {exc}") from None
+            raise ApiError(400, str(exc), payload=_search.PARSE_ERROR_BODY) from None
         ids = collection_ids(req)
 
         def matching() -> list[dict]:
@@ -109,10 +109,11 @@ def register(archive: LocalArchive) -> None:
             if ids:
                 members = set().union(*(data.collection_members[c] for c in ids))
                 images = [im for im in images if im["_id"] in members]
-            return [im for im in images if _search.matches(tree, data.v2_record(im, req.base_url))]
+            return [im for im in images if predicate(data.v2_record(im, req.base_url))]
 
         # a search is evaluated once and its result kept for the following cursor pages
-        return data.view(("v2 search", data.visibility(req.user), req.arg("query") or "", tuple(ids)), matching)
+        query = (req.arg("query") or "").strip()
+        return data.view(("v2 search", data.visibility(req.user), query, tuple(ids)), matching)
 
     def images_list(req: Request) -> Response:
         return paginate(req, visible(req.user), record(req))
