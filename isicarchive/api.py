@@ -81,6 +81,11 @@ def _version_of(api_uri: str | None, api_version: int | None) -> int:
     return 1
 
 
+def _images_not_found(absent: list[str], asked: int) -> NotFoundError:
+    listed = ", ".join(absent[:10]) + (" …" if len(absent) > 10 else "")
+    return NotFoundError(f"{len(absent)} of {asked} images not found (or you may not see them): {listed}")
+
+
 def _remember_names(names: dict, records: Iterable[dict]) -> None:  # ids: strings (v1, v2 images), numbers (v2)
     for rec in records:
         if rec.get("name") is not None:
@@ -444,11 +449,56 @@ class IsicApi:
         record = self.image_cache.get(image_id) if image_id else None
         if record is None:
             record = self._backend.image(image_id) if image_id else self._backend.image_by_name(key)
+        return self._image_object(record)
+
+    def _image_object(self, record: dict) -> Image:
         obj = Image(record, self)
         self.images[obj.name] = obj.id
         self._image_objects[obj.id] = obj
         self._image_objects[obj.name] = obj
         return obj
+
+    def images_for(self, keys: Iterable[str]) -> list[Image]:
+        """:class:`Image` objects for many ids or names at once, in the order given.
+
+        Records already known (this session's objects, the image cache) are
+        used as they are; the rest are fetched in bulk (v2: searches of 100
+        ids at a time, in parallel; v1: concurrent look-ups), so a list of
+        thousands of ids costs tens of requests, not thousands in a row.
+
+        Raises
+        ------
+        NotFoundError
+            Some keys name no image this session may see (all of them are listed).
+        """
+        wanted = [self._key(k, "image") for k in keys]
+        records = self._image_records(wanted)
+        absent = [k for k in wanted if k not in records]
+        if absent:
+            raise _images_not_found(absent, len(wanted))
+        return [self._image_objects.get(k) or self._image_object(records[k]) for k in wanted]
+
+    def _image_records(self, keys: list[str]) -> dict[str, dict]:
+        """key → record for the keys that name a visible image: known ones first, the rest in bulk."""
+        found: dict[str, dict] = {}
+        missing: list[str] = []
+        if keys and not self.image_cache:
+            self.image_cache = self._store.load_image_cache()
+        for key in dict.fromkeys(keys):
+            obj = self._image_objects.get(key)
+            image_id = key if self._backend.is_id(key) else self.images.get(key)
+            record = obj.as_json() if obj is not None else self.image_cache.get(image_id) if image_id else None
+            if record is None:
+                missing.append(key)
+            else:
+                found[key] = record
+        if missing:
+            fetched = self._backend.images_by_key(missing, workers=self.workers)
+            for record in fetched.values():
+                if record.get("name"):
+                    self.images[record["name"]] = self._record_id(record)
+            found.update(fetched)
+        return found
 
     def image_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
         """Every image record (summary form unless ``params`` says otherwise), page by page."""
@@ -612,17 +662,20 @@ class IsicApi:
     def _records_for(self, images: Any) -> list[dict]:
         if isinstance(images, Mapping):
             images = list(images.values())
+        items = list(images)
+        keys = [self._key(item, "image") for item in items if not isinstance(item, (Image, dict))]
+        looked_up = self._image_records(keys) if keys else {}
+        absent = [k for k in keys if k not in looked_up]
+        if absent:
+            raise _images_not_found(absent, len(keys))
         records = []
-        for item in images:
+        for item in items:
             if isinstance(item, Image):
                 records.append(item.as_json())
             elif isinstance(item, dict):
                 records.append(item)
             else:
-                key = self._key(item, "image")
-                image_id = key if self._backend.is_id(key) else self.images.get(key)
-                record = self.image_cache.get(image_id) if image_id else None
-                records.append(record if record is not None else self.image(key).as_json())
+                records.append(looked_up[self._key(item, "image")])
         return records
 
     def download_images(self, images: Any = None, folder: str | os.PathLike[str] | None = None, *,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import UnsupportedError
+from ..errors import NotFoundError, UnsupportedError
 from ..transport import Transport
 
 __all__ = ["Backend", "ProgressHook"]
@@ -57,6 +57,25 @@ class Backend:
 
     def images(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
         raise NotImplementedError
+
+    def images_by_key(self, keys: list[str], workers: int = 8) -> dict[str, dict]:
+        """The records of many images, by id or name, fetched concurrently.
+
+        Returns key → record for the keys found; keys the archive does not
+        have (or will not show) are left out.  This default looks each key up
+        on its own through a bounded pool of threads; a backend with a
+        bulk query overrides it.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(key: str) -> tuple[str, dict | None]:
+            try:
+                return key, self.image(key) if self.is_id(key) else self.image_by_name(key)
+            except NotFoundError:
+                return key, None
+
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
+            return {key: record for key, record in pool.map(one, keys) if record is not None}
 
     def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None) -> tuple[list[dict], bool]:
         """Records missing from ``known``; second value True when ``known`` must be replaced."""

@@ -70,10 +70,11 @@ class V1Backend(Backend):
         return self._get(f"image/{image_id}", what=f"image {image_id!r}")
 
     def image_by_name(self, name: str) -> dict:
-        found = self._get("image", {"name": name, "limit": 1}, list)
+        # the listing filtered by name gives the detail record in the same answer: one request, not two
+        found = self._get("image", {"name": name, "limit": 1, "detail": "true"}, list)
         if not found:
             raise NotFoundError(f"no image named {name!r} (or you may not see it)")
-        return self.image(found[0]["_id"])
+        return found[0]
 
     def images(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
         return self._paged("image", params)

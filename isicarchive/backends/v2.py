@@ -213,6 +213,25 @@ class V2Backend(Backend):
             explain(query)
             raise
 
+    def images_by_key(self, keys: list[str], workers: int = 8) -> dict[str, dict]:
+        """Many records in few requests: ``isic_id:A OR isic_id:B …`` searches of up to 100 ids, in parallel.
+
+        Keys that are not ISIC ids cannot be in such a search and are left
+        out, as are ids the archive does not have or will not show.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        ids = sorted({key for key in keys if _ISIC_ID.match(key)})
+        batches = [ids[i:i + PAGE] for i in range(0, len(ids), PAGE)]
+        if not batches:
+            return {}
+
+        def one(batch: list[str]) -> list[dict]:
+            return self.search_images(" OR ".join(f"isic_id:{isic_id}" for isic_id in batch))
+
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches)))) as pool:
+            return {record["isic_id"]: record for found in pool.map(one, batches) for record in found}
+
     def search_size(self, query: str = "", collections: Iterable[int] | None = None) -> int:
         params = {"query": query, "collections": ",".join(str(int(c)) for c in collections or [])}
         return int(self._get("images/search/size/", params)["size"])

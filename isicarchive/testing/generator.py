@@ -597,6 +597,17 @@ class ArchiveData:
             "metadata": self.v2_metadata(image),
         }
 
+    def search_record(self, image: dict) -> dict:
+        """What the search language reads of an image (its v2 record without file URLs), kept per generation."""
+        records = self.view(("search records",), dict)  # type: ignore[arg-type]
+        found = records.get(image["_id"])
+        if found is None:
+            ds = self.datasets_by_id.get(image["dataset"]["_id"]) or {}
+            found = records[image["_id"]] = {"isic_id": image["name"], "public": bool(ds.get("public", True)),
+                                             "copyright_license": ds.get("license", "CC-0"),
+                                             "metadata": self.v2_metadata(image)}
+        return found
+
     def storage_signature(self, isic_id: str, expires: int | None = None, key: int = 0) -> str:
         """A pre-signed URL's signature (storage needs no token, as object storage does not)."""
         text = f"{self.seed}:storage:{key}:{isic_id}:{expires}"
@@ -613,7 +624,7 @@ class ArchiveData:
         self._make_collections()
         self._views: dict[tuple, list] = {}
 
-    def view(self, key: tuple, build: Any) -> list:
+    def view(self, key: tuple, build: Any) -> Any:
         """A derived list (filtered, sorted, searched) computed once per content generation.
 
         Paging through N records asks for the same ordered list N / page-size

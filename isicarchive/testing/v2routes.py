@@ -109,7 +109,7 @@ def register(archive: LocalArchive) -> None:
             if ids:
                 members = set().union(*(data.collection_members[c] for c in ids))
                 images = [im for im in images if im["_id"] in members]
-            return [im for im in images if predicate(data.v2_record(im, req.base_url))]
+            return [im for im in images if predicate(data.search_record(im))]
 
         # a search is evaluated once and its result kept for the following cursor pages
         query = (req.arg("query") or "").strip()
