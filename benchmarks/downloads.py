@@ -6,7 +6,11 @@ Runs: plain throughput, a resume (interrupted at ~50% of the bytes, then
 completed: bytes transferred by the second run), and a 429 storm.
 The official CLI (package ``isic-cli``) lives in benchmarks/.venv-isic-cli.
 
-    python benchmarks/downloads.py [--images 500] [--latency 0.05]
+A further run starts from a list of ISIC ids (a paper's list, the common
+case): ours gets ``download_images(list_of_ids)``, the official CLI
+``image download -l N`` (it has no list-of-ids option) over the same images.
+
+    python benchmarks/downloads.py [--images 500] [--latency 0.05] [--only ids]
 """
 
 from __future__ import annotations
@@ -33,12 +37,26 @@ selection = api.search_images("", limit=int(sys.argv[2]))
 result = api.download_images(selection, folder=sys.argv[1])
 print(result.bytes)
 """
+OURS_IDS = r"""
+import sys
+from isicarchive import IsicApi
+api = IsicApi(hostname="http://127.0.0.1:8000", api_version=2, progress=False, retries=15)
+ids = [f"ISIC_{i:07d}" for i in range(int(sys.argv[2]))]
+result = api.download_images(ids, folder=sys.argv[1], strict=True)
+print(result.bytes)
+"""
 
 
 def official_cli() -> Path | None:
     exe = CLI_VENV / "bin" / "isic"
     if not exe.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(CLI_VENV)
+        # the newest isic-cli needs Python >= 3.12; an older interpreter would get an older release
+        newer = shutil.which("python3.13") or shutil.which("python3.12")
+        if newer:
+            subprocess.run([newer, "-m", "venv", "--clear", str(CLI_VENV)], check=True,
+                           env={**os.environ, "PYENV_VERSION": "3.13.0:3.12.1"})
+        else:
+            venv.EnvBuilder(with_pip=True, clear=True).create(CLI_VENV)
         done = subprocess.run([str(CLI_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "isic-cli"],
                               capture_output=True, text=True)
         if done.returncode != 0:
@@ -89,12 +107,29 @@ def interrupted(cmd: list[str], env: dict, out: Path, stop_at: int) -> None:
     proc.wait()
 
 
+def from_ids(isic: Path | None, n: int, latency: float, sizes: tuple[int, int], env: dict, tmp: Path) -> None:
+    """``download_images(list of n ids)`` against the official CLI's ``image download -l n``."""
+    server = serve(n, latency, sizes, [])
+    try:
+        ours_t, _ = run([sys.executable, "-c", OURS_IDS, str(tmp / "ids-ours"), str(n)], env)
+        print(f"from a list of {n} ids: ours {ours_t:.2f} s", end="")
+        if isic:
+            cli_t, _ = run(cli_cmd(isic, tmp / "ids-cli", n), env)
+            print(f", official CLI (-l {n}) {cli_t:.2f} s, ratio {cli_t / ours_t:.2f}x")
+        else:
+            print()
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--min-bytes", type=int, default=300_000)
     parser.add_argument("--max-bytes", type=int, default=1_500_000)
+    parser.add_argument("--only", choices=["ids"], help="run only the list-of-ids comparison")
     args = parser.parse_args()
     isic = official_cli()
     env = {**os.environ, "ISIC_DEV": "1", "HOME": tempfile.mkdtemp(prefix="isic-home-")}
@@ -102,7 +137,14 @@ def main() -> None:
     n = args.images
     results = {}
     tmp = Path(tempfile.mkdtemp(prefix="isic-bench-"))
+    if args.only == "ids":
+        try:
+            from_ids(isic, n, args.latency, sizes, env, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     try:
+        from_ids(isic, min(n, 200), args.latency, sizes, env, tmp)
         server = serve(n, args.latency, sizes, [])
         try:
             ours_t, _ = run(ours_cmd(tmp / "ours", n), env)

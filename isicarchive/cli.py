@@ -400,7 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = images_sub.add_parser("search", help="v2: find images with the archive's search language",
                               parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="example:\n  isicarchive --api v2 images search -s 'age_approx:[50 TO 70]' -l 20")
+                              epilog="examples:\n"
+                                     "  isicarchive --api v2 images search -s 'age_approx:[50 TO 70]' -l 20\n"
+                                     "  isicarchive --api v2 images search -s 'diagnosis_1:Malignant AND "
+                                     "age_approx:[50 TO *] AND -sex:male'\n"
+                                     "grammar: field:value terms; AND, OR, ( ); a leading '-' negates (no NOT); "
+                                     "'*' alone = has a value; [a TO *] open ranges")
     add_search_options(p, required=True)
     p.set_defaults(func=cmd_images_search)
     p = images_sub.add_parser("download", help="download images (parallel, resumable)", parents=[common],

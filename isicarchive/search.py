@@ -45,11 +45,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
-
-import pyparsing as pp
+from typing import TYPE_CHECKING, Any
 
 from .errors import QueryError
+
+if TYPE_CHECKING:  # pyparsing is imported when the first query is parsed: `import isicarchive` stays quick
+    import pyparsing as pp
 
 __all__ = ["FIELDS", "Node", "Term", "compile_query", "field_value", "matches", "parse", "select"]
 
@@ -134,6 +135,8 @@ class _Op:
 
 
 def _and(tokens: pp.ParseResults) -> Any:
+    import pyparsing as pp
+
     parts = list(tokens[0]) if isinstance(tokens[0], pp.ParseResults) else list(tokens)
     return parts[0] if len(parts) == 1 else _Op("and", tuple(parts))
 
@@ -147,6 +150,8 @@ _WORD = re.compile(r"[A-Za-z0-9*_-]+")
 
 
 def _number(text: str, loc: int, source: str) -> Any:
+    import pyparsing as pp
+
     if text == "*":
         return "*"
     if not _NUMBER.fullmatch(text):
@@ -156,6 +161,8 @@ def _number(text: str, loc: int, source: str) -> Any:
 
 def _term(source: str, loc: int, tokens: pp.ParseResults) -> Term:
     """``[-]field:value`` → Term, refusing a value of the wrong kind for the field (as the archive's grammar)."""
+    import pyparsing as pp
+
     negated = bool(tokens.get("negated"))
     field = tokens["field"]
     kind = FIELDS[field]
@@ -189,6 +196,8 @@ def _grammar() -> pp.ParserElement:
     which accepts and refuses the same queries about twenty times faster (a
     search for 100 ids is parsed in milliseconds, not a tenth of a second).
     """
+    import pyparsing as pp
+
     pp.ParserElement.enable_packrat(cache_size_limit=2_000)
     # a value token wide enough for every kind (numbers have '.', '+', 'e'); its kind is checked in _term
     bound = pp.Word(pp.alphanums + "*_-.+")
@@ -220,6 +229,8 @@ def parse(query: str) -> Node:
 
 @lru_cache(maxsize=1_000)
 def _parse_cached(text: str) -> Node:
+    import pyparsing as pp
+
     try:
         return _flatten(_grammar().parse_string(text, parse_all=True)[0])
     except pp.ParseBaseException as exc:

@@ -331,3 +331,27 @@ def test_seeded_from_the_real_dump(tmp_path: object) -> None:
         record = listed[0]
         assert record["meta"]["acquisition"]["pixelsX"] > 0
         assert get(server, f"image/{record['_id']}").json() == data.images_by_id[record["_id"]]
+
+
+def test_v1_user_summaries_reveal_login_and_names_only_to_those_who_may_read_them(archive: LocalArchive) -> None:
+    # the Girder plugin's User.filterSummary: "User " + base32(SHA-256(login))[:4]; admins and the user see more
+    import base64
+    import hashlib
+
+    def anonymous_name(login: str) -> str:
+        return "User " + base64.b32encode(hashlib.sha256(login.encode()).digest()).decode()[:4]
+
+    study = next(s for s in archive.data.studies if s["public"])
+    logins = {u.id: u.login for u in archive.data.users}
+    seen_by_nobody = get(archive, f"study/{study['_id']}").json()["users"]
+    assert seen_by_nobody and all(u == {"_id": u["_id"], "name": anonymous_name(logins[u["_id"]])}
+                                  for u in seen_by_nobody)
+    seen_by_admin = get(archive, f"study/{study['_id']}", login(archive, "admin")).json()["users"]
+    assert all(u["login"] == logins[u["_id"]] and u["lastName"] and u["firstName"] for u in seen_by_admin)
+    member = archive.data.users_by_id[seen_by_nobody[0]["_id"]]
+    if not member.admin:
+        own = get(archive, f"study/{study['_id']}", login(archive, member.login)).json()["users"]
+        assert [u.get("login") for u in own if u["_id"] == member.id] == [member.login]
+        assert all("login" not in u for u in own if u["_id"] != member.id and not member.admin)
+    annotations = get(archive, "annotation", login(archive, "admin"), studyId=study["_id"], detail="true").json()
+    assert annotations and all("login" in a["user"] for a in annotations)

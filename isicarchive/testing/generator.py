@@ -13,6 +13,7 @@ records and generating only pixels.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import gzip
 import hashlib
@@ -119,11 +120,21 @@ class User:
     sees_private: bool = False
 
     def summary(self, reveal: bool = False) -> dict:
-        """The v1 user summary; the real name only for those allowed to see it."""
+        """The v1 user summary (the Girder plugin's ``User.filterSummary``).
+
+        ``name`` is "User " and the first four characters of the base32 of the
+        SHA-256 of the login; callers who may read the user (``reveal``) also
+        get ``login``, ``firstName`` and ``lastName``.
+        """
+        digest = base64.b32encode(hashlib.sha256(self.login.encode()).digest()).decode()
+        summary = {"_id": self.id, "name": "User " + digest[:4]}
         if reveal:
-            return {"_id": self.id, "name": f"{self.first_name} {self.last_name}", "login": self.login,
-                    "firstName": self.first_name, "lastName": self.last_name}
-        return {"_id": self.id, "name": "User " + self.id[-4:].upper()}
+            summary.update(login=self.login, firstName=self.first_name, lastName=self.last_name)
+        return summary
+
+    def may_read(self, other_id: str) -> bool:
+        """Whether this user sees another's login and real name (site admins and the user themself)."""
+        return self.admin or self.id == other_id
 
 
 @dataclass

@@ -30,6 +30,9 @@ def register(archive: LocalArchive) -> None:
     def add(method: str, pattern: str, handler: Callable[..., Response]) -> None:
         archive.router.add("v1", method, pattern, handler)
 
+    def shown(req: Request, value: Any) -> Any:
+        return _summaries_for(req.user, data.users_by_id, value)
+
     # ---------------------------------------------------------------- users
     def authenticate(req: Request) -> Response:
         creds = basic_credentials(req.headers)
@@ -57,8 +60,7 @@ def register(archive: LocalArchive) -> None:
 
     def user_by_id(req: Request, user_id: str) -> Response:
         user = _find(data.users_by_id, user_id, "user")
-        reveal = req.user is not None and (req.user.admin or req.user.id == user.id)
-        return Response.json(user.summary(reveal=reveal))
+        return Response.json(user.summary(reveal=req.user is not None and req.user.may_read(user.id)))
 
     add("GET", r"user/authentication", authenticate)
     add("DELETE", r"user/authentication", logout)
@@ -199,7 +201,7 @@ def register(archive: LocalArchive) -> None:
             studies = [s for s in studies if any(u["_id"] == user_id for u in s["users"])]
         studies = _page(req, studies, default_sort="lowerName")
         if _flag(req, "detail"):
-            return Response.json([_study_record(s) for s in studies])
+            return Response.json([shown(req, _study_record(s)) for s in studies])
         return Response.json([{k: s[k] for k in ("_id", "name", "description", "updated")} for s in studies])
 
     def _study_complete(study: dict) -> bool:
@@ -218,7 +220,7 @@ def register(archive: LocalArchive) -> None:
         study = _readable_study(req, study_id)
         if req.arg("format") == "csv":
             return Response(200, _study_csv(study).encode(), "text/csv")
-        return Response.json(_study_record(study))
+        return Response.json(shown(req, _study_record(study)))
 
     def _study_csv(study: dict) -> str:
         questions = [q["id"] for q in study["questions"]]
@@ -247,7 +249,7 @@ def register(archive: LocalArchive) -> None:
         if state:
             found = [a for a in found if a["state"] == state]
         if _flag(req, "detail"):
-            return Response.json(found)
+            return Response.json(shown(req, found))
         return Response.json([{"_id": a["_id"], "studyId": a["studyId"], "userId": a["user"]["_id"],
                                "imageId": a["image"]["_id"], "state": a["state"]} for a in found])
 
@@ -257,7 +259,7 @@ def register(archive: LocalArchive) -> None:
         return ann
 
     def annotation_detail(req: Request, annotation_id: str) -> Response:
-        return Response.json(_readable_annotation(req, annotation_id))
+        return Response.json(shown(req, _readable_annotation(req, annotation_id)))
 
     def _markup_feature(req: Request, annotation_id: str, feature_id: str) -> dict:
         ann = _readable_annotation(req, annotation_id)
@@ -308,7 +310,7 @@ def register(archive: LocalArchive) -> None:
         return seg
 
     def segmentation_detail(req: Request, seg_id: str) -> Response:
-        return Response.json(_readable_segmentation(req, seg_id))
+        return Response.json(shown(req, _readable_segmentation(req, seg_id)))
 
     def segmentation_mask(req: Request, seg_id: str) -> Response:
         _readable_segmentation(req, seg_id)
@@ -321,6 +323,18 @@ def register(archive: LocalArchive) -> None:
 
 
 # ------------------------------------------------------------------ helpers
+def _summaries_for(caller: User | None, users_by_id: dict[str, User], value: Any) -> Any:
+    """``value`` with every user summary in it as ``caller`` may see it (login and names where permitted)."""
+    if isinstance(value, list):
+        return [_summaries_for(caller, users_by_id, item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    user = users_by_id.get(value.get("_id", "")) if value.keys() <= {"_id", "name"} else None
+    if user is not None:
+        return user.summary(reveal=caller is not None and caller.may_read(user.id))
+    return {key: _summaries_for(caller, users_by_id, item) for key, item in value.items()}
+
+
 def _user_full(user: User) -> dict:
     return {"_id": user.id, "login": user.login, "firstName": user.first_name, "lastName": user.last_name,
             "admin": user.admin, "name": f"{user.first_name} {user.last_name}"}
