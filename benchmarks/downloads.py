@@ -111,11 +111,18 @@ def from_ids(isic: Path | None, n: int, latency: float, sizes: tuple[int, int], 
     """``download_images(list of n ids)`` against the official CLI's ``image download -l n``."""
     server = serve(n, latency, sizes, [])
     try:
-        ours_t, _ = run([sys.executable, "-c", OURS_IDS, str(tmp / "ids-ours"), str(n)], env)
+        # the archive renders each image on first request: both clients run twice, alternating, into
+        # fresh folders, and each one's best run counts (so neither pays for the other's warm-up)
+        ours_runs, cli_runs = [], []
+        for attempt in range(2):
+            ours_runs.append(run([sys.executable, "-c", OURS_IDS, str(tmp / f"ids-ours-{attempt}"), str(n)], env)[0])
+            if isic:
+                cli_runs.append(run(cli_cmd(isic, tmp / f"ids-cli-{attempt}", n), env)[0])
+        ours_t = min(ours_runs)
         print(f"from a list of {n} ids: ours {ours_t:.2f} s", end="")
         if isic:
-            cli_t, _ = run(cli_cmd(isic, tmp / "ids-cli", n), env)
-            print(f", official CLI (-l {n}) {cli_t:.2f} s, ratio {cli_t / ours_t:.2f}x")
+            cli_t = min(cli_runs)
+            print(f", official CLI (-l {n}) {cli_t:.2f} s, ratio {cli_t / ours_t:.2f}x (best of 2 each)")
         else:
             print()
     finally:

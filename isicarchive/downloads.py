@@ -50,6 +50,10 @@ _EXTENSIONS = {
 }
 
 
+#: every extension a downloaded file can get (the "already done" check looks for exactly these)
+EXTENSIONS = tuple(dict.fromkeys([*_EXTENSIONS.values(), ".bin"]))
+
+
 def extension_for(content_type: str | None) -> str:
     """File extension for a Content-Type (``.bin`` when unknown)."""
     base = (content_type or "").split(";")[0].strip().lower()

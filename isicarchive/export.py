@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import safe_name
-from .downloads import Downloader, DownloadResult, Job, extension_for
+from .downloads import EXTENSIONS, Downloader, DownloadResult, Job, extension_for
 from .store import Store
 
 __all__ = ["download_to_folder", "metadata_rows"]
@@ -55,9 +55,10 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
                         renew=store.backend.image_file_renewer(record)))
 
     def done(job: Job) -> Path | None:
+        # exactly <name><one of our extensions>: a prefix glob listed the whole folder for every file
+        # (quadratic) and took ISIC_1.5.jpg for ISIC_1
         stem = job.part.name[1:-5]
-        found = [p for p in folder.glob(f"{stem}.*") if not p.name.endswith(".part")]
-        return found[0] if found else None
+        return next((path for ext in EXTENSIONS if (path := folder / f"{stem}{ext}").is_file()), None)
 
     result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
     columns, rows = metadata_rows(records)

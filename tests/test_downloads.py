@@ -175,3 +175,18 @@ def test_memory_stays_bounded_for_a_200_mb_file(tmp_path: Path) -> None:
     assert transferred == 200_000_000
     assert (tmp_path / f"{name}.jpg").stat().st_size == 200_000_000
     assert grown_mb < 64  # streamed in 64 KiB chunks, never held whole
+
+
+def test_folder_done_check_is_exact_not_a_prefix(big_files: LocalArchive, tmp_path: Path) -> None:
+    # ISIC_0000001.5.jpg is another file; it must not count as ISIC_0000001's download
+    name = public_names(big_files)[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"{name}.5.jpg").write_bytes(b"someone else's file")
+    api = IsicApi(hostname=big_files.url, progress=False, backoff=0.001)
+    result = api.download_images([name], folder=out)
+    assert result.downloaded == [big_files.data.images_by_name[name]["_id"]] and not result.skipped
+    assert (out / f"{name}.jpg").read_bytes() == big_files.data.image_jpeg(big_files.data.images_by_name[name]["_id"])
+    assert (out / f"{name}.5.jpg").read_bytes() == b"someone else's file"
+    # and a complete file is skipped on a rerun
+    assert api.download_images([name], folder=out).skipped == [big_files.data.images_by_name[name]["_id"]]
