@@ -71,14 +71,14 @@ def test_authorization_url_carries_the_challenge_and_the_official_client(archive
 # --------------------------------------------------------------- sign-in
 def test_sign_in_end_to_end_stores_a_renewable_token(archive: LocalArchive, memory_keyring: Any) -> None:
     api = signed_in(archive, "alice", "alice")
-    assert api.authenticated and api.user["username"] == "alice"
+    assert api.authenticated and api.user["email"] == "alice@example.org"
     assert api.image(private_image(archive)).name  # a private image: the token is alice's
     stored = OAuthToken.from_json(keyring.get_password(credentials.keyring_service(api.base_url), "alice:token"))
     assert stored.refresh_token and stored.expires_at and not stored.expired()
     assert stored.access_token not in repr(stored) and stored.refresh_token not in repr(stored)
     # a later session finds it in the keyring: no prompt, no password
     again = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
-    assert again.user["username"] == "alice"
+    assert again.user["email"] == "alice@example.org"
     assert not archive.requests(r"/oauth/token")[1:]  # only the sign-in itself traded a code
 
 
@@ -133,7 +133,7 @@ def test_an_expired_stored_token_is_renewed_and_written_back(archive: LocalArchi
     archive.token_lifetime = 3600
     archive.clear_log()
     again = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
-    assert again.user["username"] == "alice"
+    assert again.user["email"] == "alice@example.org"
     renewed = credentials.load_token(api.base_url, "alice")
     assert renewed.access_token != first.access_token and renewed.refresh_token != first.refresh_token
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
@@ -170,7 +170,7 @@ def test_a_401_renews_a_token_of_unknown_expiry(archive: LocalArchive) -> None:
     api = signed_in(archive, "alice", "alice", store=False)
     expire_now(archive, api, client_knows=False)
     archive.clear_log()
-    assert api._backend.me()["username"] == "alice"
+    assert api._backend.me()["email"] == "alice@example.org"
     assert [r.status for r in archive.requests(r"/users/me")] == [401, 200]
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
 
@@ -182,8 +182,8 @@ def test_many_threads_meeting_a_401_share_one_renewal(archive: LocalArchive) -> 
     expire_now(archive, api, client_knows=False)
     archive.clear_log()
     with ThreadPoolExecutor(8) as pool:
-        users = list(pool.map(lambda _: api._backend.me()["username"], range(16)))
-    assert users == ["alice"] * 16
+        users = list(pool.map(lambda _: api._backend.me()["email"], range(16)))
+    assert users == ["alice@example.org"] * 16
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
 
 
@@ -293,7 +293,7 @@ def test_a_revoked_stored_token_leads_back_to_signing_in(archive: LocalArchive, 
     monkeypatch.setattr("builtins.print", shown.append)
     monkeypatch.setattr("builtins.input", lambda prompt: archive.sign_in_code(shown[-1], "alice"))
     again = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
-    assert again.user["username"] == "alice"
+    assert again.user["email"] == "alice@example.org"
     assert credentials.load_token(again.base_url, "alice").access_token == again._backend.oauth_token.access_token
 
 
@@ -319,7 +319,7 @@ def test_sign_in_over_https_with_the_local_archives_ca(memory_keyring: Any) -> N
         shown: list[str] = []
         api.sign_in("alice", store=False, say=shown.append, open_browser=False,
                     ask=lambda prompt: server.sign_in_code(shown[-1], "alice"))
-        assert shown[-1].startswith("https://") and api.user["username"] == "alice"
+        assert shown[-1].startswith("https://") and api.user["email"] == "alice@example.org"
 
 
 def test_without_a_keyring_signing_in_still_works_for_the_session(archive: LocalArchive,
@@ -332,7 +332,7 @@ def test_without_a_keyring_signing_in_still_works_for_the_session(archive: Local
         api = signed_in(archive, "alice", "alice")
     finally:
         keyring.set_keyring(previous)
-    assert api.user["username"] == "alice" and api.image(private_image(archive)).name
+    assert api.user["email"] == "alice@example.org" and api.image(private_image(archive)).name
     assert "not kept" in caplog.text and "keyring" in caplog.text
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from isicarchive import IsicApi, NotFoundError, QueryError, UnsupportedError
+from isicarchive import AuthenticationError, IsicApi, NotFoundError, QueryError, UnsupportedError
 from isicarchive.search import Term, parse
 from isicarchive.testing import LocalArchive
 from isicarchive.testing.oauthroutes import sign_in_code
@@ -178,8 +178,17 @@ def test_cursor_pagination(v2archive: LocalArchive, all_records: list[dict]) -> 
     assert len(capped["results"]) == min(100, len(all_records))
     by_creation = sorted(v2archive.data.visible_images(None), key=lambda im: im["created"])
     assert [r["isic_id"] for r in all_records] == [im["name"] for im in by_creation]
-    bad = requests.get(f"{v2archive.v2_url}/images/", params={"cursor": "!!"}, timeout=10)
-    assert bad.status_code == 400
+    # django-ninja's 422s, as the archive's paginator raises them
+    bad = requests.get(f"{v2archive.v2_url}/images/", params={"cursor": "bz1hYmM="}, timeout=10)  # "o=abc"
+    assert (bad.status_code, bad.json()) == (422, {"detail": [
+        {"type": "value_error", "loc": ["query", "cursor"], "msg": "Value error, Invalid cursor."}]})
+    bad = requests.get(f"{v2archive.v2_url}/images/", params={"limit": "ten"}, timeout=10)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "limit"]
+    # the archive reads a cursor that is not base64 as none at all, and limit 0 as the default
+    assert requests.get(f"{v2archive.v2_url}/images/", params={"cursor": "!!"}, timeout=10).json()["count"]
+    assert len(requests.get(f"{v2archive.v2_url}/images/", params={"limit": 0}, timeout=10).json()["results"]) \
+        == min(100, len(all_records))
+    assert requests.get(f"{v2archive.v2_url}/images/", params={"limit": -3}, timeout=10).json()["results"] == []
 
 
 def test_records_have_todays_shape(all_records: list[dict]) -> None:
@@ -282,8 +291,14 @@ def test_client_v2_session(v2archive: LocalArchive, tmp_path: Path) -> None:
         api.image("ISIC_9999999")
     with pytest.raises(UnsupportedError, match="v1"):
         image.load_superpixels()
+    # studies are staff-only in v2: an anonymous session is asked to sign in, an admin sees them
+    with pytest.raises(AuthenticationError):
+        api.study()
+    admin = IsicApi("admin", v2archive.credentials["admin"], hostname=v2archive.url, api_version=2, progress=False)
+    studies = admin.study()
+    assert len(studies) == len(v2archive.data.studies)
     with pytest.raises(UnsupportedError):
-        api.study(api.study()[0]["_id"]).load_annotations()
+        admin.study(studies[0]["_id"]).load_annotations()
     # ISIC ids shard by SHA-1 and keep the file patterns
     from isicarchive.cache import shard_of
 
@@ -400,7 +415,7 @@ def test_stored_token_is_used_for_v2_sessions(v2archive: LocalArchive) -> None:
     probe = IsicApi(hostname=v2archive.url, api_version=2, progress=False)
     credentials.store_token(probe.base_url, "alice", token)
     api = IsicApi("alice", hostname=v2archive.url, api_version=2, progress=False)
-    assert api.authenticated and api.user["username"] == "alice"
+    assert api.authenticated and api.user["email"] == "alice@example.org"
     assert credentials.delete_password(probe.base_url, "alice")
     assert credentials.load_token(probe.base_url, "alice") is None
 

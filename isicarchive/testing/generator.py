@@ -635,6 +635,10 @@ class ArchiveData:
         self._make_collections()
         self._views: dict[tuple, list] = {}
 
+    def changed(self) -> None:
+        """Say the content changed in place (e.g. a collection's members): derived views are rebuilt."""
+        self._views.clear()
+
     def view(self, key: tuple, build: Any) -> Any:
         """A derived list (filtered, sorted, searched) computed once per content generation.
 

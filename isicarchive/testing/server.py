@@ -145,7 +145,9 @@ class Router:
                     return handler, {k: unquote(v) for k, v in match.groupdict().items()}
                 allowed = True
         if allowed:
-            raise ApiError(405, f"Method {method} not allowed for {route}.")
+            methods = sorted({m for a, m, regex, _ in self._routes if a == api and regex.match(route)})
+            # the message carries the allowed methods (the v2 answer's Allow header)
+            raise ApiError(405, ", ".join(methods) if api == "v2" else f"Method {method} not allowed for {route}.")
         return None
 
 
@@ -461,11 +463,22 @@ class _Handler(BaseHTTPRequestHandler):
                           self.archive.data)
         try:
             resolved = self.archive.router.resolve(api, method, route)
+            if api == "v2" and not path.endswith("/"):
+                # Django's APPEND_SLASH: a known route without its slash is redirected, anything else is unknown
+                if resolved is None:
+                    return _django_not_found()
+                query_text = urlsplit(self.path).query
+                return Response(301, b"", "text/html; charset=utf-8",
+                                {"Location": path + "/" + (f"?{query_text}" if query_text else "")})
             if resolved is None:
+                if api == "v2":
+                    return _django_not_found()
                 raise ApiError(404, f"No matching route for \"{method} {path}\"")
             handler, params = resolved
             response = handler(request, **params) if params else handler(request)
         except ApiError as exc:
+            if api == "v2" and exc.status == 405:
+                return Response(405, b"Method not allowed", "text/html; charset=utf-8", {"Allow": exc.message})
             response = _error_response(api, exc)
         if fault is not None and fault.kind == "malformed" and response.content_type.startswith("application/json"):
             response.body = response.body[: max(1, len(response.body) // 2)] + b"<<not json"
@@ -563,6 +576,13 @@ def _error_response(api: str, exc: ApiError) -> Response:
     if exc.field:
         payload["field"] = exc.field
     return Response.json(payload, exc.status)
+
+
+def _django_not_found() -> Response:
+    """Django's own 404 page (the archive's answer to a path no route knows)."""
+    page = ("<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n"
+            "  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n")
+    return Response(404, page.encode(), "text/html; charset=utf-8")
 
 
 def _early_fault(fault: Fault) -> Response | None:

@@ -10,68 +10,23 @@ origin with Range support.  OAuth lives in :mod:`.oauthroutes`.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from .. import search as _search
 from ..errors import QueryError
 from .server import ApiError, Request, Response
+from .v2paging import invalid, paginate, query_int, query_int_list
 
 if TYPE_CHECKING:
     from .generator import User
     from .server import LocalArchive
 
-MAX_LIMIT = 100
-LICENSES = {
-    "CC-0": "CC0 1.0 Universal (CC0 1.0) Public Domain Dedication\n\nThe person who associated a work with this "
-            "deed has dedicated the work to the public domain.\n",
-    "CC-BY": "Attribution 4.0 International (CC BY 4.0)\n\nYou are free to share and adapt the material for any "
-             "purpose, provided you give appropriate credit.\n",
-    "CC-BY-NC": "Attribution-NonCommercial 4.0 International (CC BY-NC 4.0)\n\nYou may share and adapt the "
-                "material for non-commercial purposes, giving appropriate credit.\n",
-}
-
-
-def _cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"p={position}".encode()).decode().rstrip("=")
-
-
-def _position(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return max(0, int(text.split("=", 1)[1]))
-    except (ValueError, IndexError, UnicodeDecodeError):
-        raise ApiError(400, "Invalid cursor.") from None
-
-
-def paginate(req: Request, items: list, render: Callable[[Any], dict]) -> Response:
-    """One page of ``items`` with next/previous URLs that keep the other parameters."""
-    limit = req.int_arg("limit", MAX_LIMIT)
-    if limit < 1:
-        raise ApiError(400, "limit must be at least 1.")
-    limit = min(limit, MAX_LIMIT)
-    start = _position(req.arg("cursor"))
-    page = items[start:start + limit]
-    keep = {k: v for k, v in req.query.items() if k != "cursor"}
-
-    def link(position: int) -> str:
-        return f"{req.base_url}{req.path}?{urlencode({**keep, 'cursor': _cursor(position)})}"
-
-    return Response.json({
-        "count": len(items) if start == 0 else None,
-        "next": link(start + limit) if start + limit < len(items) else None,
-        "previous": link(max(0, start - limit)) if start > 0 else None,
-        "results": [render(item) for item in page],
-    })
-
-
 def register(archive: LocalArchive) -> None:
-    """Add the v2, storage and OAuth routes to the archive's router."""
+    """Add the v2 and storage routes to the archive's router (collections: :mod:`.v2collections`)."""
+    from . import v2collections, zipdownload
+
     data = archive.data
 
     def add(method: str, pattern: str, handler: Callable[..., Response]) -> None:
@@ -81,139 +36,181 @@ def register(archive: LocalArchive) -> None:
         return data.view(("v2 images", data.visibility(user)),
                          lambda: sorted(data.visible_images(user), key=lambda im: im["created"]))
 
+    def positions(images: list[dict]) -> list[str]:
+        # images page by their creation time (the archive's keyset cursor position)
+        return data.view(("positions", id(images)), lambda: [im["created"] for im in images])
+
     def record(req: Request) -> Callable[[dict], dict]:
         expires, key = archive.storage_terms()
         return lambda image: data.v2_record(image, req.base_url, expires, key)
 
-    def collection_ids(req: Request) -> list[int]:
-        text = req.arg("collections") or ""
-        if not text:
-            return []
-        try:
-            ids = [int(part) for part in text.split(",") if part]
-        except ValueError:
-            raise ApiError(400, f"Invalid collections: {text!r}.") from None
-        for cid in ids:
-            readable_collection(req, cid)
-        return ids
-
     def searched(req: Request) -> list[dict]:
+        query = (req.arg("query") or "").strip()
+        collections = query_int_list(req, "collections") or []
         try:
-            predicate = _search.compile_query(_search.parse(req.arg("query") or ""))
+            predicate = _search.compile_query(_search.parse(query))
         except QueryError as exc:
             raise ApiError(400, str(exc), payload=_search.PARSE_ERROR_BODY) from None
-        ids = collection_ids(req)
 
         def matching() -> list[dict]:
             images = visible(req.user)
-            if ids:
-                members = set().union(*(data.collection_members[c] for c in ids))
+            if collections:
+                # a collection the caller cannot see contributes no images (an empty answer, not an error)
+                seen = [c for c in collections if v2collections.can_see(data, req.user, c)]
+                members = set().union(*(data.collection_members[c] for c in seen)) if seen else set()
                 images = [im for im in images if im["_id"] in members]
             return [im for im in images if predicate(data.search_record(im))]
 
         # a search is evaluated once and its result kept for the following cursor pages
-        query = (req.arg("query") or "").strip()
-        return data.view(("v2 search", data.visibility(req.user), query, tuple(ids)), matching)
+        return data.view(("v2 search", data.visibility(req.user), query, tuple(collections)), matching)
 
     def images_list(req: Request) -> Response:
-        return paginate(req, visible(req.user), record(req))
+        images = visible(req.user)
+        return paginate(req, images, record(req), positions(images))
 
     def images_search(req: Request) -> Response:
-        return paginate(req, searched(req), record(req))
+        images = searched(req)
+        return paginate(req, images, record(req), positions(images))
 
     def images_search_size(req: Request) -> Response:
         return Response.json({"size": sum(data.image_file_size(im["_id"]) for im in searched(req))})
 
-    def image_detail(req: Request, isic_id: str) -> Response:
+    def images_facets(req: Request) -> Response:
+        return Response.json(facets([data.search_record(im) for im in searched(req)],
+                                    [data.search_record(im) for im in visible(req.user)]))
+
+    def readable_image(req: Request, isic_id: str) -> dict:
         image = data.images_by_name.get(isic_id)
         if image is None or not data.can_read_image(req.user, image):
             raise ApiError(404, "Not Found")
-        return Response.json(record(req)(image))
+        return image
+
+    def image_detail(req: Request, isic_id: str) -> Response:
+        return Response.json(record(req)(readable_image(req, isic_id)))
+
+    def image_similar(req: Request, isic_id: str) -> Response:
+        if req.user is None:
+            raise ApiError(401, "Unauthorized")
+        limit = query_int(req, "limit")
+        limit = 10 if limit is None else limit
+        if limit > 50:
+            raise invalid("limit", "less_than_equal", "Input should be less than or equal to 50")
+        image = readable_image(req, isic_id)
+        # "similar": same diagnosis path, nearest in creation; distances grow with that distance
+        target = data.search_record(image)["metadata"]["clinical"].get("diagnosis_3")
+        candidates = [im for im in visible(req.user) if im is not image
+                      and data.search_record(im)["metadata"]["clinical"].get("diagnosis_3") == target]
+        number = data.image_numbers[image["_id"]]
+        candidates.sort(key=lambda im: abs(data.image_numbers[im["_id"]] - number))
+        render = record(req)
+        return Response.json([{**render(im), "distance": round(0.05 + 0.01 * rank, 4)}
+                              for rank, im in enumerate(candidates[:max(0, limit)])])
 
     add("GET", r"images", images_list)
     add("GET", r"images/search", images_search)
     add("GET", r"images/search/size", images_search_size)
+    add("GET", r"images/facets", images_facets)
     add("GET", r"images/(?P<isic_id>ISIC_[0-9]+)", image_detail)
+    add("GET", r"images/(?P<isic_id>ISIC_[0-9]+)/similar", image_similar)
 
-    # ---------------------------------------------------------- collections
-    def collection_record(c: dict) -> dict:
-        return {k: v for k, v in c.items() if k != "dataset_id"}
+    # -------------------------------------------------------------- lesions
+    def lesions() -> dict[str, list[dict]]:
+        def build() -> dict[str, list[dict]]:
+            grouped: dict[str, list[dict]] = {}
+            for image in sorted(data.images, key=lambda im: im["created"]):
+                lesion = data.search_record(image)["metadata"]["clinical"].get("lesion_id")
+                if lesion:
+                    grouped.setdefault(lesion, []).append(image)
+            return dict(sorted(grouped.items()))
+        return data.view(("lesions",), build)
 
-    def readable_collection(req: Request, cid: int) -> dict:
-        collection = data.collections_by_id.get(cid)
-        if collection is None or not (collection["public"] or (req.user is not None and (
-                req.user.sees_private or req.user.id in data.datasets_by_id.get(
-                    collection.get("dataset_id", ""), {}).get("access_users", [])))):
+    def lesion_record(req: Request, lesion_id: str, images: list[dict]) -> dict:
+        shown = [im for im in images if data.can_read_image(req.user, im)]
+        clinical = [data.search_record(im)["metadata"]["clinical"] for im in images]
+        index = images[-1]
+        path = [clinical[-1].get(f"diagnosis_{n}") for n in range(1, 6)]
+        return {"id": lesion_id, "images": [record(req)(im) for im in shown], "images_count": len(images),
+                "longitudinally_monitored": len({c.get("acquisition_day") for c in clinical}) > 1,
+                "index_image_id": index["name"],
+                "outcome_diagnosis": ":".join(p for p in path if p) or None,
+                "outcome_diagnosis_1": path[0]}
+
+    def visible_lesions(req: Request) -> list[tuple[str, list[dict]]]:
+        return [(lid, ims) for lid, ims in lesions().items() if any(data.can_read_image(req.user, im) for im in ims)]
+
+    def lesion_list(req: Request) -> Response:
+        items = visible_lesions(req)
+        return paginate(req, items, lambda item: lesion_record(req, *item), [lid for lid, _ in items])
+
+    def lesion_detail(req: Request, lesion_id: str) -> Response:
+        images = lesions().get(lesion_id)
+        if not images or not any(data.can_read_image(req.user, im) for im in images):
             raise ApiError(404, "Not Found")
-        return collection
+        return Response.json(lesion_record(req, lesion_id, images))
 
-    def collections_list(req: Request) -> Response:
-        items = [c for c in data.collections if _can_see(req, c)]
-        pinned = req.arg("pinned")
-        if pinned in ("true", "false"):
-            items = [c for c in items if c["pinned"] == (pinned == "true")]
-        sort = req.arg("sort") or "name"
-        if sort not in ("name", "created", "-name", "-created"):
-            raise ApiError(400, f"Invalid sort: {sort!r}.")
-        items = sorted(items, key=lambda c: c[sort.lstrip("-")], reverse=sort.startswith("-"))
-        return paginate(req, items, collection_record)
+    add("GET", r"lesions", lesion_list)
+    add("GET", r"lesions/(?P<lesion_id>[^/]+)", lesion_detail)
 
-    def _can_see(req: Request, collection: dict) -> bool:
-        try:
-            readable_collection(req, collection["id"])
-        except ApiError:
-            return False
-        return True
+    # -------------------------------------------------------------- cohorts
+    def cohort_record(ds: dict, number: int) -> dict:
+        return {"id": number, "created": ds["created"], "creator": 1, "contributor": number, "name": ds["name"],
+                "description": ds["description"], "default_copyright_license": ds["license"],
+                "default_attribution": ds["attribution"],
+                "accession_count": sum(1 for im in data.images if im["dataset"]["_id"] == ds["_id"])}
 
-    def collection_detail(req: Request, cid: str) -> Response:
-        return Response.json(collection_record(readable_collection(req, int(cid))))
+    def visible_cohorts(req: Request) -> list[tuple[int, dict]]:
+        if req.user is None:
+            raise ApiError(401, "Unauthorized")
+        return [(n, ds) for n, ds in enumerate(data.datasets, start=1)
+                if req.user.admin or req.user.id in ds.get("access_users", []) or ds.get("owner", {}).get(
+                    "_id") == req.user.id]
 
-    def collection_images(req: Request, cid: str) -> Response:
-        members = data.collection_members[readable_collection(req, int(cid))["id"]]
-        return paginate(req, [im for im in visible(req.user) if im["_id"] in members], record(req))
-
-    add("GET", r"collections", collections_list)
-    add("GET", r"collections/(?P<cid>[0-9]+)", collection_detail)
-    add("GET", r"collections/(?P<cid>[0-9]+)/images", collection_images)
+    def cohort_list(req: Request) -> Response:
+        items = visible_cohorts(req)
+        return paginate(req, items, lambda item: cohort_record(item[1], item[0]), [f"{n:09d}" for n, _ in items])
 
     def cohort_detail(req: Request, cid: str) -> Response:
-        if req.user is None:
-            raise ApiError(401, "Authentication required.")
-        raise ApiError(403 if not req.user.admin else 404, "Not Found")
+        for number, ds in visible_cohorts(req):
+            if number == int(cid):
+                return Response.json(cohort_record(ds, number))
+        raise ApiError(404, "Not Found")
 
+    add("GET", r"cohorts", cohort_list)
     add("GET", r"cohorts/(?P<cid>[0-9]+)", cohort_detail)
 
     # ---------------------------------------------------------------- users
     def users_me(req: Request) -> Response:
         if req.user is None:
-            raise ApiError(401, "Authentication credentials were not provided.")
+            raise ApiError(401, "Unauthorized")
         u = req.user
-        return Response.json({"id": int(u.id[-6:], 16), "username": u.login, "email": f"{u.login}@example.org",
+        return Response.json({"id": int(u.id[-6:], 16), "email": f"{u.login}@example.org",
                               "first_name": u.first_name, "last_name": u.last_name, "created": "2015-01-01T00:00:00Z",
                               "accepted_terms": "2020-01-01T00:00:00Z", "hash_id": u.id[-5:].upper(),
                               "full_name": f"{u.first_name} {u.last_name}"})
 
     add("GET", r"users/me", users_me)
 
-    def license_file(req: Request, license: str) -> Response:
-        if license not in LICENSES:
-            raise ApiError(404, "Not Found")
-        return Response(200, LICENSES[license].encode(), "text/plain; charset=utf-8")
-
-    add("GET", r"zip-download/license-file/(?P<license>[A-Z0-9-]+)", license_file)
-
     # -------------------------------------------------------------- studies
+    def staff(req: Request) -> None:
+        # studies, annotations and study tasks are staff-only in v2
+        if req.user is None:
+            raise ApiError(401, "Unauthorized")
+        if not req.user.admin:
+            raise ApiError(403, "Forbidden")
+
     def study_v2(study: dict) -> dict:
-        return {"id": int(study["_id"][-6:], 16), "name": study["name"], "description": study["description"],
-                "created": study["created"], "public": study["public"],
-                "questions": [{"prompt": q["id"], "choices": q["choices"]} for q in study["questions"]]}
+        return {"id": int(study["_id"][-6:], 16), "created": study["created"], "creator": 1,
+                "name": study["name"], "description": study["description"], "public": study["public"]}
 
     def studies_list(req: Request) -> Response:
-        return paginate(req, [s for s in data.studies if data.can_read_study(req.user, s)], study_v2)
+        staff(req)
+        items = sorted(data.studies, key=lambda s: int(s["_id"][-6:], 16))
+        return paginate(req, items, study_v2, [f"{int(s['_id'][-6:], 16):09d}" for s in items])
 
     def study_detail(req: Request, sid: str) -> Response:
+        staff(req)
         for study in data.studies:
-            if int(study["_id"][-6:], 16) == int(sid) and data.can_read_study(req.user, study):
+            if int(study["_id"][-6:], 16) == int(sid):
                 return Response.json(study_v2(study))
         raise ApiError(404, "Not Found")
 
@@ -236,3 +233,48 @@ def register(archive: LocalArchive) -> None:
 
     archive.router.add("storage", "GET", r"(?P<kind>images|thumbnails)/(?P<isic_id>ISIC_[0-9]+)\.jpg",
                        storage_file)
+
+    v2collections.register(archive, add, searched, visible)
+    zipdownload.register(archive, add, searched)
+
+
+# ------------------------------------------------------------------ facets
+_HISTOGRAMS = {"clin_size_long_diam_mm": (10, 0, 100)}
+_RANGES = {"mel_thick_mm": [(0.0, 0.5), (0.5, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 2.5), (2.5, 3.0), (3.0, 3.5),
+                            (3.5, 4.0), (4.0, 4.5), (4.5, 5.0), (5.0, None)]}
+_TERMS_SIZE = {**{f"diagnosis_{n}": 100 for n in range(1, 6)}, **{f"anatom_site_{n}": 100 for n in range(1, 6)}}
+_IMAGE_TYPES = ("dermoscopic", "clinical: overview", "clinical: close-up", "TBP tile: close-up",
+                "TBP tile: overview", "RCM: macroscopic", "RCM: tile", "RCM: mosaic")
+
+
+def facets(matching: list[dict], everything: list[dict]) -> dict[str, Any]:
+    """Counts per value of every faceted field, as the archive's ``images/facets/`` (its Elasticsearch
+    aggregations): ``{field: {"meta": {missing_count, present_count}, "buckets": [...]}}``."""
+    out: dict[str, Any] = {}
+    for field in [f for f in _search.FIELDS if f not in ("isic_id", "public", "age_approx")]:
+        values = [_search.field_value(r, field) for r in matching]
+        present = [v for v in values if v is not None]
+        facet: dict[str, Any] = {"meta": {"missing_count": len(values) - len(present), "present_count": len(present)}}
+        if field in _HISTOGRAMS:
+            step, low, high = _HISTOGRAMS[field]
+            top = max([high] + [int(v // step) * step for v in present])
+            facet["buckets"] = [{"key": float(k), "doc_count": sum(1 for v in present if k <= v < k + step)}
+                                for k in range(low, int(top) + step, step)]
+        elif field in _RANGES:
+            facet["buckets"] = []
+            for start, stop in _RANGES[field]:
+                inside = sum(1 for v in present if v >= start and (stop is None or v < stop))
+                facet["buckets"].append({"key": f"{start}-{'*' if stop is None else stop}", "from": start,
+                                         "to": "*" if stop is None else stop, "doc_count": inside})
+        else:
+            # terms with min_doc_count 0: values known anywhere appear, with 0 where this search has none
+            known = {_search.field_value(r, field) for r in everything} - {None}
+            if field == "image_type":
+                known |= set(_IMAGE_TYPES)
+            counts = {value: 0 for value in known}
+            for value in present:
+                counts[value] = counts.get(value, 0) + 1
+            ordered = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[:_TERMS_SIZE.get(field, 10)]
+            facet["buckets"] = [{"key": (int(k) if isinstance(k, bool) else k), "doc_count": n} for k, n in ordered]
+        out[field] = facet
+    return out
