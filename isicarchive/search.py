@@ -59,11 +59,11 @@ STRING, NUMBER, BOOLEAN = "string", "number", "boolean"
 #: every searchable field → its type: the reserved fields, then isic-metadata's registry (6.x)
 FIELDS: dict[str, str] = {
     "isic_id": STRING, "public": BOOLEAN, "age_approx": NUMBER, "copyright_license": STRING,
-    **dict.fromkeys(["blurry", "hairy", "marker_pen", "personal_hx_mm", "family_hx_mm", "melanocytic",
-                     "mel_ulcer", "concomitant_biopsy"], BOOLEAN),
+    # isic-metadata 6.1 (tests/test_metadata_schema.py checks this list against the installed package)
+    **dict.fromkeys(["personal_hx_mm", "family_hx_mm", "melanocytic", "mel_ulcer", "concomitant_biopsy"], BOOLEAN),
     **dict.fromkeys(["sex", "diagnosis_confirm_type", "image_type", "dermoscopic_type", "tbp_tile_type",
-                     "mel_mitotic_index", "anatom_site_special", "color_tint", "patient_id", "lesion_id",
-                     "rcm_case_id", "image_manipulation", "fitzpatrick_skin_type"], STRING),
+                     "mel_mitotic_index", "anatom_site_special", "patient_id", "lesion_id", "rcm_case_id",
+                     "image_manipulation", "fitzpatrick_skin_type"], STRING),
     **dict.fromkeys([f"diagnosis_{n}" for n in range(1, 6)], STRING),
     **dict.fromkeys([f"anatom_site_{n}" for n in range(1, 6)], STRING),
     "clin_size_long_diam_mm": NUMBER, "mel_thick_mm": NUMBER,
