@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import venv
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
