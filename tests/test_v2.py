@@ -325,7 +325,8 @@ def test_v1_has_no_server_side_search(archive: LocalArchive) -> None:
 
 
 # ---------------------------------------------------------- official CLI
-CLI_VENV = Path(os.environ.get("ISICARCHIVE_TEST_CACHE", Path.home() / ".cache" / "isicarchive-tests")) / "isic-cli-newest"
+TEST_CACHE = Path(os.environ.get("ISICARCHIVE_TEST_CACHE", Path.home() / ".cache" / "isicarchive-tests"))
+CLI_VENV = TEST_CACHE / "isic-cli-newest"
 
 
 def _python_for_newest_cli() -> str | None:
