@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -246,14 +247,26 @@ def test_private_images_need_a_token(v2archive: LocalArchive) -> None:
     assert requests.get(f"{v2archive.v2_url}/users/me/", timeout=10).status_code == 401
 
 
-def test_storage_urls_are_signed_and_support_range(v2archive: LocalArchive, all_records: list[dict]) -> None:
+def test_storage_urls_public_permanent_private_signed_and_ranges(v2archive: LocalArchive,
+                                                                  all_records: list[dict]) -> None:
     full = all_records[0]["files"]["full"]
+    assert "?" not in full["url"]  # a public image: a permanent, unsigned URL
     data = requests.get(full["url"], timeout=10).content
     assert len(data) == full["size"]
     part = requests.get(full["url"], headers={"Range": "bytes=10-"}, timeout=10)
     assert part.status_code == 206 and part.content == data[10:]
-    unsigned = full["url"].split("?")[0]
-    assert requests.get(unsigned, timeout=10).status_code == 403
+    thumbnail = all_records[0]["files"]["thumbnail_256"]
+    assert len(requests.get(thumbnail["url"], timeout=10).content) == thumbnail["size"] > 10_000
+    # a private image: signed, expiring (about a week), refused without its signature
+    token = v2archive.token_for("alice")
+    private = next(r for r in requests.get(f"{v2archive.v2_url}/images/", params={"limit": 100},
+                                           headers={"Authorization": f"Bearer {token}"}, timeout=10).json()["results"]
+                   if not r["public"])
+    url = private["files"]["full"]["url"]
+    expires = int(re.search(r"expires=(\d+)", url).group(1))  # type: ignore[union-attr]
+    assert 6 * 86400 < expires - time.time() <= 7 * 86400
+    assert requests.get(url, timeout=10).status_code == 200
+    assert requests.get(url.split("?")[0], timeout=10).status_code == 403
 
 
 def test_collections_licences_and_size(v2archive: LocalArchive, all_records: list[dict]) -> None:
@@ -473,16 +486,22 @@ def test_cli_login_with_a_token(v2archive: LocalArchive, tmp_path: Path) -> None
 
 
 # ---------------------------------------------------- expiring file URLs
+def private_record(server: LocalArchive, token: str) -> dict:
+    page = requests.get(f"{server.v2_url}/images/?limit=100", headers={"Authorization": f"Bearer {token}"},
+                        timeout=10).json()["results"]
+    return next(r for r in page if not r["public"])
+
+
 def test_presigned_file_urls_expire(tmp_path: Path) -> None:
     with LocalArchive(seed=5) as server:
+        token = server.token_for("alice")
         server.url_lifetime = 3600
-        record = requests.get(f"{server.v2_url}/images/?limit=1", timeout=10).json()["results"][0]
-        url = record["files"]["full"]["url"]
+        url = private_record(server, token)["files"]["full"]["url"]
         assert "expires=" in url and requests.get(url, timeout=10).status_code == 200
         tampered = re.sub(r"expires=(\d+)", lambda m: f"expires={int(m.group(1)) + 9999}", url)
         assert requests.get(tampered, timeout=10).status_code == 403
         server.url_lifetime = -1  # handed out already expired
-        stale = requests.get(f"{server.v2_url}/images/?limit=1", timeout=10).json()["results"][0]
+        stale = private_record(server, token)
         assert requests.get(stale["files"]["full"]["url"], timeout=10).status_code == 403
         server.url_lifetime = None
         server.expire_file_urls()  # everything signed before now
@@ -491,8 +510,10 @@ def test_presigned_file_urls_expire(tmp_path: Path) -> None:
 
 def test_expired_urls_in_cached_records_are_renewed(tmp_path: Path) -> None:
     with LocalArchive(seed=5) as server:
-        api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path / "cache", progress=False)
-        records = list(api.cache_images().values())[:6]
+        # private images: their links are signed and expire (public ones are permanent)
+        api = IsicApi("alice", server.credentials["alice"], hostname=server.url, api_version=2,
+                      cache_folder=tmp_path / "cache", progress=False)
+        records = [r for r in api.cache_images().values() if not r["public"]][:6]
         server.expire_file_urls()  # e.g. the image cache was built yesterday
         server.clear_log()
         result = api.download_images(records[:3])
@@ -501,7 +522,7 @@ def test_expired_urls_in_cached_records_are_renewed(tmp_path: Path) -> None:
         assert len(server.requests(r"/api/v2/images/ISIC_")) == 3  # one record look-up per file
         exported = api.download_images(records[3:5], folder=tmp_path / "out")
         assert exported.ok and len(list((tmp_path / "out").glob("ISIC_*.jpg"))) == 2
-        no_cache = IsicApi(hostname=server.url, api_version=2, progress=False)
+        no_cache = IsicApi("alice", server.credentials["alice"], hostname=server.url, api_version=2, progress=False)
         image = no_cache.image(records[5]["isic_id"])
         server.expire_file_urls()
         image.load_imagedata()

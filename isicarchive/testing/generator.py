@@ -586,24 +586,30 @@ class ArchiveData:
     def v2_record(self, image: dict, base_url: str, expires: int | None = None, key: int = 0) -> dict:
         """An image as the v2 API presents it; file URLs point to the storage host.
 
-        The URLs are pre-signed: with ``expires`` (Unix time) they stop
-        working then, and every URL signed with an older ``key`` is refused.
+        A public image's URLs are permanent and unsigned, as the archive's
+        public bucket serves them; a private image's are pre-signed: with
+        ``expires`` (Unix time) they stop working then, and every URL signed
+        with an older ``key`` is refused.
         """
         ds = self.datasets_by_id.get(image["dataset"]["_id"]) or {}
         isic_id = image["name"]
         storage = _storage_url(base_url)
-        signed = f"expires={expires}&sig=" if expires is not None else "sig="
-        token = signed + self.storage_signature(isic_id, expires, key)
+        public = bool(ds.get("public", True))
+        if public:
+            query = ""
+        else:
+            signed = f"expires={expires}&sig=" if expires is not None else "sig="
+            query = "?" + signed + self.storage_signature(isic_id, expires, key)
         return {
             "isic_id": isic_id,
-            "public": bool(ds.get("public", True)),
+            "public": public,
             "copyright_license": ds.get("license", "CC-0"),
             "attribution": ds.get("attribution", "Anonymous"),
             "files": {
-                "full": {"url": f"{storage}/storage/images/{isic_id}.jpg?{token}",
+                "full": {"url": f"{storage}/storage/images/{isic_id}.jpg{query}",
                          "size": self.image_file_size(image["_id"])},
-                "thumbnail_256": {"url": f"{storage}/storage/thumbnails/{isic_id}.jpg?{token}",
-                                  "size": 0},
+                "thumbnail_256": {"url": f"{storage}/storage/thumbnails/{isic_id}.jpg{query}",
+                                  "size": self.thumbnail_file_size(image["_id"])},
             },
             "metadata": self.v2_metadata(image),
         }
@@ -746,10 +752,15 @@ class ArchiveData:
         natural = _jpeg_cached(width, height, self.image_seed(image_id), self.config.jpeg_quality)
         return _pad_jpeg(natural, self.image_file_size(image_id))
 
+    def thumbnail_file_size(self, image_id: str) -> int:
+        """Bytes of the 256-pixel thumbnail (as the archive's, tens of kilobytes), known without rendering."""
+        return 24_000 + self.image_seed(image_id) % 16_000
+
     def thumbnail_jpeg(self, image_id: str, width: int = 256) -> bytes:
         pixels = self.image_pixels(image_id)
         step = max(1, int(np.ceil(pixels.shape[1] / max(1, width))))
-        return _encode(pixels[::step, ::step], ".jpg", quality=80)
+        natural = _encode(pixels[::step, ::step], ".jpg", quality=80)
+        return _pad_jpeg(natural, self.thumbnail_file_size(image_id)) if width == 256 else natural
 
     def segmentation_mask(self, seg_id: str) -> bytes:
         seg = self.segmentations_by_id[seg_id]

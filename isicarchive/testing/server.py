@@ -186,8 +186,9 @@ class LocalArchive:
     token_lifetime : float
         Seconds an OAuth access token works (default ten hours).
     url_lifetime : float or None
-        Seconds a pre-signed v2 file URL works (None: until
-        :meth:`expire_file_urls`).
+        Seconds a pre-signed v2 file URL of a private image works (a week;
+        None: until :meth:`expire_file_urls`); public images' URLs are
+        permanent and unsigned.
     """
 
     def __init__(
@@ -217,8 +218,9 @@ class LocalArchive:
         self._token_expiry: dict[str, float] = {}
         #: seconds an OAuth access token lives (shorten it to test refreshing)
         self.token_lifetime: float = 36000.0
-        #: seconds a pre-signed v2 file URL works (None: until the key changes)
-        self.url_lifetime: float | None = None
+        #: seconds a pre-signed v2 file URL of a private image works (about a week, as the archive's;
+        #: None: until :meth:`expire_file_urls`); public images' URLs are permanent
+        self.url_lifetime: float | None = 7 * 86400.0
         self._storage_key = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None

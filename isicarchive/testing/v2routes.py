@@ -224,8 +224,11 @@ def register(archive: LocalArchive) -> None:
         expires = int(text) if text and text.isdigit() else None
         signature = req.arg("sig")
         _, key = archive.storage_terms()
-        if image is None or signature != data.storage_signature(isic_id, expires, key) \
-                or (expires is not None and time.time() > expires):
+        # the public bucket serves anyone; the private one only a valid, unexpired signature
+        public = image is not None and data.dataset_public(image["dataset"]["_id"])
+        if image is None or (signature is None and not public) or (signature is not None and (
+                signature != data.storage_signature(isic_id, expires, key)
+                or (expires is not None and time.time() > expires))):
             raise ApiError(403, "AccessDenied: Request has expired or the signature does not match.")
         if kind == "thumbnails":
             return Response.binary(data.thumbnail_jpeg(image["_id"]), "image/jpeg")
