@@ -85,3 +85,15 @@ def test_v2_search_is_evaluated_once_for_all_its_cursor_pages(monkeypatch: pytes
             url, params = body["next"], None
         assert len(found) == len(set(found)) > 10
         assert evaluations <= 300  # one pass; per-page evaluation made this pages × 300
+
+
+def test_the_log_lists_requests_in_the_order_they_arrived() -> None:
+    # a handler logs after it answers: a redirect's follow-up, answered on another connection, can be logged
+    # first (this made a redirect test flaky); the log is ordered by arrival
+    from isicarchive.testing.server import RequestRecord
+
+    archive = LocalArchive(seed=1, config=ArchiveConfig(images=1))
+    for path, started in (("/second", 2.0), ("/first", 1.0)):
+        archive._begin_request()
+        archive._end_request(RequestRecord("GET", path, {}, 200, None, 0, None, started))
+    assert [r.path for r in archive.log] == ["/first", "/second"]

@@ -179,8 +179,9 @@ class LocalArchive:
     faults : FaultInjector
         Add and remove fault rules at run time.
     log : list of RequestRecord
-        Every request served, in order (a snapshot taken once no request is
-        mid-flight, so a response the client has read is always logged).
+        Every request served, in the order they arrived (a snapshot taken
+        once no request is mid-flight, so a response the client has read is
+        always logged).
     data : ArchiveData
         The content; ``data.users`` holds the accounts.
     token_lifetime : float
@@ -362,7 +363,10 @@ class LocalArchive:
         regex = re.compile(pattern)
         with self._log_changed:
             self._log_changed.wait_for(lambda: self._in_flight == 0, timeout=settle)
-            return [r for r in self._log if regex.search(r.path) and (method is None or r.method == method)]
+            # in the order the requests arrived: a handler logs after it answers, so a redirect's follow-up
+            # (answered on another connection) can be logged before the redirect itself
+            ordered = sorted(self._log, key=lambda r: r.started)
+            return [r for r in ordered if regex.search(r.path) and (method is None or r.method == method)]
 
     def clear_log(self) -> None:
         with self._log_changed:
