@@ -3,10 +3,18 @@
 >>> from isicarchive import IsicApi
 >>> api = IsicApi()                      # doctest: +SKIP
 >>> image = api.image('ISIC_0000000')    # doctest: +SKIP
+
+The session, the models and the selection are imported when first named
+(PEP 562), so ``import isicarchive`` and the command line's ``--help`` do
+not pay for numpy and requests; ``from isicarchive import IsicApi`` does.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .api import IsicApi
 from .errors import (
     ArchiveUnavailableError,
     AuthenticationError,
@@ -17,8 +25,29 @@ from .errors import (
     QueryError,
     UnsupportedError,
 )
-from .models import Annotation, Dataset, Image, Segmentation, Study
-from .selection import Selection
+
+if TYPE_CHECKING:
+    from .api import IsicApi
+    from .models import Annotation, Dataset, Image, Segmentation, Study
+    from .selection import Selection
+
+#: public name -> the module that defines it, imported on first use
+_LAZY = {"IsicApi": ".api", "Selection": ".selection", "Annotation": ".models", "Dataset": ".models",
+         "Image": ".models", "Segmentation": ".models", "Study": ".models"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'isicarchive' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "Annotation",

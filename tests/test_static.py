@@ -26,3 +26,19 @@ def test_code_passes_the_linter() -> None:
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_import_and_cli_help_do_not_load_numpy_or_requests() -> None:
+    # what makes `import isicarchive` and `isicarchive --help` quick (timings live in benchmarks/imports.py)
+    import subprocess
+    import sys
+
+    probe = ("import sys, isicarchive, isicarchive.cli, contextlib, io\n"
+             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+             "    isicarchive.cli.main(['--help'])\n"
+             "print(sorted(m for m in ('numpy', 'requests', 'pyparsing') if m in sys.modules))\n"
+             "from isicarchive import IsicApi, Image\n"
+             "print(IsicApi.__name__, Image.__name__, 'numpy' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "IsicApi Image True"]
