@@ -189,7 +189,8 @@ class IsicApi:
         self.cache_folder: str | None = None
         self._cache: Cache | None = None
         if cache_folder is not None:
-            self._cache = Cache(cache_folder, self.base_url, identity=self._cache_identity())
+            self._cache = Cache(cache_folder, self.base_url, identity=self._cache_identity(),
+                                login=self._archive_login())
             self.cache_folder = str(self._cache.root)
         self._store = Store(self._backend, self._http, self._cache, workers=workers, progress=progress)
         self.images: dict[str, str] = {}
@@ -241,6 +242,11 @@ class IsicApi:
             return self.username
         token = self._http._token or ""
         return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+    def _archive_login(self) -> str | None:
+        """The login the archive confirmed for this session (v1 ``user/me``), None when it named none."""
+        login = self.user.get("login") if isinstance(self.user, dict) else None
+        return login if isinstance(login, str) else None
 
     def _backend_class(self) -> type[Backend]:
         return V2Backend if self.api_version == 2 else V1Backend
@@ -361,7 +367,8 @@ class IsicApi:
         if "_store" not in self.__dict__:  # still in __init__: nothing built yet
             return
         if self._cache is not None:
-            self._cache = Cache(self._cache.root, self.base_url, identity=self._cache_identity())
+            self._cache = Cache(self._cache.root, self.base_url, identity=self._cache_identity(),
+                                login=self._archive_login())
             self._store.cache = self._cache
         self.image_cache = {}
         self.image_selection = Selection({})

@@ -104,10 +104,14 @@ class Cache:
         The logged-in user name; None for anonymous sessions.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], base_url: str, identity: str | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike[str], base_url: str, identity: str | None = None,
+                 login: str | None = None) -> None:
         self.root = Path(folder).expanduser().resolve()
         self.base_url = base_url.rstrip("/")
         self.identity = identity
+        #: the login the archive confirmed for this session: the original package names its logged-in
+        #: caches ``imcache_…_<login>.json.gz`` and ``stann_<id>_<login>.json.gz``, and those are read too
+        self.login = login if identity is not None and login and safe_name(login) == login else None
         self._warned: set[str] = set()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -172,6 +176,20 @@ class Cache:
         object_id = _check_id(object_id)
         for folder in self._candidates(object_id):
             candidate = folder / f"{prefix}_{object_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def find_users(self, prefix: str, object_id: str, suffix: str = "") -> Path | None:
+        """This user's ``prefix_<id><suffix>``: our layer's, else the original package's ``…_<login>`` file."""
+        object_id = _check_id(object_id)
+        own = self.path(prefix, object_id, suffix)
+        if own.is_file():
+            return own
+        if self.login is None:
+            return None
+        for folder in self._candidates(object_id):
+            candidate = folder / f"{prefix}_{object_id}_{self.login}{suffix}"
             if candidate.is_file():
                 return candidate
         return None

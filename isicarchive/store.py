@@ -178,7 +178,7 @@ class Store:
         # a user's layer holds its own list; the shared one (public images only) would not match it
         path = self._imcache_path()
         assert path is not None
-        found = (path if path.exists() else None) if self.cache.identity else \
+        found = self.cache.find_users("imcache", IMCACHE_ID, ".json.gz") if self.cache.identity else \
             self.cache.find("imcache", IMCACHE_ID, ".json.gz")
         if found is None:
             return {}
@@ -209,7 +209,9 @@ class Store:
         stored: dict[str, Any] = {}
         path = self.cache.path("stann", study_id, ".json.gz") if self.cache else None
         if self.cache is not None:
-            found = self.cache.find("stann", study_id, ".json.gz")
+            # a logged-in session reads its own (or the original package's ``…_<login>``) file first
+            own = self.cache.find_users("stann", study_id, ".json.gz") if self.cache.identity else None
+            found = own or self.cache.find("stann", study_id, ".json.gz")
             if found is not None:
                 stored = self.cache.read_json_gz(found) or {}
                 if not isinstance(stored, dict):
@@ -227,7 +229,9 @@ class Store:
                 changed = True
                 if detail.get("state") == "complete":
                     present = [f for f, on in (detail.get("markups") or {}).items() if on]
-                    for feature in present:
+                    # a file of the original package holds the markups but not the details: keep its markups
+                    known = features.get(summary["_id"], {})
+                    for feature in (f for f in present if f not in known):
                         features.setdefault(summary["_id"], {})[feature] = markup_entry(
                             self.backend.markup_values(summary["_id"], feature))
                 bar.update(1)
