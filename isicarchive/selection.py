@@ -43,6 +43,7 @@ fall back to the per-record evaluation, which is exact and slower.
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 from array import array
@@ -201,19 +202,34 @@ def _freeze(value: Any) -> Any:
     return (kind, value)
 
 
-class _Column:
-    """One dotted path: a code per record and the distinct values."""
+#: numpy's vectorised string functions (numpy.strings from 2.0, numpy.char before)
+_NP_STRINGS = getattr(np, "strings", None)
+_REGEX_LITERAL = r"[^\\.^$*+?{}\[\]|()]+"
+_LITERAL_PREFIXES = re.compile(rf"\^\(({_REGEX_LITERAL}(?:\|{_REGEX_LITERAL})*)\)|\^({_REGEX_LITERAL})")
+_LITERAL = re.compile(_REGEX_LITERAL)
+_COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 
-    __slots__ = ("_eq", "_keys", "_numeric", "_rows", "_vals", "codes", "uniques")
+
+class _Column:
+    """One dotted path: a code per record and the distinct values.
+
+    Code 0 is "no such key in this record" (read as None); a value that is
+    None in the record has a code of its own, so ``codes != 0`` tells where
+    the key exists (dict-key membership needs that).
+    """
+
+    __slots__ = ("_eq", "_keys", "_numeric", "_rows", "_sorted_strings", "_strings", "_vals", "codes", "uniques")
 
     def __init__(self) -> None:
         self.uniques: list[Any] = [None]
-        self._keys: dict[Any, int] = {_freeze(None): 0}
+        self._keys: dict[Any, int] = {}
         self._rows = array("q")
         self._vals = array("i")
         self.codes: np.ndarray = np.zeros(0, np.int32)
         self._eq: dict[Any, list[int]] | None = None
         self._numeric: tuple[np.ndarray, np.ndarray] | None = None
+        self._strings: tuple[np.ndarray, Any] | None = None
+        self._sorted_strings: tuple[np.ndarray, list[str]] | None = None
 
     def append(self, row: int, value: Any) -> None:
         key = _freeze(value)
@@ -235,10 +251,16 @@ class _Column:
         self._vals = array("i")
         self._eq = None
         self._numeric = None
+        self._strings = None
+        self._sorted_strings = None
 
     # per-distinct-value answers
     def truth(self, op: str, test: Any) -> np.ndarray:
         n = len(self.uniques)
+        if op in ("is None", "not is None") or (op in ("is", "not is") and test is None):
+            none = np.zeros(n, bool)
+            none[self._equal_codes(None)] = True  # the missing key and every explicit None
+            return none if op in ("is None", "is") else ~none
         if op in ("==", "!=") and type(test) in _SCALARS and not (type(test) is float and test != test):
             equal = np.zeros(n, bool)
             equal[self._equal_codes(test)] = True
@@ -248,15 +270,59 @@ class _Column:
             if numeric is not None:
                 codes, values = numeric
                 out = np.zeros(n, bool)
-                compare = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}[op]
-                out[codes] = compare(values, test)
+                out[codes] = _COMPARE[op](values, test)
                 return out
+        if op in ("<", "<=", ">", ">=") and type(test) is str:
+            return self._string_range(op, test)
         if op in ("match", "~", "not match", "!~"):
-            regex = re.compile(test)
             want_match = op in ("match", "~")
+            fast = self._literal_regex(test, want_match) if isinstance(test, str) else None
+            if fast is not None:
+                return fast
+            regex = re.compile(test)
             return np.fromiter(((regex.search(v) is not None) == want_match if isinstance(v, str) else False
                                 for v in self.uniques), bool, n)
         return np.fromiter((evaluate(v, op, test) for v in self.uniques), bool, n)
+
+    def _string_range(self, op: str, test: str) -> np.ndarray:
+        """``value < test`` … for a string test: only string values compare (the rest raise: False)."""
+        if self._sorted_strings is None:
+            pairs = sorted((v, c) for c, v in enumerate(self.uniques) if type(v) is str)
+            self._sorted_strings = (np.asarray([c for _, c in pairs], np.int64), [v for v, _ in pairs])
+        codes, values = self._sorted_strings
+        # Python orders str by code point, as sorted() did: the answer is a slice of the sorted values
+        cut = {"<": bisect.bisect_left, "<=": bisect.bisect_right, ">": bisect.bisect_right,
+               ">=": bisect.bisect_left}[op](values, test)
+        out = np.zeros(len(self.uniques), bool)
+        out[codes[:cut] if op in ("<", "<=") else codes[cut:]] = True
+        return out
+
+    def _literal_regex(self, pattern: str, want_match: bool) -> np.ndarray | None:
+        """Patterns that are plain text, ``^text`` or ``^(a|b)``, answered by numpy's string functions.
+
+        ``re.search`` of such a pattern is exactly "contains" or "starts with";
+        anything else (or numpy < 2) returns None for the general path.
+        """
+        if _NP_STRINGS is None:
+            return None
+        prefixes = _LITERAL_PREFIXES.fullmatch(pattern)
+        if prefixes is None and not _LITERAL.fullmatch(pattern):
+            return None
+        if self._strings is None:
+            string_codes = [c for c, v in enumerate(self.uniques) if type(v) is str]
+            self._strings = (np.asarray(string_codes, np.int64),
+                             np.asarray([self.uniques[c] for c in string_codes], dtype=np.dtypes.StringDType()))
+        codes, values = self._strings
+        if prefixes is None:
+            hit = _NP_STRINGS.find(values, pattern) >= 0
+        else:
+            alternatives = (prefixes.group(1) or prefixes.group(2)).split("|")
+            hit = np.zeros(values.shape, bool)
+            for prefix in alternatives:
+                hit |= _NP_STRINGS.startswith(values, prefix)
+        out = np.zeros(len(self.uniques), bool)
+        out[codes] = hit if want_match else ~hit
+        return out
 
     def _equal_codes(self, test: Any) -> list[int]:
         if self._eq is None:
@@ -293,6 +359,9 @@ class ImageIndex:
         self._position: dict[str, int] = {}
         self._columns: dict[str, _Column] = {}
         self._dict_paths: set[str] = set()
+        #: rows where a path holds a dict (key membership: ``['meta.clinical', 'ni', 'diagnosis']``)
+        self._dict_rows: dict[str, array] = {}
+        self._dict_masks: dict[str, np.ndarray] = {}
         self._dotted_root_keys: set[str] = set()
         self.add(records)
 
@@ -317,6 +386,7 @@ class ImageIndex:
                 self._flatten(record, "", row, columns, top=True)
         for column in columns.values():
             column.finish(len(self.ids))
+        self._dict_masks.clear()
 
     def _flatten(self, obj: dict, prefix: str, row: int, columns: dict[str, _Column], top: bool = False) -> None:
         for key, value in obj.items():
@@ -329,6 +399,10 @@ class ImageIndex:
             path = prefix + key
             if isinstance(value, dict):
                 self._dict_paths.add(path)
+                rows = self._dict_rows.get(path)
+                if rows is None:
+                    rows = self._dict_rows[path] = array("q")
+                rows.append(row)
                 self._flatten(value, path + ".", row, columns)
             else:
                 column = columns.get(path)
@@ -338,13 +412,47 @@ class ImageIndex:
 
     def _exact_by_column(self, path: str) -> bool:
         """Whether the column (or its absence) gives the look-up's exact answer."""
-        if path in self._dotted_root_keys or path in self._dict_paths:
+        return path not in self._dict_paths and self._plain_path(path)
+
+    def _plain_path(self, path: str) -> bool:
+        """A path whose look-up is plain dict access in every record."""
+        if path in self._dotted_root_keys:
             return False
         parts = path.split(".")
         if any(_SPECIAL_SEGMENT.search(part) for part in parts):
             return False
         # a level that holds a non-dict value in some record would be read with getattr
         return not any(".".join(parts[:i]) in self._columns for i in range(1, len(parts)))
+
+    def _dict_mask(self, path: str) -> np.ndarray:
+        found = self._dict_masks.get(path)
+        if found is None:
+            found = np.zeros(len(self.ids), bool)
+            rows = self._dict_rows.get(path)
+            if rows:
+                found[np.frombuffer(rows, dtype=np.int64)] = True
+            self._dict_masks[path] = found
+        return found
+
+    def _key_membership(self, path: str, op: str, test: str) -> np.ndarray:
+        """``test in value`` where ``value`` is a dict in some records: a key look-up, vectorised.
+
+        In the records where the path holds a dict the answer is whether the
+        key exists (whatever its value, None included); where it holds
+        something else (a string: substring) that value's own answer; where it
+        is missing, ``test in None`` raises, so False for ``ni`` and ``not ni``.
+        """
+        is_dict = self._dict_mask(path)
+        key_path = f"{path}.{test}"
+        column = self._columns.get(key_path)
+        has_key = column.codes != 0 if column is not None else np.zeros(len(self.ids), bool)
+        if key_path in self._dict_paths:
+            has_key = has_key | self._dict_mask(key_path)
+        out = is_dict & (has_key if op == "ni" else ~has_key)
+        other = self._columns.get(path)  # the records where the path holds no dict
+        if other is not None:
+            out |= other.truth(op, test)[other.codes] & ~is_dict
+        return out
 
     def mask(self, criteria: Iterable[tuple[str, str, Any]], within: Iterable[str] | None = None) -> np.ndarray:
         """Boolean mask over :attr:`ids` of the records meeting every criterion."""
@@ -358,6 +466,9 @@ class ImageIndex:
                 break
             if op in ("is", "not is") and not (test is None or test is True or test is False):
                 mask &= self._per_record(path, op, test, mask)
+            elif (op in ("ni", "not ni") and path in self._dict_paths and type(test) is str and "." not in test
+                  and test and self._plain_path(path)):
+                mask &= self._key_membership(path, op, test)
             elif self._exact_by_column(path):
                 column = self._columns.get(path)
                 if column is None:
