@@ -208,6 +208,7 @@ _REGEX_LITERAL = r"[^\\.^$*+?{}\[\]|()]+"
 _LITERAL_PREFIXES = re.compile(rf"\^\(({_REGEX_LITERAL}(?:\|{_REGEX_LITERAL})*)\)|\^({_REGEX_LITERAL})")
 _LITERAL = re.compile(_REGEX_LITERAL)
 _COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+_DENSE_OPS = {**_COMPARE, "==": np.equal, "!=": np.not_equal}
 
 
 class _Column:
@@ -218,7 +219,8 @@ class _Column:
     the key exists (dict-key membership needs that).
     """
 
-    __slots__ = ("_eq", "_keys", "_numeric", "_rows", "_sorted_strings", "_strings", "_vals", "codes", "uniques")
+    __slots__ = ("_dense", "_eq", "_keys", "_none", "_numeric", "_present", "_rows", "_sorted_strings", "_strings",
+                 "_vals", "codes", "uniques")
 
     def __init__(self) -> None:
         self.uniques: list[Any] = [None]
@@ -230,6 +232,9 @@ class _Column:
         self._numeric: tuple[np.ndarray, np.ndarray] | None = None
         self._strings: tuple[np.ndarray, Any] | None = None
         self._sorted_strings: tuple[np.ndarray, list[str]] | None = None
+        self._dense: np.ndarray | None = None
+        self._none: np.ndarray | None = None
+        self._present: np.ndarray | None = None
 
     def append(self, row: int, value: Any) -> None:
         key = _freeze(value)
@@ -253,6 +258,41 @@ class _Column:
         self._numeric = None
         self._strings = None
         self._sorted_strings = None
+        self._dense = None
+        self._none = None
+        self._present = None
+
+    def present(self) -> np.ndarray:
+        """Where the key exists (whatever its value, None included)."""
+        if self._present is None:
+            self._present = self.codes != 0
+        return self._present
+
+    # per-record answers where a column of values beats a look-up of per-distinct-value answers
+    def rows(self, op: str, test: Any) -> np.ndarray | None:
+        """The answer for every record at once, or None where :meth:`truth` must do.
+
+        Numbers compare against a float column in which every value that is
+        not a number is NaN: NaN fails ``== < <= > >=`` and passes ``!=``,
+        exactly as Python's comparisons of None, strings or lists with a
+        number fail (or raise, which counts as failing) and ``!=`` holds.
+        """
+        if op in ("is None", "not is None") or (op in ("is", "not is") and test is None):
+            if self._none is None:
+                none = np.zeros(len(self.uniques), bool)
+                none[self._equal_codes(None)] = True  # the missing key and every explicit None
+                self._none = none[self.codes]
+            return self._none if op in ("is None", "is") else ~self._none
+        if op in _DENSE_OPS and type(test) in (int, float, bool) and test == test and abs(test) < _EXACT_FLOAT:
+            if self._dense is None:
+                numeric = self._numeric_values()
+                if numeric is None:
+                    return None
+                lookup = np.full(len(self.uniques), np.nan)
+                lookup[numeric[0]] = numeric[1]
+                self._dense = lookup[self.codes]
+            return _DENSE_OPS[op](self._dense, test)
+        return None
 
     # per-distinct-value answers
     def truth(self, op: str, test: Any) -> np.ndarray:
@@ -286,10 +326,7 @@ class _Column:
 
     def _string_range(self, op: str, test: str) -> np.ndarray:
         """``value < test`` … for a string test: only string values compare (the rest raise: False)."""
-        if self._sorted_strings is None:
-            pairs = sorted((v, c) for c, v in enumerate(self.uniques) if type(v) is str)
-            self._sorted_strings = (np.asarray([c for _, c in pairs], np.int64), [v for v, _ in pairs])
-        codes, values = self._sorted_strings
+        codes, values = self._sorted()
         # Python orders str by code point, as sorted() did: the answer is a slice of the sorted values
         cut = {"<": bisect.bisect_left, "<=": bisect.bisect_right, ">": bisect.bisect_right,
                ">=": bisect.bisect_left}[op](values, test)
@@ -297,29 +334,42 @@ class _Column:
         out[codes[:cut] if op in ("<", "<=") else codes[cut:]] = True
         return out
 
+    def _sorted(self) -> tuple[np.ndarray, list[str]]:
+        """The codes and values of the string values, sorted (Python's order of str: by code point)."""
+        if self._sorted_strings is None:
+            pairs = sorted((v, c) for c, v in enumerate(self.uniques) if type(v) is str)
+            self._sorted_strings = (np.asarray([c for _, c in pairs], np.int64), [v for v, _ in pairs])
+        return self._sorted_strings
+
     def _literal_regex(self, pattern: str, want_match: bool) -> np.ndarray | None:
         """Patterns that are plain text, ``^text`` or ``^(a|b)``, answered by numpy's string functions.
 
         ``re.search`` of such a pattern is exactly "contains" or "starts with";
         anything else (or numpy < 2) returns None for the general path.
         """
-        if _NP_STRINGS is None:
-            return None
         prefixes = _LITERAL_PREFIXES.fullmatch(pattern)
-        if prefixes is None and not _LITERAL.fullmatch(pattern):
+        alternatives = (prefixes.group(1) or prefixes.group(2)).split("|") if prefixes else []
+        if alternatives and all(ord(prefix[-1]) < 0x10FFFF for prefix in alternatives):
+            # the strings that start with a prefix are one run of the sorted strings
+            out = np.zeros(len(self.uniques), bool)
+            sorted_codes, sorted_values = self._sorted()
+            for prefix in alternatives:
+                start = bisect.bisect_left(sorted_values, prefix)
+                stop = bisect.bisect_left(sorted_values, prefix[:-1] + chr(ord(prefix[-1]) + 1), lo=start)
+                out[sorted_codes[start:stop]] = True
+            if not want_match:
+                strings = np.zeros(len(self.uniques), bool)
+                strings[sorted_codes] = True
+                out = strings & ~out
+            return out
+        if _NP_STRINGS is None or not _LITERAL.fullmatch(pattern):
             return None
         if self._strings is None:
             string_codes = [c for c, v in enumerate(self.uniques) if type(v) is str]
             self._strings = (np.asarray(string_codes, np.int64),
                              np.asarray([self.uniques[c] for c in string_codes], dtype=np.dtypes.StringDType()))
         codes, values = self._strings
-        if prefixes is None:
-            hit = _NP_STRINGS.find(values, pattern) >= 0
-        else:
-            alternatives = (prefixes.group(1) or prefixes.group(2)).split("|")
-            hit = np.zeros(values.shape, bool)
-            for prefix in alternatives:
-                hit |= _NP_STRINGS.startswith(values, prefix)
+        hit = _NP_STRINGS.find(values, pattern) >= 0
         out = np.zeros(len(self.uniques), bool)
         out[codes] = hit if want_match else ~hit
         return out
@@ -445,7 +495,7 @@ class ImageIndex:
         is_dict = self._dict_mask(path)
         key_path = f"{path}.{test}"
         column = self._columns.get(key_path)
-        has_key = column.codes != 0 if column is not None else np.zeros(len(self.ids), bool)
+        has_key = column.present() if column is not None else np.zeros(len(self.ids), bool)
         if key_path in self._dict_paths:
             has_key = has_key | self._dict_mask(key_path)
         out = is_dict & (has_key if op == "ni" else ~has_key)
@@ -474,7 +524,8 @@ class ImageIndex:
                 if column is None:
                     mask &= evaluate(None, op, test)
                 else:
-                    mask &= column.truth(op, test)[column.codes]
+                    whole = column.rows(op, test)
+                    mask &= whole if whole is not None else column.truth(op, test)[column.codes]
             else:
                 mask &= self._per_record(path, op, test, mask)
         return mask
