@@ -4,7 +4,9 @@ Records: a generated archive (default 400,000 image records).  Each peer gets th
 records the way it works best: pandas a DataFrame of the flattened fields,
 DuckDB a table made from it (with list and key-presence columns where a
 criterion needs them); building those is not timed, as the index build is
-not.  Every query's answer is checked against ours.  DuckDB is optional
+not.  Every peer hands over the matching ids (ours a selection, pandas the
+frame's index under the mask, DuckDB a numpy array of ids), and every answer
+is checked against ours.  DuckDB is optional
 (``pip install duckdb``); without it the script compares with pandas alone.
 
     python benchmarks/select_battery.py [--records 400000] [--repeat 3]
@@ -160,8 +162,10 @@ def main() -> None:
     for criterion in criteria:
         ours_s, selection = best(lambda c=criterion: index.select(c), args.repeat)
         mine = set(selection)
-        pandas_s, mask = best(lambda c=criterion: pandas_mask(frame, c), args.repeat)
-        same = set(frame.index[np.asarray(mask, bool)]) == mine
+        # each peer hands over the matching ids, as a selection does (pandas: the index of the rows)
+        pandas_s, found_ids = best(lambda c=criterion: frame.index[np.asarray(pandas_mask(frame, c), bool)],
+                                   args.repeat)
+        same = set(found_ids) == mine
         duck_s = float("nan")
         if connection is not None:
             sql = f"SELECT id FROM images WHERE {duckdb_sql(criterion)}"
