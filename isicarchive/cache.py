@@ -39,6 +39,7 @@ import errno
 import gzip
 import hashlib
 import io
+import itertools
 import os
 import re
 import tempfile
@@ -89,6 +90,10 @@ def _check_id(object_id: str) -> str:
     if not object_id or _UNSAFE.search(object_id) or object_id.strip(".") != object_id:
         raise CacheError(f"refusing to build a cache file name from the id {object_id!r}")
     return object_id
+
+
+#: entries of a large mapping encoded at once by write_json_gz
+_JSON_SLICE = 2000
 
 
 class Cache:
@@ -255,10 +260,25 @@ class Cache:
             raise
 
     def write_json_gz(self, path: Path, payload: Any) -> Path:
-        buffer = io.BytesIO()
-        with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as gz:
-            gz.write(_json.dumps(payload))
-        return self.write_bytes(path, buffer.getvalue())
+        """Gzip JSON, written atomically.
+
+        A large mapping (the image cache of a whole archive) is encoded a
+        slice of entries at a time straight into the compressor, so its JSON
+        text (hundreds of megabytes at 400,000 records) never sits in memory
+        whole; the bytes are the same as encoding it at once.
+        """
+        with self.atomic_writer(path) as fh, gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=6, mtime=0) as gz:
+            if not isinstance(payload, dict) or len(payload) <= _JSON_SLICE:
+                gz.write(_json.dumps(payload))
+                return path
+            items = iter(payload.items())
+            gz.write(b"{")
+            separator = b""
+            while chunk := dict(itertools.islice(items, _JSON_SLICE)):
+                gz.write(separator + _json.dumps(chunk)[1:-1])
+                separator = b","
+            gz.write(b"}")
+        return path
 
     def write_npz(self, path: Path, **arrays: Any) -> Path:
         import numpy as np

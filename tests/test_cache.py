@@ -179,3 +179,28 @@ def test_two_processes_share_one_cache(archive: LocalArchive, tmp_path: Path) ->
                 assert cache.read_json_gz(path) is not None
             elif path.suffix in (".png", ".jpg"):
                 assert cache.read_image(path) is not None
+
+
+def test_a_large_image_cache_is_streamed_as_the_same_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 5,001 entries go to the compressor in slices; the file holds exactly the JSON of the whole mapping
+    import isicarchive._json as fast_json
+
+    cache = Cache(tmp_path, "http://127.0.0.1:1/api/v1")
+    payload = {f"{i:024x}": {"name": f"ISIC_{i:07d}", "meta": {"clinical": {"age_approx": i % 90, "x": None}}}
+               for i in range(5001)}
+    largest: list[int] = []
+    real_dumps = fast_json.dumps
+
+    def recording_dumps(obj: object) -> bytes:
+        text = real_dumps(obj)
+        largest.append(len(text))
+        return text
+
+    monkeypatch.setattr(fast_json, "dumps", recording_dumps)
+    path = cache.write_json_gz(cache.path("imcache", IMCACHE_ID, ".json.gz"), payload)
+    with gzip.open(path, "rb") as fh:
+        assert fh.read() == json.dumps(payload, separators=(",", ":")).encode()
+    assert cache.read_json_gz(path) == payload
+    assert len(largest) == 3 and max(largest) < len(json.dumps(payload)) / 2  # never the whole text at once
+    small = cache.write_json_gz(tmp_path / "small.json.gz", {"a": 1})
+    assert cache.read_json_gz(small) == {"a": 1}
