@@ -224,8 +224,10 @@ class _Column:
 
     def __init__(self) -> None:
         self.uniques: list[Any] = [None]
-        self._keys: dict[Any, int] = {}
-        self._rows = array("q")
+        # value -> code while records are being added; dropped when they are in (a near-unique column's
+        # table is as big as the column: ~50 MB at 400,000 records) and rebuilt if more records come
+        self._keys: dict[Any, int] | None = {}
+        self._rows = array("i")
         self._vals = array("i")
         self.codes: np.ndarray = np.zeros(0, np.int32)
         self._eq: dict[Any, list[int]] | None = None
@@ -237,10 +239,13 @@ class _Column:
         self._present: np.ndarray | None = None
 
     def append(self, row: int, value: Any) -> None:
+        keys = self._keys
+        if keys is None:
+            keys = self._keys = {_freeze(v): c for c, v in enumerate(self.uniques) if c}
         key = _freeze(value)
-        code = self._keys.get(key)
+        code = keys.get(key)
         if code is None:
-            code = self._keys[key] = len(self.uniques)
+            code = keys[key] = len(self.uniques)
             self.uniques.append(value)
         self._rows.append(row)
         self._vals.append(code)
@@ -250,10 +255,11 @@ class _Column:
         codes = np.zeros(n_rows, np.int32)
         codes[: self.codes.size] = self.codes
         if self._rows:
-            codes[np.frombuffer(self._rows, dtype=np.int64)] = np.frombuffer(self._vals, dtype=np.int32)
+            codes[np.frombuffer(self._rows, dtype=np.int32)] = np.frombuffer(self._vals, dtype=np.int32)
         self.codes = codes
-        self._rows = array("q")
+        self._rows = array("i")
         self._vals = array("i")
+        self._keys = None
         self._eq = None
         self._numeric = None
         self._strings = None
@@ -451,7 +457,7 @@ class ImageIndex:
                 self._dict_paths.add(path)
                 rows = self._dict_rows.get(path)
                 if rows is None:
-                    rows = self._dict_rows[path] = array("q")
+                    rows = self._dict_rows[path] = array("i")
                 rows.append(row)
                 self._flatten(value, path + ".", row, columns)
             else:
@@ -480,7 +486,7 @@ class ImageIndex:
             found = np.zeros(len(self.ids), bool)
             rows = self._dict_rows.get(path)
             if rows:
-                found[np.frombuffer(rows, dtype=np.int64)] = True
+                found[np.frombuffer(rows, dtype=np.int32)] = True
             self._dict_masks[path] = found
         return found
 
