@@ -175,8 +175,10 @@ class IsicApi:
         self.progress = progress
         self.workers = workers
         backend_class = self._backend_class()
+        # connections for the transfer workers, and for the record look-ups that run twice as many
+        pool_size = max(16, min(2 * workers, 64))
         self._http = Transport(self.base_url, timeout=timeout, policy=RetryPolicy(retries=retries, backoff=backoff),
-                               pool_size=max(16, workers), auth_header=backend_class.auth_header, debug=debug,
+                               pool_size=pool_size, auth_header=backend_class.auth_header, debug=debug,
                                verify=verify)
         self._backend: Backend = backend_class(self._http)
         self.username: str | None = None
@@ -500,7 +502,8 @@ class IsicApi:
             else:
                 found[key] = record
         if missing:
-            fetched = self._backend.images_by_key(missing, workers=self.workers)
+            # record look-ups are small answers that wait on latency: twice the transfer workers, still bounded
+            fetched = self._backend.images_by_key(missing, workers=min(2 * self.workers, 64))
             for record in fetched.values():
                 if record.get("name"):
                     self.images[record["name"]] = self._record_id(record)
