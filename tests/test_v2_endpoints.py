@@ -128,6 +128,25 @@ def test_lesions_group_the_images_of_one_lesion(server: LocalArchive) -> None:
                         "outcome_diagnosis", "outcome_diagnosis_1"}
     assert get(server, f"lesions/{one['id']}/").json()["id"] == one["id"]
     assert get(server, "lesions/IL_9999999/").status_code == 404
+    # some lesions are followed over time: their images were taken on different days
+    days: dict[str, set] = {}
+    for r in records:
+        clinical = r["metadata"]["clinical"]
+        if "lesion_id" in clinical:
+            days.setdefault(clinical["lesion_id"], set()).add(clinical.get("acquisition_day"))
+    followed = {lesion["id"] for lesion in lesions if lesion["longitudinally_monitored"]}
+    assert followed == {lesion for lesion, seen in days.items() if len(seen) > 1} and followed
+    assert len(followed) < len(lesions)
+
+
+def test_studies_are_staff_only_with_the_real_shape(server: LocalArchive) -> None:
+    assert get(server, "studies/").status_code == 401
+    assert get(server, "studies/", server.token_for("bob")).status_code == 403
+    studies = get(server, "studies/", server.token_for("admin")).json()["results"]
+    assert studies and set(studies[0]) == {"id", "created", "creator", "name", "description", "features", "questions"}
+    question = studies[0]["questions"][0]
+    assert set(question) == {"id", "type", "prompt", "official", "required", "choices"}
+    assert set(question["choices"][0]) == {"id", "question", "text"}
 
 
 # ----------------------------------------------------------------- cohorts

@@ -293,9 +293,12 @@ class V2Backend(Backend):
 
     def study(self, study_id: str) -> dict:
         s = self._get(f"studies/{study_id}/", what=f"study {study_id!r}")
-        questions = [{"id": q.get("prompt"), "type": "select", "choices": q.get("choices", [])}
+        questions = [{"id": q.get("prompt"), "type": q.get("type", "select"),
+                      "choices": [c.get("text") if isinstance(c, dict) else c for c in q.get("choices", [])]}
                      for q in s.get("questions", [])]
-        return {**s, "_id": str(s["id"]), "questions": questions, "features": [], "images": [], "users": []}
+        features = [{"id": " : ".join(f["name"]) if isinstance(f.get("name"), list) else f.get("name"),
+                     "name": f.get("name")} for f in s.get("features", [])]
+        return {**s, "_id": str(s["id"]), "questions": questions, "features": features, "images": [], "users": []}
 
     def annotations(self, study_id: str, params: dict[str, Any] | None = None) -> list[dict]:
         raise self._unsupported("annotation superpixel markups")

@@ -566,8 +566,10 @@ class ArchiveData:
         return {"acquisition": {k: v for k, v in acquisition.items() if v is not None},
                 "clinical": {k: v for k, v in clinical.items() if v is not None}}
 
-    def lesion_and_patient(self, image: dict) -> dict[str, str]:
-        """``lesion_id`` and ``patient_id`` of an image: about three images a lesion, two lesions a patient.
+    def lesion_and_patient(self, image: dict) -> dict[str, Any]:
+        """``lesion_id``, ``patient_id`` (and for lesions followed over time ``acquisition_day``) of an image.
+
+        About three images a lesion, two lesions a patient.
 
         Consecutive images share a lesion (a lesion followed over time has
         several), and one lesion always belongs to one patient, as the
@@ -580,8 +582,12 @@ class ArchiveData:
         lesion = number // 3
         patient = lesion // 2
         # multiplying by a number prime to 10**7 spreads the ids and keeps them distinct
-        return {"lesion_id": f"IL_{(lesion * 7919 + self.seed * 104729) % 10**7:07d}",
-                "patient_id": f"IP_{(patient * 6007 + self.seed * 15485863) % 10**7:07d}"}
+        found: dict[str, Any] = {"lesion_id": f"IL_{(lesion * 7919 + self.seed * 104729) % 10**7:07d}",
+                                 "patient_id": f"IP_{(patient * 6007 + self.seed * 15485863) % 10**7:07d}"}
+        if lesion % 4 == 0:
+            # one lesion in four is followed over time: its images were taken on different days
+            found["acquisition_day"] = (number % 3) * 91
+        return found
 
     def v2_record(self, image: dict, base_url: str, expires: int | None = None, key: int = 0) -> dict:
         """An image as the v2 API presents it; file URLs point to the storage host.

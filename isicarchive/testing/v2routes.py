@@ -199,8 +199,17 @@ def register(archive: LocalArchive) -> None:
             raise ApiError(403, "Forbidden")
 
     def study_v2(study: dict) -> dict:
-        return {"id": int(study["_id"][-6:], 16), "created": study["created"], "creator": 1,
-                "name": study["name"], "description": study["description"], "public": study["public"]}
+        # StudyOut of isic/studies/api.py: features and questions (with their choices) inline
+        number = int(study["_id"][-6:], 16)
+        questions = [{"id": number * 100 + q, "type": "select", "prompt": question["id"], "official": True,
+                      "required": True,
+                      "choices": [{"id": (number * 100 + q) * 100 + c, "question": number * 100 + q, "text": text}
+                                  for c, text in enumerate(question["choices"])]}
+                     for q, question in enumerate(study["questions"])]
+        features = [{"id": number * 100 + f, "required": False, "name": feature["name"], "official": True}
+                    for f, feature in enumerate(study["features"])]
+        return {"id": number, "created": study["created"], "creator": 1, "name": study["name"],
+                "description": study["description"], "features": features, "questions": questions}
 
     def studies_list(req: Request) -> Response:
         staff(req)
