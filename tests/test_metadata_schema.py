@@ -8,19 +8,14 @@ Python or no package index is at hand.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tool_venvs import tool_venv
 
 from isicarchive import search
 from isicarchive.testing import ArchiveConfig, ArchiveData
-
-VENV = Path(os.environ.get("ISICARCHIVE_TEST_CACHE", Path.home() / ".cache" / "isicarchive-tests")) / "isic-metadata"
-PYENV = {**os.environ, "PYENV_VERSION": "3.13.0:3.12.1"}
 
 CHECK = r"""
 import json, sys
@@ -58,35 +53,9 @@ print(json.dumps({"problems": problems[:20], "searchable": sorted(searchable), "
 """
 
 
-def _python_312() -> str | None:
-    if sys.version_info >= (3, 12):
-        return sys.executable
-    for name in ("python3.13", "python3.12"):
-        exe = shutil.which(name)
-        if exe and subprocess.run([exe, "-c", "import sys; assert sys.version_info >= (3, 12)"], env=PYENV,
-                                  capture_output=True).returncode == 0:
-            return exe
-    return None
-
-
-def _schema_python() -> Path | None:
-    python = VENV / "bin" / "python"
-    if python.exists():
-        return python
-    base = _python_312()
-    if base is None:
-        return None
-    made = subprocess.run([base, "-m", "venv", "--clear", str(VENV)], env=PYENV, capture_output=True)
-    if made.returncode != 0 or subprocess.run([str(python), "-m", "pip", "install", "-q", "isic-metadata>=6,<7"],
-                                              capture_output=True, timeout=600).returncode != 0:
-        shutil.rmtree(VENV, ignore_errors=True)
-        return None
-    return python
-
-
 @pytest.mark.network
 def test_generated_metadata_validates_against_isic_metadata(tmp_path: Path) -> None:
-    python = _schema_python()
+    python = tool_venv("isic-metadata", ["isic-metadata>=6,<7"], minimum=(3, 12))
     if python is None:
         pytest.skip("isic-metadata needs Python >= 3.12 and the package index; neither is at hand")
     data = ArchiveData(seed=3, config=ArchiveConfig(images=400))

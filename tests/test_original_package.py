@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tool_venvs import tool_venv
 
 from isicarchive import IsicApi
 from isicarchive.testing import ArchiveConfig, ArchiveData
 
-VENV = Path(os.environ.get("ISICARCHIVE_TEST_CACHE", Path.home() / ".cache" / "isicarchive-tests")) / "original"
 PINS = ["isicarchive==0.4.11", "numpy==1.23.5", "numba==0.58.1", "llvmlite==0.41.1", "scipy<1.12"]
 IMAGES = 30
 
@@ -74,19 +74,6 @@ print(json.dumps([walk(*run) for run in runs]))
 """
 
 
-def original_python() -> Path | None:
-    python = VENV / "bin" / "python"
-    ready = VENV / ".ready"
-    if ready.exists():
-        return python
-    made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], capture_output=True)
-    if made.returncode != 0 or subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS],
-                                              capture_output=True, timeout=900).returncode != 0:
-        return None
-    ready.write_text("ok")
-    return python
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,7 +82,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served() -> Any:
-    python = original_python()
+    python = tool_venv("original", PINS)
     if python is None:
         pytest.skip("the original package could not be installed (package index unreachable)")
     port = free_port()

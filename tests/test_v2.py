@@ -6,7 +6,6 @@ import csv
 import html
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from tool_venvs import tool_venv
 
 from isicarchive import AuthenticationError, IsicApi, NotFoundError, QueryError, UnsupportedError
 from isicarchive.search import Term, parse
@@ -338,37 +338,9 @@ def test_v1_has_no_server_side_search(archive: LocalArchive) -> None:
 
 
 # ---------------------------------------------------------- official CLI
-TEST_CACHE = Path(os.environ.get("ISICARCHIVE_TEST_CACHE", Path.home() / ".cache" / "isicarchive-tests"))
-CLI_VENV = TEST_CACHE / "isic-cli-newest"
-
-
-def _python_for_newest_cli() -> str | None:
-    """An interpreter of Python 3.12 or newer (the newest isic-cli needs one), this one if it is."""
-    if sys.version_info >= (3, 12):
-        return sys.executable
-    env = {**os.environ, "PYENV_VERSION": "3.13.0:3.12.1"}
-    for name in ("python3.13", "python3.12"):
-        exe = shutil.which(name)
-        if exe and subprocess.run([exe, "-c", "import venv"], env=env, capture_output=True).returncode == 0:
-            return exe
-    return None
-
-
 def _official_cli() -> Path | None:
-    exe = CLI_VENV / "bin" / "isic"
-    if exe.exists():
-        return exe
-    python = _python_for_newest_cli()
-    if python is None:
-        return None
-    env = {**os.environ, "PYENV_VERSION": "3.13.0:3.12.1"}
-    made = subprocess.run([python, "-m", "venv", "--clear", str(CLI_VENV)], capture_output=True, env=env)
-    done = subprocess.run([str(CLI_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "isic-cli"],
-                          capture_output=True, text=True, timeout=600) if made.returncode == 0 else made
-    if done.returncode != 0 or not exe.exists():
-        shutil.rmtree(CLI_VENV, ignore_errors=True)
-        return None
-    return exe
+    python = tool_venv("isic-cli-newest", ["isic-cli"], minimum=(3, 12))  # the newest release needs 3.12+
+    return python.parent / "isic" if python is not None else None
 
 
 def _port_free(port: int) -> bool:
