@@ -39,7 +39,7 @@ from .selection import ImageIndex, Selection, normalise_criteria
 from .store import Store
 from .transport import RetryPolicy, Transport
 
-__all__ = ["DEFAULTS", "IsicApi"]
+__all__ = ["DEFAULTS", "OFFICIAL_HOSTS", "IsicApi"]
 
 log = logging.getLogger("isicarchive")
 
@@ -71,14 +71,28 @@ def _normalise_host(hostname: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
-def _version_of(api_uri: str | None, api_version: int | None) -> int:
+#: the archive's own hosts: the legacy v1 service there is retired, so they default to v2
+OFFICIAL_HOSTS = frozenset({"isic-archive.com", "www.isic-archive.com", "api.isic-archive.com"})
+
+
+def _version_of(api_uri: str | None, api_version: int | None, hostname: str | None = None) -> int:
+    """Which API a session speaks.
+
+    ``api_version`` when given; else the one ``api_uri`` names; else v2 for the
+    archive itself (no host, or one of its own hosts: v1 no longer answers
+    there) and v1 for any other host (a local archive or a mirror of the
+    legacy API, as the original package spoke).
+    """
     if api_version is not None:
         if api_version not in DEFAULTS:
             raise IsicError(f"api_version must be 1 or 2, not {api_version!r}")
         return api_version
-    if api_uri and "v2" in api_uri:
+    if api_uri:
+        return 2 if "v2" in api_uri else 1
+    if hostname is None:
         return 2
-    return 1
+    host = urlsplit(hostname if "://" in hostname else "https://" + hostname.strip()).hostname or ""
+    return 2 if host.lower() in OFFICIAL_HOSTS else 1
 
 
 def _images_not_found(absent: list[str], asked: int) -> NotFoundError:
@@ -166,7 +180,7 @@ class IsicApi:
             raise IsicError(f"username must be a string, not {type(username).__name__}")
         if password is not None and not isinstance(password, str):
             raise IsicError("password must be a string")
-        self.api_version = _version_of(api_uri, api_version)
+        self.api_version = _version_of(api_uri, api_version, hostname)
         default_host, default_uri = DEFAULTS[self.api_version]
         self.hostname = _normalise_host(hostname or default_host)
         self.api_uri = "/" + (api_uri or default_uri).strip("/")

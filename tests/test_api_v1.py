@@ -261,7 +261,8 @@ def test_http_refused_for_remote_hosts_and_https_added() -> None:
         IsicApi(hostname="http://isic-archive.example.org")
     api = IsicApi(hostname="isic-archive.example.org")
     assert api.base_url == "https://isic-archive.example.org/api/v1"
-    assert IsicApi().base_url == "https://isic-archive.com/api/v1"
+    assert IsicApi().base_url == "https://api.isic-archive.com/api/v2"  # today's archive: v1 is retired there
+    assert IsicApi(api_version=1).base_url == "https://isic-archive.com/api/v1"
 
 
 def test_cache_folder_of_another_archive_is_refused(archive: LocalArchive, api_factory, tmp_path: Path) -> None:

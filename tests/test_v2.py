@@ -499,3 +499,21 @@ def test_expired_urls_in_cached_records_are_renewed(tmp_path: Path) -> None:
         server.expire_file_urls()
         image.load_imagedata()
         assert image.data is not None and image.data.ndim == 3
+
+
+# ------------------------------------------------------- which API by default
+def test_todays_archive_is_the_default_and_a_retired_v1_says_so() -> None:
+    from isicarchive import ArchiveUnavailableError
+
+    assert IsicApi(progress=False).base_url == "https://api.isic-archive.com/api/v2"
+    assert IsicApi(hostname="isic-archive.com", progress=False).api_version == 2  # the archive's own host
+    assert IsicApi(hostname="https://mirror.example.org", progress=False).api_version == 1  # a v1 mirror keeps v1
+    assert IsicApi(hostname="https://mirror.example.org", api_uri="/api/v2", progress=False).api_version == 2
+    # a local archive that serves only v2 stands in for today's official host
+    with LocalArchive(seed=3, legacy_v1=False) as today:
+        legacy = IsicApi(hostname=today.url, api_version=1, progress=False, backoff=0.001)
+        with pytest.raises(ArchiveUnavailableError, match=r"legacy v1 API does not answer.*api_version=2"):
+            legacy.image("ISIC_0000000")
+        name = today.data.visible_images(None)[0]["name"]
+        assert IsicApi(hostname=today.url, api_version=2, progress=False).image(name).name == name
+        assert requests.get(f"{today.v1_url}/image", timeout=10).status_code == 404

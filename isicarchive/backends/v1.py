@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import _json
-from ..errors import AuthenticationError, NotFoundError, QueryError
+from ..errors import ArchiveUnavailableError, AuthenticationError, NotFoundError, QueryError
 from ..transport import iter_pages
 from .base import Backend, ProgressHook
 
@@ -32,6 +32,12 @@ class V1Backend(Backend):
              what: str | None = None) -> Any:
         try:
             return self.http.get_json(endpoint, params=params, expect=expect)
+        except NotFoundError as exc:
+            # Girder answers 400 for unknown ids and never 404 on its own routes: a 404 means no v1 service
+            raise ArchiveUnavailableError(
+                f"the legacy v1 API does not answer at {self.http.base_url} ({str(exc).split(' answered ', 1)[-1]}): "
+                "it was retired from the ISIC Archive. Use today's API: IsicApi(api_version=2) "
+                "(or `isicarchive --api v2 …`).") from None
         except QueryError as exc:
             # Girder answers 400 "Invalid image id (…)" for ids that do not exist
             if what and "invalid" in str(exc).lower() and "id" in str(exc).lower():

@@ -173,6 +173,10 @@ class LocalArchive:
         Seconds added before every response (a slow network).
     bandwidth : float, optional
         Bytes per second per connection for response bodies.
+    legacy_v1 : bool
+        Serve the legacy v1 API too (default).  ``False`` stands in for
+        today's official host, where ``/api/v1`` no longer answers (Django's
+        404 page for every path there).
 
     Attributes
     ----------
@@ -203,8 +207,10 @@ class LocalArchive:
         https: bool = False,
         latency: float = 0.0,
         bandwidth: float | None = None,
+        legacy_v1: bool = True,
     ) -> None:
         self.data = data if data is not None else ArchiveData(seed=seed, config=config)
+        self.legacy_v1 = legacy_v1
         self.host = host
         self.port = port
         self.https = https
@@ -230,7 +236,8 @@ class LocalArchive:
         self.router = Router()
         from . import oauthroutes, v1routes, v2routes
 
-        v1routes.register(self)
+        if legacy_v1:
+            v1routes.register(self)
         v2routes.register(self)
         oauthroutes.register(self)
 
@@ -463,6 +470,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return early
         if api is None:
             return _error_response("v1", ApiError(404, f"No such resource: {path}"))
+        if api == "v1" and not self.archive.legacy_v1:
+            return _django_not_found()
         host = self.headers.get("Host") or f"{self.archive.host}:{self.archive.port}"
         scheme = "https" if self.archive.https else "http"
         request = Request(method, path, route, api, query, self.headers, body, user, f"{scheme}://{host}",
