@@ -32,6 +32,7 @@ from .errors import (
     QueryError,
     UnsupportedError,
 )
+from .legacy import V2_DIAGNOSIS_PATHS
 from .models import Annotation, Dataset, Image, Segmentation, Study
 from .oauth import OAuthToken
 from .progress import progress as _progress
@@ -93,6 +94,20 @@ def _version_of(api_uri: str | None, api_version: int | None, hostname: str | No
         return 2
     host = urlsplit(hostname if "://" in hostname else "https://" + hostname.strip()).hostname or ""
     return 2 if host.lower() in OFFICIAL_HOSTS else 1
+
+
+def _check_legacy_terms(criteria: list[tuple[str, str, Any]], index: ImageIndex) -> None:
+    """On v2 records a legacy diagnosis term must be one the legacy table knows (or a value records have)."""
+    for field, op, test in criteria:
+        if field != "meta.clinical.diagnosis" or op not in ("==", "!=", "in", "not in"):
+            continue
+        asked = [test] if op in ("==", "!=") else list(test) if isinstance(test, (list, tuple, set)) else []
+        known = set(V2_DIAGNOSIS_PATHS) | set(index.values_of(field))
+        unknown = [value for value in asked if isinstance(value, str) and value not in known]
+        if unknown:
+            raise QueryError(f"{', '.join(map(repr, unknown))} is not a diagnosis of the legacy vocabulary or of "
+                             f"these records; legacy terms: {', '.join(sorted(V2_DIAGNOSIS_PATHS))} "
+                             "(or use metadata.clinical.diagnosis_1..5 with today's hierarchy)")
 
 
 def _images_not_found(absent: list[str], asked: int) -> NotFoundError:
@@ -678,6 +693,8 @@ class IsicApi:
         """
         parsed = normalise_criteria(criteria)
         index = self._image_index()
+        if self.api_version == 2:
+            _check_legacy_terms(parsed, index)
         within = self.image_selection.keys() if sub_select else None
         self.image_selection = index.select(parsed, within=within)
         return self.image_selection

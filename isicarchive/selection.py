@@ -466,6 +466,11 @@ class ImageIndex:
                     column = columns[path] = _Column()
                 column.append(row, value)
 
+    def values_of(self, path: str) -> list[Any]:
+        """The distinct values records have at a plain path (empty where no record has it)."""
+        column = self._columns.get(path)
+        return [v for v in column.uniques[1:] if v is not None] if column is not None else []
+
     def _exact_by_column(self, path: str) -> bool:
         """Whether the column (or its absence) gives the look-up's exact answer."""
         return path not in self._dict_paths and self._plain_path(path)

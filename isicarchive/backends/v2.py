@@ -5,7 +5,8 @@ record keeps every v2 key (``isic_id``, ``files``, ``metadata``, ``public``,
 ``copyright_license``, ``attribution``) and gains the v1 names the models
 read: ``_id`` and ``name`` (both the ISIC id), ``meta.acquisition`` with
 ``pixelsX``/``pixelsY`` next to the v2 keys, ``meta.clinical`` (the v2
-clinical fields, plus ``diagnosis`` = the most specific ``diagnosis_N``),
+clinical fields, plus the legacy ``diagnosis``, ``benign_malignant`` and
+``anatom_site_general`` of :mod:`isicarchive.legacy`),
 ``dataset`` (``{"name": attribution, "license": copyright_license}``) and
 ``notes`` (empty tags).  Collections take the place of datasets.
 
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..errors import AuthenticationError, NotFoundError, QueryError
+from ..legacy import legacy_clinical
 from ..oauth import OAuthClient, OAuthToken, sign_in
 from ..search import parse as explain
 from ..transport import Transport
@@ -51,10 +53,9 @@ def normalise(record: dict) -> dict:
         acquisition.setdefault("pixelsX", acquisition["pixels_x"])
     if "pixels_y" in acquisition:
         acquisition.setdefault("pixelsY", acquisition["pixels_y"])
-    for level in ("diagnosis_5", "diagnosis_4", "diagnosis_3", "diagnosis_2", "diagnosis_1"):
-        if clinical.get(level):
-            clinical.setdefault("diagnosis", clinical[level])
-            break
+    # the original's vocabulary (diagnosis, benign_malignant, anatom_site_general) from the hierarchies
+    for key, value in legacy_clinical(clinical).items():
+        clinical.setdefault(key, value)
     out.update(_id=isic_id, name=isic_id,
                meta={"acquisition": acquisition, "clinical": clinical, "unstructured": {}},
                dataset={"name": out.get("attribution"), "license": out.get("copyright_license")},

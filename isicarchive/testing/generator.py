@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import superpixels as _sp
+from ..legacy import V2_DIAGNOSIS_PATHS, V2_SITE_PATHS, V2_SPECIAL_SITES
 
 __all__ = ["ArchiveConfig", "ArchiveData", "User", "object_id", "superpixel_labels"]
 
@@ -58,30 +59,13 @@ FEATURES = [
     "Structureless : Blue whitish veil", "Regression structures : Scar-like depigmentation",
     "Vessels : Dotted", "Streaks : Regular",
 ]
-#: v1 diagnosis -> v2 hierarchical diagnosis_1..3
-V2_DIAGNOSES = {
-    "nevus": ("Benign", "Benign melanocytic proliferations", "Nevus"),
-    "melanoma": ("Malignant", "Malignant melanocytic proliferations (Melanoma)", "Melanoma, NOS"),
-    "pigmented benign keratosis": ("Benign", "Benign epidermal proliferations", "Pigmented benign keratosis"),
-    "basal cell carcinoma": ("Malignant", "Malignant adnexal epithelial proliferations - Follicular",
-                             "Basal cell carcinoma"),
-    "seborrheic keratosis": ("Benign", "Benign epidermal proliferations", "Seborrheic keratosis"),
-    "squamous cell carcinoma": ("Malignant", "Malignant epidermal proliferations", "Squamous cell carcinoma, NOS"),
-    "vascular lesion": ("Benign", "Benign soft tissue proliferations - Vascular", "Hemangioma"),
-    "actinic keratosis": ("Indeterminate", "Indeterminate epidermal proliferations", "Solar or actinic keratosis"),
-    "dermatofibroma": ("Benign", "Benign soft tissue proliferations - Fibro-histiocytic", "Dermatofibroma"),
-}
+#: v1 diagnosis -> v2 hierarchical diagnosis_1..n (the client's legacy table, with the level below for melanoma)
+V2_DIAGNOSES = {term: V2_DIAGNOSIS_PATHS[term] for term, *_ in DIAGNOSES}
+V2_DIAGNOSES["melanoma"] = V2_DIAGNOSIS_PATHS["melanoma"] + ("Melanoma, NOS",)
+V2_DIAGNOSES["squamous cell carcinoma"] = V2_DIAGNOSIS_PATHS["squamous cell carcinoma"] + (
+    "Squamous cell carcinoma, NOS",)
 #: v1 image types -> today's (isic-metadata ImageTypeEnum)
 V2_IMAGE_TYPES = {"clinical": "clinical: close-up", "overview": "clinical: overview"}
-#: v1 anatom_site_general -> today's anatom_site_1..n path (isic-metadata AnatomSiteEnum)
-V2_ANATOM_SITES = {
-    "posterior torso": ("Trunk", "Posterior trunk"), "anterior torso": ("Trunk", "Anterior trunk"),
-    "lateral torso": ("Trunk", "Lateral trunk"), "upper extremity": ("Upper extremity",),
-    "lower extremity": ("Lower extremity",), "head/neck": ("Head and neck",),
-    "oral/genital": ("Anogenital region",),
-}
-#: v1 sites that today are an anatom_site_special value
-V2_ANATOM_SPECIAL = {"palms/soles": "acral palms or soles", "oral/genital": "oral or genital"}
 #: clinical fields published under the same name and values in v1 and today
 V2_CLINICAL_KEPT = ("age_approx", "sex", "diagnosis_confirm_type", "melanocytic", "personal_hx_mm", "family_hx_mm",
                     "clin_size_long_diam_mm", "mel_thick_mm")
@@ -558,9 +542,9 @@ class ArchiveData:
         if levels[:1] != ("Malignant",) or levels[2:3] == ("Melanoma in situ",):
             clinical.pop("mel_thick_mm", None)
         site = clinical_v1.get("anatom_site_general")
-        if site in V2_ANATOM_SPECIAL:
-            clinical["anatom_site_special"] = V2_ANATOM_SPECIAL[site]
-        for n, level in enumerate(V2_ANATOM_SITES.get(site or "", ()), start=1):
+        if site in V2_SPECIAL_SITES:
+            clinical["anatom_site_special"] = V2_SPECIAL_SITES[site]
+        for n, level in enumerate(V2_SITE_PATHS.get(site or "", ()), start=1):
             clinical[f"anatom_site_{n}"] = level
         clinical.update(self.lesion_and_patient(image))
         return {"acquisition": {k: v for k, v in acquisition.items() if v is not None},

@@ -1,0 +1,109 @@
+"""The original package's vocabulary on today's records: legacy diagnosis terms, benign/malignant and
+general anatomic sites, mapped to and from the v2 hierarchies.
+
+The legacy v1 archive described a lesion with one ``diagnosis`` term (its
+``legacy_dx`` vocabulary: ``melanoma``, ``nevus``, …), ``benign_malignant``
+and ``anatom_site_general``; today's archive uses the hierarchies
+``diagnosis_1..5`` and ``anatom_site_1..5`` of isic-metadata.  The tables
+below say which node of a hierarchy each legacy value is.  v2 records gain the
+legacy fields from them (:func:`legacy_clinical`), so the original's criteria
+(``['meta.clinical.diagnosis', '==', 'melanoma']``) select the same kind of
+images on v2; the local archive uses the same tables the other way round to
+give its v1 content a v2 form.  The full table is in docs/api-versions.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LEGACY_DIAGNOSES", "LEGACY_SITES", "V2_DIAGNOSIS_PATHS", "legacy_clinical"]
+
+#: legacy_dx term -> the full diagnosis path of the node it names (isic-metadata's hierarchy)
+V2_DIAGNOSIS_PATHS: dict[str, tuple[str, ...]] = {
+    "nevus": ("Benign", "Benign melanocytic proliferations", "Nevus"),
+    "lentigo simplex": ("Benign", "Benign melanocytic proliferations", "Lentigo simplex"),
+    "melanoma": ("Malignant", "Malignant melanocytic proliferations (Melanoma)"),
+    "melanoma metastasis": ("Malignant", "Malignant melanocytic proliferations (Melanoma)", "Melanoma metastasis"),
+    "AIMP": ("Indeterminate", "Indeterminate melanocytic proliferations",
+             "Atypical intraepithelial melanocytic proliferation"),
+    "atypical spitz tumor": ("Indeterminate", "Indeterminate melanocytic proliferations", "Atypical Spitz tumor"),
+    "atypical melanocytic proliferation": ("Indeterminate", "Indeterminate melanocytic proliferations"),
+    "pigmented benign keratosis": ("Benign", "Benign epidermal proliferations", "Pigmented benign keratosis"),
+    "seborrheic keratosis": ("Benign", "Benign epidermal proliferations", "Seborrheic keratosis"),
+    "solar lentigo": ("Benign", "Benign epidermal proliferations", "Solar lentigo"),
+    "clear cell acanthoma": ("Benign", "Benign epidermal proliferations", "Clear cell acanthoma"),
+    "epidermal nevus": ("Benign", "Benign epidermal proliferations", "Epidermal nevus"),
+    "lentigo NOS": ("Benign", "Flat melanotic pigmentations - not melanocytic nevus", "Lentigo NOS"),
+    "ephelis": ("Benign", "Flat melanotic pigmentations - not melanocytic nevus", "Ephelis"),
+    "cafe-au-lait macule": ("Benign", "Flat melanotic pigmentations - not melanocytic nevus",
+                            "Cafe au lait macule or patch"),
+    "mucosal melanosis": ("Benign", "Flat melanotic pigmentations - not melanocytic nevus",
+                          "Mucosal melanotic macule"),
+    "actinic keratosis": ("Indeterminate", "Indeterminate epidermal proliferations", "Solar or actinic keratosis"),
+    "basal cell carcinoma": ("Malignant", "Malignant adnexal epithelial proliferations - Follicular",
+                             "Basal cell carcinoma"),
+    "squamous cell carcinoma": ("Malignant", "Malignant epidermal proliferations"),
+    "merkel cell carcinoma": ("Malignant", "Merkel cell proliferation"),
+    "dermatofibroma": ("Benign", "Benign soft tissue proliferations - Fibro-histiocytic", "Dermatofibroma"),
+    "angiofibroma or fibrous papule": ("Benign", "Benign soft tissue proliferations - Fibro-histiocytic",
+                                       "Angiofibroma"),
+    "scar": ("Benign", "Benign soft tissue proliferations - Fibro-histiocytic", "Scar"),
+    "neurofibroma": ("Benign", "Benign soft tissue proliferations - Neural", "Neurofibroma"),
+    "angioma": ("Benign", "Benign soft tissue proliferations - Vascular", "Hemangioma"),
+    "angiokeratoma": ("Benign", "Benign soft tissue proliferations - Vascular", "Angiokeratoma"),
+    "pyogenic granuloma": ("Benign", "Benign soft tissue proliferations - Vascular", "Pyogenic granuloma"),
+    "vascular lesion": ("Benign", "Benign soft tissue proliferations - Vascular"),
+    "sebaceous adenoma": ("Benign", "Benign adnexal epithelial proliferations - Sebaceous", "Sebaceous adenoma"),
+    "sebaceous hyperplasia": ("Benign", "Benign adnexal epithelial proliferations - Sebaceous",
+                              "Sebaceous hyperplasia"),
+    "verruca": ("Benign", "Inflammatory or infectious diseases", "Verruca"),
+}
+#: (level, value) of a node -> the legacy term; a record's most specific known node names its term
+LEGACY_DIAGNOSES: dict[tuple[int, str], str] = {
+    (len(path), path[-1]): term for term, path in V2_DIAGNOSIS_PATHS.items()}
+
+#: legacy anatom_site_general -> today's anatom_site path (a path of None: an anatom_site_special value)
+V2_SITE_PATHS: dict[str, tuple[str, ...]] = {
+    "posterior torso": ("Trunk", "Posterior trunk"), "anterior torso": ("Trunk", "Anterior trunk"),
+    "lateral torso": ("Trunk", "Lateral trunk"), "upper extremity": ("Upper extremity",),
+    "lower extremity": ("Lower extremity",), "head/neck": ("Head and neck",), "oral/genital": ("Anogenital region",),
+}
+#: legacy anatom_site_general -> today's anatom_site_special
+V2_SPECIAL_SITES = {"palms/soles": "acral palms or soles", "oral/genital": "oral or genital"}
+LEGACY_SITES: dict[tuple[int, str], str] = {(len(path), path[-1]): site for site, path in V2_SITE_PATHS.items()}
+_LEGACY_SPECIAL = {special: site for site, special in V2_SPECIAL_SITES.items()}
+_BENIGN_MALIGNANT = {"Benign": "benign", "Malignant": "malignant", "Indeterminate": "indeterminate"}
+
+
+def legacy_term(clinical: dict, field: str, table: dict[tuple[int, str], str]) -> str | None:
+    """The legacy value of the most specific node of ``field_1..5`` the table knows."""
+    for level in range(5, 0, -1):
+        value = clinical.get(f"{field}_{level}")
+        if value is not None and (level, value) in table:
+            return table[(level, value)]
+    return None
+
+
+def legacy_clinical(clinical: dict) -> dict[str, Any]:
+    """The legacy fields of a v2 record's clinical metadata (only those it has a value for).
+
+    ``diagnosis`` is the legacy term of the most specific diagnosis node the
+    table knows, else the most specific ``diagnosis_N`` itself (so nothing is
+    lost for nodes the legacy vocabulary had no word for);
+    ``benign_malignant`` comes from ``diagnosis_1``; ``anatom_site_general``
+    from ``anatom_site_1..`` or ``anatom_site_special``.
+    """
+    out: dict[str, Any] = {}
+    diagnosis = legacy_term(clinical, "diagnosis", LEGACY_DIAGNOSES)
+    if diagnosis is None:
+        diagnosis = next((clinical[f"diagnosis_{n}"] for n in range(5, 0, -1) if clinical.get(f"diagnosis_{n}")),
+                         None)
+    if diagnosis is not None:
+        out["diagnosis"] = diagnosis
+    if clinical.get("diagnosis_1") in _BENIGN_MALIGNANT:
+        out["benign_malignant"] = _BENIGN_MALIGNANT[clinical["diagnosis_1"]]
+    site = legacy_term(clinical, "anatom_site", LEGACY_SITES) or _LEGACY_SPECIAL.get(
+        clinical.get("anatom_site_special") or "")
+    if site is not None:
+        out["anatom_site_general"] = site
+    return out
