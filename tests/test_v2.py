@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from tool_venvs import tool_venv
@@ -301,8 +302,24 @@ def test_client_v2_session(v2archive: LocalArchive, tmp_path: Path) -> None:
     assert set(sel) == set(warm.search_images("sex:male"))
     with pytest.raises(NotFoundError):
         api.image("ISIC_9999999")
-    with pytest.raises(UnsupportedError, match="v1"):
-        image.load_superpixels()
+    # v2 has no archive superpixels: computed locally (SLIC, the legacy parameters) and cached under the
+    # original names, so the original README's paint snippet runs unchanged
+    image.load_imagedata()
+    image.load_superpixels()
+    image.map_superpixels()
+    idx, spmap = image.superpixels["idx"], image.superpixels["map"]
+    assert idx.shape == image.data.shape[:2] and int(spmap[:, -1].sum()) == idx.size
+    labels = np.unique(idx)
+    assert labels[0] == 0 and labels[-1] == len(labels) - 1 and len(labels) > 20  # 0..n-1, every label used
+    data = image.data.copy()
+    pixels = data.reshape(-1, 3)
+    count = spmap[5, -1]
+    pixels[spmap[5, 0:count], 0] = 255
+    assert (data.reshape(-1, 3)[idx.ravel() == 5, 0] == 255).all()
+    from isicarchive.cache import shard_of
+
+    assert list((tmp_path / shard_of(image.id)).glob(f"spidx_{image.id}.npz"))
+    assert list((tmp_path / shard_of(image.id)).glob(f"spimg_{image.id}.png"))
     # studies are staff-only in v2: an anonymous session is asked to sign in, an admin sees them
     with pytest.raises(AuthenticationError):
         api.study()
@@ -517,3 +534,20 @@ def test_todays_archive_is_the_default_and_a_retired_v1_says_so() -> None:
         name = today.data.visible_images(None)[0]["name"]
         assert IsicApi(hostname=today.url, api_version=2, progress=False).image(name).name == name
         assert requests.get(f"{today.v1_url}/image", timeout=10).status_code == 404
+
+
+def test_v2_superpixels_are_computed_once_then_read_from_the_cache(v2archive: LocalArchive, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import isicarchive.slic
+
+    name = v2archive.data.visible_images(None)[1]["name"]
+    first = IsicApi(hostname=v2archive.url, api_version=2, cache_folder=tmp_path, progress=False).image(name)
+    first.load_superpixels()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(isicarchive.slic, "compute_superpixels", refuse)
+    again = IsicApi(hostname=v2archive.url, api_version=2, cache_folder=tmp_path, progress=False).image(name)
+    again.load_superpixels()
+    assert np.array_equal(again.superpixels["idx"], first.superpixels["idx"])

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import superpixels as _sp
+from ..errors import UnsupportedError
 from .base import Model
 
 __all__ = ["Image"]
@@ -93,12 +94,23 @@ class Image(Model):
     def load_superpixels(self, map_superpixels: bool = False) -> None:
         """Load the superpixel index into ``superpixels['idx']`` (cache first).
 
-        v1 only: v2 images have no archive superpixels; see
-        :meth:`compute_superpixels`.
+        v1 images have the archive's superpixels.  v2 images have none in the
+        archive: they are computed locally with the legacy archive's
+        parameters (:meth:`compute_superpixels`, the ``slic`` extra) and
+        cached under the original names, so code written for v1 runs as is.
+
+        Raises
+        ------
+        ImportError
+            On v2 without scikit-image, naming the extra to install.
         """
         if self.superpixels["idx"] is None:
-            idx = self._require_api()._store.superpixel_index(self.id)
-            self._set_index(idx)
+            try:
+                idx = self._require_api()._store.superpixel_index(self.id)
+            except UnsupportedError:
+                self.compute_superpixels()
+            else:
+                self._set_index(idx)
         if map_superpixels:
             self.map_superpixels()
 
