@@ -28,12 +28,12 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import IsicApi
-    from .models import Annotation, Dataset, Image, Segmentation, Study
+    from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
     from .selection import Selection
 
 #: public name -> the module that defines it, imported on first use
 _LAZY = {"IsicApi": ".api", "Selection": ".selection", "Annotation": ".models", "Dataset": ".models",
-         "Image": ".models", "Segmentation": ".models", "Study": ".models"}
+         "Image": ".models", "Lesion": ".models", "Segmentation": ".models", "Study": ".models"}
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +59,7 @@ __all__ = [
     "IsicApi",
     "IsicError",
     "KeyringUnavailableError",
+    "Lesion",
     "NotFoundError",
     "QueryError",
     "Segmentation",

@@ -33,7 +33,7 @@ from .errors import (
     UnsupportedError,
 )
 from .legacy import V2_DIAGNOSIS_PATHS
-from .models import Annotation, Dataset, Image, Segmentation, Study
+from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
 from .oauth import OAuthToken
 from .progress import progress as _progress
 from .selection import ImageIndex, Selection, normalise_criteria
@@ -495,6 +495,20 @@ class IsicApi:
         self._image_objects[obj.id] = obj
         self._image_objects[obj.name] = obj
         return obj
+
+    def lesion(self, lesion_id: str) -> Lesion:
+        """A :class:`Lesion` of the current archive (v2): its images, index image, follow-up and outcome.
+
+        Raises
+        ------
+        NotFoundError
+            No such lesion (or none of its images is visible to this session).
+        UnsupportedError
+            On the legacy v1 API, which has no lesions.
+        """
+        if not isinstance(lesion_id, str) or not lesion_id:
+            raise QueryError(f"a lesion id is a string such as 'IL_0000123', not {lesion_id!r}")
+        return Lesion(self._backend.lesion(lesion_id), self)
 
     def images_for(self, keys: Iterable[str]) -> list[Image]:
         """:class:`Image` objects for many ids or names at once, in the order given.

@@ -666,6 +666,36 @@ class Selection(MutableMapping):
     def records(self) -> list[dict]:
         return list(self.values())
 
+    def group_by(self, field: str) -> dict[Any, Selection]:
+        """Selections per value of ``field`` (``'lesion_id'``, ``'patient_id'``, a dotted path).
+
+        Images without a value are left out.
+        """
+        from .grouping import group_ids
+
+        return {value: Selection((key, self[key]) for key in keys)
+                for value, keys in group_ids(dict(self.items()), field).items()}
+
+    def split(self, fractions: Mapping[str, float], *, by: str = "patient_id", stratify: str | None = None,
+              seed: int = 0) -> dict[str, Selection]:
+        """A leakage-free split: ``{'train': 0.7, 'validation': 0.15, 'test': 0.15}`` → selections.
+
+        No value of ``by`` (a patient, a lesion) is in two parts; the classes
+        of ``stratify`` (e.g. ``'diagnosis_1'``) are spread over the parts as
+        evenly as the groups allow; the same seed gives the same split.
+        Images without a value of ``by`` are groups of their own, one per
+        image.
+
+        Raises
+        ------
+        QueryError
+            Fractions that do not add up to 1; a field no image has.
+        """
+        from .grouping import split_ids
+
+        parts = split_ids(dict(self.items()), fractions, by=by, stratify=stratify, seed=seed)
+        return {name: Selection((key, self[key]) for key in keys) for name, keys in parts.items()}
+
     def to_dataframe(self, fields: Sequence[str] | None = None) -> Any:
         """A pandas DataFrame (index = id) of the chosen dotted fields (``pandas`` extra).
 

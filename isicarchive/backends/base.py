@@ -92,6 +92,9 @@ class Backend:
     def image_record_name(self, record: dict) -> str:
         return str(record.get("name") or record.get("isic_id") or record.get("_id"))
 
+    def lesion(self, lesion_id: str) -> dict:
+        raise self._unsupported("lesions", "the current v2 API")
+
     def search_images(self, query: str, collections: Any = None, limit: int | None = None) -> list[dict]:
         raise self._unsupported("server-side search", "the current v2 API (use select_images with v1)")
 

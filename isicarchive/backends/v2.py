@@ -234,6 +234,10 @@ class V2Backend(Backend):
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches)))) as pool:
             return {record["isic_id"]: record for found in pool.map(one, batches) for record in found}
 
+    def lesion(self, lesion_id: str) -> dict:
+        record = self._get(f"lesions/{lesion_id}/", what=f"lesion {lesion_id!r}")
+        return {**record, "images": [normalise(r) for r in record.get("images") or []]}
+
     def search_size(self, query: str = "", collections: Iterable[int] | None = None) -> int:
         params = {"query": query, "collections": ",".join(str(int(c)) for c in collections or [])}
         return int(self._get("images/search/size/", params)["size"])

@@ -4,7 +4,8 @@ from .annotation import Annotation
 from .base import Model
 from .dataset import Dataset
 from .image import Image
+from .lesion import Lesion
 from .segmentation import Segmentation
 from .study import Study
 
-__all__ = ["Annotation", "Dataset", "Image", "Model", "Segmentation", "Study"]
+__all__ = ["Annotation", "Dataset", "Image", "Lesion", "Model", "Segmentation", "Study"]

@@ -59,6 +59,20 @@ class Image(Model):
         return (self.dataset or {}).get("name")
 
     @property
+    def lesion_id(self) -> str | None:
+        """The lesion the image shows (v2 metadata; None where the archive names none)."""
+        from ..grouping import field_of
+
+        return field_of(self._record, "lesion_id")
+
+    @property
+    def patient_id(self) -> str | None:
+        """The patient the image is of (v2 metadata; None where the archive names none)."""
+        from ..grouping import field_of
+
+        return field_of(self._record, "patient_id")
+
+    @property
     def diagnosis(self) -> str | None:
         clinical = (self.meta or {}).get("clinical") or {}
         return clinical.get("diagnosis") or clinical.get("diagnosis_3") or clinical.get("diagnosis_1")
