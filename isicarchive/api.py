@@ -38,7 +38,7 @@ from .oauth import OAuthToken
 from .progress import progress as _progress
 from .selection import ImageIndex, Selection, normalise_criteria
 from .store import Store
-from .transport import RetryPolicy, Transport
+from .transport import ArchiveResponseError, RetryPolicy, Transport
 
 __all__ = ["DEFAULTS", "OFFICIAL_HOSTS", "IsicApi"]
 
@@ -764,6 +764,39 @@ class IsicApi:
         if strict:
             result.raise_for_failures()
         return result
+
+    def metadata_frame(self, query: str = "", collections: Iterable[int] | None = None, *,
+                       path: str | os.PathLike[str] | None = None) -> Any:
+        """The archive's own metadata CSV of a search (or collections) as a pandas DataFrame (v2).
+
+        It comes from the archive's zip-download flow, as in its zips and the
+        official CLI's ``metadata.csv`` (every column in use, rows by ISIC id;
+        cells that would read as spreadsheet formulas start with a tab, as
+        the archive writes them); where that flow is not offered, a table of
+        the same rows is built from the paged search (with the image size
+        columns, which the archive's file leaves out).  With ``path`` the CSV is also
+        written there.  Needs the ``pandas`` extra.
+        """
+        import io
+
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("metadata_frame needs pandas: pip install 'isicarchive[pandas]'") from exc
+        if not isinstance(self._backend, V2Backend):
+            raise UnsupportedError("the archive's metadata file is a v2 feature: IsicApi(api_version=2)")
+        try:
+            text = self._backend.metadata_csv(query, collections)
+        except (NotFoundError, UnsupportedError, ArchiveResponseError) as exc:
+            log.info("no metadata file from the archive (%s); building it from the paged search", exc)
+            from .export import metadata_rows
+
+            columns, rows = metadata_rows(self._backend.search_images(query, collections=collections))
+            frame = pd.DataFrame(rows, columns=columns).sort_values("isic_id", ignore_index=True)
+            text = frame.to_csv(index=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return pd.read_csv(io.StringIO(text), dtype={"isic_id": str, "lesion_id": str, "patient_id": str})
 
     def search_images(self, query: str, collections: Iterable[int] | None = None, limit: int | None = None
                       ) -> Selection:

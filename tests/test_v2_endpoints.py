@@ -230,3 +230,27 @@ def test_zip_download_flow_and_the_servers_metadata_csv(server: LocalArchive) ->
     assert get(server, "zip-download/file-listing/", token=token + "x").status_code == 401
     licence = get(server, "zip-download/license-file/CC-BY/")
     assert licence.status_code == 200 and licence.text.startswith("Attribution 4.0 International")
+
+
+def test_metadata_frame_is_the_archives_csv_with_a_paged_fallback(server: LocalArchive, tmp_path: Any) -> None:
+    from isicarchive import IsicApi
+
+    api = IsicApi(hostname=server.url, api_version=2, progress=False, backoff=0.001)
+    query = "age_approx:[40 TO *]"
+    frame = api.metadata_frame(query, path=tmp_path / "metadata.csv")
+    found = every(server, "images/search/", query=query)
+    assert list(frame["isic_id"]) == sorted(r["isic_id"] for r in found)
+    keys = sorted({k for r in found for section in r["metadata"].values() for k in section} - {"pixels_x", "pixels_y"})
+    assert list(frame.columns) == ["isic_id", "attribution", "copyright_license", *keys]
+    assert (tmp_path / "metadata.csv").read_text().splitlines()[0].startswith("isic_id,attribution")
+    by_id = {r["isic_id"]: r for r in found}
+    assert all(by_id[row.isic_id]["metadata"]["clinical"]["age_approx"] == row.age_approx for row in frame.itertuples())
+    # where the archive offers no zip flow, the same rows come from the paged search
+    rule = server.faults.add("status", r"/zip-download/url/$", status=404)
+    try:
+        paged = api.metadata_frame(query)
+    finally:
+        server.faults.remove(rule)
+    assert rule.fired >= 1
+    assert list(paged["isic_id"]) == list(frame["isic_id"])
+    assert list(paged["age_approx"]) == list(frame["age_approx"])

@@ -92,6 +92,9 @@ class Backend:
     def image_record_name(self, record: dict) -> str:
         return str(record.get("name") or record.get("isic_id") or record.get("_id"))
 
+    def metadata_csv(self, query: str = "", collections: Any = None) -> str:
+        raise self._unsupported("the archive's own metadata file", "the current v2 API")
+
     def lesion(self, lesion_id: str) -> dict:
         raise self._unsupported("lesions", "the current v2 API")
 

@@ -24,12 +24,13 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import AuthenticationError, NotFoundError, QueryError
 from ..legacy import legacy_clinical
 from ..oauth import OAuthClient, OAuthToken, sign_in
 from ..search import parse as explain
-from ..transport import Transport
+from ..transport import ArchiveResponseError, Transport
 from .base import Backend, ProgressHook
 
 __all__ = ["V2Backend", "normalise"]
@@ -233,6 +234,25 @@ class V2Backend(Backend):
 
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches)))) as pool:
             return {record["isic_id"]: record for found in pool.map(one, batches) for record in found}
+
+    def metadata_csv(self, query: str = "", collections: Iterable[int] | None = None) -> str:
+        """The archive's own metadata CSV of a search, through its zip-download flow.
+
+        ``zip-download/url/`` answers the zip service's address with a signed
+        token; the same token opens ``zip-download/metadata-file/`` (the CSV
+        the archive puts in its zips and that the official CLI writes).
+        """
+        body = {"query": query or None, "collections": [int(c) for c in collections] if collections else None}
+        answer = self.http.request("POST", "zip-download/url/", json_body=body)
+        try:
+            url = answer.json()
+        except ValueError:
+            url = None
+        token = parse_qs(urlsplit(url).query).get("zsid", [None])[0] if isinstance(url, str) else None
+        if not token:
+            raise ArchiveResponseError(f"zip-download/url/ answered no download token ({str(url)[:80]!r})")
+        data, _ = self.http.get_bytes("zip-download/metadata-file/", params={"token": token})
+        return data.decode("utf-8")
 
     def lesion(self, lesion_id: str) -> dict:
         record = self._get(f"lesions/{lesion_id}/", what=f"lesion {lesion_id!r}")
