@@ -651,16 +651,24 @@ class IsicApi:
     def cache_images(self, progress: bool | None = None) -> dict[str, dict]:
         """Fill :attr:`image_cache` with every image record the session may see.
 
-        The first run pages through all of them (with a progress bar); later
-        runs load the cache file and send one request to confirm nothing is
-        new, fetching only what is.
+        The first run pages through all of them (with a progress bar; on v2
+        as disjoint searches walked in parallel, resumable after an
+        interruption when there is a cache folder); later runs load the cache
+        file and send one request to confirm nothing is new, fetching only
+        what is.
         """
         if not self.image_cache:
             self.image_cache = self._store.load_image_cache()
         show = self.progress if progress is None else progress
         bar = _progress(None, "Image records", "record", enabled=show)
+
+        def set_total(total: int) -> None:
+            bar.total = total  # records/s and an ETA once the archive has said how many there are
+            bar.refresh()
+
         try:
-            new, replace = self._backend.sync_images(self.image_cache, progress=bar.update)
+            new, replace = self._backend.sync_images(self.image_cache, progress=bar.update,
+                                                     checkpoint=self._store.sync_checkpoint, on_total=set_total)
         finally:
             bar.close()
         if replace:

@@ -38,6 +38,9 @@ class _LogProgress:
             self._last = now
             self._report()
 
+    def refresh(self) -> None:
+        """Nothing to redraw (tqdm's bars redraw here)."""
+
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
         self.postfix = text
 

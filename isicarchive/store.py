@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from . import superpixels as _sp
 from .backends.base import Backend
-from .cache import IMCACHE_ID, Cache
+from .cache import IMCACHE_ID, Cache, safe_name
 from .downloads import DEFAULT_WORKERS, Downloader, DownloadResult, Job, extension_for, fetch_file
 from .errors import AuthenticationError, IsicError
 from .models.annotation import markup_entry
@@ -169,6 +170,12 @@ class Store:
         self._remember_index(image_id, idx)
 
     # ----------------------------------------------------------- image cache
+    def sync_checkpoint(self, label: str) -> SyncCheckpoint | None:
+        """Where an interrupted metadata sync keeps the partitions it finished (None without a cache)."""
+        if self.cache is None:
+            return None
+        return SyncCheckpoint(self.cache, self.cache.layer / ".sync" / safe_name(label))
+
     def _imcache_path(self) -> Path | None:
         return self.cache.path("imcache", IMCACHE_ID, ".json.gz") if self.cache else None
 
@@ -255,3 +262,31 @@ class Store:
         if cache is not None:
             cache.write_bytes(cache.path("sgmsk", segmentation_id, ".png"), data)
         return _decode_image(data)
+
+
+class SyncCheckpoint:
+    """The finished partitions of a metadata sync, one gzip JSON file each, until the sync completes.
+
+    An interrupted sync (a kill, a lost network) starts again with the
+    partitions it has; the folder is named after what the archive announced
+    (its record count), so a changed archive starts afresh.
+    """
+
+    def __init__(self, cache: Cache, folder: Path) -> None:
+        self.cache = cache
+        self.folder = folder
+
+    def load(self, name: str) -> list[dict] | None:
+        path = self.folder / f"{safe_name(name)}.json.gz"
+        if not path.is_file():
+            return None
+        records = self.cache.read_json_gz(path)
+        return records if isinstance(records, list) else None
+
+    def save(self, name: str, records: list[dict]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.cache.write_json_gz(self.folder / f"{safe_name(name)}.json.gz", records)
+
+    def finish(self) -> None:
+        """The sync is complete: forget its partitions."""
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -77,7 +77,9 @@ class Backend:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
             return {key: record for key, record in pool.map(one, keys) if record is not None}
 
-    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None) -> tuple[list[dict], bool]:
+    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None,
+                    checkpoint: Callable[[str], Any] | None = None,
+                    on_total: Callable[[int], None] | None = None) -> tuple[list[dict], bool]:
         """Records missing from ``known``; second value True when ``known`` must be replaced."""
         raise NotImplementedError
 

@@ -85,7 +85,8 @@ class V1Backend(Backend):
     def images(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
         return self._paged("image", params)
 
-    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None) -> tuple[list[dict], bool]:
+    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None,
+                    checkpoint: Any = None, on_total: Any = None) -> tuple[list[dict], bool]:
         """Page through records in ``_id`` order, starting where ``known`` ends.
 
         Re-reading the last known record along with what follows costs one

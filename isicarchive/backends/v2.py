@@ -262,22 +262,61 @@ class V2Backend(Backend):
         params = {"query": query, "collections": ",".join(str(int(c)) for c in collections or [])}
         return int(self._get("images/search/size/", params)["size"])
 
-    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None) -> tuple[list[dict], bool]:
+    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None,
+                    checkpoint: Callable[[str], Any] | None = None,
+                    on_total: Callable[[int], None] | None = None) -> tuple[list[dict], bool]:
         """One request (the first page, which carries the count) when nothing is new.
 
         v2 pages with opaque cursors, so new images cannot be fetched alone:
-        when the count changed, every page is read and only unknown records
-        are returned (all of them, replacing the cache, if some disappeared).
+        when the count changed, the whole list is read again, as disjoint
+        searches (``isic_id:ISIC_00*`` … ``isic_id:ISIC_99*``) whose cursors
+        are walked in parallel by :attr:`sync_workers` threads.  With a
+        ``checkpoint`` (the count → a :class:`~isicarchive.store.SyncCheckpoint`)
+        each finished partition is kept, so an interrupted sync resumes where
+        it stopped.  If the partitions do not add up to the count (ids of
+        another form), a plain walk of ``images/`` is done instead.  Only
+        unknown records are returned (all of them, replacing the cache, if
+        some disappeared).
         """
         first = self._get("images/", {"limit": 1})
         count = first.get("count")
         if known and count == len(known):
             return [], False
-        records = [normalise(r) for r in self._cursor_pages("images/", progress=progress)]
+        if on_total is not None and isinstance(count, int):
+            on_total(count)
+        saved = checkpoint(f"v2-count-{count}") if checkpoint is not None and isinstance(count, int) else None
+        records = self._partitioned(progress, saved)
+        if records is None or (isinstance(count, int) and len(records) != count):
+            log.info("the partitioned walk did not add up to the archive's count; walking images/ instead")
+            records = [normalise(r) for r in self._cursor_pages("images/", progress=progress)]
+        if saved is not None:
+            saved.finish()
         ids = {r["_id"] for r in records}
         if not known or not set(known) <= ids:
             return records, True
         return [r for r in records if r["_id"] not in known], False
+
+    #: parallel cursor walks of a metadata sync (a polite bound for the archive)
+    sync_workers = 8
+
+    def _partitioned(self, progress: ProgressHook | None, saved: Any) -> list[dict] | None:
+        def walk(prefix: str) -> list[dict]:
+            done = saved.load(prefix) if saved is not None else None
+            if done is not None:
+                if progress:
+                    progress(len(done))
+                return done
+            found = list(self._cursor_pages("images/search/", {"query": f"isic_id:{prefix}*"}, progress=progress))
+            if saved is not None:
+                saved.save(prefix, found)
+            return found
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        prefixes = [f"ISIC_{n:02d}" for n in range(100)]
+        with ThreadPoolExecutor(max_workers=self.sync_workers, thread_name_prefix="isic-sync") as pool:
+            parts = list(pool.map(walk, prefixes))
+        return [normalise(r) for part in parts for r in part]
 
     def image_file(self, record: dict) -> str:
         files = record.get("files") or {}

@@ -57,6 +57,9 @@ class Fault:
         ``location``, ``body``, ``content_type``.
     methods : tuple of str
         HTTP methods the rule applies to.
+    query : str, optional
+        A regular expression the request's decoded query string must also
+        contain (e.g. one partition of a search).
     """
 
     kind: str
@@ -67,6 +70,7 @@ class Fault:
     methods: tuple[str, ...] = ALL_METHODS
     fired: int = 0
     seed: int = 0
+    query: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -76,8 +80,10 @@ class Fault:
         self._regex = re.compile(self.pattern)
         self._random = random.Random(self.seed)
 
-    def _draw(self, method: str, path: str) -> bool:
+    def _draw(self, method: str, path: str, query: str = "") -> bool:
         if method not in self.methods or not self._regex.search(path):
+            return False
+        if self.query is not None and not re.search(self.query, query):
             return False
         if self.times is not None and self.fired >= self.times:
             return False
@@ -96,7 +102,7 @@ class FaultInjector:
         self._seed = seed
 
     def add(self, kind: str, pattern: str = ".*", probability: float = 1.0, times: int | None = None,
-            methods: tuple[str, ...] | None = None, **params: Any) -> Fault:
+            methods: tuple[str, ...] | None = None, query: str | None = None, **params: Any) -> Fault:
         """Add a rule and return it (its ``fired`` attribute counts hits).
 
         Examples
@@ -108,7 +114,7 @@ class FaultInjector:
         with self._lock:
             rule = Fault(kind, pattern, probability, times, params,
                          methods or ALL_METHODS,
-                         seed=self._seed + len(self._rules))
+                         seed=self._seed + len(self._rules), query=query)
             self._rules.append(rule)
         return rule
 
@@ -126,10 +132,10 @@ class FaultInjector:
         with self._lock:
             return list(self._rules)
 
-    def pick(self, method: str, path: str) -> Fault | None:
-        """The first rule that fires for this request, if any."""
+    def pick(self, method: str, path: str, query: str = "") -> Fault | None:
+        """The first rule that fires for this request (``query``: its decoded query string), if any."""
         with self._lock:
             for rule in self._rules:
-                if rule._draw(method, path):
+                if rule._draw(method, path, query):
                     return rule
         return None

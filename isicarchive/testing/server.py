@@ -451,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         api, route = _split_api(path)
         user = archive.user_for_token(_token_from(self.headers))
-        fault = archive.faults.pick(method, path)
+        fault = archive.faults.pick(method, path, unquote(parts.query.replace("+", " ")))
         if archive.latency:
             time.sleep(archive.latency)
         if fault is not None and fault.kind == "latency":

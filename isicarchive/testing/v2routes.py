@@ -10,6 +10,7 @@ origin with Range support.  OAuth lives in :mod:`.oauthroutes`.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -48,12 +49,21 @@ def register(archive: LocalArchive) -> None:
         query = (req.arg("query") or "").strip()
         collections = query_int_list(req, "collections") or []
         try:
-            predicate = _search.compile_query(_search.parse(query))
+            tree = _search.parse(query)
+            predicate = _search.compile_query(tree)
         except QueryError as exc:
             raise ApiError(400, str(exc), payload=_search.PARSE_ERROR_BODY) from None
 
         def matching() -> list[dict]:
             images = visible(req.user)
+            if isinstance(tree, _search.Term) and tree.field == "isic_id" and tree.kind == "prefix" \
+                    and not tree.negated and not collections:
+                # a partition of a metadata sync (isic_id:ISIC_12*): a range of the sorted ids, not a scan
+                names = data.view(("names", data.visibility(req.user)),
+                                  lambda: sorted((im["name"], n) for n, im in enumerate(images)))
+                start = bisect.bisect_left(names, (tree.value,))
+                stop = bisect.bisect_left(names, (tree.value + "\U0010ffff",), lo=start)
+                return [images[n] for n in sorted(n for _, n in names[start:stop])]
             if collections:
                 # a collection the caller cannot see contributes no images (an empty answer, not an error)
                 seen = [c for c in collections if v2collections.can_see(data, req.user, c)]

@@ -1,0 +1,63 @@
+"""v2 metadata at archive scale: disjoint searches walked in parallel, resumable, one request when nothing is new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from isicarchive import ArchiveUnavailableError, IsicApi
+from isicarchive.testing import ArchiveConfig, LocalArchive
+
+
+@pytest.fixture
+def server() -> Any:
+    # ids ISIC_0000000 … ISIC_0001199: partitions ISIC_00 (everything) … the rest empty; a wider id spread below
+    with LocalArchive(seed=29, config=ArchiveConfig(images=1200, datasets=2, private_datasets=0)) as archive:
+        yield archive
+
+
+def spread(archive: LocalArchive) -> None:
+    """Give the images ids across all hundred partitions, as the real archive's are."""
+    for n, image in enumerate(archive.data.images):
+        image["name"] = f"ISIC_{(n * 8353) % 10**7:07d}"
+    archive.data._index()
+
+
+def test_partitions_in_parallel_give_every_record_once(server: LocalArchive, tmp_path: Path) -> None:
+    spread(server)
+    api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False)
+    server.clear_log()
+    records = api.cache_images()
+    assert sorted(records) == sorted(im["name"] for im in server.data.visible_images(None))
+    searches = server.requests(r"/images/search/$")
+    assert len({r.query["query"] for r in searches}) == 100  # ISIC_00* … ISIC_99*
+    assert not list((tmp_path).rglob(".sync/*"))  # a finished sync leaves no checkpoint
+    server.clear_log()
+    again = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False)
+    assert again.cache_images() == records and len(server.log) == 1  # nothing new: one request
+
+
+def test_an_interrupted_sync_resumes_where_it_stopped(server: LocalArchive, tmp_path: Path) -> None:
+    spread(server)
+    api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False, retries=0)
+    api._backend.sync_workers = 1  # type: ignore[attr-defined]  # partitions in order: the cut is exact
+    rule = server.faults.add("status", r"/images/search/$", query=r"isic_id:ISIC_[5-9]", status=500)
+    with pytest.raises(ArchiveUnavailableError):
+        api.cache_images()
+    assert rule.fired >= 1
+    server.faults.clear()
+    server.clear_log()
+    resumed = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False)
+    records = resumed.cache_images()
+    assert sorted(records) == sorted(im["name"] for im in server.data.visible_images(None))
+    asked = {r.query["query"][len("isic_id:"):len("isic_id:") + 7] for r in server.requests(r"/images/search/$")}
+    assert asked == {f"ISIC_{n:02d}" for n in range(50, 100)}  # the first half came from the checkpoint
+
+
+def test_ids_of_another_form_fall_back_to_the_plain_walk(server: LocalArchive, tmp_path: Path) -> None:
+    server.data.images[0]["name"] = "ISIC_X000000"  # in no partition
+    server.data._index()
+    api = IsicApi(hostname=server.url, api_version=2, progress=False)
+    assert "ISIC_X000000" in api.cache_images()
