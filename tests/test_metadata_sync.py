@@ -32,7 +32,7 @@ def test_partitions_in_parallel_give_every_record_once(server: LocalArchive, tmp
     records = api.cache_images()
     assert sorted(records) == sorted(im["name"] for im in server.data.visible_images(None))
     searches = server.requests(r"/images/search/$")
-    assert len({r.query["query"] for r in searches}) == 100  # ISIC_00* … ISIC_99*
+    assert len({r.query["query"] for r in searches}) >= 100  # ISIC_00* … ISIC_99*, split where crowded
     assert not list((tmp_path).rglob(".sync/*"))  # a finished sync leaves no checkpoint
     server.clear_log()
     again = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False)
@@ -54,6 +54,19 @@ def test_an_interrupted_sync_resumes_where_it_stopped(server: LocalArchive, tmp_
     assert sorted(records) == sorted(im["name"] for im in server.data.visible_images(None))
     asked = {r.query["query"][len("isic_id:"):len("isic_id:") + 7] for r in server.requests(r"/images/search/$")}
     assert asked == {f"ISIC_{n:02d}" for n in range(50, 100)}  # the first half came from the checkpoint
+
+
+def test_crowded_partitions_are_split_by_the_next_digit(server: LocalArchive, tmp_path: Path) -> None:
+    # sequential ids (ISIC_0000000 …) all fall into ISIC_00*: it is split until partitions are small
+    api = IsicApi(hostname=server.url, api_version=2, progress=False)
+    api._backend.sync_partition_size = 150  # type: ignore[attr-defined]
+    server.clear_log()
+    records = api.cache_images()
+    assert sorted(records) == sorted(im["name"] for im in server.data.visible_images(None))
+    queries = {r.query["query"] for r in server.requests(r"/images/search/$")}
+    # ISIC_00* (1,200 ids) → ISIC_000* (1,200) → ISIC_0000* (1,000) and ISIC_0001* (200) → ISIC_00000* (100 each)
+    assert {"isic_id:ISIC_00*", "isic_id:ISIC_000*", "isic_id:ISIC_0000*", "isic_id:ISIC_00001*"} <= queries
+    assert "isic_id:ISIC_000000*" not in queries  # 100 ids: small enough
 
 
 def test_ids_of_another_form_fall_back_to_the_plain_walk(server: LocalArchive, tmp_path: Path) -> None:

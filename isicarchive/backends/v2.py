@@ -298,25 +298,55 @@ class V2Backend(Backend):
 
     #: parallel cursor walks of a metadata sync (a polite bound for the archive)
     sync_workers = 8
+    #: a partition with more records than this is split in ten by the next digit of the id
+    sync_partition_size = 2000
 
     def _partitioned(self, progress: ProgressHook | None, saved: Any) -> list[dict] | None:
-        def walk(prefix: str) -> list[dict]:
+        """Every record, read as disjoint ``isic_id`` prefix searches walked in parallel.
+
+        A partition whose first page announces more than
+        :attr:`sync_partition_size` records is split by the next digit (old,
+        sequential ids crowd into ``ISIC_00*``), so the work spreads over the
+        workers whatever the ids look like.
+        """
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        def walk(prefix: str) -> tuple[list[dict], list[str]]:
             done = saved.load(prefix) if saved is not None else None
             if done is not None:
                 if progress:
                     progress(len(done))
-                return done
-            found = list(self._cursor_pages("images/search/", {"query": f"isic_id:{prefix}*"}, progress=progress))
+                return done, []
+            params = {"query": f"isic_id:{prefix}*", "limit": PAGE}
+            first = self._get("images/search/", params)
+            if (first.get("count") or 0) > self.sync_partition_size and len(prefix) < len("ISIC_0000000"):
+                return [], [prefix + str(digit) for digit in range(10)]
+            found: list[dict] = []
+            page = first
+            while True:
+                results = page.get("results") or []
+                found += results
+                if progress:
+                    progress(len(results))
+                if not page.get("next"):
+                    break
+                page = self._get(page["next"])
             if saved is not None:
                 saved.save(prefix, found)
-            return found
+            return found, []
 
-        from concurrent.futures import ThreadPoolExecutor
-
-        prefixes = [f"ISIC_{n:02d}" for n in range(100)]
+        parts: dict[str, list[dict]] = {}
         with ThreadPoolExecutor(max_workers=self.sync_workers, thread_name_prefix="isic-sync") as pool:
-            parts = list(pool.map(walk, prefixes))
-        return [normalise(r) for part in parts for r in part]
+            pending: dict[Future, str] = {pool.submit(walk, f"ISIC_{n:02d}"): f"ISIC_{n:02d}" for n in range(100)}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    prefix = pending.pop(future)
+                    found, split = future.result()
+                    parts[prefix] = found
+                    for sub in split:
+                        pending[pool.submit(walk, sub)] = sub
+        return [normalise(r) for prefix in sorted(parts) for r in parts[prefix]]
 
     def image_file(self, record: dict) -> str:
         files = record.get("files") or {}
