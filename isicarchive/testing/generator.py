@@ -581,38 +581,41 @@ class ArchiveData:
         ``expires`` (Unix time) they stop working then, and every URL signed
         with an older ``key`` is refused.
         """
-        ds = self.datasets_by_id.get(image["dataset"]["_id"]) or {}
-        isic_id = image["name"]
+        known = self.search_record(image)  # the parts that do not change between requests, kept
+        isic_id = known["isic_id"]
         storage = _storage_url(base_url)
-        public = bool(ds.get("public", True))
-        if public:
+        if known["public"]:
             query = ""
         else:
             signed = f"expires={expires}&sig=" if expires is not None else "sig="
             query = "?" + signed + self.storage_signature(isic_id, expires, key)
         return {
             "isic_id": isic_id,
-            "public": public,
-            "copyright_license": ds.get("license", "CC-0"),
-            "attribution": ds.get("attribution", "Anonymous"),
+            "public": known["public"],
+            "copyright_license": known["copyright_license"],
+            "attribution": known["attribution"],
             "files": {
-                "full": {"url": f"{storage}/storage/images/{isic_id}.jpg{query}",
-                         "size": self.image_file_size(image["_id"])},
+                "full": {"url": f"{storage}/storage/images/{isic_id}.jpg{query}", "size": known["full_size"]},
                 "thumbnail_256": {"url": f"{storage}/storage/thumbnails/{isic_id}.jpg{query}",
-                                  "size": self.thumbnail_file_size(image["_id"])},
+                                  "size": known["thumbnail_size"]},
             },
-            "metadata": self.v2_metadata(image),
+            "metadata": known["metadata"],
         }
 
     def search_record(self, image: dict) -> dict:
-        """What the search language reads of an image (its v2 record without file URLs), kept per generation."""
+        """What the search language reads of an image (its v2 record without file URLs), kept per generation.
+
+        Callers must not change it (v2 records share its ``metadata``).
+        """
         records = self.view(("search records",), dict)  # type: ignore[arg-type]
         found = records.get(image["_id"])
         if found is None:
             ds = self.datasets_by_id.get(image["dataset"]["_id"]) or {}
-            found = records[image["_id"]] = {"isic_id": image["name"], "public": bool(ds.get("public", True)),
-                                             "copyright_license": ds.get("license", "CC-0"),
-                                             "metadata": self.v2_metadata(image)}
+            found = records[image["_id"]] = {
+                "isic_id": image["name"], "public": bool(ds.get("public", True)),
+                "copyright_license": ds.get("license", "CC-0"), "attribution": ds.get("attribution", "Anonymous"),
+                "metadata": self.v2_metadata(image), "full_size": self.image_file_size(image["_id"]),
+                "thumbnail_size": self.thumbnail_file_size(image["_id"])}
         return found
 
     def storage_signature(self, isic_id: str, expires: int | None = None, key: int = 0) -> str:

@@ -16,7 +16,6 @@ Examples
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import secrets
@@ -32,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .. import _json
 from .faults import Fault, FaultInjector
 from .generator import ArchiveConfig, ArchiveData, User
 
@@ -95,7 +95,7 @@ class Response:
 
     @classmethod
     def json(cls, payload: Any, status: int = 200, **headers: str) -> Response:
-        return cls(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json", dict(headers))
+        return cls(status, _json.dumps(payload), "application/json", dict(headers))
 
     @classmethod
     def binary(cls, data: bytes, content_type: str, filename: str | None = None) -> Response:

@@ -1,0 +1,101 @@
+"""v2 metadata sync at archive scale: our partitioned, parallel `cache_images()` against a serial cursor walk.
+
+The archive runs in its own process (`isicarchive serve`, 50 ms latency per
+response).  Measured in one run: a plain serial walk of `images/` (requests,
+100 records a page); our first `cache_images()` into an empty cache; a sync
+killed at about half of its records and run again (how many of the pages are
+fetched again); and the one request when nothing is new.
+
+    python benchmarks/metadata_sync.py [--records 200000] [--latency 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+PORT = 8012
+URL = f"http://127.0.0.1:{PORT}"
+SYNC = r"""
+import sys
+from isicarchive import IsicApi
+api = IsicApi(hostname=sys.argv[1], api_version=2, cache_folder=sys.argv[2], progress=False)
+if len(sys.argv) > 3:
+    api._backend.sync_workers = int(sys.argv[3])
+api.cache_images()
+print(api.request_count)
+"""
+
+
+def serve(records: int, latency: float) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "serve", "--port", str(PORT), "--images",
+                               str(records), "--datasets", "1", "--latency", str(latency)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert server.stdout is not None and "Local ISIC archive" in server.stdout.readline()
+    return server
+
+
+def serial_walk() -> tuple[int, float, int]:
+    session = requests.Session()
+    started = time.perf_counter()
+    url: str | None = f"{URL}/api/v2/images/?limit=100"
+    count = pages = 0
+    while url:
+        page = session.get(url, timeout=60).json()
+        count += len(page["results"])
+        pages += 1
+        url = page["next"]
+    return count, time.perf_counter() - started, pages
+
+
+def sync(cache: Path, workers: int | None = None) -> tuple[float, int]:
+    started = time.perf_counter()
+    extra = [str(workers)] if workers else []
+    done = subprocess.run([sys.executable, "-c", SYNC, URL, str(cache), *extra], capture_output=True, text=True,
+                          check=True)
+    return time.perf_counter() - started, int(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    args = parser.parse_args()
+    server = serve(args.records, args.latency)
+    try:
+        count, serial_s, pages = serial_walk()
+        print(f"serial cursor walk: {count} records, {pages} pages in {serial_s:.1f} s")
+        ours_s, requests_made = sync(Path(tempfile.mkdtemp()))
+        print(f"ours (partitioned, parallel): {ours_s:.1f} s with {requests_made} requests: "
+              f"{serial_s / ours_s:.1f}x the serial walk")
+        for workers in (4, 16):
+            other_s, _ = sync(Path(tempfile.mkdtemp()), workers)
+            print(f"  with {workers} workers instead: {other_s:.1f} s ({serial_s / other_s:.1f}x)")
+        # a sync killed at about half of its partitions, then run again
+        cache = Path(tempfile.mkdtemp())
+        proc = subprocess.Popen([sys.executable, "-c", SYNC, URL, str(cache)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        time.sleep(ours_s / 2)  # about half of the records
+        os.killpg(proc.pid, signal.SIGKILL)
+        saved = sum(1 for _ in cache.rglob(".sync/*/*.json.gz"))
+        proc.wait()
+        resumed_s, resumed_requests = sync(cache)
+        print(f"killed with {saved} partitions kept; the rerun took {resumed_s:.1f} s and {resumed_requests} "
+              f"requests ({resumed_requests / requests_made:.0%} of a full sync's)")
+        again_s, again_requests = sync(cache)
+        print(f"nothing new: {again_requests} request(s), {again_s:.1f} s")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
