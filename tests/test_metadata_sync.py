@@ -74,3 +74,20 @@ def test_ids_of_another_form_fall_back_to_the_plain_walk(server: LocalArchive, t
     server.data._index()
     api = IsicApi(hostname=server.url, api_version=2, progress=False)
     assert "ISIC_X000000" in api.cache_images()
+
+
+def test_cursor_pages_stay_right_when_many_searches_push_kept_listings_out(server: LocalArchive) -> None:
+    import requests
+
+    server.data.view_limit = 3  # every listing is dropped almost at once
+    names: list[str] = []
+    url = f"{server.v2_url}/images/search/?query=isic_id:ISIC_0000*&limit=37"
+    while url:
+        page = requests.get(url, timeout=10).json()
+        names += [r["isic_id"] for r in page["results"]]
+        url = page["next"]
+        for digit in range(4):  # other partitions asked in between
+            requests.get(f"{server.v2_url}/images/search/", params={"query": f"isic_id:ISIC_000{digit}*"}, timeout=10)
+    expected = sorted((im for im in server.data.visible_images(None) if im["name"].startswith("ISIC_0000")),
+                      key=lambda im: im["created"])
+    assert names == [im["name"] for im in expected]

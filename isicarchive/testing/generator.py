@@ -634,6 +634,9 @@ class ArchiveData:
         self._make_collections()
         self._views: dict[tuple, list] = {}
 
+    #: derived views kept at most (the oldest is dropped first)
+    view_limit = 1024
+
     def changed(self) -> None:
         """Say the content changed in place (e.g. a collection's members): derived views are rebuilt."""
         self._views.clear()
@@ -650,7 +653,7 @@ class ArchiveData:
         found = views.get(key)
         if found is None:
             found = build()
-            if len(views) >= 256:  # bounded: many distinct searches must not grow without end
+            if len(views) >= self.view_limit:  # bounded: many distinct searches must not grow without end
                 views.pop(next(iter(views)))
             views[key] = found
         return found

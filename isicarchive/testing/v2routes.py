@@ -35,11 +35,15 @@ def register(archive: LocalArchive) -> None:
 
     def visible(user: User | None) -> list[dict]:
         return data.view(("v2 images", data.visibility(user)),
-                         lambda: sorted(data.visible_images(user), key=lambda im: im["created"]))
+                         lambda: _Listing(sorted(data.visible_images(user), key=lambda im: im["created"])))
 
     def positions(images: list[dict]) -> list[str]:
-        # images page by their creation time (the archive's keyset cursor position)
-        return data.view(("positions", id(images)), lambda: [im["created"] for im in images])
+        # images page by their creation time (the archive's keyset cursor position), kept with the listing
+        if isinstance(images, _Listing):
+            if images.positions is None:
+                images.positions = [im["created"] for im in images]
+            return images.positions
+        return [im["created"] for im in images]
 
     def record(req: Request) -> Callable[[dict], dict]:
         expires, key = archive.storage_terms()
@@ -63,13 +67,13 @@ def register(archive: LocalArchive) -> None:
                                   lambda: sorted((im["name"], n) for n, im in enumerate(images)))
                 start = bisect.bisect_left(names, (tree.value,))
                 stop = bisect.bisect_left(names, (tree.value + "\U0010ffff",), lo=start)
-                return [images[n] for n in sorted(n for _, n in names[start:stop])]
+                return _Listing(images[n] for n in sorted(n for _, n in names[start:stop]))
             if collections:
                 # a collection the caller cannot see contributes no images (an empty answer, not an error)
                 seen = [c for c in collections if v2collections.can_see(data, req.user, c)]
                 members = set().union(*(data.collection_members[c] for c in seen)) if seen else set()
                 images = [im for im in images if im["_id"] in members]
-            return [im for im in images if predicate(data.search_record(im))]
+            return _Listing(im for im in images if predicate(data.search_record(im)))
 
         # a search is evaluated once and its result kept for the following cursor pages
         return data.view(("v2 search", data.visibility(req.user), query, tuple(collections)), matching)
@@ -258,6 +262,12 @@ def register(archive: LocalArchive) -> None:
 
     v2collections.register(archive, add, searched, visible)
     zipdownload.register(archive, add, searched)
+
+
+class _Listing(list):
+    """A kept listing (images in creation order) with its cursor positions, computed once."""
+
+    positions: list[str] | None = None
 
 
 # ------------------------------------------------------------------ facets
