@@ -1,5 +1,10 @@
-"""Progress for every long operation: a tqdm.auto bar (renders in Jupyter) when
-someone is watching, periodic log lines when not, nothing when switched off."""
+"""Progress for every long operation: a bar when someone is watching, periodic log lines when not,
+nothing when switched off.
+
+In Jupyter the bar is tqdm's widget when ipywidgets is installed (the
+``notebook`` extra) and tqdm's plain text bar otherwise, never
+``tqdm.auto``'s "IProgress not found" warning; in a terminal, tqdm's text bar.
+"""
 
 from __future__ import annotations
 
@@ -74,6 +79,20 @@ def progress(total: int | None, desc: str, unit: str = "it", enabled: bool = Tru
         return _NoProgress(total, desc, unit)
     if not _watching():
         return _LogProgress(total, desc, unit)
-    from tqdm.auto import tqdm
+    return _bar_class()(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True, **kw)
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True, **kw)
+
+def _bar_class() -> Any:
+    """tqdm's widget in a notebook that can show one, its text bar everywhere else."""
+    if "ipykernel" in sys.modules:
+        try:
+            import ipywidgets  # noqa: F401  (what the widget needs; without it tqdm.auto warns)
+        except ImportError:
+            pass
+        else:
+            from tqdm.notebook import tqdm as widget
+
+            return widget
+    from tqdm.std import tqdm as text
+
+    return text
