@@ -66,3 +66,38 @@ def test_the_table_reads_the_most_specific_known_node() -> None:
         "anatom_site_general": "lateral torso"}
     assert legacy_clinical({"anatom_site_special": "acral palms or soles"}) == {"anatom_site_general": "palms/soles"}
     assert len(LEGACY_DIAGNOSES) == len(V2_DIAGNOSIS_PATHS)  # every node names one term
+
+
+def test_the_seed_walkthrough_runs_on_a_v2_only_archive_with_only_the_constructor_changed(tmp_path: Any) -> None:
+    import warnings
+
+    from isicarchive import Dataset, Image
+
+    with LocalArchive(seed=8, config=ArchiveConfig(images=80), legacy_v1=False) as today:
+        # the seed README, every step v2 has data for; only the constructor differs (against the real archive
+        # it is plain IsicApi(); here the local archive stands in for it). Studies are staff-only on v2.
+        api = IsicApi(hostname=today.url, api_version=2, cache_folder=tmp_path / "cache", progress=False)
+        dataset = api.dataset("HAM10000")  # datasets are collections on v2
+        assert isinstance(dataset, Dataset) and dataset.name == "HAM10000"
+        image = api.image("ISIC_0000000")
+        assert isinstance(image, Image)
+        image.load_imagedata()
+        image.load_superpixels()
+        image.map_superpixels()
+        data = image.data
+        shape = data.shape
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # NumPy 2.5 deprecates setting .shape
+            data.shape = (shape[0] * shape[1], -1)
+        m = image.superpixels["map"]
+        label = 472 % len(m)  # local SLIC of a small image may make fewer than 473 superpixels
+        count = m[label, -1]
+        data[m[label, 0:count], 0] = 255
+        assert (data[image.superpixels["idx"].ravel() == label, 0] == 255).all()
+        sel = api.select_images([
+            ["meta.acquisition.pixelsX", ">=", 100],
+            ["meta.acquisition.image_type", "==", "dermoscopic"],
+            ["meta.clinical.diagnosis", "!=", "nevus"]])
+        assert sel and all(r["metadata"]["clinical"].get("diagnosis_3") != "Nevus" for r in sel.values())
+        result = api.download_images(sel, folder=tmp_path / "big-non-nevi")
+        assert result.ok and len(list((tmp_path / "big-non-nevi").glob("ISIC_*.jpg"))) == len(sel)
