@@ -64,8 +64,12 @@ def _normalise_host(hostname: str) -> str:
     if "://" not in hostname:
         hostname = "https://" + hostname
     parts = urlsplit(hostname)
+    if parts.username is not None or parts.password is not None:
+        # credentials in the address would show in reprs, the cache marker and error messages
+        raise IsicError(f"the hostname must not carry a user name or password ({parts.scheme}://…@"
+                        f"{parts.hostname}); pass them as IsicApi(username, password) or use the keyring")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise IsicError(f"hostname {hostname!r} is not an http(s) address")
+        raise IsicError(f"hostname {parts.scheme}://{parts.hostname or ''} is not an http(s) address")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise IsicError(f"refusing plain http:// for {parts.hostname}: credentials and tokens would travel "
                         "unencrypted. Use https:// (http is allowed only for a local archive on 127.0.0.1).")

@@ -33,6 +33,16 @@ def _flat(record: dict) -> dict[str, Any]:
     return row
 
 
+#: a cell starting with one of these is a formula to a spreadsheet
+_FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a leading tab before what would start a formula
+    (as the archive's own metadata file does)."""
+    return "\t" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def metadata_rows(records: list[dict]) -> tuple[list[str], list[dict[str, Any]]]:
     rows = [_flat(r) for r in records]
     keys = sorted({k for row in rows for k in row} - {"isic_id", "attribution", "copyright_license"})
@@ -65,5 +75,5 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
     return result

@@ -178,3 +178,31 @@ def test_secrets_stay_out_of_tracebacks_logs_and_files(server: LocalArchive, tmp
             assert password.encode() not in data and token.encode() not in data
     record("secrets", "password and token", "reprs, debug logs, tracebacks, cache files",
            "absent from every one (grepped)")
+
+
+def test_credentials_in_the_hostname_are_refused_without_echoing_them() -> None:
+    from isicarchive import IsicApi, IsicError
+
+    with pytest.raises(IsicError, match="must not carry a user name or password") as caught:
+        IsicApi(hostname="https://alice:s3cret-pw@isic.example.org", progress=False)
+    assert "s3cret-pw" not in str(caught.value) and "alice" not in str(caught.value)
+    record("bad input", "hostname https://user:password@host", "from the user",
+           "IsicError naming neither the user nor the password")
+
+
+def test_metadata_csv_cells_never_read_as_formulas(server: LocalArchive, tmp_path: Path) -> None:
+    import csv
+
+    from isicarchive import IsicApi
+
+    api = IsicApi(hostname=server.url, progress=False)
+    record_ = dict(api.image(server.data.visible_images(None)[0]["name"]).as_json())
+    record_["meta"] = {**record_["meta"], "clinical": {**record_["meta"]["clinical"], "sex": "=HYPERLINK(\"x\")",
+                                                       "note": "+1", "other": "-2", "at": "@SUM(A1)"}}
+    api.download_images([record_], folder=tmp_path / "out")
+    with open(tmp_path / "out" / "metadata.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["sex"] == '\t=HYPERLINK("x")' and row["note"] == "\t+1" and row["other"] == "\t-2"
+    assert row["at"] == "\t@SUM(A1)"
+    record("hostile data", "metadata.csv of a folder download", "cells starting = + - @",
+           "written with a leading tab (as the archive's own file), never as formulas")
