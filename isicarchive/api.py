@@ -529,13 +529,16 @@ class IsicApi:
         """
         wanted = [self._key(k, "image") for k in keys]
         records = self._image_records(wanted)
-        absent = [k for k in wanted if k not in records]
-        if absent:
-            raise _images_not_found(absent, len(wanted))
         return [self._image_objects.get(k) or self._image_object(records[k]) for k in wanted]
 
     def _image_records(self, keys: list[str]) -> dict[str, dict]:
-        """key → record for the keys that name a visible image: known ones first, the rest in bulk."""
+        """key → record for every key: known ones first, the rest in bulk.
+
+        Raises
+        ------
+        NotFoundError
+            Naming every key that names no image this session may see.
+        """
         found: dict[str, dict] = {}
         missing: list[str] = []
         if keys and not self.image_cache:
@@ -555,6 +558,9 @@ class IsicApi:
                 if record.get("name"):
                     self.images[record["name"]] = self._record_id(record)
             found.update(fetched)
+        absent = [k for k in keys if k not in found]
+        if absent:
+            raise _images_not_found(absent, len(keys))
         return found
 
     def image_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
@@ -732,9 +738,6 @@ class IsicApi:
         items = list(images)
         keys = [self._key(item, "image") for item in items if not isinstance(item, (Image, dict))]
         looked_up = self._image_records(keys) if keys else {}
-        absent = [k for k in keys if k not in looked_up]
-        if absent:
-            raise _images_not_found(absent, len(keys))
         records = []
         for item in items:
             if isinstance(item, Image):

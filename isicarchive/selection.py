@@ -285,9 +285,7 @@ class _Column:
         """
         if op in ("is None", "not is None") or (op in ("is", "not is") and test is None):
             if self._none is None:
-                none = np.zeros(len(self.uniques), bool)
-                none[self._equal_codes(None)] = True  # the missing key and every explicit None
-                self._none = none[self.codes]
+                self._none = self.truth("is None", None)[self.codes]
             return self._none if op in ("is None", "is") else ~self._none
         if op in _DENSE_OPS and type(test) in (int, float, bool) and test == test and abs(test) < _EXACT_FLOAT:
             if self._dense is None:

@@ -42,43 +42,37 @@ def page_through_v1(archive: LocalArchive, limit: int) -> list[str]:
         offset += limit
 
 
+class CallsOfMadeFunctions:
+    """Wraps a factory of functions (a sort key maker, a query compiler) and counts calls of what it makes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> None:
+        self.calls = 0
+        real = getattr(module, name)
+
+        def factory(*args: Any) -> Any:
+            made = real(*args)
+
+            def counted(*inner: Any) -> Any:
+                self.calls += 1
+                return made(*inner)
+            return counted
+
+        monkeypatch.setattr(module, name, factory)
+
+
 def test_v1_listing_sorts_once_not_once_per_page(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = 0
-    real_sort_key = v1routes._sort_key
-
-    def counting_sort_key(field: str) -> Any:
-        key = real_sort_key(field)
-
-        def counted(record: dict) -> Any:
-            nonlocal calls
-            calls += 1
-            return key(record)
-        return counted
-
-    monkeypatch.setattr(v1routes, "_sort_key", counting_sort_key)
+    sort_keys = CallsOfMadeFunctions(monkeypatch, v1routes, "_sort_key")
     with LocalArchive(seed=2, config=ArchiveConfig(images=600)) as archive:
         names = page_through_v1(archive, limit=20)  # 31 pages
         assert names == sorted(im["name"] for im in archive.data.visible_images(None))
-        assert calls <= 600  # one sort; per-page sorting made this 31 × 600
+        assert sort_keys.calls <= 600  # one sort; per-page sorting made this 31 × 600
         # new content is listed: views are dropped when the archive changes
         archive.data.add_images(3)
         assert len(page_through_v1(archive, limit=200)) == len(archive.data.visible_images(None)) > len(names)
 
 
 def test_v2_search_is_evaluated_once_for_all_its_cursor_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    evaluations = 0
-    real_compile = search_module.compile_query
-
-    def counting_compile(tree: Any) -> Any:
-        predicate = real_compile(tree)
-
-        def counted(record: dict) -> bool:
-            nonlocal evaluations
-            evaluations += 1
-            return predicate(record)
-        return counted
-
-    monkeypatch.setattr(search_module, "compile_query", counting_compile)
+    predicates = CallsOfMadeFunctions(monkeypatch, search_module, "compile_query")
     with LocalArchive(seed=3, config=ArchiveConfig(images=300)) as archive:
         url: str | None = f"{archive.v2_url}/images/search/"
         params: dict[str, Any] | None = {"query": "age_approx:[0 TO 100]", "limit": 10}
@@ -88,7 +82,7 @@ def test_v2_search_is_evaluated_once_for_all_its_cursor_pages(monkeypatch: pytes
             found += [r["isic_id"] for r in body["results"]]
             url, params = body["next"], None
         assert len(found) == len(set(found)) > 10
-        assert 0 < evaluations <= 300  # one pass; per-page evaluation made this pages × 300
+        assert 0 < predicates.calls <= 300  # one pass; per-page evaluation made this pages × 300
 
 
 def test_the_log_lists_requests_in_the_order_they_arrived() -> None:
