@@ -10,14 +10,38 @@ except ImportError:  # pragma: no cover - orjson is a dependency, but stay usabl
     _orjson = None  # type: ignore[assignment]
     import json as _stdjson
 
-__all__ = ["dumps", "loads"]
+__all__ = ["MAX_DEPTH", "TooDeep", "dumps", "loads"]
+
+#: deepest nesting accepted (orjson's encoder limit): archive records are 4 levels deep; a
+#: hostile answer hundreds deep would parse, then break recursive consumers and the cache's encoder
+MAX_DEPTH = 254
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than :data:`MAX_DEPTH`."""
 
 
 def loads(data: bytes | str) -> Any:
-    """Decode JSON; raises ValueError on malformed input."""
-    if _orjson is not None:
-        return _orjson.loads(data)
-    return _stdjson.loads(data)
+    """Decode JSON; raises ValueError on malformed input (:class:`TooDeep` for too deep)."""
+    if _orjson is None:
+        try:
+            return _stdjson.loads(data)
+        except RecursionError:
+            raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    try:
+        value = _orjson.loads(data)
+    except _orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        raise
+    if isinstance(value, (dict, list)):
+        # orjson's encoder stops at MAX_DEPTH levels: the cheapest exact depth check there is
+        # (a tenth of the parse), where a walk in Python would cost as much as the parse
+        try:
+            _orjson.dumps(value, option=_orjson.OPT_NON_STR_KEYS)
+        except _orjson.JSONEncodeError:
+            raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    return value
 
 
 def dumps(obj: Any) -> bytes:

@@ -9,6 +9,18 @@ verifier at ``<host>/oauth/token/`` for an access token (Bearer) and a
 refresh token.  Expired access tokens are refreshed with
 ``grant_type=refresh_token``; ``<host>/oauth/revoke_token/`` ends a login.
 
+Why not authlib or requests-oauthlib: both were weighed.  Each brings its
+own ``requests.Session`` for the token calls, with requests' defaults: it
+follows a 307/308 and re-sends the form (password, refresh token) to the
+new address, keeps the server's cookies, and has none of the transport's
+deadline, size caps and retry policy; authlib also pulls in
+``cryptography``.  What the archive needs is three form POSTs and a PKCE
+pair (about a hundred lines here), and they go through
+:class:`~isicarchive.transport.Transport`, which never follows a redirect
+of a request carrying credentials, keeps no cookies, and bounds every
+exchange.  Closing those holes around either library would take more code
+than this module.
+
 The client id is the official CLI's public one (a public client has no
 secret).  Tokens are kept by :mod:`isicarchive.credentials` in the system
 keyring, never in a file of ours, and never appear in a ``repr`` or a log.

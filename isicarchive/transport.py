@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,11 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from . import _json
+from . import _json, deadlines
 from ._version import __version__
 from .errors import (
     ArchiveUnavailableError,
@@ -41,9 +41,27 @@ from .errors import (
     QueryError,
 )
 
-__all__ = ["ArchiveResponseError", "RetryPolicy", "Transport"]
+__all__ = ["ArchiveResponseError", "RetryPolicy", "Transport", "checked_record", "iter_pages"]
 
 log = logging.getLogger("isicarchive.http")
+
+
+class _HiddenQueries(logging.Filter):
+    """Hides the query strings in urllib3's debug lines: pre-signed storage URLs carry their
+    signatures and credentials there, and urllib3 logs whole URLs (also inside reprs)."""
+
+    _QUERY = re.compile(r"\?[^\s'\"()]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = self._QUERY.sub("?[query hidden]", message), None
+        return True
+
+
+for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager", "urllib3.response",
+              "urllib3.util.retry"):
+    logging.getLogger(_name).addFilter(_HiddenQueries())
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 #: seconds before its stated expiry that a token is renewed, so no request races the expiry
@@ -128,13 +146,41 @@ class ArchiveResponseError(IsicError):
         self.status = status
 
 
+class _NoCookies(requests.cookies.RequestsCookieJar):
+    """A cookie jar that keeps nothing: the library authenticates by header, and a cookie
+    (Girder's ``girderToken``) would travel to other ports and hosts and outlive a logout."""
+
+    def set_cookie(self, cookie: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+
 class _ScopedSession(requests.Session):
-    """A Session that drops our auth header on redirects to another origin."""
+    """A Session that keeps no cookies, follows only http(s) redirects, and drops our
+    auth header on redirects to another origin."""
 
     auth_header: str = "Girder-Token"
+    max_redirects = 10
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cookies = _NoCookies()
+
+    def get_redirect_target(self, response: requests.Response) -> str | None:
+        target = super().get_redirect_target(response)
+        if target is not None:
+            scheme = urlsplit(target).scheme.lower()
+            if scheme not in ("", "http", "https"):
+                raise _RefusedRedirect(f"answered a redirect to a {scheme}: address, which is never followed")
+            if scheme == "http" and urlsplit(response.url).scheme == "https":
+                raise _RefusedRedirect("answered a redirect from https to plain http, which is never followed")
+        return target
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         super().rebuild_auth(prepared_request, response)
+        prepared_request.headers.pop("Cookie", None)
         if _origin(prepared_request.url or "") != _origin(response.request.url or ""):
             prepared_request.headers.pop(self.auth_header, None)
             prepared_request.headers.pop("Authorization", None)
@@ -163,6 +209,9 @@ class Transport:
         Log every request at INFO on the ``isicarchive.http`` logger.
     verify : bool or str
         TLS verification (a CA bundle path for a local archive's CA).
+    deadline : float
+        Wall-clock bound of one exchange (headers and body) in seconds;
+        downloads add the time their size needs at :data:`MIN_TRANSFER_RATE`.
     """
 
     def __init__(
@@ -175,9 +224,12 @@ class Transport:
         auth_header: str = "Girder-Token",
         debug: bool = False,
         verify: bool | str | None = None,
+        deadline: float = 300.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        #: wall-clock bound of one exchange (headers and body), in seconds
+        self.deadline = deadline
         self.policy = policy or RetryPolicy()
         self.debug = debug
         self.pause = _SharedPause()
@@ -210,7 +262,7 @@ class Transport:
         )
         retry.retry_after_cap = self.policy.backoff_max
         retry.pause = self.pause
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
+        adapter = deadlines.WatchedAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self.session = session
@@ -282,6 +334,7 @@ class Transport:
         json_body: Any = None,
         data: Any = None,
         authenticate: bool = True,
+        deadline: float | None = None,
         _renewed: bool = False,
     ) -> requests.Response:
         """Send one request with the retry policy; errors are mapped to :class:`IsicError`.
@@ -292,26 +345,41 @@ class Transport:
         ArchiveUnavailableError.  A 401 to a request that carried an expired
         token is retried once with a token from :attr:`token_renewer`.
         ``authenticate=False`` sends no token (the OAuth endpoints need none).
+
+        The whole exchange runs under a wall-clock ``deadline`` (default
+        :attr:`deadline`); a streamed response keeps it until it is closed.
+        A body that is not streamed is read up to :attr:`max_body_bytes`, an
+        error page up to :attr:`max_error_bytes`.  A request that carries
+        credentials (a password, a form or JSON body) never follows a redirect.
         """
         url = self.url(endpoint)
         send_headers = dict(headers or {})
         if authenticate and _origin(url) == self._origin:  # storage hosts never see the token: no renewal
             self._renew_if_expiring()
             send_headers.update(self._auth_headers(url))
+        # a body (password, refresh token, form) must never be re-sent to wherever a redirect points
+        carries_secret = auth is not None or data is not None or json_body is not None
+        seconds = deadline or self.deadline
         attempts = self.policy.body_retries + 1
         last_error: Exception | None = None
         for attempt in range(1, attempts + 1):
             self.pause.wait()
             started = time.monotonic()
+            watch = deadlines.start(seconds)
             try:
                 response = self.session.request(
-                    method, url, params=params, headers=send_headers, stream=stream, auth=auth,
+                    method, url, params=params, headers=send_headers, stream=True, auth=auth,
                     json=json_body, data=data, timeout=self.timeout, verify=self._verify,
+                    allow_redirects=not carries_secret,
                 )
             except requests.exceptions.RetryError as exc:
+                watch.stop()
                 last_error = exc
                 break
-            except _BODY_ERRORS as exc:
+            except _BODY_ERRORS + (deadlines.DeadlineExceeded,) as exc:
+                watch.stop()
+                if watch.expired:
+                    raise self._too_slow(method, url, seconds) from None
                 last_error = exc
                 if _retries_exhausted(exc):  # urllib3 already retried this connection failure
                     break
@@ -320,26 +388,75 @@ class Transport:
                 if attempt < attempts:
                     time.sleep(self.policy.delay(attempt))
                 continue
+            except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
+                    requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, _RefusedRedirect) as exc:
+                watch.stop()
+                raise ArchiveResponseError(f"{method} {_safe(url)}: {_redirect_problem(exc)}") from None
             finally:
                 with self._count_lock:
                     self.request_count += 1
             self._log(method, url, params, response.status_code, started)
-            if response.status_code in RETRY_STATUSES:
-                last_error = ArchiveResponseError(_describe(response), response.status_code)
+            try:
+                return self._answer(response, watch, method, url, stream=stream, carries_secret=carries_secret,
+                                    renewable=response.status_code == 401 and authenticate and not _renewed
+                                    and self._renew(send_headers))
+            except _Retry as retry:
+                last_error = retry.error
                 break
-            if response.status_code == 401 and authenticate and not _renewed and self._renew(send_headers):
+            except _Renewed:
                 return self.request(method, endpoint, params=params, headers=headers, stream=stream, auth=auth,
-                                    json_body=json_body, data=data, _renewed=True)
-            if response.status_code >= 400:
-                raise _error_for(response, method, url)
-            return response
+                                    json_body=json_body, data=data, deadline=deadline, _renewed=True)
+            except _BODY_ERRORS as exc:  # the body of an answer read here arrived cut short
+                last_error = exc
+                self._log(method, url, params, None, started, f"{type(exc).__name__}")
+                if attempt < attempts:
+                    time.sleep(self.policy.delay(attempt))
         raise ArchiveUnavailableError(
             f"{method} {_safe(url)} failed after retries: {_safe_error(last_error)}. "
             "The archive may be down or rate-limiting; try again later or raise `retries`."
         )
 
+    def _answer(self, response: requests.Response, watch: deadlines.Deadline, method: str, url: str, *,
+                stream: bool, carries_secret: bool, renewable: bool) -> requests.Response:
+        """Read (capped) what needs reading of one answer; raise for the errors."""
+        status = response.status_code
+        try:
+            if status >= 300 or not stream:
+                limit = self.max_error_bytes if status >= 300 else self.max_body_bytes
+                response._content = _read_capped(response, limit, truncate=status >= 300)
+                response.close()
+                watch.stop()
+        except _BODY_ERRORS:
+            watch.stop()
+            if watch.expired:
+                raise self._too_slow(method, url, watch.seconds) from None
+            raise
+        if status in RETRY_STATUSES:
+            raise _Retry(ArchiveResponseError(_describe(response), status))
+        if 300 <= status < 400 and carries_secret:
+            target = _safe(response.headers.get("Location", "")) if response.headers.get("Location") else "elsewhere"
+            raise ArchiveResponseError(f"{method} {_safe(url)} answered a redirect (HTTP {status}) to {target}; "
+                                       "a request carrying credentials is never re-sent to another address")
+        if renewable:
+            raise _Renewed()
+        if status >= 400:
+            raise _error_for(response, method, url)
+        if stream:
+            _stop_on_close(response, watch)
+        return response
+
+    def _too_slow(self, method: str, url: str, seconds: float) -> ArchiveUnavailableError:
+        return ArchiveUnavailableError(f"{method} {_safe(url)}: no complete answer within {seconds:g} s "
+                                       "(the deadline of one exchange; raise `deadline` for a very slow link)")
+
     #: largest JSON answer accepted (a broken or hostile server could send gigabytes)
     max_json_bytes = 512 * 1024 * 1024
+    #: largest binary resource read into memory (superpixel PNGs, masks, images without a cache)
+    max_binary_bytes = 256 * 1024 * 1024
+    #: largest answer of another kind read into memory
+    max_body_bytes = 64 * 1024 * 1024
+    #: how much of an error page is read (for its message)
+    max_error_bytes = 64 * 1024
 
     def get_json(self, endpoint: str, params: Mapping[str, Any] | None = None,
                  expect: type | tuple[type, ...] | None = None, **kw: Any) -> Any:
@@ -360,12 +477,13 @@ class Transport:
                 raise ArchiveResponseError(f"GET {_safe(self.url(endpoint))}: the answer would be {announced} bytes, "
                                            f"more than the {self.max_json_bytes} accepted for JSON")
             try:
-                body = _read_capped(response, self.max_json_bytes)
+                body = self._read_body(response, self.max_json_bytes, "GET", endpoint)
                 payload = _json.loads(body)
             except _BODY_ERRORS as exc:
                 problem = f"cut short ({type(exc).__name__})"
-            except ValueError:
-                problem = f"not JSON ({response.headers.get('Content-Type', 'no content type')})"
+            except ValueError as exc:
+                kind = response.headers.get("Content-Type", "no content type")
+                problem = str(exc) if isinstance(exc, _json.TooDeep) else f"not JSON ({kind})"
             else:
                 if expect is None or isinstance(payload, expect):
                     return payload
@@ -377,26 +495,47 @@ class Transport:
         raise ArchiveUnavailableError(f"GET {_safe(self.url(endpoint))}: the archive answered {problem}, "
                                       f"{attempts} times. Try again later.")
 
+    def _read_body(self, response: requests.Response, limit: int, method: str, endpoint: str) -> bytes:
+        """A streamed body, read whole up to ``limit`` bytes; a deadline that passed meanwhile raises."""
+        try:
+            return _read_capped(response, limit)
+        except _BODY_ERRORS:
+            if _deadline_of(response).expired:
+                raise self._too_slow(method, self.url(endpoint), _deadline_of(response).seconds) from None
+            raise
+        finally:
+            response.close()
+
     def get_bytes(self, endpoint: str, params: Mapping[str, Any] | None = None) -> tuple[bytes, str]:
-        """GET a binary resource whole; returns (bytes, content type).
+        """GET a binary resource whole (up to :attr:`max_binary_bytes`); returns (bytes, content type).
 
         The length is checked against ``Content-Length``; a short body is retried.
         """
         attempts = self.policy.body_retries + 1
         for attempt in range(1, attempts + 1):
-            response = self.request("GET", endpoint, params=params)
+            response = self.request("GET", endpoint, params=params, stream=True)
             expected = response.headers.get("Content-Length")
-            content = response.content
-            if expected is None or int(expected) == len(content):
-                return content, response.headers.get("Content-Type", "")
+            if expected is not None and expected.isdigit() and int(expected) > self.max_binary_bytes:
+                response.close()
+                raise ArchiveResponseError(f"GET {_safe(self.url(endpoint))}: the answer would be {expected} "
+                                           f"bytes, more than the {self.max_binary_bytes} accepted")
+            try:
+                content = self._read_body(response, self.max_binary_bytes, "GET", endpoint)
+            except _BODY_ERRORS:
+                content = b""
+                expected = expected or "-1"
+            else:
+                encoded = response.raw.tell() if response.headers.get("Content-Encoding") else len(content)
+                if expected is None or not expected.isdigit() or int(expected) == encoded:
+                    return content, response.headers.get("Content-Type", "")
             if attempt < attempts:
                 time.sleep(self.policy.delay(attempt))
         raise ArchiveUnavailableError(f"GET {_safe(self.url(endpoint))}: the body arrived incomplete {attempts} times.")
 
     def stream(self, endpoint: str, *, headers: Mapping[str, str] | None = None,
-               params: Mapping[str, Any] | None = None) -> requests.Response:
-        """A streaming GET (caller reads ``iter_content`` and closes)."""
-        return self.request("GET", endpoint, params=params, headers=headers, stream=True)
+               params: Mapping[str, Any] | None = None, deadline: float | None = None) -> requests.Response:
+        """A streaming GET (caller reads ``iter_content`` and closes; closing ends its deadline)."""
+        return self.request("GET", endpoint, params=params, headers=headers, stream=True, deadline=deadline)
 
     def close(self) -> None:
         self.session.close()
@@ -412,16 +551,60 @@ class Transport:
         log.info("%s %s -> %s (%.0f ms)", method, target, status if status is not None else error, took)
 
 
-def _read_capped(response: requests.Response, limit: int) -> bytes:
+def _read_capped(response: requests.Response, limit: int, truncate: bool = False) -> bytes:
+    """The body up to ``limit`` bytes: beyond it an error, or (``truncate``) the first ``limit`` bytes."""
     chunks = []
     size = 0
-    for chunk in response.iter_content(1 << 20):
+    for chunk in response.iter_content(min(limit, 1 << 20)):
         size += len(chunk)
         if size > limit:
             response.close()
-            raise ArchiveResponseError(f"the answer exceeded the {limit} bytes accepted for JSON")
+            if truncate:
+                chunks.append(chunk[: len(chunk) - (size - limit)])
+                break
+            raise ArchiveResponseError(f"the answer exceeded the {limit} bytes accepted")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _Retry(Exception):
+    """A transient status that urllib3's retries could not get past."""
+
+    def __init__(self, error: ArchiveResponseError) -> None:
+        self.error = error
+
+
+class _Renewed(Exception):
+    """A 401 for a token that has since been renewed: send the request again."""
+
+
+class _RefusedRedirect(requests.exceptions.RequestException):
+    """A redirect the client will not follow."""
+
+
+def _redirect_problem(exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return f"redirected more than {_ScopedSession.max_redirects} times (a redirect loop)"
+    if isinstance(exc, _RefusedRedirect):
+        return str(exc)
+    return "a redirect or address the client cannot follow (only http and https are fetched)"
+
+
+def _stop_on_close(response: requests.Response, watch: deadlines.Deadline) -> None:
+    close = response.close
+
+    def close_and_stop() -> None:
+        try:
+            close()
+        finally:
+            watch.stop()
+
+    response.close = close_and_stop  # type: ignore[method-assign]
+    response._isic_deadline = watch  # type: ignore[attr-defined]
+
+
+def _deadline_of(response: requests.Response) -> deadlines.Deadline:
+    return getattr(response, "_isic_deadline", None) or deadlines.Deadline(0.0)
 
 
 def _retries_exhausted(exc: Exception) -> bool:
@@ -485,12 +668,33 @@ def _error_for(response: requests.Response, method: str, url: str) -> IsicError:
     return ArchiveResponseError(text, status)
 
 
-def iter_pages(fetch: Callable[[int, int], list], page_size: int, start: int = 0) -> Iterator[Any]:
-    """Yield items of an offset-paged listing until a short page arrives."""
+def iter_pages(fetch: Callable[[int, int], list], page_size: int, start: int = 0) -> Iterator[dict]:
+    """Yield the records of an offset-paged listing until a short page arrives.
+
+    Every item must be a record with an ``_id``; a page that brings no record
+    not already seen (a server that ignores ``offset``, or repeats a page)
+    ends the walk with :class:`ArchiveResponseError` instead of looping on.
+    """
     offset = start
+    seen: set[str] = set()
     while True:
         page = fetch(page_size, offset)
+        ids = {checked_record(item, "_id") for item in page}
+        if page and ids <= seen:
+            raise ArchiveResponseError(f"the listing repeated records already received at offset {offset} "
+                                       "(the server ignores the offset?); stopped instead of looping")
+        seen |= ids
         yield from page
         if len(page) < page_size:
             return
         offset += len(page)
+
+
+def checked_record(item: Any, key: str) -> str:
+    """The id (text or number) of a record entering from the archive; else :class:`ArchiveResponseError`."""
+    if not isinstance(item, dict):
+        raise ArchiveResponseError(f"the archive sent a JSON {type(item).__name__} where a record was expected")
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise ArchiveResponseError(f"the archive sent a record without a usable {key!r}")
+    return str(value)

@@ -59,11 +59,16 @@ class V1Backend(Backend):
         except AuthenticationError as exc:
             raise AuthenticationError(f"login of {username!r} refused by the archive: "
                                       f"{str(exc).split(': ', 1)[-1]}") from None
-        payload = _json.loads(response.content)
-        token = ((payload or {}).get("authToken") or {}).get("token")
-        if not token:
-            raise AuthenticationError(f"login of {username!r}: the archive answered without a token")
-        return token, payload.get("user") or {}
+        try:
+            payload = _json.loads(response.content)
+        except ValueError:
+            payload = None  # an HTML sign-in page of a portal or proxy
+        token = (payload.get("authToken") or {}) if isinstance(payload, dict) else {}
+        if not isinstance(token, dict) or not isinstance(token.get("token"), str) or not token["token"]:
+            raise AuthenticationError(f"login of {username!r}: the archive's answer holds no token "
+                                      "(is this the archive's address?)")
+        user = payload.get("user") if isinstance(payload, dict) else None
+        return token["token"], user if isinstance(user, dict) else {}
 
     def logout(self) -> None:
         self.http.request("DELETE", "user/authentication")
@@ -112,15 +117,13 @@ class V1Backend(Backend):
                                    "sort": "_id", "sortdir": 1}, list)
 
     def _pages(self, offset: int, progress: ProgressHook | None) -> list[dict]:
-        records: list[dict] = []
-        while True:
-            page = self._image_page(offset)
-            records.extend(page)
+        def page(limit: int, at: int) -> list[dict]:
+            records = self._image_page(at)
             if progress:
-                progress(len(page))
-            if len(page) < IMAGE_PAGE:
-                return records
-            offset += IMAGE_PAGE
+                progress(len(records))
+            return records
+
+        return list(iter_pages(page, IMAGE_PAGE, offset))
 
     def image_file(self, record: dict) -> str:
         return f"image/{record['_id']}/download"

@@ -30,7 +30,7 @@ from ..errors import AuthenticationError, NotFoundError, QueryError
 from ..legacy import legacy_clinical
 from ..oauth import OAuthClient, OAuthToken, sign_in
 from ..search import parse as explain
-from ..transport import ArchiveResponseError, Transport
+from ..transport import ArchiveResponseError, Transport, checked_record
 from .base import Backend, ProgressHook
 
 __all__ = ["V2Backend", "normalise"]
@@ -83,10 +83,9 @@ class V2Backend(Backend):
                       limit: int | None = None, progress: ProgressHook | None = None) -> Iterator[dict]:
         """Follow ``next`` links; ``limit`` caps the number of records."""
         query = {**(params or {}), "limit": min(PAGE, limit) if limit else PAGE}
-        page = self._get(endpoint, query)
         seen = 0
-        while True:
-            results = page.get("results") or []
+        key = "isic_id" if endpoint.startswith("images/") else "id"
+        for results in self._walk(self._get(endpoint, query), key):
             if progress:
                 progress(len(results))
             for item in results:
@@ -94,9 +93,40 @@ class V2Backend(Backend):
                 seen += 1
                 if limit and seen >= limit:
                     return
-            if not page.get("next"):
+
+    def _walk(self, page: dict, key: str = "isic_id") -> Iterator[list[dict]]:
+        """The pages of records of a cursor walk from its first page, checked as they enter.
+
+        A page without a list of records, a ``next`` that is not an address,
+        a cursor seen before or more records than the first page announced
+        end the walk with :class:`ArchiveResponseError` instead of looping on.
+        """
+        cursors: set[str] = set()
+        announced = page.get("count")
+        received = 0
+        while True:
+            results = page.get("results")
+            results = [] if results is None else results
+            if not isinstance(results, list):
+                raise ArchiveResponseError(f"the archive's page holds a JSON {type(results).__name__} "
+                                           "where the list of records belongs")
+            for item in results:
+                checked_record(item, key)
+            received += len(results)
+            yield results
+            cursor = page.get("next")
+            if not cursor:
                 return
-            page = self._get(page["next"])
+            if not isinstance(cursor, str):
+                raise ArchiveResponseError(f"the archive's 'next' is a JSON {type(cursor).__name__}, not an address")
+            if cursor in cursors or not results:
+                raise ArchiveResponseError("the archive's 'next' link leads back to a page already read; "
+                                           "stopped instead of looping")
+            if isinstance(announced, int) and received > announced:
+                raise ArchiveResponseError(f"the listing went on past the {announced} records it announced; "
+                                           "stopped instead of looping")
+            cursors.add(cursor)
+            page = self._get(cursor)
 
     # ----------------------------------------------------------------- auth
     def __init__(self, transport: Transport) -> None:
@@ -324,15 +354,10 @@ class V2Backend(Backend):
             if (first.get("count") or 0) > self.sync_partition_size and len(prefix) < len("ISIC_0000000"):
                 return [], [prefix + str(digit) for digit in range(10)]
             found: list[dict] = []
-            page = first
-            while True:
-                results = page.get("results") or []
+            for results in self._walk(first):
                 found += results
                 if progress:
                     progress(len(results))
-                if not page.get("next"):
-                    break
-                page = self._get(page["next"])
             if saved is not None:
                 saved.save(prefix, found)
             return found, []
