@@ -143,16 +143,20 @@ class Cache:
         marker = self.root / MARKER
         if marker.exists():
             try:
-                recorded = _json.loads(marker.read_bytes()).get("base_url")
-            except (ValueError, AttributeError, OSError):
-                recorded = None
-            if recorded and recorded.rstrip("/") != self.base_url:
+                content = _json.loads(marker.read_bytes())
+            except (ValueError, OSError):
+                content = None
+            recorded = content.get("base_url") if isinstance(content, dict) else None
+            if not isinstance(recorded, str) or not recorded:
+                # written whole (atomically) or not at all: anything else was changed by hand
+                raise CacheError(f"the cache folder's marker {marker} is damaged (it should name the archive "
+                                 "the folder belongs to); delete it if the folder holds only this archive's data")
+            if recorded.rstrip("/") != self.base_url:
                 raise CacheError(
                     f"the cache folder {self.root} holds data of {recorded}, not of {self.base_url}; "
                     "use a separate cache_folder per archive so that their data never mix."
                 )
-            if recorded:
-                return
+            return
         self.write_bytes(marker, _json.dumps({"base_url": self.base_url, "format": 1}))
 
     # ---------------------------------------------------------------- names

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,9 +35,10 @@ import requests
 
 from .errors import ArchiveUnavailableError, AuthenticationError, IsicError, QueryError
 from .progress import progress as _progress
-from .transport import Transport
+from .transport import Transport, deadline_of
 
-__all__ = ["DEFAULT_WORKERS", "DownloadResult", "Downloader", "Job", "extension_for", "fetch_file"]
+__all__ = ["DEFAULT_WORKERS", "MAX_FILE_BYTES", "MIN_TRANSFER_RATE", "DownloadResult", "Downloader", "Job",
+           "extension_for", "fetch_file", "jobs_for"]
 
 # Small enough that a transfer cut short keeps all but its last chunk for the resume.
 CHUNK = 1 << 16
@@ -123,12 +125,48 @@ class DownloadResult:
                 f"failed={len(self.failed)}, bytes={self.bytes}, seconds={self.seconds:.2f}, MB/s={rate:.1f})")
 
 
+#: slowest transfer rate a download's deadline allows for (bytes per second, on top of the
+#: transport's deadline): a 20 MB image may take more than 3 minutes before it is given up
+MIN_TRANSFER_RATE = 100_000
+#: most a file of unknown size may grow to when the server compresses it on the way
+_MAX_EXPANSION = 20
+#: most a file of no announced size at all may grow to
+MAX_FILE_BYTES = 2 * 1024**3
+_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
 def _total_size(response: requests.Response) -> int | None:
     content_range = response.headers.get("Content-Range", "")
     if "/" in content_range and not content_range.endswith("/*"):
-        return int(content_range.rsplit("/", 1)[1])
-    length = response.headers.get("Content-Length")
-    return int(length) if length is not None else None
+        total = content_range.rsplit("/", 1)[1]
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() and not _encoded(response) else None
+
+
+def _encoded(response: requests.Response) -> bool:
+    return response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+
+
+def _range_start(response: requests.Response) -> int | None:
+    """Where a 206 answer's bytes start (None: no usable Content-Range)."""
+    match = _RANGE.match(response.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _limit(job: Job, response: requests.Response, have: int) -> int:
+    """Most bytes this answer may add to the part file before the transfer is cut off."""
+    announced = job.size if job.size is not None else _total_size(response)
+    if announced is not None:
+        return max(0, announced - have)
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit():  # compressed on the way: the decoded file is larger, within reason
+        return max(int(length) * _MAX_EXPANSION, 1 << 20)
+    return MAX_FILE_BYTES
+
+
+class _TooLong(Exception):
+    pass
 
 
 def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] | None = None) -> tuple[Path, int]:
@@ -149,9 +187,13 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
     while attempt < attempts:
         attempt += 1
         have = job.part.stat().st_size if job.part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else None
+        # the file's own bytes: a compressed transfer's length says nothing of the file's size
+        headers = {"Accept-Encoding": "identity"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
         try:
-            response = transport.stream(job.endpoint, headers=headers)
+            response = transport.stream(job.endpoint, headers=headers,
+                                        deadline=transport.deadline + (job.size or 0) / MIN_TRANSFER_RATE)
         except AuthenticationError:
             if job.renew is None or renewed:
                 raise
@@ -174,11 +216,22 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
         with contextlib.closing(response):
             if have and response.status_code != 206:
                 have = 0  # the server ignored Range: start from scratch
+            elif have and _range_start(response) != have:
+                # bytes from somewhere else in the file: appended, they would make a corrupt file
+                last_problem = f"the server answered the resume at byte {have} with Content-Range " \
+                               f"{response.headers.get('Content-Range', '(none)')!r}"
+                job.part.unlink(missing_ok=True)
+                continue
             total = _total_size(response)
             content_type = response.headers.get("Content-Type", "")
+            limit = _limit(job, response, have)
+            written = 0
             try:
                 with open(job.part, "ab" if have else "wb") as fh:
                     for chunk in response.iter_content(CHUNK):
+                        written += len(chunk)
+                        if written > limit:
+                            raise _TooLong()
                         fh.write(chunk)
                         transferred += len(chunk)
                         if on_bytes:
@@ -187,7 +240,14 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
                 # process, and after a power loss a damaged file fails the size or
                 # decode check on read and is fetched again; syncing each image
                 # would cost more than the transfer.
+            except _TooLong:
+                job.part.unlink(missing_ok=True)
+                raise ArchiveUnavailableError(f"download of {job.key}: the server sent more than the {limit + have} "
+                                              "bytes the file can have; stopped and discarded") from None
             except (requests.exceptions.RequestException, ConnectionError) as exc:
+                if deadline_of(response).expired:
+                    raise ArchiveUnavailableError(f"download of {job.key}: not complete within "
+                                                  f"{deadline_of(response).seconds:g} s") from None
                 last_problem = f"transfer interrupted ({type(exc).__name__})"
                 time.sleep(transport.policy.delay(attempt))
                 continue
@@ -205,6 +265,10 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
                 job.part.unlink(missing_ok=True)
             time.sleep(transport.policy.delay(attempt))
             continue
+        mismatch = _content_mismatch(job.part, content_type)
+        if mismatch:
+            job.part.unlink(missing_ok=True)
+            raise ArchiveUnavailableError(f"download of {job.key}: {mismatch}")
         final = job.destination(content_type)
         os.replace(job.part, final)
         return final, transferred
@@ -214,10 +278,32 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
 _MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
 
 
+#: how files of the image types the archive serves begin
+_SIGNATURES = {
+    "image/jpeg": (b"\xff\xd8\xff",), "image/jpg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/tiff": (b"II*\x00", b"MM\x00*"), "image/gif": (b"GIF87a", b"GIF89a"), "image/bmp": (b"BM",),
+    "image/webp": (b"RIFF",),
+}
+
+
 def _sniffed_type(path: Path) -> str | None:
     with open(path, "rb") as fh:
         start = fh.read(8)
     return next((kind for magic, kind in _MAGIC if start.startswith(magic)), None)
+
+
+def _content_mismatch(path: Path, content_type: str) -> str | None:
+    """Why the bytes are not the image the server said they are (None: they look right)."""
+    kind = content_type.split(";")[0].strip().lower()
+    signatures = _SIGNATURES.get(kind)
+    if signatures is None:
+        return None
+    with open(path, "rb") as fh:
+        start = fh.read(16)
+    if start.startswith(signatures):
+        return None
+    looks = "an HTML page" if start.lstrip().lower().startswith((b"<!doc", b"<html", b"<")) else "something else"
+    return f"the server announced {kind} but sent {looks}; discarded"
 
 
 def _finish_whole_part(transport: Transport, job: Job, have: int) -> Path | None:
@@ -246,6 +332,25 @@ def _finish_whole_part(transport: Transport, job: Job, have: int) -> Path | None
     final = job.destination(content_type)
     os.replace(job.part, final)
     return final
+
+
+def jobs_for(records: Iterable[dict], make: Callable[[dict], Job]) -> tuple[list[Job], dict[str, str]]:
+    """One job per image of ``records`` (a repeated image once), and the records no job can be made
+    for (an id that cannot be a file name or an address), each with the reason: they become failed
+    items of the download rather than stopping it."""
+    jobs: list[Job] = []
+    unusable: dict[str, str] = {}
+    keys: set[str] = set()
+    for record in records:
+        key = str(record.get("_id") or record.get("isic_id")) if isinstance(record, dict) else repr(record)[:60]
+        if key in keys:
+            continue
+        keys.add(key)
+        try:
+            jobs.append(make(record))
+        except (IsicError, KeyError, TypeError, ValueError, OSError) as exc:
+            unusable[key] = f"unusable record: {exc}"
+    return jobs, unusable
 
 
 class Downloader:
@@ -277,12 +382,18 @@ class Downloader:
         result = DownloadResult()
         todo: list[Job] = []
         for job in jobs:
-            existing = done(job) if done else None
+            try:
+                existing = done(job) if done else None
+            except OSError as exc:  # a name the file system refuses
+                result.failed[job.key] = f"cannot check {job.part.parent}: {exc.strerror or exc}"
+                continue
             if existing is not None:
                 result.skipped.append(job.key)
                 result.paths[job.key] = existing
             elif self._claim(job.part):
                 todo.append(job)
+            else:
+                result.failed[job.key] = "another file of this download has the same name"
         lock = threading.Lock()
         bar = _progress(len(todo), desc, unit="file", enabled=self.progress and bool(todo))
         received = [0]
@@ -308,6 +419,8 @@ class Downloader:
                         path, fetched = future.result()
                     except IsicError as exc:
                         result.failed[job.key] = str(exc)
+                    except OSError as exc:  # the file system refused a name or a write
+                        result.failed[job.key] = f"cannot write {job.part.name}: {exc.strerror or exc}"
                     else:
                         (result.downloaded if fetched else result.skipped).append(job.key)
                         result.paths[job.key] = path

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 from .cache import safe_name
-from .downloads import EXTENSIONS, Downloader, DownloadResult, Job, extension_for
+from .downloads import EXTENSIONS, Downloader, DownloadResult, Job, extension_for, jobs_for
+from .errors import IsicError
 from .store import Store
 
 __all__ = ["download_to_folder", "metadata_rows"]
@@ -17,6 +20,33 @@ __all__ = ["download_to_folder", "metadata_rows"]
 
 def _named_file(folder: Path, name: str, content_type: str | None) -> Path:
     return folder / f"{name}{extension_for(content_type)}"
+
+
+class _FileNames:
+    """One file name per image, never shared: names that clean up to the same text (``a/b`` and
+    ``a_b``, ``É`` and ``e`` on some file systems, long names with one prefix, ``X`` and ``x`` on a
+    case-blind disk) get a short digest of the original name."""
+
+    #: longest file name stem (file systems allow 255 bytes; leaves room for the extension and part suffix)
+    LONGEST = 120
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+
+    def claim(self, name: str) -> str:
+        stem = safe_name(name)
+        if stem != name or self._fold(stem) in self._taken:
+            # a cleaned or clashing name: a digest of the original keeps it apart from the others
+            digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+            stem = f"{stem[: self.LONGEST - 11]}-{digest}"
+        if self._fold(stem) in self._taken:
+            raise IsicError(f"no file name of its own for {name!r}")
+        self._taken.add(self._fold(stem))
+        return stem
+
+    @staticmethod
+    def _fold(stem: str) -> str:
+        return unicodedata.normalize("NFKD", stem).casefold()
 
 
 def _flat(record: dict) -> dict[str, Any]:
@@ -54,15 +84,19 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
     folder.mkdir(parents=True, exist_ok=True)
     locks = folder / ".isicarchive-locks"  # out of sight of the user's files
     locks.mkdir(exist_ok=True)
-    jobs = []
-    for record in records:
-        name = safe_name(store.backend.image_record_name(record))
+    names = _FileNames()
+
+    def job(record: dict) -> Job:
         key = str(record.get("_id") or record.get("isic_id"))
+        if not store.backend.is_id(key):
+            raise IsicError(f"{key[:40]!r} is not an image id of this archive")
+        name = names.claim(str(store.backend.image_record_name(record)))
         size = ((record.get("files") or {}).get("full") or {}).get("size")
-        jobs.append(Job(key, store.backend.image_file(record),
-                        functools.partial(_named_file, folder, name),
-                        folder / f".{name}.part", size, locks / f"{name}.lock",
-                        renew=store.backend.image_file_renewer(record)))
+        return Job(key, store.backend.image_file(record), functools.partial(_named_file, folder, name),
+                   folder / f".{name}.part", size, locks / f"{name}.lock",
+                   renew=store.backend.image_file_renewer(record))
+
+    jobs, unusable = jobs_for(records, job)
 
     def done(job: Job) -> Path | None:
         # exactly <name><one of our extensions>: a prefix glob listed the whole folder for every file
@@ -71,6 +105,7 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
         return next((path for ext in EXTENSIONS if (path := folder / f"{stem}{ext}").is_file()), None)
 
     result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
+    result.failed.update(unusable)
     columns, rows = metadata_rows(records)
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)

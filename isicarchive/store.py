@@ -19,7 +19,7 @@ import numpy as np
 from . import superpixels as _sp
 from .backends.base import Backend
 from .cache import IMCACHE_ID, Cache, safe_name
-from .downloads import DEFAULT_WORKERS, Downloader, DownloadResult, Job, extension_for, fetch_file
+from .downloads import DEFAULT_WORKERS, Downloader, DownloadResult, Job, extension_for, fetch_file, jobs_for
 from .errors import AuthenticationError, IsicError
 from .models.annotation import markup_entry
 from .progress import progress as _progress
@@ -34,10 +34,31 @@ def _fixed_path(path: Path, content_type: str | None) -> Path:
     return path
 
 
-def _decode_image(data: bytes) -> np.ndarray:
+def _decode_image(data: bytes, what: str) -> np.ndarray:
+    """Pixels of image bytes from the archive; bytes that are no image are an :class:`IsicError`."""
     import imageio.v3 as iio
 
-    return np.asarray(iio.imread(data))
+    try:
+        return np.asarray(iio.imread(data))
+    except Exception as exc:  # imageio and its plugins raise anything from OSError to SyntaxError
+        start = data[:200].lstrip().lower()
+        looks = "an HTML page" if start.startswith((b"<!doc", b"<html")) else f"{len(data)} bytes that are no image"
+        raise IsicError(f"{what}: the archive sent {looks} ({type(exc).__name__})") from None
+
+
+def _decode_superpixels(rgb: np.ndarray, image_id: str) -> np.ndarray:
+    """The label array of a superpixel PNG from the archive (or the cache), checked as it enters."""
+    try:
+        idx = _sp.decode(rgb)
+    except ValueError as exc:
+        raise IsicError(f"the superpixel image of {image_id} is refused: {exc}") from None
+    # labels number the superpixels from 0: one beyond the pixel count cannot be, and would make
+    # the superpixel map (a row per label) allocate gigabytes
+    highest = int(idx.max())
+    if highest >= idx.size:
+        raise IsicError(f"the superpixel image of {image_id} is refused: a label of {highest} in an image of only "
+                        f"{idx.size} pixels (labels run from 0 to at most {idx.size - 1})")
+    return idx
 
 
 class Store:
@@ -89,7 +110,7 @@ class Store:
                 if renew is None:
                     raise
                 data, _ = self.http.get_bytes(renew())  # the record's pre-signed URL had expired
-            return _decode_image(data)
+            return _decode_image(data, f"image {self.backend.image_record_name(record)}")
         for _ in range(2):
             path = self.image_path(record)
             assert path is not None
@@ -111,8 +132,10 @@ class Store:
                                             "the legacy v1 API (use Image.compute_superpixels for v2 images)")
         downloader = Downloader(self.http, workers or self.workers, self.progress if progress is None else progress)
         cache = self.cache
-        jobs = [self._image_job(rec) for rec in records]
+        jobs, unusable = jobs_for(records, self._image_job)
         result = downloader.run(jobs, done=lambda job: cache.find_image(job.key), desc="Images")
+        result.failed.update(unusable)
+        records = [record for record in records if str(record.get("_id") or record.get("isic_id")) not in unusable]
         if superpixels:
             sp_jobs = []
             for rec in records:
@@ -145,14 +168,14 @@ class Store:
             if png is not None:
                 rgb = cache.read_image(png)
                 if rgb is not None:
-                    return self._remember_index(image_id, _sp.decode(np.asarray(rgb)))
+                    return self._remember_index(image_id, _decode_superpixels(np.asarray(rgb), image_id))
         data = self.backend.superpixels_png(image_id)
-        rgb = _decode_image(data)
+        idx = _decode_superpixels(_decode_image(data, f"superpixels of {image_id}"), image_id)
         if cache is not None:
             target = cache.path("spimg", image_id, ".png")
             with cache.lock(target):
                 cache.write_bytes(target, data)
-        return self._remember_index(image_id, _sp.decode(rgb))
+        return self._remember_index(image_id, idx)
 
     def _remember_index(self, image_id: str, idx: np.ndarray) -> np.ndarray:
         if self.cache is not None:
@@ -259,9 +282,10 @@ class Store:
                 if mask is not None:
                     return np.asarray(mask)
         data = self.backend.segmentation_mask(segmentation_id)
+        mask = _decode_image(data, f"mask of segmentation {segmentation_id}")  # a broken file is never cached
         if cache is not None:
             cache.write_bytes(cache.path("sgmsk", segmentation_id, ".png"), data)
-        return _decode_image(data)
+        return mask
 
 
 class SyncCheckpoint:

@@ -41,7 +41,7 @@ from .errors import (
     QueryError,
 )
 
-__all__ = ["ArchiveResponseError", "RetryPolicy", "Transport", "checked_record", "iter_pages"]
+__all__ = ["ArchiveResponseError", "RetryPolicy", "Transport", "checked_record", "deadline_of", "iter_pages"]
 
 log = logging.getLogger("isicarchive.http")
 
@@ -500,8 +500,8 @@ class Transport:
         try:
             return _read_capped(response, limit)
         except _BODY_ERRORS:
-            if _deadline_of(response).expired:
-                raise self._too_slow(method, self.url(endpoint), _deadline_of(response).seconds) from None
+            if deadline_of(response).expired:
+                raise self._too_slow(method, self.url(endpoint), deadline_of(response).seconds) from None
             raise
         finally:
             response.close()
@@ -603,7 +603,8 @@ def _stop_on_close(response: requests.Response, watch: deadlines.Deadline) -> No
     response._isic_deadline = watch  # type: ignore[attr-defined]
 
 
-def _deadline_of(response: requests.Response) -> deadlines.Deadline:
+def deadline_of(response: requests.Response) -> deadlines.Deadline:
+    """The deadline a streamed response runs under (an unarmed one for other responses)."""
     return getattr(response, "_isic_deadline", None) or deadlines.Deadline(0.0)
 
 
