@@ -168,6 +168,11 @@ class IsicApi:
         TLS verification, or a CA bundle path (e.g. ``LocalArchive(https=True).ca_file``).
     store_password : bool
         After a successful login, save the password in the system keyring.
+    deadline : float
+        Longest wall-clock time of one exchange with the archive in seconds
+        (headers and body; timeouts bound only each read, which a server
+        sending a byte at a time never trips).  Downloads add the time their
+        size needs at 100 kB/s.
 
     Examples
     --------
@@ -194,6 +199,7 @@ class IsicApi:
         progress: bool = True,
         verify: bool | str | None = None,
         store_password: bool = False,
+        deadline: float = 300.0,
     ) -> None:
         if username is not None and not isinstance(username, str):
             raise IsicError(f"username must be a string, not {type(username).__name__}")
@@ -212,7 +218,7 @@ class IsicApi:
         pool_size = max(16, min(2 * workers, 64))
         self._http = Transport(self.base_url, timeout=timeout, policy=RetryPolicy(retries=retries, backoff=backoff),
                                pool_size=pool_size, auth_header=backend_class.auth_header, debug=debug,
-                               verify=verify)
+                               verify=verify, deadline=deadline)
         self._backend: Backend = backend_class(self._http)
         self.username: str | None = None
         self.user: dict | None = None

@@ -10,7 +10,7 @@ once, and the connection pool refuses to open another connection for it
 (urllib3 would otherwise retry the read).  The transport then reports the
 deadline, not a connection error.
 
-The pool classes also close a retried answer's connection instead of reading
+The connection classes also close a retried answer's connection instead of reading
 its body to the end (urllib3 drains it to reuse the connection, which an
 endless body turns into a hang).
 """
@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import HTTPResponse
 
@@ -138,8 +139,22 @@ class _UndrainedResponse(HTTPResponse):
             connection.close()
 
 
+class _UndrainedHTTPConnection(HTTPConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
+        response = super().getresponse()
+        response.__class__ = _UndrainedResponse  # urllib3 2 builds its HTTPResponse here, not from the pool
+        return response
+
+
+class _UndrainedHTTPSConnection(HTTPSConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
+        response = super().getresponse()
+        response.__class__ = _UndrainedResponse
+        return response
+
+
 class _WatchedHTTPPool(HTTPConnectionPool):
-    ResponseCls = _UndrainedResponse
+    ConnectionCls = _UndrainedHTTPConnection
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         deadline = getattr(_current, "deadline", None)
@@ -156,7 +171,7 @@ class _WatchedHTTPPool(HTTPConnectionPool):
 
 
 class _WatchedHTTPSPool(HTTPSConnectionPool, _WatchedHTTPPool):
-    ResponseCls = _UndrainedResponse
+    ConnectionCls = _UndrainedHTTPSConnection  # type: ignore[assignment]
 
 
 class WatchedAdapter(HTTPAdapter):

@@ -431,6 +431,9 @@ class Transport:
             if watch.expired:
                 raise self._too_slow(method, url, watch.seconds) from None
             raise
+        if watch.expired:  # the socket shut at the deadline can look like headers or a body that just ended
+            response.close()
+            raise self._too_slow(method, url, watch.seconds)
         if status in RETRY_STATUSES:
             raise _Retry(ArchiveResponseError(_describe(response), status))
         if 300 <= status < 400 and carries_secret:
@@ -497,14 +500,18 @@ class Transport:
 
     def _read_body(self, response: requests.Response, limit: int, method: str, endpoint: str) -> bytes:
         """A streamed body, read whole up to ``limit`` bytes; a deadline that passed meanwhile raises."""
+        watch = deadline_of(response)
         try:
-            return _read_capped(response, limit)
+            body = _read_capped(response, limit)
         except _BODY_ERRORS:
-            if deadline_of(response).expired:
-                raise self._too_slow(method, self.url(endpoint), deadline_of(response).seconds) from None
+            if watch.expired:
+                raise self._too_slow(method, self.url(endpoint), watch.seconds) from None
             raise
         finally:
             response.close()
+        if watch.expired:
+            raise self._too_slow(method, self.url(endpoint), watch.seconds)
+        return body
 
     def get_bytes(self, endpoint: str, params: Mapping[str, Any] | None = None) -> tuple[bytes, str]:
         """GET a binary resource whole (up to :attr:`max_binary_bytes`); returns (bytes, content type).
