@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import os
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
@@ -753,6 +753,64 @@ class IsicApi:
             else:
                 records.append(looked_up[self._key(item, "image")])
         return records
+
+    def map_images(self, func: Callable[[Image], Any], images: Any = None, *, client: Any = None,
+                   load: Sequence[str] | str = ("imagedata",), meta: Any = None, strict: bool = False,
+                   compute: bool = True, npartitions: int | None = None, progress: bool | None = None) -> Any:
+        """Call ``func(image)`` for every image of a selection, in parallel on Dask (the ``dask`` extra).
+
+        Parameters
+        ----------
+        func : callable
+            Takes an :class:`~isicarchive.models.image.Image` with the parts
+            of ``load`` loaded; returns a dict (one column per key) or any
+            other value (a column ``result``).  It must be picklable
+            (cloudpickle: lambdas and local functions are fine).
+        images : selection, list of ids/names/records/Images, optional
+            Defaults to :attr:`image_selection`.
+        client : distributed.Client or str, optional
+            None (``"threads"``): Dask's threaded scheduler, a thread per
+            core — measured faster than worker processes for per-image work,
+            whose decoding and numpy release the GIL.  ``"cluster"``: a
+            ``distributed.LocalCluster`` of one single-threaded worker process
+            per core, started for this call and closed after it (for functions
+            that hold the GIL).  A ``distributed.Client``: that cluster,
+            whatever its size (its dashboard link is printed).
+            ``"processes"``, ``"sync"``: Dask's other local schedulers.
+        load : sequence of str
+            Parts loaded before ``func`` runs: ``"imagedata"``,
+            ``"superpixels"`` (index and map), ``"segmentation"`` (v1 masks).
+        meta : pandas.DataFrame, optional
+            The result's columns and dtypes for ``compute=False``; by default
+            found by running ``func`` on the first image.
+        strict : bool
+            Raise :class:`~isicarchive.scaleout.ImageTaskError` at the first
+            image ``func`` fails for; otherwise that image's row carries the
+            error (``"Type: message"``) in its ``error`` column.
+        compute : bool
+            False: return the lazy Dask DataFrame, to chain more Dask work.
+        npartitions : int, optional
+            Tasks to cut the selection into (default: four per worker, at most
+            50 images each).
+
+        Returns
+        -------
+        pandas.DataFrame (or dask.dataframe.DataFrame)
+            Indexed by image id, in the selection's order, with the keys of
+            ``func``'s dicts and ``error``.
+
+        Each worker opens its own session from this one's archive, cache
+        folder (a shared file system for a cluster of several machines),
+        retry policy and credentials; see :mod:`isicarchive.scaleout` for how
+        the token travels.
+        """
+        from . import scaleout
+
+        scaleout.check_arguments(func, load)  # before the records are looked up: no work for a doomed call
+        records = self._records_for(self.image_selection if images is None else images)
+        return scaleout.map_images(self, func, records, client=client, load=load, meta=meta, strict=strict,
+                                   compute=compute, npartitions=npartitions,
+                                   progress=self.progress if progress is None else progress)
 
     def download_images(self, images: Any = None, folder: str | os.PathLike[str] | None = None, *,
                         workers: int | None = None, superpixels: bool = False, progress: bool | None = None,

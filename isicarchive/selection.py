@@ -709,6 +709,15 @@ class Selection(MutableMapping):
         rows = [[get_path(rec, f) for f in fields] for rec in self.values()]
         return pd.DataFrame(rows, index=pd.Index(list(self.keys()), name="id"), columns=fields)
 
+    def to_dask_dataframe(self, npartitions: int | None = None, fields: Sequence[str] | None = None) -> Any:
+        """The same table as :meth:`to_dataframe`, as a Dask DataFrame (the ``dask`` extra).
+
+        ``npartitions`` defaults to one per 10,000 images.
+        """
+        from .scaleout import to_dask_dataframe
+
+        return to_dask_dataframe(self.to_dataframe(fields), npartitions)
+
     def to_csv(self, path: str, fields: Sequence[str] | None = None) -> None:
         """Write the chosen fields as CSV (``pandas`` extra)."""
         self.to_dataframe(fields).to_csv(path)

@@ -30,6 +30,8 @@ class Image(Model):
         :func:`isicarchive.superpixels.superpixel_map`), ``'max'`` (highest
         label), ``'shp'`` (index shape), after :meth:`load_superpixels` /
         :meth:`map_superpixels`.
+    segmentation_masks : dict or None
+        Segmentation id → 8-bit lesion mask, after :meth:`load_segmentation_masks` (v1).
     """
 
     KIND = "image"
@@ -52,6 +54,7 @@ class Image(Model):
         super().__init__(record, api)
         self.data: np.ndarray | None = None
         self.superpixels: dict[str, Any] = {"idx": None, "map": None, "max": 0, "shp": (0, 0)}
+        self.segmentation_masks: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------ summaries
     @property
@@ -153,10 +156,18 @@ class Image(Model):
         api._store.remember_superpixels(self.id, idx)
         self._set_index(idx)
 
+    def load_segmentation_masks(self) -> dict[str, np.ndarray]:
+        """The lesion mask of each of this image's segmentations (v1), into :attr:`segmentation_masks`."""
+        if self.segmentation_masks is None:
+            self.segmentation_masks = {segmentation.id: segmentation.load_mask()
+                                       for segmentation in self.segmentations()}
+        return self.segmentation_masks
+
     def clear_data(self) -> None:
-        """Drop pixels and superpixels from memory (the cache keeps them)."""
+        """Drop pixels, superpixels and masks from memory (the cache keeps them)."""
         self.data = None
         self.superpixels = {"idx": None, "map": None, "max": 0, "shp": (0, 0)}
+        self.segmentation_masks = None
 
     # -------------------------------------------------------------- helpers
     def _index(self) -> np.ndarray:

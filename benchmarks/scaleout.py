@@ -1,0 +1,200 @@
+"""Per-image work on Dask (``IsicApi.map_images``) against a plain serial loop, same archive, same run.
+
+The local archive runs in its own process with images of a realistic size.
+Runs, each checked to give results identical to the serial loop:
+
+* CPU-bound: decode + superpixel map + mean colour of every superpixel, over
+  N images already in the cache: a LocalCluster of 2 single-threaded worker
+  processes, Dask's threaded scheduler, and the serial loop;
+* machinery overhead: a function that does nothing (ms per image);
+* download-bound: the same work with an empty cache and ``--latency`` per
+  response, the default ``map_images`` (a local cluster) against the serial loop;
+* a worker SIGKILLed at about half of the run: the run completes, identical
+  results, every cached file still decodes.
+
+    python benchmarks/scaleout.py [--images 1000] [--latency 0.05] [--size 1024x768]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SERVER = r"""
+import sys, time
+from isicarchive.testing import LocalArchive
+from isicarchive.testing.generator import ArchiveConfig, ArchiveData
+width, height = (int(v) for v in sys.argv[2].split("x"))
+config = ArchiveConfig(images=int(sys.argv[1]), private_datasets=0, image_size=(width, height))
+with LocalArchive(data=ArchiveData(seed=7, config=config), latency=float(sys.argv[3])) as archive:
+    print(archive.url, flush=True)
+    while True:
+        time.sleep(3600)
+"""
+
+
+def superpixel_colours(image) -> dict:
+    """Mean colour of every superpixel (the worked example of docs/scaling-out.md)."""
+    idx = image.superpixels["idx"].ravel()
+    pixels = image.data.reshape(-1, image.data.shape[-1])[:, :3].astype(np.float64)
+    counts = np.bincount(idx, minlength=image.superpixels["max"] + 1)
+    means = np.stack([np.bincount(idx, pixels[:, c], minlength=counts.size) for c in range(3)], axis=1)
+    means /= np.maximum(counts, 1)[:, None]
+    return {"superpixels": int(counts.size), "digest": hashlib.sha1(means.round(6).tobytes()).hexdigest()}
+
+
+def nothing(image) -> dict:
+    return {}
+
+
+def serial(api, records: list[dict], load: tuple[str, ...]) -> dict[str, dict]:
+    out = {}
+    for record in records:
+        image = api.image(record)  # from the record in hand, as map_images does: no look-up
+        if "imagedata" in load:
+            image.load_imagedata()
+        if "superpixels" in load:
+            image.load_superpixels(map_superpixels=True)
+        out[image.id] = superpixel_colours(image)
+        image.clear_data()
+    return out
+
+
+def same(frame, expected: dict[str, dict]) -> bool:
+    got = {i: {"superpixels": int(r.superpixels), "digest": r.digest} for i, r in frame.iterrows()}
+    return got == expected and frame["error"].isna().all()
+
+
+def start(images: int, size: str, latency: float) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([sys.executable, "-c", SERVER, str(images), size, str(latency)],
+                               stdout=subprocess.PIPE, text=True)
+    return process, process.stdout.readline().strip()
+
+
+def timed(call):
+    started = time.perf_counter()
+    value = call()
+    return time.perf_counter() - started, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--size", default="1024x768", help="pixels of the CPU-bound run's images")
+    parser.add_argument("--download-size", default="320x240",
+                        help="pixels of the download-bound run's images (the local archive renders each on request: "
+                             "large ones would measure its rendering, not the transfers)")
+    args = parser.parse_args()
+    from distributed import Client, LocalCluster
+
+    from isicarchive import IsicApi
+
+    load = ("imagedata", "superpixels")
+    # --- CPU-bound, warm cache
+    server, url = start(args.images, args.size, 0.0)
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            api = IsicApi(hostname=url, cache_folder=cache, progress=False)
+            records = list(api.cache_images().values())[: args.images]
+            api.download_images(records, superpixels=True).raise_for_failures()
+            serial(api, records[:20], load)  # warm the spidx files of the first few, as every run below reads them
+            t_serial, expected = timed(lambda: serial(api, records, load))
+            t_threads, by_threads = timed(lambda: api.map_images(superpixel_colours, records, load=load,
+                                                                 client="threads", progress=False))
+            started = time.perf_counter()
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+                    Client(cluster) as client:
+                t_start = time.perf_counter() - started
+                api.map_images(nothing, records[:20], load=(), client=client, progress=False)  # sessions opened
+                t_cluster, by_cluster = timed(lambda: api.map_images(superpixel_colours, records, load=load,
+                                                                     client=client, progress=False))
+                t_nothing, _ = timed(lambda: api.map_images(nothing, records, load=(), client=client,
+                                                            progress=False))
+                t_default, by_default = timed(lambda: api.map_images(superpixel_colours, records, load=load,
+                                                                     progress=False))
+            print(f"CPU-bound, {len(records)} images of {args.size} in the cache")
+            print(f"  serial loop                     {t_serial:7.2f} s")
+            t_owned, by_owned = timed(lambda: api.map_images(superpixel_colours, records, load=load,
+                                                             client="cluster", progress=False))
+            print(f"  Dask threads                    {t_threads:7.2f} s  {t_serial / t_threads:5.2f}x  "
+                  f"identical={same(by_threads, expected)}")
+            print(f"  client='cluster' (start incl.)  {t_owned:7.2f} s  {t_serial / t_owned:5.2f}x  "
+                  f"identical={same(by_owned, expected)}")
+            print(f"  LocalCluster 2 processes        {t_cluster:7.2f} s  {t_serial / t_cluster:5.2f}x  "
+                  f"identical={same(by_cluster, expected)}  (cluster start {t_start:.1f} s, not counted)")
+            print(f"  map_images() default (threads)  {t_default:7.2f} s  {t_serial / t_default:5.2f}x  "
+                  f"identical={same(by_default, expected)}")
+            print(f"  overhead of the machinery       {t_nothing / len(records) * 1000:7.2f} ms per image "
+                  f"(a function that does nothing, cluster running)")
+            kill_run(api, records, expected, cache)
+    finally:
+        server.kill()
+    # --- download-bound, empty cache, latency per response
+    server, url = start(args.images, args.download_size, args.latency)
+    try:
+        with tempfile.TemporaryDirectory() as cold_serial, tempfile.TemporaryDirectory() as cold_dask:
+            api = IsicApi(hostname=url, cache_folder=cold_serial, progress=False)
+            records = list(api.cache_images().values())[: args.images]
+            t_serial, expected = timed(lambda: serial(api, records, load))
+            api2 = IsicApi(hostname=url, cache_folder=cold_dask, progress=False)
+            t_dask, frame = timed(lambda: api2.map_images(superpixel_colours, records, load=load, progress=False))
+            print(f"Download-bound, {len(records)} images of {args.download_size}, {args.latency * 1000:.0f} ms per "
+                  "response, empty cache")
+            print(f"  serial loop                     {t_serial:7.2f} s")
+            print(f"  map_images() default             {t_dask:7.2f} s  {t_serial / t_dask:5.2f}x  "
+                  f"identical={same(frame, expected)}")
+    finally:
+        server.kill()
+
+
+def kill_run(api, records: list[dict], expected: dict[str, dict], cache: str) -> None:
+    """A worker SIGKILLs itself at about half of the run (once); Dask runs its tasks again."""
+    from distributed import Client, LocalCluster
+
+    marker = Path(cache) / "killed-once"
+    half = records[len(records) // 2]["_id"]
+
+    def dies_once(image) -> dict:
+        if image.id == half and not marker.exists():
+            marker.write_text("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return superpixel_colours(image)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        took, frame = timed(lambda: api.map_images(dies_once, records, load=("imagedata", "superpixels"),
+                                                   client=client, progress=False))
+    broken = corrupt_files(Path(cache))
+    print(f"  worker SIGKILLed at 50%         {took:7.2f} s  completed, identical={same(frame, expected)}, "
+          f"killed={marker.exists()}, corrupt cache files={len(broken)}")
+
+
+def corrupt_files(folder: Path) -> list[Path]:
+    """Cached images, PNGs and index files that do not decode."""
+    import imageio.v3 as iio
+
+    broken = []
+    for path in folder.rglob("*"):
+        try:
+            if path.suffix in (".jpg", ".png"):
+                iio.imread(path)
+            elif path.suffix == ".npz":
+                with np.load(path) as data:
+                    [data[name] for name in data.files]
+        except Exception:
+            broken.append(path)
+    return broken
+
+
+if __name__ == "__main__":
+    main()

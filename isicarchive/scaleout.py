@@ -1,0 +1,368 @@
+"""Per-image work over a selection on Dask: a local cluster by default, any ``distributed`` cluster on request.
+
+:func:`map_images` (``IsicApi.map_images``) cuts the selection's records into
+partitions and hands each partition to Dask as one task.  A task builds (once
+per worker process) a session from a :class:`SessionSpec` — the caller's
+archive, cache folder, retry policy and credentials — turns each record into
+an :class:`~isicarchive.models.image.Image`, loads the parts asked for and
+calls the user's function.  Its rows come back as a pandas DataFrame indexed
+by image id; an image whose function raised gets a row whose ``error`` column
+says what (type and message), unless ``strict=True``.
+
+Nothing here schedules: Dask does.  Lost workers are Dask's business too — the
+tasks of a worker that died are run again elsewhere — and the shared cache
+stays valid because every cache write is atomic and locked across processes.
+
+Credentials: the session's token travels inside the :class:`SessionSpec`,
+which is an argument of the tasks, so it goes exactly where the tasks go — to
+the cluster the caller chose — and nowhere else.  Its ``repr`` hides the
+token, task names are ``isic-map-images-<hash>`` (the hash covers a digest of
+the token, never the token), and workers log as the library always does,
+without secrets.  A v2 token that expires during a long run is renewed in
+each worker from the refresh token it carries.
+
+Needs the ``dask`` extra (``dask[dataframe]``, ``distributed``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import IsicError, QueryError
+from .oauth import OAuthToken
+from .progress import progress as _progress
+
+if TYPE_CHECKING:
+    from .api import IsicApi
+    from .models.image import Image
+
+__all__ = ["LOADS", "ImageTaskError", "SessionSpec", "check_arguments", "map_images", "run_partition",
+           "to_dask_dataframe"]
+
+log = logging.getLogger("isicarchive.scaleout")
+
+#: the parts of an image ``load=`` can ask for, and what each loads before ``func`` runs
+LOADS = {
+    "imagedata": "image.data: the pixels",
+    "superpixels": "image.superpixels: the label index and its map",
+    "segmentation": "image.segmentation_masks: the mask of each of the image's segmentations (v1)",
+}
+#: images per task, at most: small enough for an even spread and a lost worker costing little
+PARTITION_MAX = 50
+
+
+class ImageTaskError(IsicError):
+    """``func`` raised for an image and ``strict=True`` was asked for."""
+
+    def __init__(self, image_id: str, error: str) -> None:
+        super().__init__(f"the function failed for image {image_id}: {error}")
+        self.image_id = image_id
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:  # it crosses process boundaries
+        return (ImageTaskError, (self.image_id, self.error))
+
+
+@dataclass(frozen=True, repr=False)
+class SessionSpec:
+    """What a worker needs to open the caller's session: archive, cache, policy, credentials.
+
+    The credential is kept as text (a Girder token, or a v2 OAuth token as
+    JSON) and shown nowhere: ``repr`` names the archive and whether there is
+    a credential, Dask's tokenisation sees only its digest.
+    """
+
+    base_url: str
+    hostname: str
+    api_uri: str
+    api_version: int
+    cache_folder: str | None
+    verify: bool | str | None
+    timeout: Any
+    retries: int
+    backoff: float
+    deadline: float
+    credential: str | None = field(default=None)
+
+    @classmethod
+    def of(cls, api: IsicApi) -> SessionSpec:
+        http = api._http
+        oauth = api.oauth_token
+        credential = oauth.to_json() if oauth is not None else http._token
+        return cls(api.base_url, api.hostname, api.api_uri, api.api_version, api.cache_folder, http._verify,
+                   http.timeout, http.policy.retries, http.policy.backoff, http.deadline, credential)
+
+    @property
+    def key(self) -> str:
+        """A digest of everything, the credential included: one worker session per distinct spec."""
+        text = "\n".join(str(v) for v in (self.base_url, self.api_version, self.cache_folder, self.verify,
+                                          self.timeout, self.retries, self.backoff, self.deadline, self.credential))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __dask_tokenize__(self) -> str:
+        return self.key
+
+    def __repr__(self) -> str:
+        who = "signed in" if self.credential else "anonymous"
+        return f"SessionSpec({self.base_url}, {who}, cache={self.cache_folder!r})"
+
+    def session(self) -> IsicApi:
+        """This process's session for the spec (built on first use, then reused by every task)."""
+        with _SESSIONS_LOCK:
+            api = _SESSIONS.get(self.key)
+            if api is None:
+                api = _SESSIONS[self.key] = self._open()
+            return api
+
+    def _open(self) -> IsicApi:
+        from .api import IsicApi
+
+        token: str | OAuthToken | None = self.credential
+        if self.credential is not None and self.api_version == 2:
+            token = OAuthToken.from_json(self.credential)
+        return IsicApi(hostname=self.hostname, api_uri=self.api_uri, api_version=self.api_version,
+                       cache_folder=self.cache_folder, token=token, verify=self.verify, timeout=self.timeout,
+                       retries=self.retries, backoff=self.backoff, deadline=self.deadline, progress=False)
+
+
+_SESSIONS: dict[str, IsicApi] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _load(image: Image, parts: Sequence[str]) -> None:
+    for part in parts:
+        if part == "imagedata":
+            image.load_imagedata()
+        elif part == "superpixels":
+            image.load_superpixels(map_superpixels=True)
+        elif part == "segmentation":
+            image.load_segmentation_masks()
+
+
+def _prefetch(api: IsicApi, records: list[dict], load: Sequence[str]) -> None:
+    """Bring the partition's files into the cache at once, with the download engine's parallel transfers:
+    waiting on the archive one image at a time would leave a worker idle for most of a slow link."""
+    if api._cache is None or not records or not {"imagedata", "superpixels"} & set(load):
+        return
+    superpixels = "superpixels" in load and api.api_version == 1
+    try:
+        api._store.download_images(records, superpixels=superpixels, progress=False)
+    except IsicError as exc:  # each image's own load reports what is wrong with it
+        log.info("prefetch of %d images failed (%s); loading them one by one", len(records), exc)
+
+
+def run_partition(records: list[dict], spec: SessionSpec, func: Callable[[Image], Any],
+                  load: Sequence[str] = ("imagedata",), strict: bool = False) -> Any:
+    """One task: ``func`` over the images of ``records``; a DataFrame indexed by image id.
+
+    Each row holds the keys of the dict ``func`` returned (any other value:
+    one column ``result``) and ``error``: None, or ``"Type: message"`` of what
+    ``func`` (or loading the image) raised.
+    """
+    import pandas as pd
+
+    api = spec.session()
+    _prefetch(api, records, load)
+    rows: list[dict[str, Any]] = []
+    ids: list[str] = []
+    for record in records:
+        image = api._image_object(record)
+        try:
+            _load(image, load)
+            value = func(image)
+        except Exception as exc:  # the user's function: anything may go wrong, and it becomes a row
+            error = f"{type(exc).__name__}: {exc}"
+            if strict:
+                raise ImageTaskError(image.id, error) from None
+            row: dict[str, Any] = {"error": error}
+        else:
+            row = dict(value) if isinstance(value, Mapping) else {"result": value}
+            row["error"] = None
+        finally:
+            image.clear_data()  # the pixels are done with: a partition's memory stays one image's
+        rows.append(row)
+        ids.append(image.id)
+    frame = pd.DataFrame.from_records(rows, index=pd.Index(ids, name="id"))
+    if "error" not in frame.columns:
+        frame["error"] = None
+    return frame[[c for c in frame.columns if c != "error"] + ["error"]]
+
+
+def check_arguments(func: Any, load: Any) -> tuple[str, ...]:
+    """The parts to load; raises before any work for a function that is no function or cannot travel."""
+    if not callable(func):
+        raise QueryError(f"map_images needs a function of one image, not {type(func).__name__}")
+    parts = (load,) if isinstance(load, str) else tuple(load or ())
+    unknown = [p for p in parts if p not in LOADS]
+    if unknown:
+        raise QueryError(f"cannot load {unknown} before the function; known parts: {sorted(LOADS)}")
+    try:
+        import cloudpickle
+    except ImportError:
+        raise ImportError(_NEEDS_DASK) from None
+    try:
+        cloudpickle.dumps(func)
+    except Exception as exc:  # pickling fails in many ways: TypeError, PicklingError, RecursionError …
+        raise IsicError(f"the function cannot be sent to Dask workers ({type(exc).__name__}: {exc}); define it "
+                        "without open files, locks, sessions or sockets in its closure") from None
+    return parts
+
+
+_NEEDS_DASK = "map_images needs Dask: pip install 'isicarchive[dask]'"
+
+
+def _partitions(records: list[dict], npartitions: int | None, workers: int) -> list[list[dict]]:
+    if npartitions is None:
+        # four tasks a worker at least (an even spread, little lost with a worker), at most PARTITION_MAX images each
+        size = max(1, min(PARTITION_MAX, math.ceil(len(records) / (4 * max(1, workers)))))
+    else:
+        size = max(1, math.ceil(len(records) / max(1, npartitions)))
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def map_images(api: IsicApi, func: Callable[[Image], Any], records: list[dict], *, client: Any = None,
+               load: Sequence[str] | str = ("imagedata",), meta: Any = None, strict: bool = False,
+               compute: bool = True, npartitions: int | None = None, progress: bool = True) -> Any:
+    """See :meth:`isicarchive.IsicApi.map_images`."""
+    parts = check_arguments(func, load)
+    try:
+        import dask
+        import pandas as pd
+    except ImportError:
+        raise ImportError(_NEEDS_DASK) from None
+    spec = SessionSpec.of(api)
+    if not compute:
+        return _lazy(spec, func, records, parts, meta, strict, npartitions)
+    if not records:
+        return run_partition([], spec, func, parts, strict)
+    if client is None:
+        # measured (docs/benchmarks.md): decoding and numpy release the GIL, so threads beat worker processes
+        # for per-image work on one machine, and start in no time; GIL-bound functions ask for "cluster"
+        client = "threads"
+    if isinstance(client, str) and client != "cluster":
+        if client not in ("threads", "processes", "sync"):
+            raise QueryError("client is a distributed.Client or one of 'threads', 'cluster', 'processes', 'sync'; "
+                             f"not {client!r}")
+        chunks = _partitions(records, npartitions, os.cpu_count() or 1)
+        tasks = [dask.delayed(run_partition)(chunk, spec, func, parts, strict,
+                                             dask_key_name=f"isic-map-images-{i}-{spec.key}")
+                 for i, chunk in enumerate(chunks)]
+        with _TaskBar(len(records), chunks, progress):
+            frames = dask.compute(*tasks, scheduler=client)
+        return pd.concat(frames)
+    owned = client == "cluster"
+    if owned:
+        client = _local_client()
+    try:
+        return _on_cluster(client, spec, func, records, parts, strict, npartitions, progress and not owned,
+                           progress)
+    finally:
+        if owned:
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+
+
+def _local_client() -> Any:
+    """A cluster of this machine: one single-threaded worker process per core (CPU-bound work and the GIL)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ImportError(_NEEDS_DASK) from None
+    cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=logging.ERROR)
+    return Client(cluster)
+
+
+def _on_cluster(client: Any, spec: SessionSpec, func: Callable[[Image], Any], records: list[dict],
+                parts: tuple[str, ...], strict: bool, npartitions: int | None, show_dashboard: bool,
+                progress: bool) -> Any:
+    import pandas as pd
+    from distributed import as_completed
+
+    if show_dashboard:
+        try:
+            link = client.dashboard_link
+        except Exception:  # a cluster without a dashboard service
+            link = None
+        if link:
+            print(f"isicarchive: Dask dashboard at {link}", file=sys.stderr)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    chunks = _partitions(records, npartitions, workers)
+    # the spec goes to the cluster once, not with every task
+    [shared] = client.scatter([spec], broadcast=False, hash=False)
+    futures = [client.submit(run_partition, chunk, shared, func, parts, strict, key=f"isic-map-images-{i}-{spec.key}",
+                             pure=False) for i, chunk in enumerate(chunks)]
+    order = {future.key: i for i, future in enumerate(futures)}
+    frames: list[Any] = [None] * len(futures)
+    bar = _progress(len(records), "Images", unit="image", enabled=progress)
+    try:
+        for future in as_completed(futures):
+            try:
+                frames[order[future.key]] = frame = future.result()
+            except BaseException:
+                client.cancel(futures)
+                raise
+            bar.update(len(frame))
+    finally:
+        bar.close()
+    return pd.concat(frames)
+
+
+def _lazy(spec: SessionSpec, func: Callable[[Image], Any], records: list[dict], parts: tuple[str, ...],
+          meta: Any, strict: bool, npartitions: int | None) -> Any:
+    import dask.dataframe as dd
+
+    chunks = _partitions(records, npartitions, os.cpu_count() or 1) or [[]]
+    if meta is None:
+        # the columns come from the function itself: one image, here, before anything is scheduled
+        meta = run_partition(chunks[0][:1], spec, func, parts, strict=False).iloc[:0]
+    return dd.from_map(run_partition, chunks, args=[spec, func, parts, strict], meta=meta,
+                       label="isic-map-images", enforce_metadata=False)
+
+
+class _TaskBar:
+    """A tqdm bar for Dask's local schedulers, advanced as each partition finishes."""
+
+    def __init__(self, total: int, chunks: list[list[dict]], enabled: bool) -> None:
+        from dask.callbacks import Callback
+
+        self.bar = _progress(total, "Images", unit="image", enabled=enabled)
+        sizes = {f"isic-map-images-{i}": len(chunk) for i, chunk in enumerate(chunks)}
+        bar = self.bar
+
+        class Advance(Callback):
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+                name = key[0] if isinstance(key, tuple) else key
+                prefix = str(name).rsplit("-", 1)[0]
+                if prefix in sizes:
+                    bar.update(sizes[prefix])
+
+        self.callback = Advance()
+
+    def __enter__(self) -> _TaskBar:
+        self.callback.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.callback.__exit__(*exc)
+        self.bar.close()
+
+
+def to_dask_dataframe(frame: Any, npartitions: int | None = None) -> Any:
+    """A pandas DataFrame as a Dask one (``npartitions`` default: one per 10,000 rows)."""
+    try:
+        import dask.dataframe as dd
+    except ImportError:
+        raise ImportError("to_dask_dataframe needs Dask: pip install 'isicarchive[dask]'") from None
+    if npartitions is not None and (not isinstance(npartitions, int) or npartitions < 1):
+        raise QueryError(f"npartitions must be a whole number of at least 1, not {npartitions!r}")
+    return dd.from_pandas(frame, npartitions=npartitions or max(1, math.ceil(len(frame) / 10_000)), sort=False)

@@ -1,0 +1,205 @@
+"""IsicApi.map_images and Selection.to_dask_dataframe on a distributed.LocalCluster of 2 processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+distributed = pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
+
+from isicarchive import IsicApi, IsicError, QueryError  # noqa: E402
+from isicarchive.scaleout import ImageTaskError, SessionSpec  # noqa: E402
+from isicarchive.testing import LocalArchive  # noqa: E402
+
+# the workers are other processes: this module's functions travel by value, as a script's do
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def archive() -> Iterator[LocalArchive]:
+    with LocalArchive(seed=61) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as dask_client:
+        yield dask_client
+
+
+def colours(image) -> dict:
+    """Mean colour of every superpixel, summarised."""
+    idx = image.superpixels["idx"].ravel()
+    pixels = image.data.reshape(-1, image.data.shape[-1])[:, :3].astype(np.float64)
+    counts = np.bincount(idx, minlength=image.superpixels["max"] + 1)
+    red = np.bincount(idx, pixels[:, 0], minlength=counts.size) / np.maximum(counts, 1)
+    return {"superpixels": int(counts.size), "red": float(red.sum()), "height": int(image.data.shape[0])}
+
+
+def serial_loop(api: IsicApi, ids: list[str]) -> dict[str, dict]:
+    """What a user writes by hand: the reference every Dask run must equal."""
+    out = {}
+    for image_id in ids:
+        image = api.image(image_id)
+        image.load_imagedata()
+        image.load_superpixels(map_superpixels=True)
+        out[image.id] = colours(image)
+    return out
+
+
+def rows(frame: pd.DataFrame) -> dict[str, dict]:
+    return {str(i): {"superpixels": int(r.superpixels), "red": float(r.red), "height": int(r.height)}
+            for i, r in frame.iterrows()}
+
+
+def visible(archive: LocalArchive, n: int = 24) -> list[str]:
+    return [r["_id"] for r in archive.data.visible_images(None)[:n]]
+
+
+def test_results_identical_to_the_serial_loop(archive: LocalArchive, client: object, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    ids = visible(archive)
+    expected = serial_loop(IsicApi(hostname=archive.url, progress=False), ids)
+    api = IsicApi(hostname=archive.url, cache_folder=tmp_path, progress=True)
+    frame = api.map_images(colours, ids, client=client, load=("imagedata", "superpixels"))
+    assert list(frame.index) == ids and frame.index.name == "id"
+    assert list(frame.columns) == ["superpixels", "red", "height", "error"]
+    assert rows(frame) == expected and frame["error"].isna().all()
+    assert f"Dask dashboard at {client.dashboard_link}" in capsys.readouterr().err  # type: ignore[attr-defined]
+    with caplog.at_level("INFO", logger="isicarchive.progress"):
+        by_threads = api.map_images(colours, ids, client="threads", load=("imagedata", "superpixels"))
+    assert rows(by_threads) == expected
+    # the progress of a local run (a tqdm bar at a terminal, log lines here: nobody watches the tests)
+    assert f"Images: {len(ids)}/{len(ids)} image" in caplog.text
+
+
+def test_failures_become_rows_unless_strict(archive: LocalArchive, client: object) -> None:
+    ids = visible(archive, 12)
+    doomed = set(ids[::4])
+
+    def sometimes(image) -> dict:
+        if image.id in doomed:
+            raise ValueError(f"no luck with {image.id}")
+        return {"rows": int(image.data.shape[0])}
+
+    api = IsicApi(hostname=archive.url, progress=False)
+    frame = api.map_images(sometimes, ids, client=client)
+    failed = frame[frame["error"].notna()]
+    assert set(failed.index) == doomed
+    assert all(failed.loc[i, "error"] == f"ValueError: no luck with {i}" for i in doomed)
+    assert frame.loc[[i for i in ids if i not in doomed], "rows"].notna().all()
+    with pytest.raises(ImageTaskError, match="ValueError: no luck") as caught:
+        api.map_images(sometimes, ids, client=client, strict=True)
+    assert caught.value.image_id in doomed
+
+
+def test_a_killed_worker_costs_only_its_tasks(archive: LocalArchive, client: object, tmp_path: Path) -> None:
+    ids = visible(archive)
+    marker = tmp_path / "killed"
+    victim = ids[len(ids) // 2]
+
+    def dies_once(image) -> dict:
+        if image.id == victim and not marker.exists():
+            marker.write_text("the worker was killed here")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return colours(image)
+
+    cache = tmp_path / "cache"
+    api = IsicApi(hostname=archive.url, cache_folder=cache, progress=False)
+    frame = api.map_images(dies_once, ids, client=client, load=("imagedata", "superpixels"), npartitions=6)
+    assert marker.exists()
+    assert rows(frame) == serial_loop(IsicApi(hostname=archive.url, progress=False), ids)
+    assert_cache_valid(cache)
+
+
+def assert_cache_valid(cache: Path) -> None:
+    import imageio.v3 as iio
+
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.endswith(".part")]
+    for path in files:
+        if path.suffix in (".jpg", ".png"):
+            assert iio.imread(path).size
+        elif path.suffix == ".npz":
+            with np.load(path) as data:
+                assert all(data[name].size for name in data.files)
+
+
+def test_two_clusters_share_one_cache_folder(archive: LocalArchive, client: object, tmp_path: Path) -> None:
+    ids = visible(archive)
+    cache = tmp_path / "shared"
+    outcomes: dict[str, pd.DataFrame] = {}
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as other, distributed.Client(other) as second:
+
+        def run(name: str, dask_client: object) -> None:
+            api = IsicApi(hostname=archive.url, cache_folder=cache, progress=False)
+            outcomes[name] = api.map_images(colours, ids, client=dask_client, load=("imagedata", "superpixels"))
+
+        threads = [threading.Thread(target=run, args=pair) for pair in (("first", client), ("second", second))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    expected = serial_loop(IsicApi(hostname=archive.url, progress=False), ids)
+    assert rows(outcomes["first"]) == expected == rows(outcomes["second"])
+    assert len(list(cache.rglob("image_*.jpg"))) == len(ids)
+    assert_cache_valid(cache)
+
+
+def test_credentials_of_a_signed_in_session_reach_the_workers(archive: LocalArchive, client: object) -> None:
+    hidden = {d["_id"] for d in archive.data.datasets if not d["public"]}
+    private = [r["_id"] for r in archive.data.images if r["dataset"]["_id"] in hidden][:4]
+    assert private
+    alice = IsicApi("alice", archive.credentials["alice"], hostname=archive.url, progress=False)
+    frame = alice.map_images(lambda image: {"rows": image.data.shape[0]}, private, client=client)
+    assert frame["error"].isna().all() and (frame["rows"] > 0).all()
+    # the token travels only inside the tasks' argument: not in its repr, not in the task names
+    token = alice._http._token
+    assert token and token not in repr(SessionSpec.of(alice))
+    lazy = alice.map_images(lambda image: {"rows": image.data.shape[0]}, private, compute=False)
+    assert token not in str(list(dict(lazy.__dask_graph__()).keys()))
+    # an anonymous session's workers cannot read them
+    anonymous = IsicApi(hostname=archive.url, progress=False)
+    records = [alice.image(i).as_json() for i in private]
+    refused = anonymous.map_images(lambda image: {"rows": image.data.shape[0]}, records, client=client)
+    assert refused["error"].str.startswith("AuthenticationError").all()
+
+
+def test_a_function_that_cannot_travel_is_refused_before_any_work(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, progress=False)
+    lock = threading.Lock()
+    before = api.request_count
+    with pytest.raises(IsicError, match="cannot be sent to Dask workers"):
+        api.map_images(lambda image: {"locked": lock.locked()}, visible(archive, 3))
+    assert api.request_count == before  # not even the records were looked up
+    with pytest.raises(QueryError, match="known parts"):
+        api.map_images(colours, visible(archive, 3), load=("pixels",))
+    with pytest.raises(QueryError, match="distributed.Client"):
+        api.map_images(colours, visible(archive, 3), client="gpu")
+
+
+def test_lazy_form_and_selection_dataframes(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, progress=False)
+    ids = visible(archive, 10)
+    lazy = api.map_images(colours, ids, load=("imagedata", "superpixels"), compute=False, npartitions=3)
+    assert lazy.npartitions == 3 and list(lazy.columns) == ["superpixels", "red", "height", "error"]
+    assert rows(lazy.compute(scheduler="sync")) == serial_loop(api, ids)
+    selection = api.select_images(["meta.clinical.age_approx", ">=", 0])
+    plain = selection.to_dataframe()
+    spread = selection.to_dask_dataframe(npartitions=4)
+    assert spread.npartitions == 4 and list(spread.columns) == list(plain.columns)
+    pd.testing.assert_frame_equal(spread.compute(), plain, check_dtype=False, check_index_type=False)
+    with pytest.raises(QueryError):
+        selection.to_dask_dataframe(npartitions=0)
