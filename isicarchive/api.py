@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import credentials as _credentials
 from .backends.base import Backend
@@ -57,10 +57,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _disk_location(hostname: str | None) -> Path | None:
+    """The folder or zip a ``file://`` host names (None for an http(s) host)."""
+    if not isinstance(hostname, str) or not hostname.strip().lower().startswith("file:"):
+        return None
+    location = unquote(urlsplit(hostname.strip()).path)
+    if not location:
+        raise IsicError("a file:// host names a folder or zip: file:///path/to/archive")
+    return Path(location).expanduser().resolve()
+
+
 def _normalise_host(hostname: str) -> str:
     hostname = hostname.strip().rstrip("/")
     if not hostname:
         raise IsicError("hostname must not be empty")
+    location = _disk_location(hostname)
+    if location is not None:
+        return location.as_uri()
     if "://" not in hostname:
         hostname = "https://" + hostname
     parts = urlsplit(hostname)
@@ -94,7 +107,7 @@ def _version_of(api_uri: str | None, api_version: int | None, hostname: str | No
         return api_version
     if api_uri:
         return 2 if "v2" in api_uri else 1
-    if hostname is None:
+    if hostname is None or _disk_location(hostname) is not None:
         return 2
     host = urlsplit(hostname if "://" in hostname else "https://" + hostname.strip()).hostname or ""
     return 2 if host.lower() in OFFICIAL_HOSTS else 1
@@ -210,6 +223,14 @@ class IsicApi:
         self.hostname = _normalise_host(hostname or default_host)
         self.api_uri = "/" + (api_uri or default_uri).strip("/")
         self.base_url = self.hostname + self.api_uri
+        disk = _disk_location(self.hostname)
+        if disk is not None:
+            if self.api_version != 2:
+                raise IsicError("an archive on disk has today's (v2) records: leave api_version out")
+            if username is not None or password is not None or token is not None:
+                raise UnsupportedError("an archive on disk is read without signing in; leave out username, "
+                                       "password and token")
+            self.base_url = self.hostname  # the cache marker names the folder or zip itself
         self.debug = debug
         self.progress = progress
         self.workers = workers
@@ -219,20 +240,26 @@ class IsicApi:
         self._http = Transport(self.base_url, timeout=timeout, policy=RetryPolicy(retries=retries, backoff=backoff),
                                pool_size=pool_size, auth_header=backend_class.auth_header, debug=debug,
                                verify=verify, deadline=deadline)
-        self._backend: Backend = backend_class(self._http)
         self.username: str | None = None
         self.user: dict | None = None
         self._token_label: str | None = None  # keyring entry a renewed v2 token is written back to
-        if isinstance(self._backend, V2Backend):
-            self._backend.on_token_renewed = self._keep_renewed_token
-            self._backend.load_stored_token = self._stored_token
-        self._authenticate(username, password, token, store_password)
+        if disk is None:
+            self._backend: Backend = backend_class(self._http)
+            if isinstance(self._backend, V2Backend):
+                self._backend.on_token_renewed = self._keep_renewed_token
+                self._backend.load_stored_token = self._stored_token
+            self._authenticate(username, password, token, store_password)
         self.cache_folder: str | None = None
         self._cache: Cache | None = None
         if cache_folder is not None:
-            self._cache = Cache(cache_folder, self.base_url, identity=self._cache_identity(),
-                                login=self._archive_login())
+            self._cache = Cache(cache_folder, self.base_url, identity=None if disk else self._cache_identity(),
+                                login=None if disk else self._archive_login())
             self.cache_folder = str(self._cache.root)
+        if disk is not None:
+            from .backends.disk import DiskBackend
+
+            # its index lives in the cache folder, or beside the archive when there is none
+            self._backend = DiskBackend(self._http, disk, self._cache.root if self._cache else None)
         self._store = Store(self._backend, self._http, self._cache, workers=workers, progress=progress)
         self.images: dict[str, str] = {}
         self.studies: dict[str, str] = {}
@@ -673,6 +700,11 @@ class IsicApi:
         file and send one request to confirm nothing is new, fetching only
         what is.
         """
+        if getattr(self._backend, "local", False):  # an archive on disk: its index is the cache
+            if not self.image_cache:
+                self.image_cache = {self._record_id(rec): rec for rec in self._backend.sync_images({})[0]}
+                self.images.update({key: key for key in self.image_cache})
+            return self.image_cache
         if not self.image_cache:
             self.image_cache = self._store.load_image_cache()
         show = self.progress if progress is None else progress
@@ -833,6 +865,9 @@ class IsicApi:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise QueryError(f"workers must be a whole number of at least 1, not {workers!r}")
         records = self._records_for(self.image_selection if images is None else images)
+        if folder is None and getattr(self._backend, "local", False):
+            raise UnsupportedError("the images of an archive on disk are on disk already; "
+                                   "download_images(folder=...) exports them in the official CLI's layout")
         if folder is None:
             result = self._store.download_images(records, superpixels=superpixels, workers=workers, progress=progress)
         else:

@@ -72,7 +72,9 @@ def _api(args: argparse.Namespace) -> Any:
     from .api import IsicApi
 
     hostname = args.host or os.environ.get("ISICARCHIVE_HOST")
-    api_version = 2 if args.api == "v2" else 1
+    api_version: int | None = 2 if args.api == "v2" else 1
+    if hostname and hostname.strip().lower().startswith("file:"):
+        api_version = None  # an archive on disk: today's records, whatever --api says
     return IsicApi(args.user, None, hostname=hostname, cache_folder=args.cache_folder, api_version=api_version,
                    progress=not args.json and not args.quiet)
 
@@ -223,6 +225,8 @@ def cmd_images_download(args: argparse.Namespace) -> int:
         images = api.select_images(_criteria(args.select))
     elif args.ids:
         images = args.ids
+    elif getattr(args, "everything", False):
+        images = list(api.cache_images().values())
     else:
         raise QueryError("say what to download: image ids/names, --select field op value ..., "
                          "or (v2) --search QUERY")
@@ -420,6 +424,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--superpixels", action="store_true", help="also superpixel PNGs (cache, v1)")
     p.set_defaults(func=cmd_images_download)
+    p = images_sub.add_parser("export", help="write images + metadata.csv + attribution.txt + licenses/ to a "
+                                             "folder, the official CLI's layout", parents=[common],
+                              epilog="examples:\n  isicarchive --host file:///data/ISIC_2020_Training_JPEG.zip "
+                                     "images export --to isic2020\n"
+                                     "  isicarchive --api v2 images export -s 'diagnosis_1:Malignant' --to malignant",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ids", nargs="*", help="image ids or names (default: every image)")
+    p.add_argument("--select", nargs="+", metavar="WORD", help="criteria instead of ids")
+    add_search_options(p, required=False)
+    p.add_argument("--to", required=True, dest="out", help="the folder")
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=cmd_images_download, superpixels=False, everything=True)
 
     p = command("study", cmd_study, "show a study, download its images, or list its annotations",
                 "isicarchive study annotations 'ISIC Annotation Study 0'")

@@ -6,7 +6,10 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import os
+import time
 import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +107,69 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
         stem = job.part.name[1:-5]
         return next((path for ext in EXTENSIONS if (path := folder / f"{stem}{ext}").is_file()), None)
 
-    result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
+    if getattr(store.backend, "local", False):  # an archive on disk: the files are copied, not fetched
+        result = _copy(store, jobs, done, workers)
+    else:
+        result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
     result.failed.update(unusable)
     columns, rows = metadata_rows(records)
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
+    _write_attribution_and_licenses(store, rows, folder)
     return result
+
+
+def _write_attribution_and_licenses(store: Store, rows: list[dict[str, Any]], folder: Path) -> None:
+    """``attribution.txt`` (institutions by number of images, then name; Anonymous last) and one
+    ``licenses/<licence>.txt`` per licence in use: the rest of the official CLI's layout."""
+    counts = Counter(str(row["attribution"]) for row in rows if row.get("attribution"))
+    ordered = sorted(counts.items(), key=lambda item: (item[0] == "Anonymous", -item[1], item[0]))
+    (folder / "attribution.txt").write_text("\n\n".join(name for name, _ in ordered), encoding="utf-8")
+    licences = sorted({str(row["copyright_license"]) for row in rows if row.get("copyright_license")})
+    if licences:
+        (folder / "licenses").mkdir(exist_ok=True)
+    for licence in licences:
+        (folder / "licenses" / f"{safe_name(licence)}.txt").write_text(store.backend.license_text(licence),
+                                                                        encoding="utf-8")
+
+
+def _copy(store: Store, jobs: list[Job], done: Any, workers: int) -> DownloadResult:
+    """The download result of copying each job's image out of an archive on disk (atomically)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.monotonic()
+    result = DownloadResult()
+    records = {job.key: job for job in jobs}
+
+    def one(job: Job) -> tuple[Job, Path | None, str | None, int]:
+        existing = done(job)
+        if existing is not None:
+            return job, existing, None, 0
+        try:
+            data = store.backend.read_image(store.backend.image(job.key))  # type: ignore[attr-defined]
+        except IsicError as exc:
+            return job, None, str(exc), 0
+        final = job.destination(_sniffed(data))
+        job.part.write_bytes(data)
+        os.replace(job.part, final)
+        return job, final, None, len(data)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:
+        for job, path, problem, size in pool.map(one, records.values()):
+            if problem is not None:
+                result.failed[job.key] = problem
+            elif size:
+                result.downloaded.append(job.key)
+            else:
+                result.skipped.append(job.key)
+            if path is not None:
+                result.paths[job.key] = path
+            result.bytes += size
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _sniffed(data: bytes) -> str:
+    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"

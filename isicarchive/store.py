@@ -86,7 +86,12 @@ class Store:
                    renew=self.backend.image_file_renewer(record))
 
     def image_path(self, record: dict) -> Path | None:
-        """The cached image file, fetched first when missing (None without cache)."""
+        """The cached image file, fetched first when missing (None without cache).
+
+        For an archive on disk, the file in its folder (None inside a zip).
+        """
+        if getattr(self.backend, "local", False):
+            return self.backend.local_path(record)  # type: ignore[attr-defined]
         if self.cache is None:
             return None
         image_id = str(record.get("_id") or record.get("isic_id"))
@@ -102,6 +107,9 @@ class Store:
 
     def image_pixels(self, record: dict) -> np.ndarray:
         """Decoded pixels of an image; a corrupt cached file is refetched once."""
+        if getattr(self.backend, "local", False):  # read where they are: a folder or inside a zip
+            data = self.backend.read_image(record)  # type: ignore[attr-defined]
+            return _decode_image(data, f"image {self.backend.image_record_name(record)}")
         if self.cache is None:
             try:
                 data, _ = self.http.get_bytes(self.backend.image_file(record))

@@ -94,6 +94,18 @@ class Backend:
     def image_record_name(self, record: dict) -> str:
         return str(record.get("name") or record.get("isic_id") or record.get("_id"))
 
+    #: the archive's licences and their legal texts
+    LICENSE_URLS = {
+        "CC-0": "https://creativecommons.org/publicdomain/zero/1.0/legalcode",
+        "CC-BY": "https://creativecommons.org/licenses/by/4.0/legalcode",
+        "CC-BY-NC": "https://creativecommons.org/licenses/by-nc/4.0/legalcode",
+    }
+
+    def license_text(self, name: str) -> str:
+        """What ``licenses/<name>.txt`` of a folder download holds (the archive's own text on v2)."""
+        url = self.LICENSE_URLS.get(name)
+        return f"{name}\n\nThe full legal text: {url}\n" if url else f"{name}\n"
+
     def metadata_csv(self, query: str = "", collections: Any = None) -> str:
         raise self._unsupported("the archive's own metadata file", "the current v2 API")
 

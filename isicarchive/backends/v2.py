@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import AuthenticationError, NotFoundError, QueryError
+from ..errors import AuthenticationError, IsicError, NotFoundError, QueryError
 from ..legacy import legacy_clinical
 from ..oauth import OAuthClient, OAuthToken, sign_in
 from ..search import parse as explain
@@ -283,6 +283,15 @@ class V2Backend(Backend):
             raise ArchiveResponseError(f"zip-download/url/ answered no download token ({str(url)[:80]!r})")
         data, _ = self.http.get_bytes("zip-download/metadata-file/", params={"token": token})
         return data.decode("utf-8")
+
+    def license_text(self, name: str) -> str:
+        """The archive's own licence text (as its zips and the official CLI have it)."""
+        try:
+            data, _ = self.http.get_bytes(f"zip-download/license-file/{name}/")
+            return data.decode("utf-8")
+        except (IsicError, UnicodeDecodeError) as exc:
+            log.info("no licence text for %s from the archive (%s)", name, exc)
+            return super().license_text(name)
 
     def lesion(self, lesion_id: str) -> dict:
         record = self._get(f"lesions/{lesion_id}/", what=f"lesion {lesion_id!r}")

@@ -1,0 +1,160 @@
+"""An archive on disk as a backend: a folder or zip of the official CLI, a challenge release, an export.
+
+``IsicApi(hostname='file:///path/to/folder-or.zip')`` opens one read-only.
+Its records have the v2 shape (``isic_id``, ``metadata.acquisition`` /
+``clinical`` with today's field names) and are normalised as v2 records are,
+so the original's criteria and the v2 names both work in ``select_images``;
+``search_images`` evaluates the archive's search language on the columnar
+index (:mod:`isicarchive.disk.index`).  Pixels are read from the folder or
+from inside the zip; superpixels are computed locally, as on v2.  What needs
+the archive itself (sign-in, studies, annotations, collections, files the
+folder lacks) raises :class:`~isicarchive.errors.UnsupportedError` naming
+where it exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..disk.index import ArchiveIndex, open_index
+from ..disk.layouts import ArchiveFiles, open_files
+from ..errors import NotFoundError, UnsupportedError
+from ..search import column_mask, parse
+from .base import Backend, ProgressHook
+from .v2 import normalise
+
+__all__ = ["DiskBackend"]
+
+_ISIC_ID = re.compile(r"^ISIC_\d{7}$")
+
+
+class DiskBackend(Backend):
+    """Read-only backend over a folder or zip (see the module docstring)."""
+
+    version = 2  # the records' shape
+    auth_header = "Authorization"
+    #: reads files itself: no transfers, no download cache
+    local = True
+
+    def __init__(self, transport: Any, location: str | Path, cache_root: Path | None = None) -> None:
+        super().__init__(transport)
+        self.files: ArchiveFiles = open_files(location)
+        self.root = self.files.root
+        self.index: ArchiveIndex = open_index(self.files, cache_root)
+        self.layout = self.index.layout
+        #: what was found wrong with the archive while indexing it (also logged as warnings)
+        self.problems = self.index.problems
+
+    def _unsupported(self, what: str, where: str = "the archive online (API v1 or v2)") -> UnsupportedError:
+        return UnsupportedError(f"{what} is not offered by an archive on disk ({self.root.name}); it exists in "
+                                f"{where}.")
+
+    # ----------------------------------------------------------------- auth
+    def login(self, username: str, password: str) -> tuple[str, dict]:
+        raise self._unsupported("signing in")
+
+    def me(self) -> dict | None:
+        return None
+
+    # --------------------------------------------------------------- images
+    def is_id(self, value: str) -> bool:
+        return bool(_ISIC_ID.match(value))
+
+    def image(self, image_id: str) -> dict:
+        row = self.index.rows.get(image_id)
+        if row is None:
+            raise NotFoundError(f"image {image_id!r} is not in the archive at {self.root}")
+        return normalise(self.index.records([row])[0])
+
+    def image_by_name(self, name: str) -> dict:
+        return self.image(name)
+
+    def images(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        limit = (params or {}).get("limit")
+        rows = None if not limit else list(range(min(int(limit), len(self.index))))
+        return iter([normalise(r) for r in self.index.records(rows)])
+
+    def images_by_key(self, keys: list[str], workers: int = 8) -> dict[str, dict]:
+        rows = [self.index.rows[k] for k in dict.fromkeys(keys) if k in self.index.rows]
+        return {r["isic_id"]: normalise(r) for r in self.index.records(rows)}
+
+    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None,
+                    checkpoint: Callable[[str], Any] | None = None,
+                    on_total: Callable[[int], None] | None = None) -> tuple[list[dict], bool]:
+        if on_total:
+            on_total(len(self.index))
+        records = [normalise(r) for r in self.index.records()]
+        if progress:
+            progress(len(records))
+        return records, True
+
+    def search_ids(self, query: str) -> list[str]:
+        """The ids of the images a query selects, from the index's columns alone."""
+        import numpy as np
+
+        mask = column_mask(parse(query), self.index.column, len(self.index))
+        rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        return self.index.table.column("isic_id").take(rows).to_pylist()
+
+    def search_images(self, query: str, collections: Any = None, limit: int | None = None) -> list[dict]:
+        """Records a query in the archive's search language selects, evaluated on the index."""
+        import numpy as np
+
+        if collections:
+            raise self._unsupported("collections", "the current v2 API online")
+        mask = column_mask(parse(query), self.index.column, len(self.index))
+        rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        if limit:
+            rows = rows[:limit]
+        return [normalise(r) for r in self.index.records(rows)]
+
+    def image_file(self, record: dict) -> str:
+        """Where the image is inside the archive (read with :meth:`read_image`, never over HTTP)."""
+        return str(((record.get("files") or {}).get("full") or {}).get("path") or "")
+
+    def read_image(self, record: dict) -> bytes:
+        """The image's bytes, from the folder or from inside the zip."""
+        path = ((record.get("files") or {}).get("full") or {}).get("path")
+        if path is None:
+            row = self.index.rows.get(str(record.get("isic_id")))
+            path = None if row is None else self.index.table.column("file")[row].as_py()
+        if path is None:
+            raise self._unsupported(f"the pixels of {record.get('isic_id')} (listed in the metadata, not in the "
+                                    "folder)", "the archive online; download them there")
+        try:
+            return self.files.read(path)
+        except (OSError, KeyError) as exc:
+            raise NotFoundError(f"cannot read {path} in {self.root}: {exc}") from None
+
+    def local_path(self, record: dict) -> Path | None:
+        """The image file itself in a folder (None inside a zip)."""
+        path = ((record.get("files") or {}).get("full") or {}).get("path")
+        return None if path is None else self.files.path_of(path)
+
+    def lesion(self, lesion_id: str) -> dict:
+        images = self.search_images(f'lesion_id:"{lesion_id}"') if re.fullmatch(r"[\w-]+", lesion_id) else []
+        if not images:
+            raise NotFoundError(f"lesion {lesion_id!r} is not in the archive at {self.root}")
+        images.sort(key=lambda r: r["isic_id"])
+        clinical = images[-1]["metadata"]["clinical"]
+        path = [clinical[f"diagnosis_{n}"] for n in range(1, 6) if clinical.get(f"diagnosis_{n}")]
+        return {"id": lesion_id, "images_count": len(images), "images": images,
+                "index_image_id": images[0]["isic_id"], "longitudinally_monitored": False,
+                "outcome_diagnosis": ":".join(path) or None, "outcome_diagnosis_1": path[0] if path else None}
+
+    # ------------------------------------------------- what needs the archive
+    def datasets(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
+        raise self._unsupported("datasets and collections")
+
+    def dataset(self, dataset_id: str) -> dict:
+        raise self._unsupported("datasets and collections")
+
+    def collection_images(self, collection_id: int, limit: int | None = None) -> list[dict]:
+        raise self._unsupported("collections", "the current v2 API online")
+
+    def close(self) -> None:
+        self.files.close()
+

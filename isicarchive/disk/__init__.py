@@ -1,0 +1,1 @@
+"""Archives on disk: layouts of folders and zips, and their columnar index."""

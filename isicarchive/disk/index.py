@@ -1,0 +1,209 @@
+"""The columnar index of an archive on disk: one Parquet file (pyarrow), built once, read on every open.
+
+A row per image: ``isic_id``, ``file`` (where the image is inside the folder
+or zip; null when the metadata lists an image the archive does not hold),
+``attribution``, ``copyright_license``, ``public``, and one column per
+metadata field, named ``acquisition.<field>`` or ``clinical.<field>``.  The
+schema's metadata keeps the layout, the fingerprint of the metadata files
+(rebuilt when it changes) and the problems found while building.
+
+Searches run on the columns (:func:`isicarchive.search.column_mask`);
+records are made from rows only when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from .. import _json
+from .layouts import ArchiveFiles, Layout, LayoutError, detect, image_files, records
+
+__all__ = ["INDEX_NAME", "FORMAT", "ArchiveIndex", "open_index"]
+
+log = logging.getLogger("isicarchive.disk")
+
+INDEX_NAME = ".isicarchive-index.parquet"
+#: bumped when the index's columns change meaning: an older index is rebuilt
+FORMAT = "1"
+_FIXED = ("isic_id", "file", "attribution", "copyright_license", "public")
+
+
+class ArchiveIndex:
+    """The index's table, with look-ups by id and records made on demand."""
+
+    def __init__(self, table: Any, layout: str, problems: list[str]) -> None:
+        self.table = table
+        self.layout = layout
+        self.problems = problems
+        self._rows: dict[str, int] | None = None
+        self._lock = threading.Lock()
+        self._fields: dict[str, str] = {}
+        for name in table.column_names:
+            if "." in name:
+                self._fields.setdefault(name.split(".", 1)[1], name)
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def rows(self) -> dict[str, int]:
+        with self._lock:
+            if self._rows is None:
+                self._rows = {isic_id: n for n, isic_id in enumerate(self.table.column("isic_id").to_pylist())}
+            return self._rows
+
+    def column(self, field: str) -> Any:
+        """A search field's column (None when no image has it)."""
+        if field in ("isic_id", "copyright_license", "public"):
+            return self.table.column(field)
+        name = self._fields.get(field)
+        return None if name is None else self.table.column(name)
+
+    def records(self, rows: Any = None) -> list[dict]:
+        """v2 records of the given row numbers (all rows by default), in that order."""
+        table = self.table if rows is None else self.table.take(rows)
+        columns = {name: table.column(name).to_pylist() for name in table.column_names}
+        out = []
+        for n in range(table.num_rows):
+            acquisition: dict[str, Any] = {}
+            clinical: dict[str, Any] = {}
+            for name, values in columns.items():
+                value = values[n]
+                if value is None or "." not in name:
+                    continue
+                section, key = name.split(".", 1)
+                (acquisition if section == "acquisition" else clinical)[key] = value
+            record: dict[str, Any] = {"isic_id": columns["isic_id"][n], "public": True,
+                                      "metadata": {"acquisition": acquisition, "clinical": clinical}}
+            for key in ("attribution", "copyright_license"):
+                if columns[key][n] is not None:
+                    record[key] = columns[key][n]
+            record["files"] = {"full": {"path": columns["file"][n]}}
+            out.append(record)
+        return out
+
+
+def _build(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
+    import pyarrow as pa
+
+    images = image_files(files)
+    problems = list(files.problems)
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    columns: dict[str, list[Any]] = {name: [] for name in _FIXED}
+    count = 0
+    for record in records(files, layout):
+        isic_id = record["isic_id"]
+        if not isic_id:
+            raise LayoutError(f"{layout.metadata[0]} in {files.root}: a row without an image id (row {count + 2})")
+        if isic_id in seen:
+            duplicates.append(isic_id)
+            continue
+        seen.add(isic_id)
+        columns["isic_id"].append(isic_id)
+        columns["file"].append(images.get(isic_id))
+        columns["attribution"].append(record.get("attribution"))
+        columns["copyright_license"].append(record.get("copyright_license"))
+        columns["public"].append(True)
+        for section in ("acquisition", "clinical"):
+            for key, value in record["metadata"][section].items():
+                column = columns.setdefault(f"{section}.{key}", [None] * count)
+                column.append(value)
+        count += 1
+        for column in columns.values():
+            if len(column) < count:
+                column.append(None)
+    if duplicates:
+        listed = ", ".join(sorted(set(duplicates))[:10])
+        raise LayoutError(f"{layout.metadata[0]} in {files.root} lists {len(duplicates)} image(s) more than once "
+                          f"({listed}); an archive names each image once")
+    missing = [i for i, f in zip(columns["isic_id"], columns["file"], strict=True) if f is None]
+    if missing:
+        problems.append(f"{len(missing)} image(s) listed in the metadata are not in the archive "
+                        f"(e.g. {', '.join(missing[:5])}): their records are there, their pixels are not")
+    unlisted = len(set(images) - seen)
+    if unlisted:
+        problems.append(f"{unlisted} image file(s) in the archive are not in its metadata: left out")
+    arrays = {name: _array(values, pa) for name, values in columns.items()}
+    return pa.table(arrays), problems
+
+
+def _array(values: list[Any], pa: Any) -> Any:
+    """A column of one type: mixed numbers and text (hand-edited CSVs) become text."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _read(path: Path, fingerprint: str) -> ArchiveIndex | None:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        log.info("the index %s is unreadable (%s): building it again", path, type(exc).__name__)
+        return None
+    meta = table.schema.metadata or {}
+    if meta.get(b"isicarchive.format") != FORMAT.encode() or meta.get(b"isicarchive.fingerprint") != \
+            fingerprint.encode():
+        return None
+    problems = _json.loads(meta.get(b"isicarchive.problems", b"[]"))
+    return ArchiveIndex(table, meta.get(b"isicarchive.layout", b"").decode(), problems)
+
+
+def _write(path: Path, table: Any, layout: str, fingerprint: str, problems: list[str]) -> None:
+    import pyarrow.parquet as pq
+
+    table = table.replace_schema_metadata({
+        "isicarchive.format": FORMAT, "isicarchive.layout": layout, "isicarchive.fingerprint": fingerprint,
+        "isicarchive.problems": json.dumps(problems)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".index-", suffix=".part")
+    os.close(handle)
+    try:
+        pq.write_table(table, temporary, compression="zstd")
+        os.replace(temporary, path)  # readers see the old index or the new one, whole
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def index_location(root: Path, cache_root: Path | None) -> Path | None:
+    """Where the index lives: the session's cache folder, else beside the archive where writable."""
+    if cache_root is not None:
+        return cache_root / "diskindex.parquet"
+    beside = root if root.is_dir() else root.parent
+    if os.access(beside, os.W_OK):
+        return beside / (INDEX_NAME if root.is_dir() else f".{root.name}{INDEX_NAME}")
+    return None
+
+
+def open_index(files: ArchiveFiles, cache_root: Path | None) -> ArchiveIndex:
+    """The archive's index: read when it is current, else built (and kept where it can be)."""
+    layout = detect(files)
+    try:
+        fingerprint = files.fingerprint(layout.metadata)
+    except OSError as exc:
+        raise LayoutError(f"cannot read the metadata of {files.root}: {exc.strerror or exc}") from None
+    location = index_location(files.root, cache_root)
+    if location is not None and location.exists():
+        index = _read(location, fingerprint)
+        if index is not None:
+            return index
+    table, problems = _build(files, layout)
+    for problem in problems:
+        log.warning("%s: %s", files.root, problem)
+    if location is not None:
+        try:
+            _write(location, table, layout.name, fingerprint, problems)
+        except OSError as exc:
+            log.warning("the index of %s could not be kept at %s (%s): built again next time", files.root,
+                        location, exc.strerror or exc)
+    return ArchiveIndex(table, layout.name, problems)

@@ -1,0 +1,314 @@
+"""Archives on disk: which layout a folder or zip has, and its metadata as v2 records.
+
+Known layouts (a zip of any of them is read in place, never extracted):
+
+``official``
+    A folder of the official ``isic`` CLI (``isic image download``) or of
+    :meth:`IsicApi.download_images(folder=…) <isicarchive.IsicApi.download_images>`:
+    ``ISIC_….jpg`` files, ``metadata.csv`` (``isic_id, attribution,
+    copyright_license`` and the v2 metadata columns), ``attribution.txt``,
+    ``licenses/``.  The archive's own zip downloads have the same files.
+``challenge-2020``
+    ``ISIC_2020_Training_GroundTruth.csv`` (or ``…_v2.csv``): ``image_name,
+    patient_id, lesion_id, sex, age_approx, anatom_site_general_challenge,
+    diagnosis, benign_malignant, target`` and a folder of JPEGs.
+``challenge-2019``
+    ``ISIC_2019_Training_GroundTruth.csv`` (``image`` and one-hot ``MEL, NV,
+    BCC, AK, BKL, DF, VASC, SCC, UNK``), ``ISIC_2019_Training_Metadata.csv``
+    (``image, age_approx, anatom_site_general, lesion_id, sex``) and
+    ``ISIC_2019_Training_Input/``.
+``challenge-2018``
+    Task 3: ``ISIC2018_Task3_Training_GroundTruth.csv`` (``image`` and one-hot
+    ``MEL, NV, BCC, AKIEC, BKL, DF, VASC``), optionally
+    ``ISIC2018_Task3_Training_LesionGroupings.csv`` (``image, lesion_id,
+    diagnosis_confirm_type``), and ``ISIC2018_Task3_Training_Input/``.
+
+Challenge columns become today's v2 metadata names (the table
+:data:`CHALLENGE_CLASSES` and docs/archives-on-disk.md): ``image_name`` /
+``image`` → ``isic_id``; ``anatom_site_general(_challenge)`` → the
+``anatom_site_1..`` path (or ``anatom_site_special``) of
+:data:`isicarchive.legacy.V2_SITE_PATHS`; a diagnosis term or a one-hot class
+→ the ``diagnosis_1..`` path of :data:`isicarchive.legacy.V2_DIAGNOSIS_PATHS`;
+``benign_malignant`` → ``diagnosis_1`` where nothing more specific is known.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import IsicError
+from ..legacy import V2_DIAGNOSIS_PATHS, V2_SITE_PATHS, V2_SPECIAL_SITES
+from ..search import BOOLEAN, FIELDS, NUMBER
+
+__all__ = ["CHALLENGE_CLASSES", "LAYOUTS", "ArchiveFiles", "Layout", "LayoutError", "canonical_id", "detect",
+           "image_files", "open_files", "records"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+_ISIC_ID = re.compile(r"^(ISIC_\d{7})(?:_downsampled)?$")
+
+#: a one-hot ground-truth class of the 2018 and 2019 challenges → the legacy diagnosis term it names
+CHALLENGE_CLASSES: dict[str, str | None] = {
+    "MEL": "melanoma", "NV": "nevus", "BCC": "basal cell carcinoma", "AK": "actinic keratosis",
+    "AKIEC": "actinic keratosis", "BKL": "pigmented benign keratosis", "DF": "dermatofibroma",
+    "VASC": "vascular lesion", "SCC": "squamous cell carcinoma", "UNK": None,
+}
+
+
+class LayoutError(IsicError):
+    """The folder or zip is not an archive layout this library knows, or its metadata is unusable."""
+
+
+class ArchiveFiles:
+    """The files of a folder or a zip, by their path inside it (``/``-separated)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.is_zip = root.is_file()
+        self.problems: list[str] = []
+        self._zip: zipfile.ZipFile | None = None
+        self._names: list[str] | None = None  # a folder is listed when first needed: a reopen reads only the index
+        if self.is_zip:
+            try:
+                self._zip = zipfile.ZipFile(root)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise LayoutError(f"{root} is neither a folder nor a readable zip ({exc})") from None
+            names: list[str] = []
+            for info in self._zip.infolist():
+                if info.is_dir():
+                    continue
+                if not _safe_member(info.filename):
+                    # read in place, nothing is ever extracted; such a member is still no archive file
+                    self.problems.append(f"zip member {info.filename!r} has an unsafe path: ignored")
+                    continue
+                names.append(info.filename)
+            self._names = names
+        elif not root.is_dir():
+            raise LayoutError(f"{root} does not exist")
+
+    @property
+    def names(self) -> list[str]:
+        """Every file inside (``/``-separated paths; hidden files left out)."""
+        if self._names is None:
+            self._names = [str(PurePosixPath(*Path(dirpath, name).relative_to(self.root).parts))
+                           for dirpath, _, names in os.walk(self.root) for name in names
+                           if not name.startswith(".")]
+        return self._names
+
+    def find(self, basename: str) -> str | None:
+        """The shallowest file of that name (a folder is searched at its top and one level down first)."""
+        if self._zip is None:
+            candidates = [self.root / basename] + sorted(p / basename for p in self.root.iterdir() if p.is_dir())
+            for candidate in candidates:
+                if candidate.is_file():
+                    return str(PurePosixPath(*candidate.relative_to(self.root).parts))
+        return next((n for n in sorted(self.names, key=len) if PurePosixPath(n).name == basename), None)
+
+    def read(self, name: str) -> bytes:
+        if self._zip is not None:
+            with self._zip.open(name) as member:
+                return member.read()
+        return (self.root / name).read_bytes()
+
+    def text(self, name: str) -> str:
+        try:
+            return self.read(name).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise LayoutError(f"{name} in {self.root} is not UTF-8 text") from None
+        except OSError as exc:
+            raise LayoutError(f"cannot read {name} in {self.root}: {exc.strerror or exc}") from None
+
+    def path_of(self, name: str) -> Path | None:
+        """The file itself for a folder (None inside a zip)."""
+        return None if self._zip is not None else self.root / name
+
+    def fingerprint(self, metadata: list[str]) -> str:
+        """What changes when the archive's metadata does: the metadata files' sizes and times
+        (the zip's own for a zip)."""
+        if self._zip is not None:
+            stat = self.root.stat()
+            return f"zip:{stat.st_size}:{stat.st_mtime_ns}"
+        parts = []
+        for name in metadata:
+            stat = (self.root / name).stat()
+            parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+        return "|".join(parts)
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+def _safe_member(name: str) -> bool:
+    path = PurePosixPath(name.replace("\\", "/"))
+    return not path.is_absolute() and ".." not in path.parts and not re.match(r"^[A-Za-z]:", name)
+
+
+def open_files(location: str | os.PathLike[str]) -> ArchiveFiles:
+    return ArchiveFiles(Path(location).expanduser().resolve())
+
+
+@dataclass
+class Layout:
+    """A detected layout: its name and its metadata files."""
+
+    name: str
+    metadata: list[str]
+
+
+def image_files(files: ArchiveFiles) -> dict[str, str]:
+    """isic_id → the image file inside the archive (``ISIC_0000000.jpg``, or ``…_downsampled.jpg``)."""
+    found: dict[str, str] = {}
+    for name in files.names:
+        path = PurePosixPath(name)
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        match = _ISIC_ID.match(path.stem)
+        if match and (match.group(1) not in found or path.stem == match.group(1)):
+            found[match.group(1)] = name
+    return found
+
+
+#: layout name → how to recognise it: a file whose presence decides it
+LAYOUTS: dict[str, str] = {
+    "official": "metadata.csv with isic_id, attribution, copyright_license (official CLI, archive zips, exports)",
+    "challenge-2020": "ISIC_2020_Training_GroundTruth.csv (or _v2.csv) and JPEGs",
+    "challenge-2019": "ISIC_2019_Training_GroundTruth.csv, ISIC_2019_Training_Metadata.csv, ISIC_2019_Training_Input/",
+    "challenge-2018": "ISIC2018_Task3_Training_GroundTruth.csv and ISIC2018_Task3_Training_Input/",
+}
+
+
+def detect(files: ArchiveFiles) -> Layout:
+    """The layout of an archive on disk; :class:`LayoutError` listing the known ones otherwise."""
+    for name in ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv"):
+        found = files.find(name)
+        if found:
+            return Layout("challenge-2020", [found])
+    truth = files.find("ISIC_2019_Training_GroundTruth.csv")
+    if truth:
+        extra = files.find("ISIC_2019_Training_Metadata.csv")
+        return Layout("challenge-2019", [truth] + ([extra] if extra else []))
+    truth = files.find("ISIC2018_Task3_Training_GroundTruth.csv")
+    if truth:
+        groups = files.find("ISIC2018_Task3_Training_LesionGroupings.csv")
+        return Layout("challenge-2018", [truth] + ([groups] if groups else []))
+    metadata = files.find("metadata.csv")
+    if metadata:
+        return Layout("official", [metadata])
+    known = "; ".join(f"{name}: {what}" for name, what in LAYOUTS.items())
+    raise LayoutError(f"{files.root} holds no archive layout this library knows (no metadata file found). "
+                      f"Known layouts — {known}")
+
+
+# ---------------------------------------------------------------- records
+def _rows(files: ArchiveFiles, name: str, required: tuple[str, ...]) -> list[dict[str, str]]:
+    reader = csv.DictReader(io.StringIO(files.text(name), newline=""))
+    columns = reader.fieldnames or []
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise LayoutError(f"{name} in {files.root} lacks the column(s) {missing} (it has {columns[:12]})")
+    try:
+        return list(reader)
+    except csv.Error as exc:
+        raise LayoutError(f"{name} in {files.root} is not a readable CSV: {exc}") from None
+
+
+def _typed(field_name: str, text: str) -> Any:
+    """A CSV cell as the v2 record holds it: numbers for number fields, booleans for boolean ones."""
+    text = text.strip()
+    if text.startswith("\t"):  # the archive's guard against spreadsheet formulas
+        text = text[1:]
+    if text == "":
+        return None
+    kind = FIELDS.get(field_name)
+    if kind == NUMBER or field_name in ("pixels_x", "pixels_y"):
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return int(number) if number.is_integer() and field_name not in ("clin_size_long_diam_mm",
+                                                                         "mel_thick_mm") else number
+    if kind == BOOLEAN:
+        return {"true": True, "false": False, "1": True, "0": False}.get(text.lower(), text)
+    return text
+
+
+#: v2 metadata fields that belong to the acquisition section
+ACQUISITION = frozenset({"image_type", "dermoscopic_type", "tbp_tile_type", "pixels_x", "pixels_y",
+                         "image_manipulation", "rcm_case_id"})
+
+
+def _record(isic_id: str, attribution: str | None, licence: str | None, values: dict[str, Any]) -> dict:
+    acquisition = {k: v for k, v in values.items() if k in ACQUISITION and v is not None}
+    clinical = {k: v for k, v in values.items() if k not in ACQUISITION and v is not None}
+    record: dict[str, Any] = {"isic_id": isic_id, "public": True, "metadata": {"acquisition": acquisition,
+                                                                               "clinical": clinical}}
+    if attribution:
+        record["attribution"] = attribution
+    if licence:
+        record["copyright_license"] = licence
+    return record
+
+
+def canonical_id(name: str) -> str:
+    """``ISIC_0000000`` for the names challenge files use (``ISIC_0000000_downsampled``)."""
+    match = _ISIC_ID.match(name.strip())
+    return match.group(1) if match else name.strip()
+
+
+def _diagnosis(term: str | None) -> dict[str, str]:
+    path = V2_DIAGNOSIS_PATHS.get(term or "")
+    return {f"diagnosis_{n}": node for n, node in enumerate(path or (), 1)}
+
+
+def _site(site: str | None) -> dict[str, str]:
+    site = (site or "").strip()
+    out = {f"anatom_site_{n}": node for n, node in enumerate(V2_SITE_PATHS.get(site) or (), 1)}
+    if site in V2_SPECIAL_SITES:
+        out["anatom_site_special"] = V2_SPECIAL_SITES[site]
+    return out
+
+
+def _one_hot_class(row: dict[str, str], classes: list[str]) -> str | None:
+    chosen = [c for c in classes if (row.get(c) or "").strip() not in ("", "0", "0.0")]
+    return chosen[0] if len(chosen) == 1 else None
+
+
+def records(files: ArchiveFiles, layout: Layout) -> Iterator[dict]:
+    """The layout's metadata as v2 records (``isic_id``, ``metadata.acquisition``/``clinical``, …)."""
+    if layout.name == "official":
+        for row in _rows(files, layout.metadata[0], ("isic_id",)):
+            values: dict[str, Any] = {k: _typed(k, v or "") for k, v in row.items()
+                      if k not in ("isic_id", "attribution", "copyright_license") and k}
+            yield _record(row["isic_id"].strip(), row.get("attribution"), row.get("copyright_license"), values)
+    elif layout.name == "challenge-2020":
+        for row in _rows(files, layout.metadata[0], ("image_name",)):
+            values = {k: _typed(k, row.get(k) or "") for k in ("patient_id", "lesion_id", "sex",
+                                                                                "age_approx")}
+            values.update(_site(row.get("anatom_site_general_challenge")))
+            diagnosis = (row.get("diagnosis") or "").strip()
+            values.update(_diagnosis(diagnosis))
+            if "diagnosis_1" not in values and (row.get("benign_malignant") or "").strip():
+                values["diagnosis_1"] = row["benign_malignant"].strip().capitalize()
+            yield _record(canonical_id(row["image_name"]), None, None, values)
+    else:
+        truth = _rows(files, layout.metadata[0], ("image",))
+        classes = [c for c in CHALLENGE_CLASSES if truth and c in truth[0]]
+        extra: dict[str, dict[str, str]] = {}
+        if len(layout.metadata) > 1:
+            extra = {row["image"].strip(): row for row in _rows(files, layout.metadata[1], ("image",))}
+        for row in truth:
+            image = row["image"].strip()
+            more = extra.get(image, {})
+            values = {k: _typed(k, more.get(k) or "") for k in ("age_approx", "sex", "lesion_id",
+                                                                "diagnosis_confirm_type") if k in more}
+            values.update(_site(more.get("anatom_site_general")))
+            values.update(_diagnosis(CHALLENGE_CLASSES.get(_one_hot_class(row, classes) or "")))
+            yield _record(canonical_id(image), None, None, values)
