@@ -62,5 +62,7 @@ def test_download_from_a_list_of_ids_looks_records_up_in_bulk(server: LocalArchi
     server.clear_log()
     result = api.download_images(wanted, folder=tmp_path / "out")
     assert result.ok and len(result.downloaded) == 120
-    assert len(server.requests(r"/api/v2/")) == 2  # two searches, then only file transfers
+    assert len(server.requests(r"/api/v2/images/")) == 2  # two searches, then only file transfers
+    licences = server.requests(r"/api/v2/zip-download/license-file/")  # and the folder's licenses/ texts
+    assert len(server.requests(r"/api/v2/")) == 2 + len(licences) and len(licences) <= 3
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == sorted(f"{n}.jpg" for n in wanted)
