@@ -478,7 +478,8 @@ class IsicApi:
         return f"IsicApi({self.base_url!r}, {who}{cache})"
 
     def __str__(self) -> str:
-        return (f"ISIC Archive session at {self.base_url} (API v{self.api_version}), "
+        kind = "an archive on disk" if getattr(self._backend, "local", False) else f"API v{self.api_version}"
+        return (f"ISIC Archive session at {self.base_url} ({kind}), "
                 f"{'user ' + self.username if self.username else 'anonymous'}; "
                 f"{len(self.image_cache)} image records cached, {len(self.image_selection)} selected")
 

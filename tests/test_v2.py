@@ -365,6 +365,32 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _interchangeable_with_ours(theirs: Path, ours: Path) -> None:
+    """The official CLI's folder opens as an archive on disk, and our export of the same images is the same
+    folder: file names, metadata.csv rows, attribution.txt, licenses/."""
+    online = IsicApi(hostname="http://127.0.0.1:8000", api_version=2, progress=False)
+    ids = sorted(p.stem for p in theirs.glob("ISIC_*.jpg"))
+    disk = IsicApi(hostname=theirs.as_uri(), progress=False)
+    assert disk._backend.layout == "official" and not disk._backend.problems
+    assert sorted(disk.search_images("").keys()) == ids
+    mine, original = disk.image(ids[0]), online.image(ids[0])
+    mine.load_imagedata()
+    original.load_imagedata()
+    assert (mine.data == original.data).all()
+    assert online.download_images(ids, ours).ok
+
+    def rows(folder: Path) -> tuple[list[str], list[dict[str, str]]]:
+        with open(folder / "metadata.csv", newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            return list(reader.fieldnames or []), sorted(reader, key=lambda r: r["isic_id"])
+
+    assert rows(ours) == rows(theirs)
+    assert sorted(p.name for p in ours.glob("ISIC_*")) == sorted(p.name for p in theirs.glob("ISIC_*"))
+    assert (ours / "attribution.txt").read_text() == (theirs / "attribution.txt").read_text()
+    assert {p.name: p.read_text() for p in (ours / "licenses").iterdir()} == \
+        {p.name: p.read_text() for p in (theirs / "licenses").iterdir()}
+
+
 @pytest.mark.network
 def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
     if not _port_free(8000):
@@ -393,6 +419,7 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         assert (out / "attribution.txt").exists() and list((out / "licenses").glob("*.txt"))
         with open(out / "metadata.csv", newline="") as fh:
             assert len(list(csv.DictReader(fh))) == 20
+        _interchangeable_with_ours(out, tmp_path / "OURS")
         isic_run("image", "download", "-s", "age_approx:[50 TO 70]", "-l", "5", "OUT2")
         with open(tmp_path / "OUT2" / "metadata.csv", newline="") as fh:
             ages = [float(r["age_approx"]) for r in csv.DictReader(fh)]

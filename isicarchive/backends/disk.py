@@ -41,6 +41,10 @@ class DiskBackend(Backend):
 
     def __init__(self, transport: Any, location: str | Path, cache_root: Path | None = None) -> None:
         super().__init__(transport)
+        try:
+            import pyarrow  # noqa: F401  (the index is Parquet, the search runs on its columns)
+        except ImportError:
+            raise ImportError("archives on disk need pyarrow: pip install 'isicarchive[disk]'") from None
         self.files: ArchiveFiles = open_files(location)
         self.root = self.files.root
         self.index: ArchiveIndex = open_index(self.files, cache_root)

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import _json
 from ..errors import ArchiveUnavailableError, AuthenticationError, NotFoundError, QueryError
-from ..transport import iter_pages
+from ..transport import checked_record, iter_pages
 from .base import Backend, ProgressHook
 
 __all__ = ["V1Backend"]
@@ -78,7 +78,9 @@ class V1Backend(Backend):
 
     # --------------------------------------------------------------- images
     def image(self, image_id: str) -> dict:
-        return self._get(f"image/{image_id}", what=f"image {image_id!r}")
+        record = self._get(f"image/{image_id}", what=f"image {image_id!r}")
+        checked_record(record, "_id")
+        return record
 
     def image_by_name(self, name: str) -> dict:
         # the listing filtered by name gives the detail record in the same answer: one request, not two

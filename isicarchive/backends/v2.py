@@ -220,7 +220,9 @@ class V2Backend(Backend):
 
     # --------------------------------------------------------------- images
     def image(self, image_id: str) -> dict:
-        return normalise(self._get(f"images/{image_id}/", what=f"image {image_id!r}"))
+        record = self._get(f"images/{image_id}/", what=f"image {image_id!r}")
+        checked_record(record, "isic_id")
+        return normalise(record)
 
     def image_by_name(self, name: str) -> dict:
         if not _ISIC_ID.match(name):

@@ -132,9 +132,7 @@ def _build(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
             if len(column) < count:
                 column.append(None)
     if duplicates:
-        listed = ", ".join(sorted(set(duplicates))[:10])
-        raise LayoutError(f"{layout.metadata[0]} in {files.root} lists {len(duplicates)} image(s) more than once "
-                          f"({listed}); an archive names each image once")
+        raise _listed_twice(layout.metadata[0], files.root, len(duplicates), duplicates)
     problems += _coverage(columns["isic_id"], sum(f is None for f in columns["file"]), images)
     arrays = {name: _array(values, pa) for name, values in columns.items()}
     return pa.table(arrays), problems
@@ -143,7 +141,7 @@ def _build(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
 def _build_official(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
     """The index of an official-CLI folder straight from its CSV with pyarrow's reader: the row-by-row
     build takes minutes at archive scale, this seconds.  Values are typed as the row-by-row reading
-    types them (:func:`isicarchive.disk.layouts.typed`)."""
+    types them (``_typed`` in :mod:`isicarchive.disk.layouts`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -154,7 +152,7 @@ def _build_official(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]
     except OSError as exc:
         raise LayoutError(f"cannot read {name} in {files.root}: {exc.strerror or exc}") from None
     raw = raw.removeprefix(b"\xef\xbb\xbf")
-    header = next(csv.reader([raw.split(b"\n", 1)[0].decode("utf-8", "replace")]), [])
+    header = next(csv.reader([raw.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")]), [])
     if "isic_id" not in header:
         raise LayoutError(f"{name} in {files.root} lacks the column(s) ['isic_id'] (it has {header[:12]})")
     try:
@@ -170,10 +168,8 @@ def _build_official(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]
     counts = pc.value_counts(ids)
     repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1)).to_pylist()
     if repeated:
-        extra = int(pc.sum(pc.subtract(pc.filter(counts.field("counts"), pc.greater(counts.field("counts"), 1)),
-                                       1)).as_py())
-        raise LayoutError(f"{name} in {files.root} lists {extra} image(s) more than once "
-                          f"({', '.join(sorted(repeated)[:10])}); an archive names each image once")
+        extra = pc.sum(pc.subtract(pc.filter(counts.field("counts"), pc.greater(counts.field("counts"), 1)), 1))
+        raise _listed_twice(name, files.root, int(extra.as_py()), repeated)
     images = image_files(files)
     id_list = ids.to_pylist()
     arrays: dict[str, Any] = {"isic_id": ids, "file": pa.array([images.get(i) for i in id_list], pa.string())}
@@ -189,6 +185,11 @@ def _build_official(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]
             arrays[f"{section}.{column}"] = values
     problems = list(files.problems) + _coverage(id_list, arrays["file"].null_count, images)
     return pa.table(arrays), problems
+
+
+def _listed_twice(name: str, root: Path, extra: int, ids: list[str]) -> LayoutError:
+    return LayoutError(f"{name} in {root} lists {extra} image(s) more than once ({', '.join(sorted(set(ids))[:10])}); "
+                       "an archive names each image once")
 
 
 def _untabbed(values: Any, pc: Any) -> Any:

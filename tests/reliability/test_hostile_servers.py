@@ -270,6 +270,16 @@ def test_wrong_shapes_below_the_top_level(label: str, body: dict, expected: str)
     record("hostile server", "v2 search", f"page with {label}", f"IsicError: ...{expected}...")
 
 
+@pytest.mark.parametrize(("version", "body"), [(2, b'{"isic_id": null, "metadata": {}}'), (1, b'{"name": "x"}')])
+def test_a_single_record_without_its_id(version: int, body: bytes) -> None:
+    with serving(lambda exchange: exchange.send(200, body)) as server:
+        outcome = finishes(lambda: quick_api(server.url, api_version=version).image("ISIC_0000000"))
+    key = "isic_id" if version == 2 else "_id"
+    assert isinstance(outcome, IsicError) and f"usable {key!r}" in str(outcome), outcome
+    record("hostile server", f"image(...) (v{version})", "a record without its id",
+           "IsicError where the record enters (no Image with an id of None)")
+
+
 def test_html_login_answer_deep_json_and_redirect_loops(witness: HostileServer) -> None:
     with serving(lambda exchange: exchange.send(200, b"<html>login</html>", content_type="text/html")) as server:
         outcome = finishes(lambda: quick_api(server.url, username="alice", password="pw"))
