@@ -89,6 +89,20 @@ def _normalise_host(hostname: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
+def _shown_path(folder: str | None) -> str:
+    """A folder as a notebook shows it: relative to the working folder or ``~`` where it lies inside them
+    (what the user typed, and no home folder's name on a shared screenshot)."""
+    if folder is None:
+        return "none"
+    path = Path(folder)
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.relative_to(base))
+        except ValueError:
+            continue
+    return folder
+
+
 #: the archive's own hosts: the legacy v1 service there is retired, so they default to v2
 OFFICIAL_HOSTS = frozenset({"isic-archive.com", "www.isic-archive.com", "api.isic-archive.com"})
 
@@ -485,7 +499,7 @@ class IsicApi:
 
     def _repr_html_(self) -> str:
         rows = [("archive", self.base_url), ("API", f"v{self.api_version}"),
-                ("user", self.username or "anonymous"), ("cache folder", self.cache_folder or "none"),
+                ("user", self.username or "anonymous"), ("cache folder", _shown_path(self.cache_folder)),
                 ("image records", len(self.image_cache)), ("selected", len(self.image_selection))]
         body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>" for k, v in rows)

@@ -311,3 +311,14 @@ def test_session_does_not_keep_released_images_alive(archive: LocalArchive, api_
     del image
     gc.collect()
     assert name not in api._image_objects  # released with its pixels
+
+
+def test_notebook_view_shows_the_cache_folder_as_typed(archive: LocalArchive, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    api = IsicApi(hostname=archive.url, cache_folder="notebook-cache", progress=False)
+    assert api.cache_folder == str(tmp_path / "notebook-cache")  # the attribute stays absolute
+    assert "<td style='text-align:left'>notebook-cache</td>" in api._repr_html_()
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-other"
+    shown = IsicApi(hostname=archive.url, cache_folder=elsewhere, progress=False)._repr_html_()
+    assert str(elsewhere) in shown or "~/" in shown
