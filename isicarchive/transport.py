@@ -244,9 +244,14 @@ class Transport:
         session = _ScopedSession()
         session.auth_header = auth_header
         session.headers["User-Agent"] = f"isicarchive/{__version__} (python-requests)"
-        session.trust_env = True
-        # Passed with every request: requests lets REQUESTS_CA_BUNDLE override a session's own setting.
-        self._verify = verify if verify is not None else os.environ.get("ISICARCHIVE_CA_BUNDLE")
+        # The environment is read here, once: with trust_env requests reads proxies, CA bundles and ~/.netrc
+        # for every request (half a millisecond each, a tenth of a page's cost in a metadata sync), and a
+        # ~/.netrc entry for the archive's host would replace the bearer token with Basic credentials.
+        session.trust_env = False
+        self._verify = verify if verify is not None else (
+            os.environ.get("ISICARCHIVE_CA_BUNDLE") or os.environ.get("REQUESTS_CA_BUNDLE")
+            or os.environ.get("CURL_CA_BUNDLE") or None)
+        self._proxies: dict[tuple[str, str, int | None], dict[str, str]] = {}
         retry = _CappedRetry(
             total=self.policy.retries,
             connect=self.policy.retries,
@@ -370,7 +375,7 @@ class Transport:
                 response = self.session.request(
                     method, url, params=params, headers=send_headers, stream=True, auth=auth,
                     json=json_body, data=data, timeout=self.timeout, verify=self._verify,
-                    allow_redirects=not carries_secret,
+                    allow_redirects=not carries_secret, proxies=self._proxies_for(url),
                 )
             except requests.exceptions.RetryError as exc:
                 watch.stop()
@@ -447,6 +452,14 @@ class Transport:
         if stream:
             _stop_on_close(response, watch)
         return response
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The environment's proxies for an origin (``*_proxy`` and ``no_proxy``), looked up once per origin."""
+        origin = _origin(url)
+        found = self._proxies.get(origin)
+        if found is None:
+            found = self._proxies[origin] = requests.utils.get_environ_proxies(url)
+        return found
 
     def _too_slow(self, method: str, url: str, seconds: float) -> ArchiveUnavailableError:
         return ArchiveUnavailableError(f"{method} {_safe(url)}: no complete answer within {seconds:g} s "

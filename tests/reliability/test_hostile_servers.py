@@ -88,6 +88,21 @@ def test_no_cookies_are_kept_or_sent(witness: HostileServer) -> None:
            "no Cookie header ever sent, to the archive or the other origin")
 
 
+def test_a_netrc_entry_never_replaces_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password PASSWORD-SECRET\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with serving(lambda exchange: exchange.send(200, b'{"id": 1, "results": [], "count": 0, "next": null}')) \
+            as server:
+        api = quick_api(server.url, api_version=2, token="BEARER-TOKEN")
+        api.search_images("age_approx:50")
+        sent = [r.headers.get("Authorization") for r in server.requests]
+    assert sent and all(header == "Bearer BEARER-TOKEN" for header in sent), sent
+    record("secrets", "v2 session with a token", "a ~/.netrc entry for the archive's host",
+           "every request carries the bearer token; requests' netrc Basic credentials never replace it")
+
+
 def test_urllib3_debug_lines_hide_signatures(caplog: pytest.LogCaptureFixture) -> None:
     with serving(lambda exchange: exchange.send(200, b"\x89PNG bytes", content_type="image/png")) as server:
         with caplog.at_level(logging.DEBUG, logger="urllib3"):
