@@ -38,7 +38,8 @@ from .progress import progress as _progress
 from .transport import Transport, deadline_of
 
 __all__ = ["DEFAULT_WORKERS", "MAX_FILE_BYTES", "MIN_TRANSFER_RATE", "DownloadResult", "Downloader", "Job",
-           "extension_for", "fetch_file", "jobs_for"]
+           "extension_for", "fetch_file", "jobs_for",
+           "looks_like_html", "sniffed_type"]
 
 # Small enough that a transfer cut short keeps all but its last chunk for the resume.
 CHUNK = 1 << 16
@@ -275,9 +276,6 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
     raise ArchiveUnavailableError(f"download of {job.key} failed after {attempts} attempts: {last_problem}")
 
 
-_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
-
-
 #: how files of the image types the archive serves begin
 _SIGNATURES = {
     "image/jpeg": (b"\xff\xd8\xff",), "image/jpg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",),
@@ -286,10 +284,19 @@ _SIGNATURES = {
 }
 
 
-def _sniffed_type(path: Path) -> str | None:
+def sniffed_type(start: bytes) -> str | None:
+    """The image type bytes begin as (None: none the archive serves)."""
+    return next((kind for kind, signatures in _SIGNATURES.items() if start.startswith(signatures)), None)
+
+
+def looks_like_html(start: bytes) -> bool:
+    """Whether bytes sent as an image are a web page (a portal's, a proxy's, an error page)."""
+    return start[:200].lstrip().lower().startswith((b"<!doc", b"<html"))
+
+
+def _head(path: Path) -> bytes:
     with open(path, "rb") as fh:
-        start = fh.read(8)
-    return next((kind for magic, kind in _MAGIC if start.startswith(magic)), None)
+        return fh.read(16)
 
 
 def _content_mismatch(path: Path, content_type: str) -> str | None:
@@ -298,11 +305,10 @@ def _content_mismatch(path: Path, content_type: str) -> str | None:
     signatures = _SIGNATURES.get(kind)
     if signatures is None:
         return None
-    with open(path, "rb") as fh:
-        start = fh.read(16)
+    start = _head(path)
     if start.startswith(signatures):
         return None
-    looks = "an HTML page" if start.lstrip().lower().startswith((b"<!doc", b"<html", b"<")) else "something else"
+    looks = "an HTML page" if looks_like_html(start) else "something else"
     return f"the server announced {kind} but sent {looks}; discarded"
 
 
@@ -326,7 +332,7 @@ def _finish_whole_part(transport: Transport, job: Job, have: int) -> Path | None
         if not length.isdigit() or int(length) != have:
             return None
         content_type = head.headers.get("Content-Type")
-    content_type = content_type or _sniffed_type(job.part)
+    content_type = content_type or sniffed_type(_head(job.part))
     if content_type is None:
         return None
     final = job.destination(content_type)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import safe_name
-from .downloads import EXTENSIONS, Downloader, DownloadResult, Job, extension_for, jobs_for
+from .downloads import EXTENSIONS, Downloader, DownloadResult, Job, extension_for, jobs_for, sniffed_type
 from .errors import IsicError
 from .store import Store
 
@@ -107,8 +107,8 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
         stem = job.part.name[1:-5]
         return next((path for ext in EXTENSIONS if (path := folder / f"{stem}{ext}").is_file()), None)
 
-    if getattr(store.backend, "local", False):  # an archive on disk: the files are copied, not fetched
-        result = _copy(store, jobs, done, workers)
+    if store.backend.local:  # an archive on disk: the files are copied, not fetched
+        result = _copy(store, jobs, done, workers, {str(r.get("_id") or r.get("isic_id")): r for r in records})
     else:
         result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
     result.failed.update(unusable)
@@ -135,13 +135,12 @@ def _write_attribution_and_licenses(store: Store, rows: list[dict[str, Any]], fo
                                                                         encoding="utf-8")
 
 
-def _copy(store: Store, jobs: list[Job], done: Any, workers: int) -> DownloadResult:
+def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[str, dict]) -> DownloadResult:
     """The download result of copying each job's image out of an archive on disk (atomically)."""
     from concurrent.futures import ThreadPoolExecutor
 
     started = time.monotonic()
     result = DownloadResult()
-    records = {job.key: job for job in jobs}
 
     def one(job: Job) -> tuple[Job, Path | None, str | None, int]:
         existing = done(job)
@@ -151,13 +150,13 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int) -> DownloadRes
             data = store.backend.read_image(store.backend.image(job.key))  # type: ignore[attr-defined]
         except IsicError as exc:
             return job, None, str(exc), 0
-        final = job.destination(_sniffed(data))
+        final = job.destination(sniffed_type(data[:16]) or "image/jpeg")
         job.part.write_bytes(data)
         os.replace(job.part, final)
         return job, final, None, len(data)
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:
-        for job, path, problem, size in pool.map(one, records.values()):
+        for job, path, problem, size in pool.map(one, jobs):
             if problem is not None:
                 result.failed[job.key] = problem
             elif size:
@@ -170,6 +169,3 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int) -> DownloadRes
     result.seconds = time.monotonic() - started
     return result
 
-
-def _sniffed(data: bytes) -> str:
-    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"

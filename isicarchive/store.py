@@ -19,7 +19,16 @@ import numpy as np
 from . import superpixels as _sp
 from .backends.base import Backend
 from .cache import IMCACHE_ID, Cache, safe_name
-from .downloads import DEFAULT_WORKERS, Downloader, DownloadResult, Job, extension_for, fetch_file, jobs_for
+from .downloads import (
+    DEFAULT_WORKERS,
+    Downloader,
+    DownloadResult,
+    Job,
+    extension_for,
+    fetch_file,
+    jobs_for,
+    looks_like_html,
+)
 from .errors import AuthenticationError, IsicError
 from .models.annotation import markup_entry
 from .progress import progress as _progress
@@ -41,8 +50,7 @@ def _decode_image(data: bytes, what: str) -> np.ndarray:
     try:
         return np.asarray(iio.imread(data))
     except Exception as exc:  # imageio and its plugins raise anything from OSError to SyntaxError
-        start = data[:200].lstrip().lower()
-        looks = "an HTML page" if start.startswith((b"<!doc", b"<html")) else f"{len(data)} bytes that are no image"
+        looks = "an HTML page" if looks_like_html(data) else f"{len(data)} bytes that are no image"
         raise IsicError(f"{what}: the archive sent {looks} ({type(exc).__name__})") from None
 
 
@@ -90,8 +98,8 @@ class Store:
 
         For an archive on disk, the file in its folder (None inside a zip).
         """
-        if getattr(self.backend, "local", False):
-            return self.backend.local_path(record)  # type: ignore[attr-defined]
+        if self.backend.local:
+            return self.backend.local_path(record)
         if self.cache is None:
             return None
         image_id = str(record.get("_id") or record.get("isic_id"))
@@ -107,8 +115,8 @@ class Store:
 
     def image_pixels(self, record: dict) -> np.ndarray:
         """Decoded pixels of an image; a corrupt cached file is refetched once."""
-        if getattr(self.backend, "local", False):  # read where they are: a folder or inside a zip
-            data = self.backend.read_image(record)  # type: ignore[attr-defined]
+        if self.backend.local:  # read where they are: a folder or inside a zip
+            data = self.backend.read_image(record)
             return _decode_image(data, f"image {self.backend.image_record_name(record)}")
         if self.cache is None:
             try:
