@@ -492,7 +492,7 @@ class IsicApi:
         return f"IsicApi({self.base_url!r}, {who}{cache})"
 
     def __str__(self) -> str:
-        kind = "an archive on disk" if getattr(self._backend, "local", False) else f"API v{self.api_version}"
+        kind = "an archive on disk" if self._backend.local else f"API v{self.api_version}"
         return (f"ISIC Archive session at {self.base_url} ({kind}), "
                 f"{'user ' + self.username if self.username else 'anonymous'}; "
                 f"{len(self.image_cache)} image records cached, {len(self.image_selection)} selected")
@@ -715,7 +715,7 @@ class IsicApi:
         file and send one request to confirm nothing is new, fetching only
         what is.
         """
-        if getattr(self._backend, "local", False):  # an archive on disk: its index is the cache
+        if self._backend.local:  # an archive on disk: its index is the cache
             if not self.image_cache:
                 self.image_cache = {self._record_id(rec): rec for rec in self._backend.sync_images({})[0]}
                 self.images.update({key: key for key in self.image_cache})
@@ -880,7 +880,7 @@ class IsicApi:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise QueryError(f"workers must be a whole number of at least 1, not {workers!r}")
         records = self._records_for(self.image_selection if images is None else images)
-        if folder is None and getattr(self._backend, "local", False):
+        if folder is None and self._backend.local:
             raise UnsupportedError("the images of an archive on disk are on disk already; "
                                    "download_images(folder=...) exports them in the official CLI's layout")
         if folder is None:

@@ -10,6 +10,7 @@ backend maps its records onto the same keys the models read (see
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, UnsupportedError
@@ -25,6 +26,8 @@ class Backend:
     """Base class: every method the facade may call, unsupported by default."""
 
     version: int = 0
+    #: reads its files itself (an archive on disk): no transfers, no download cache
+    local: bool = False
     #: the header that carries the session token
     auth_header: str = "Authorization"
 
@@ -86,6 +89,14 @@ class Backend:
     def image_file(self, record: dict) -> str:
         """The endpoint or URL of the image's bytes."""
         raise NotImplementedError
+
+    def read_image(self, record: dict) -> bytes:
+        """The image's bytes, for a backend that reads its own files (:attr:`local`)."""
+        raise NotImplementedError
+
+    def local_path(self, record: dict) -> Path | None:
+        """The image file itself, for a backend that reads its own files (None: not a file of its own)."""
+        return None
 
     def image_file_renewer(self, record: dict) -> Callable[[], str] | None:
         """How to get a fresh file URL once the record's has expired (None: URLs do not expire)."""

@@ -36,7 +36,6 @@ class DiskBackend(Backend):
 
     version = 2  # the records' shape
     auth_header = "Authorization"
-    #: reads files itself: no transfers, no download cache
     local = True
 
     def __init__(self, transport: Any, location: str | Path, cache_root: Path | None = None) -> None:
@@ -95,33 +94,34 @@ class DiskBackend(Backend):
             progress(len(records))
         return records, True
 
-    def search_ids(self, query: str) -> list[str]:
-        """The ids of the images a query selects, from the index's columns alone."""
+    def _matching_rows(self, query: str) -> Any:
         import numpy as np
 
         mask = column_mask(parse(query), self.index.column, len(self.index))
-        rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
-        return self.index.table.column("isic_id").take(rows).to_pylist()
+        return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+
+    def search_ids(self, query: str) -> list[str]:
+        """The ids of the images a query selects, from the index's columns alone."""
+        return self.index.table.column("isic_id").take(self._matching_rows(query)).to_pylist()
 
     def search_images(self, query: str, collections: Any = None, limit: int | None = None) -> list[dict]:
         """Records a query in the archive's search language selects, evaluated on the index."""
-        import numpy as np
-
         if collections:
             raise self._unsupported("collections", "the current v2 API online")
-        mask = column_mask(parse(query), self.index.column, len(self.index))
-        rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
-        if limit:
-            rows = rows[:limit]
-        return [normalise(r) for r in self.index.records(rows)]
+        rows = self._matching_rows(query)
+        return [normalise(r) for r in self.index.records(rows[:limit] if limit else rows)]
+
+    @staticmethod
+    def _path_in_archive(record: dict) -> str | None:
+        return ((record.get("files") or {}).get("full") or {}).get("path")
 
     def image_file(self, record: dict) -> str:
         """Where the image is inside the archive (read with :meth:`read_image`, never over HTTP)."""
-        return str(((record.get("files") or {}).get("full") or {}).get("path") or "")
+        return self._path_in_archive(record) or ""
 
     def read_image(self, record: dict) -> bytes:
         """The image's bytes, from the folder or from inside the zip."""
-        path = ((record.get("files") or {}).get("full") or {}).get("path")
+        path = self._path_in_archive(record)
         if path is None:
             row = self.index.rows.get(str(record.get("isic_id")))
             path = None if row is None else self.index.table.column("file")[row].as_py()
@@ -135,7 +135,7 @@ class DiskBackend(Backend):
 
     def local_path(self, record: dict) -> Path | None:
         """The image file itself in a folder (None inside a zip)."""
-        path = ((record.get("files") or {}).get("full") or {}).get("path")
+        path = self._path_in_archive(record)
         return None if path is None else self.files.path_of(path)
 
     def lesion(self, lesion_id: str) -> dict:
