@@ -402,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--collections", "-c", metavar="IDS", help="v2: only these collections (ids, comma separated)")
         p.add_argument("--limit", "-l", type=int, help="at most this many images")
 
+    def add_image_options(p: argparse.ArgumentParser, ids_help: str) -> None:
+        """Which images (ids, criteria or a search) and how many transfers: download and export alike."""
+        p.add_argument("ids", nargs="*", help=ids_help)
+        p.add_argument("--select", nargs="+", metavar="WORD", help="criteria instead of ids")
+        add_search_options(p, required=False)
+        p.add_argument("--workers", type=int)
+
     p = images_sub.add_parser("search", help="v2: find images with the archive's search language",
                               parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog="examples:\n"
@@ -417,11 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "  isicarchive --api v2 images download -s 'diagnosis_3:Melanoma*' -l 50 "
                                      "--out melanomas",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("ids", nargs="*", help="image ids or names")
-    p.add_argument("--select", nargs="+", metavar="WORD", help="criteria instead of ids")
-    add_search_options(p, required=False)
+    add_image_options(p, "image ids or names")
     p.add_argument("--out", help="folder (ISIC_….jpg + metadata.csv); default: the cache")
-    p.add_argument("--workers", type=int)
     p.add_argument("--superpixels", action="store_true", help="also superpixel PNGs (cache, v1)")
     p.set_defaults(func=cmd_images_download)
     p = images_sub.add_parser("export", help="write images + metadata.csv + attribution.txt + licenses/ to a "
@@ -430,11 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "images export --to isic2020\n"
                                      "  isicarchive --api v2 images export -s 'diagnosis_1:Malignant' --to malignant",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("ids", nargs="*", help="image ids or names (default: every image)")
-    p.add_argument("--select", nargs="+", metavar="WORD", help="criteria instead of ids")
-    add_search_options(p, required=False)
+    add_image_options(p, "image ids or names (default: every image)")
     p.add_argument("--to", required=True, dest="out", help="the folder")
-    p.add_argument("--workers", type=int)
     p.set_defaults(func=cmd_images_download, superpixels=False, everything=True)
 
     p = command("study", cmd_study, "show a study, download its images, or list its annotations",
