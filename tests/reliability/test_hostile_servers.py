@@ -131,28 +131,22 @@ def test_retryable_status_with_an_endless_body() -> None:
            f"({server.bytes_sent / 1e6:.0f} MB sent into socket buffers)")
 
 
-def test_headers_a_byte_at_a_time_meet_the_deadline() -> None:
+@pytest.mark.parametrize(("part", "opening", "drip"), [
+    ("headers", b"HTTP/1.1 200 OK\r\n", b"X"),
+    ("body", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[", b" "),
+])
+def test_a_byte_at_a_time_meets_the_deadline(part: str, opening: bytes, drip: bytes) -> None:
     def answer(exchange: Exchange) -> None:
-        exchange.write(b"HTTP/1.1 200 OK\r\n")
-        exchange.endless(b"X", pause=0.2)
+        exchange.write(opening)
+        exchange.endless(drip, pause=0.2)
 
     with serving(answer) as server:
         started = time.monotonic()
         outcome = finishes(lambda: quick(server.url, deadline=1.0).get_json("image"))
         took = time.monotonic() - started
     assert isinstance(outcome, ArchiveUnavailableError) and "within 1 s" in str(outcome), outcome
-    record("hostile server", "any API request", "headers sent a byte every 0.2 s (read timeout never trips)",
+    record("hostile server", "any API request", f"{part} sent a byte every 0.2 s (read timeout never trips)",
            f"ArchiveUnavailableError at the 1 s deadline ({took:.1f} s)")
-
-
-def test_body_a_byte_at_a_time_meets_the_deadline() -> None:
-    def answer(exchange: Exchange) -> None:
-        exchange.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[")
-        exchange.endless(b" ", pause=0.2)
-
-    with serving(answer) as server:
-        outcome = finishes(lambda: quick(server.url, deadline=1.0).get_json("image"))
-    assert isinstance(outcome, ArchiveUnavailableError) and "within 1 s" in str(outcome), outcome
 
 
 @pytest.mark.parametrize("status", [404, 200])
