@@ -27,6 +27,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from _timing import best_of as timed
+
 QUERY = "diagnosis_1:Malignant AND age_approx:[50 TO *] AND -sex:male"
 BATTERY = [QUERY, "-sex:*", "age_approx:{30 TO 50}", "isic_id:ISIC_001*", 'anatom_site_1:"Head and neck"',
            "diagnosis_3:*Nevus OR diagnosis_2:Malignant*", "lesion_id:* AND -patient_id:*"]
@@ -64,17 +66,6 @@ def open_once(location: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def timed(call, repeat: int = 5, before=None):
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        if before is not None:
-            before()
-        started = time.perf_counter()
-        value = call()
-        best = min(best, time.perf_counter() - started)
-    return best, value
-
-
 def search_runs(folder: Path, records: list[dict]) -> None:
     import pandas as pd
 
@@ -82,7 +73,7 @@ def search_runs(folder: Path, records: list[dict]) -> None:
 
     api = IsicApi(hostname=folder.as_uri(), progress=False)
     backend = api._backend
-    ours, found = timed(lambda: sorted(backend.search_ids(QUERY)))
+    ours, found = timed(lambda: sorted(backend.search_ids(QUERY)), repeat=5)
     serverside, expected = timed(lambda: sorted(r["isic_id"] for r in search.select(QUERY, records)), repeat=1)
     table = backend.index.table
     frame = pd.DataFrame({"isic_id": table.column("isic_id").to_pandas(),
@@ -94,7 +85,7 @@ def search_runs(folder: Path, records: list[dict]) -> None:
         picked = (frame["d1"] == "Malignant") & (frame["age"] >= 50) & ~(frame["sex"] == "male")
         return sorted(frame.loc[picked, "isic_id"])
 
-    by_pandas, pandas_found = timed(with_pandas)
+    by_pandas, pandas_found = timed(with_pandas, repeat=5)
     whole, selection = timed(lambda: api.search_images(QUERY), repeat=3)
     print(f"search {QUERY!r} over {len(records):,} records -> {len(found):,} images")
     print(f"  on the index's columns         {ours * 1000:8.1f} ms")

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import best_of as timed
 
 SERVER = r"""
 import sys, time
@@ -78,16 +79,6 @@ def start(images: int, size: str, latency: float) -> tuple[subprocess.Popen, str
     process = subprocess.Popen([sys.executable, "-c", SERVER, str(images), size, str(latency)],
                                stdout=subprocess.PIPE, text=True)
     return process, process.stdout.readline().strip()
-
-
-def timed(call, repeat: int = 1):
-    """Best time of ``repeat`` runs (this machine's timings of the same run vary by up to a third)."""
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        value = call()
-        best = min(best, time.perf_counter() - started)
-    return best, value
 
 
 def main() -> None:

@@ -22,6 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from _timing import best_of as best
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
@@ -116,15 +118,6 @@ def duckdb_sql(criterion: list[Any]) -> str:
     if op == "!=":
         return f"{column} IS DISTINCT FROM {literal}"
     return f"{column} {'=' if op == '==' else op} {literal}"
-
-
-def best(function: Any, repeat: int) -> tuple[float, Any]:
-    result, fastest = None, float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = function()
-        fastest = min(fastest, time.perf_counter() - started)
-    return fastest, result
 
 
 def main() -> None:
