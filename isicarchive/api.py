@@ -19,6 +19,7 @@ from typing import Any, TypeVar, overload
 from urllib.parse import unquote, urlsplit
 
 from . import credentials as _credentials
+from ._gc import collector_paused
 from .backends.base import Backend
 from .backends.v1 import V1Backend
 from .backends.v2 import V2Backend
@@ -715,6 +716,10 @@ class IsicApi:
         file and send one request to confirm nothing is new, fetching only
         what is.
         """
+        with collector_paused():  # millions of fresh, acyclic dicts: see isicarchive/_gc.py
+            return self._cache_images(progress)
+
+    def _cache_images(self, progress: bool | None) -> dict[str, dict]:
         if self._backend.local:  # an archive on disk: its index is the cache
             if not self.image_cache:
                 self.image_cache = {self._record_id(rec): rec for rec in self._backend.sync_images({})[0]}
