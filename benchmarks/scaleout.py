@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from _timing import best_of as timed
 
+from isicarchive.scaleout import worker_settings
+
 SERVER = r"""
 import sys, time
 from isicarchive.testing import LocalArchive
@@ -92,7 +94,6 @@ def main() -> None:
                         help="pixels of the download-bound run's images (the local archive renders each on request: "
                              "large ones would measure its rendering, not the transfers)")
     args = parser.parse_args()
-    import dask
     from distributed import Client
 
     from isicarchive import IsicApi
@@ -113,10 +114,14 @@ def main() -> None:
                 api.map_images(nothing, records[:20], load=(), client=client, progress=False)
                 t_plain, by_plain = timed(lambda: api.map_images(superpixel_colours, records, load=load,
                                                                  client=client, progress=False), REPEAT)
-            print(f"  LocalCluster 2 processes, Dask's worker environment (MALLOC_TRIM_THRESHOLD_=65536) "
+            print(f"  LocalCluster 2 processes, Dask's worker environment (MALLOC_TRIM_THRESHOLD_=65536, profiler on) "
                   f"{t_plain:7.2f} s  {t_serial / t_plain:5.2f}x  identical={same(by_plain, expected)}")
+            with worker_settings(), one_worker() as single, Client(single) as client:
+                api.map_images(nothing, records[:20], load=(), client=client, progress=False)
+                t_single, by_single = timed(lambda: api.map_images(superpixel_colours, records, load=load,
+                                                                  client=client, progress=False), REPEAT)
             started = time.perf_counter()
-            with dask.config.set({TRIM: None}), two_workers() as cluster, Client(cluster) as client:
+            with worker_settings(), two_workers() as cluster, Client(cluster) as client:
                 t_start = time.perf_counter() - started
                 api.map_images(nothing, records[:20], load=(), client=client, progress=False)  # sessions opened
                 t_cluster, by_cluster = timed(lambda: api.map_images(superpixel_colours, records, load=load,
@@ -133,9 +138,12 @@ def main() -> None:
                   f"identical={same(by_threads, expected)}")
             print(f"  client='cluster' (start incl.)  {t_owned:7.2f} s  {t_serial / t_owned:5.2f}x  "
                   f"identical={same(by_owned, expected)}")
-            print(f"  LocalCluster 2 processes, malloc's own trim threshold "
+            print(f"  LocalCluster 1 process, WORKER_CONFIG (client='cluster') "
+                  f"{t_single:7.2f} s  {t_serial / t_single:5.2f}x  identical={same(by_single, expected)}")
+            print(f"  LocalCluster 2 processes, WORKER_CONFIG (client='cluster') "
                   f"{t_cluster:7.2f} s  {t_serial / t_cluster:5.2f}x  "
-                  f"identical={same(by_cluster, expected)}  (cluster start {t_start:.1f} s, not counted)")
+                  f"identical={same(by_cluster, expected)}  (cluster start {t_start:.1f} s, not counted; "
+                  f"{t_single / t_cluster:.2f}x the single worker)")
             print(f"  map_images() default (threads)  {t_default:7.2f} s  {t_serial / t_default:5.2f}x  "
                   f"identical={same(by_default, expected)}")
             print(f"  overhead of the machinery       {t_nothing / len(records) * 1000:7.2f} ms per image "
@@ -168,13 +176,18 @@ def main() -> None:
 
 #: runs of each CPU-bound configuration; the best counts
 REPEAT = 3
-TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
 def two_workers():
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+
+
+def one_worker():
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
 
 
 def loaded(api, record):
@@ -200,9 +213,8 @@ def kill_run(api, records: list[dict], expected: dict[str, dict], cache: str) ->
             os.kill(os.getpid(), signal.SIGKILL)
         return superpixel_colours(image)
 
-    import dask
 
-    with dask.config.set({TRIM: None}), two_workers() as cluster, Client(cluster) as client:
+    with worker_settings(), two_workers() as cluster, Client(cluster) as client:
         took, frame = timed(lambda: api.map_images(dies_once, records, load=("imagedata", "superpixels"),
                                                    client=client, progress=False))
     broken = corrupt_files(Path(cache))

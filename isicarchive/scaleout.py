@@ -32,7 +32,8 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
     from .api import IsicApi
     from .models.image import Image
 
-__all__ = ["LOADS", "ImageTaskError", "SessionSpec", "check_arguments", "map_images", "run_partition",
-           "to_dask_dataframe"]
+__all__ = ["LOADS", "WORKER_CONFIG", "ImageTaskError", "SessionSpec", "check_arguments", "map_images",
+           "run_partition", "to_dask_dataframe", "worker_settings"]
 
 log = logging.getLogger("isicarchive.scaleout")
 
@@ -57,6 +58,47 @@ LOADS = {
 }
 #: images per task, at most: small enough for an even spread and a lost worker costing little
 PARTITION_MAX = 50
+
+#: Dask settings for worker processes that do per-image work; ``client="cluster"`` starts its workers
+#: with them, and ``with worker_settings():`` around a cluster of your own does the same.
+#: Measured on per-image work (docs/benchmarks.md): glibc hands large freed blocks back to the system
+#: and faults them in again for the next image (about 3,500 page faults a 640x480 image; Dask's own
+#: ``MALLOC_TRIM_THRESHOLD_=65536`` makes it worse), so fixed thresholds that keep up to 128 MB halved
+#: the time per image; and the worker's statistical profiler walks the stacks of its threads a hundred
+#: times a second with the GIL held (about 10% slower; only the dashboard's "Profile" page uses it).
+WORKER_CONFIG: dict[str, Any] = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 64 << 20,
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 128 << 20,
+    "distributed.worker.profile.enabled": False,
+}
+
+
+@contextmanager
+def worker_settings() -> Iterator[None]:
+    """:data:`WORKER_CONFIG` for the worker processes of the clusters started in the block.
+
+    Dask lets a variable of the starting process's environment override its
+    ``pre-spawn-environ`` settings, and each cluster it starts writes those
+    settings into that environment: one earlier cluster in the process (with
+    Dask's ``MALLOC_TRIM_THRESHOLD_=65536``) silently undid them for every later
+    one.  The block sets them in the environment as well, and puts the
+    environment back as it was when it ends (restarted workers keep them).
+    """
+    import dask
+
+    prefix = "distributed.nanny.pre-spawn-environ."
+    wanted = {key[len(prefix):]: str(value) for key, value in WORKER_CONFIG.items() if key.startswith(prefix)}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        with dask.config.set(WORKER_CONFIG):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class ImageTaskError(IsicError):
@@ -274,15 +316,10 @@ def map_images(api: IsicApi, func: Callable[[Image], Any], records: list[dict], 
 def _local_client() -> Any:
     """A cluster of this machine: one single-threaded worker process per core (CPU-bound work and the GIL)."""
     try:
-        import dask
         from distributed import Client, LocalCluster
     except ImportError:
         raise ImportError(_NEEDS_DASK) from None
-    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which hands every freed large block back to
-    # the system: per-image arrays (a decoded image, its float copy) then cost page faults on each
-    # allocation, and the same numpy work ran 2.2x slower in a worker than in this process (4x in a
-    # micro-benchmark).  The allocator's own threshold keeps them.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with worker_settings():
         cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=logging.ERROR)
     return Client(cluster)

@@ -28,6 +28,7 @@ from .downloads import (
     fetch_file,
     jobs_for,
     looks_like_html,
+    sniffed_type,
 )
 from .errors import AuthenticationError, IsicError
 from .models.annotation import markup_entry
@@ -47,11 +48,17 @@ def _decode_image(data: bytes, what: str) -> np.ndarray:
     """Pixels of image bytes from the archive; bytes that are no image are an :class:`IsicError`."""
     import imageio.v3 as iio
 
+    def refused(why: str = "") -> IsicError:
+        looks = "an HTML page" if looks_like_html(data) else f"{len(data)} bytes that are no image"
+        return IsicError(f"{what}: the archive sent {looks}{why}")
+
+    if sniffed_type(data[:16]) is None:
+        # refused before imageio tries every plugin it has on them (slow, and its legacy ones warn)
+        raise refused()
     try:
         return np.asarray(iio.imread(data))
     except Exception as exc:  # imageio and its plugins raise anything from OSError to SyntaxError
-        looks = "an HTML page" if looks_like_html(data) else f"{len(data)} bytes that are no image"
-        raise IsicError(f"{what}: the archive sent {looks} ({type(exc).__name__})") from None
+        raise refused(f" ({type(exc).__name__})") from None
 
 
 def _decode_superpixels(rgb: np.ndarray, image_id: str) -> np.ndarray:

@@ -203,3 +203,24 @@ def test_lazy_form_and_selection_dataframes(archive: LocalArchive) -> None:
     pd.testing.assert_frame_equal(spread.compute(), plain, check_dtype=False, check_index_type=False)
     with pytest.raises(QueryError):
         selection.to_dask_dataframe(npartitions=0)
+
+
+def worker_settings(image) -> dict:
+    import dask
+
+    return {"pid": os.getpid(), "profiler": dask.config.get("distributed.worker.profile.enabled"),
+            "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "mmap": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
+
+
+def test_cluster_workers_run_without_the_profiler_and_with_fixed_allocator_thresholds(
+        archive: LocalArchive, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each slowed CPU-bound per-image work in a worker below the same work in one process (docs/benchmarks.md);
+    # an earlier cluster of this process leaves Dask's threshold in its environment, which Dask lets win
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    api = IsicApi(hostname=archive.url, progress=False)
+    frame = api.map_images(worker_settings, visible(archive, 4), client="cluster", load=(), progress=False)
+    assert frame["error"].isna().all() and len(frame) == 4
+    assert set(frame["profiler"]) == {False}
+    assert set(frame["trim"]) == {str(128 << 20)} and set(frame["mmap"]) == {str(64 << 20)}
+    assert os.getpid() not in set(frame["pid"])  # worker processes, not this one
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's environment as it was

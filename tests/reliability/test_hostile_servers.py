@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -378,3 +380,14 @@ def test_folder_downloads_account_for_every_record(archive: LocalArchive, tmp_pa
     assert all(len(name) < 130 for name in files)
     record("bad input", "download_images(folder=...)", "names `a/b` and `a_b`, a 300-character name, id `..`, "
            "a record twice", "3 distinct files, `..` one failed item, the repeat counted once")
+
+
+def test_bytes_of_no_image_type_are_refused_without_trying_every_decoder() -> None:
+    # imageio, asked to read bytes of no known type, tried each plugin, and its legacy DICOM one warned
+    script = ("from isicarchive.store import _decode_image\nfrom isicarchive import IsicError\n"
+              "try:\n    _decode_image(b'no image at all ' * 64, 'image x')\n"
+              "except IsicError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "image x: the archive sent 1024 bytes that are no image"
+    assert done.stderr == ""
