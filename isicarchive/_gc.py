@@ -2,9 +2,10 @@
 
 CPython runs its cyclic collector after every few hundred new containers, and
 its oldest generation grows with every record kept: decoding and normalising
-an archive's 200,000 image records (millions of small dicts) spent
-nearly a third of its time (17.2 s against 12.2 s) in collections that found nothing, since decoded JSON has no cycles.
-Reference counting still frees everything as usual while the collector waits.
+an archive's 200,000 image records (millions of small dicts) spent nearly a
+third of its time (17.2 s against 12.2 s) in collections that found nothing,
+since decoded JSON has no cycles.  Reference counting still frees everything
+as usual while the collector waits.
 """
 
 from __future__ import annotations
