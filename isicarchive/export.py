@@ -108,7 +108,9 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
         return next((path for ext in EXTENSIONS if (path := folder / f"{stem}{ext}").is_file()), None)
 
     if store.backend.local:  # an archive on disk: the files are copied, not fetched
-        result = _copy(store, jobs, done, workers, {str(r.get("_id") or r.get("isic_id")): r for r in records})
+        # a job exists only for a usable record, keyed as jobs_for keys it
+        in_hand = {str(r.get("_id") or r.get("isic_id")): r for r in records if isinstance(r, dict)}
+        result = _copy(store, jobs, done, workers, in_hand)
     else:
         result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
     result.failed.update(unusable)
@@ -147,7 +149,7 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
         if existing is not None:
             return job, existing, None, 0
         try:
-            data = store.backend.read_image(store.backend.image(job.key))  # type: ignore[attr-defined]
+            data = store.backend.read_image(records[job.key])
         except IsicError as exc:
             return job, None, str(exc), 0
         final = job.destination(sniffed_type(data[:16]) or "image/jpeg")
