@@ -39,7 +39,7 @@ from .oauth import OAuthToken
 from .progress import progress as _progress
 from .selection import ImageIndex, Selection, normalise_criteria
 from .store import Store
-from .transport import ArchiveResponseError, RetryPolicy, Transport
+from .transport import ArchiveResponseError, RetryPolicy, Transport, record_id
 
 __all__ = ["DEFAULTS", "OFFICIAL_HOSTS", "IsicApi"]
 
@@ -605,7 +605,7 @@ class IsicApi:
             fetched = self._backend.images_by_key(missing, workers=min(2 * self.workers, 64))
             for record in fetched.values():
                 if record.get("name"):
-                    self.images[record["name"]] = self._record_id(record)
+                    self.images[record["name"]] = record_id(record)
             found.update(fetched)
         absent = [k for k in keys if k not in found]
         if absent:
@@ -722,7 +722,7 @@ class IsicApi:
     def _cache_images(self, progress: bool | None) -> dict[str, dict]:
         if self._backend.local:  # an archive on disk: its index is the cache
             if not self.image_cache:
-                self.image_cache = {self._record_id(rec): rec for rec in self._backend.sync_images({})[0]}
+                self.image_cache = {record_id(rec): rec for rec in self._backend.sync_images({})[0]}
                 self.images.update({key: key for key in self.image_cache})
             return self.image_cache
         if not self.image_cache:
@@ -740,10 +740,10 @@ class IsicApi:
         finally:
             bar.close()
         if replace:
-            self.image_cache = {self._record_id(rec): rec for rec in new}
+            self.image_cache = {record_id(rec): rec for rec in new}
             self._index = None
         elif new:
-            fresh = {self._record_id(rec): rec for rec in new}
+            fresh = {record_id(rec): rec for rec in new}
             self.image_cache.update(fresh)
             if self._index is not None:
                 self._index.add(fresh)
@@ -753,10 +753,6 @@ class IsicApi:
                 self._index = None
         self.images.update({name: key for key, rec in self.image_cache.items() if (name := rec.get("name"))})
         return self.image_cache
-
-    @staticmethod
-    def _record_id(record: dict) -> str:
-        return str(record.get("_id") or record.get("isic_id"))
 
     # ------------------------------------------------------------ selection
     def _image_index(self) -> ImageIndex:
@@ -936,5 +932,5 @@ class IsicApi:
                       ) -> Selection:
         """Server-side search (v2 query language); the result becomes :attr:`image_selection`."""
         records = self._backend.search_images(query, collections=collections, limit=limit)
-        self.image_selection = Selection({self._record_id(r): r for r in records})
+        self.image_selection = Selection({record_id(r): r for r in records})
         return self.image_selection

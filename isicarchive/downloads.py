@@ -35,7 +35,7 @@ import requests
 
 from .errors import ArchiveUnavailableError, AuthenticationError, IsicError, QueryError
 from .progress import progress as _progress
-from .transport import Transport, deadline_of
+from .transport import Transport, deadline_of, record_id
 
 __all__ = ["DEFAULT_WORKERS", "MAX_FILE_BYTES", "MIN_TRANSFER_RATE", "DownloadResult", "Downloader", "Job",
            "extension_for", "fetch_file", "jobs_for",
@@ -348,7 +348,7 @@ def jobs_for(records: Iterable[dict], make: Callable[[dict], Job]) -> tuple[list
     unusable: dict[str, str] = {}
     keys: set[str] = set()
     for record in records:
-        key = str(record.get("_id") or record.get("isic_id")) if isinstance(record, dict) else repr(record)[:60]
+        key = record_id(record) if isinstance(record, dict) else repr(record)[:60]
         if key in keys:
             continue
         keys.add(key)

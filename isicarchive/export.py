@@ -17,6 +17,7 @@ from .cache import safe_name
 from .downloads import EXTENSIONS, Downloader, DownloadResult, Job, extension_for, jobs_for, sniffed_type
 from .errors import IsicError
 from .store import Store
+from .transport import record_id
 
 __all__ = ["download_to_folder", "metadata_rows"]
 
@@ -90,7 +91,7 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
     names = _FileNames()
 
     def job(record: dict) -> Job:
-        key = str(record.get("_id") or record.get("isic_id"))
+        key = record_id(record)
         if not store.backend.is_id(key):
             raise IsicError(f"{key[:40]!r} is not an image id of this archive")
         name = names.claim(str(store.backend.image_record_name(record)))
@@ -109,7 +110,7 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
 
     if store.backend.local:  # an archive on disk: the files are copied, not fetched
         # a job exists only for a usable record, keyed as jobs_for keys it
-        in_hand = {str(r.get("_id") or r.get("isic_id")): r for r in records if isinstance(r, dict)}
+        in_hand = {record_id(r): r for r in records if isinstance(r, dict)}
         result = _copy(store, jobs, done, workers, in_hand)
     else:
         result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")

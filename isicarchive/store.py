@@ -33,7 +33,7 @@ from .downloads import (
 from .errors import AuthenticationError, IsicError
 from .models.annotation import markup_entry
 from .progress import progress as _progress
-from .transport import Transport
+from .transport import Transport, record_id
 
 __all__ = ["Store"]
 
@@ -90,7 +90,7 @@ class Store:
     # --------------------------------------------------------------- images
     def _image_job(self, record: dict) -> Job:
         assert self.cache is not None
-        image_id = str(record.get("_id") or record.get("isic_id"))
+        image_id = record_id(record)
         name = self.backend.image_record_name(record)
         part = self.cache.path("image", image_id, ".part")
         part = part.with_name("." + part.name)
@@ -109,7 +109,7 @@ class Store:
             return self.backend.local_path(record)
         if self.cache is None:
             return None
-        image_id = str(record.get("_id") or record.get("isic_id"))
+        image_id = record_id(record)
         found = self.cache.find_image(image_id)
         if found is not None:
             return found
@@ -158,7 +158,7 @@ class Store:
         jobs, unusable = jobs_for(records, self._image_job)
         result = downloader.run(jobs, done=lambda job: cache.find_image(job.key), desc="Images")
         result.failed.update(unusable)
-        records = [record for record in records if str(record.get("_id") or record.get("isic_id")) not in unusable]
+        records = [record for record in records if record_id(record) not in unusable]
         if superpixels:
             sp_jobs = []
             for rec in records:

@@ -41,7 +41,8 @@ from .errors import (
     QueryError,
 )
 
-__all__ = ["ArchiveResponseError", "RetryPolicy", "Transport", "checked_record", "deadline_of", "iter_pages"]
+__all__ = ["ArchiveResponseError", "RetryPolicy", "Transport", "checked_record", "deadline_of", "iter_pages",
+           "record_id"]
 
 log = logging.getLogger("isicarchive.http")
 
@@ -709,6 +710,11 @@ def iter_pages(fetch: Callable[[int, int], list], page_size: int, start: int = 0
         if len(page) < page_size:
             return
         offset += len(page)
+
+
+def record_id(record: dict) -> str:
+    """The id of an image record: ``_id`` (v1, and v2 records once normalised) or ``isic_id`` (v2 as sent)."""
+    return str(record.get("_id") or record.get("isic_id"))
 
 
 def checked_record(item: Any, key: str) -> str:
