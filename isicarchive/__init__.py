@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
+    ArchiveResponseError,
     ArchiveUnavailableError,
     AuthenticationError,
     CacheError,
+    ImageTaskError,
     IsicError,
     KeyringUnavailableError,
+    LayoutError,
     NotFoundError,
     QueryError,
     UnsupportedError,
@@ -51,14 +54,17 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Annotation",
+    "ArchiveResponseError",
     "ArchiveUnavailableError",
     "AuthenticationError",
     "CacheError",
     "Dataset",
     "Image",
+    "ImageTaskError",
     "IsicApi",
     "IsicError",
     "KeyringUnavailableError",
+    "LayoutError",
     "Lesion",
     "NotFoundError",
     "QueryError",

@@ -26,6 +26,7 @@ from .backends.v2 import V2Backend
 from .cache import Cache
 from .downloads import DEFAULT_WORKERS, DownloadResult
 from .errors import (
+    ArchiveResponseError,
     AuthenticationError,
     IsicError,
     KeyringUnavailableError,
@@ -39,7 +40,7 @@ from .oauth import OAuthToken
 from .progress import progress as _progress
 from .selection import ImageIndex, Selection, normalise_criteria
 from .store import Store
-from .transport import ArchiveResponseError, RetryPolicy, Transport, record_id
+from .transport import RetryPolicy, Transport, record_id
 
 __all__ = ["DEFAULTS", "OFFICIAL_HOSTS", "IsicApi"]
 
@@ -832,7 +833,7 @@ class IsicApi:
             The result's columns and dtypes for ``compute=False``; by default
             found by running ``func`` on the first image.
         strict : bool
-            Raise :class:`~isicarchive.scaleout.ImageTaskError` at the first
+            Raise :class:`~isicarchive.errors.ImageTaskError` at the first
             image ``func`` fails for; otherwise that image's row carries the
             error (``"Type: message"``) in its ``error`` column.
         compute : bool

@@ -204,7 +204,7 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
             attempt -= 1  # not a failed transfer
             continue
         except IsicError as exc:
-            if getattr(exc, "status", None) != 416 or not have:
+            if exc.status != 416 or not have:
                 raise
             # nothing lies beyond the part file: it may be whole (a run killed just before the
             # rename), or longer than the file; the file's own size tells which

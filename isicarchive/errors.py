@@ -3,13 +3,57 @@
 Every error a user can meet derives from :class:`IsicError`, so that
 ``except isicarchive.IsicError`` catches all of them.  Messages say what was
 asked, what came back, and what to do; they never contain a secret.
+
+The tree::
+
+    IsicError
+    ├── AuthenticationError          401/403, refused or missing credentials
+    │   └── KeyringUnavailableError  no system keyring to store a secret in
+    ├── NotFoundError                404, an unknown id (also a KeyError)
+    ├── QueryError                   400, a malformed criterion (also a ValueError)
+    ├── ArchiveUnavailableError      transient faults that outlasted the retries
+    ├── ArchiveResponseError         any other error answer, or an answer that breaks the protocol
+    ├── CacheError                   the cache folder cannot be used, or a lock was not granted in time
+    ├── LayoutError                  a folder or zip that is no known archive layout
+    ├── ImageTaskError               a function mapped over images failed (``strict=True``)
+    └── UnsupportedError             not offered by this API version or backend
+                                     (also a NotImplementedError)
+
+Errors raised for an HTTP answer carry its :attr:`~IsicError.status` and the
+:attr:`~IsicError.url` it came from (without query string or credentials), so
+callers branch on ``exc.status == 416`` rather than on message text.  Other
+errors have ``status`` and ``url`` set to ``None``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class IsicError(Exception):
-    """Base class of every error raised by :mod:`isicarchive`."""
+    """Base class of every error raised by :mod:`isicarchive`.
+
+    Parameters
+    ----------
+    *args
+        The message (and any further arguments of the built-in base class).
+    status : int, optional
+        The HTTP status of the answer that caused the error, if one did.
+    url : str, optional
+        The address that answered (scheme, host and path only).
+    """
+
+    #: the HTTP status of the answer behind the error; ``None`` when no answer caused it
+    status: int | None = None
+    #: the address (no query string, no credentials) of that answer; ``None`` otherwise
+    url: str | None = None
+
+    def __init__(self, *args: Any, status: int | None = None, url: str | None = None) -> None:
+        super().__init__(*args)
+        if status is not None:
+            self.status = status
+        if url is not None:
+            self.url = url
 
 
 class AuthenticationError(IsicError):
@@ -35,12 +79,56 @@ class ArchiveUnavailableError(IsicError):
     """The archive could not answer, even after retrying transient faults."""
 
 
+class ArchiveResponseError(IsicError):
+    """An error answer from the archive that is not mapped to a narrower error,
+    or an answer that breaks the protocol (too large, a redirect loop, a page
+    that repeats itself, a record without an id).
+
+    Parameters
+    ----------
+    message : str
+        What was asked and what came back.
+    status : int, optional
+        The HTTP status, when an answer's status is the problem.
+    url : str, optional
+        The address that answered (scheme, host and path only).
+    """
+
+    def __init__(self, message: str, status: int | None = None, *, url: str | None = None) -> None:
+        super().__init__(message, status=status, url=url)
+
+
 class CacheError(IsicError):
-    """The cache folder cannot be used (not writable, disk full, wrong owner)."""
+    """The cache folder cannot be used (not writable, disk full, wrong owner), or
+    a lock on a cache file was not granted in time."""
 
 
 class KeyringUnavailableError(AuthenticationError):
     """No system keyring can store a password or token on this machine."""
+
+
+class LayoutError(IsicError):
+    """The folder or zip is not an archive layout this library knows, or its metadata is unusable."""
+
+
+class ImageTaskError(IsicError):
+    """``func`` raised for an image and ``strict=True`` was asked for.
+
+    Attributes
+    ----------
+    image_id : str
+        The image the function failed for.
+    error : str
+        The function's error, as ``"TypeName: message"``.
+    """
+
+    def __init__(self, image_id: str, error: str) -> None:
+        super().__init__(f"the function failed for image {image_id}: {error}")
+        self.image_id = image_id
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:  # it crosses process boundaries
+        return (ImageTaskError, (self.image_id, self.error))
 
 
 class UnsupportedError(IsicError, NotImplementedError):
@@ -48,11 +136,14 @@ class UnsupportedError(IsicError, NotImplementedError):
 
 
 __all__ = [
+    "ArchiveResponseError",
     "ArchiveUnavailableError",
     "AuthenticationError",
     "CacheError",
+    "ImageTaskError",
     "IsicError",
     "KeyringUnavailableError",
+    "LayoutError",
     "NotFoundError",
     "QueryError",
     "UnsupportedError",

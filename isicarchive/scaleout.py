@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import IsicError, QueryError
+from .errors import ImageTaskError, IsicError, QueryError
 from .oauth import OAuthToken
 from .progress import progress as _progress
 
@@ -99,18 +99,6 @@ def worker_settings() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-class ImageTaskError(IsicError):
-    """``func`` raised for an image and ``strict=True`` was asked for."""
-
-    def __init__(self, image_id: str, error: str) -> None:
-        super().__init__(f"the function failed for image {image_id}: {error}")
-        self.image_id = image_id
-        self.error = error
-
-    def __reduce__(self) -> tuple[Any, ...]:  # it crosses process boundaries
-        return (ImageTaskError, (self.image_id, self.error))
 
 
 @dataclass(frozen=True, repr=False)

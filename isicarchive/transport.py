@@ -33,7 +33,8 @@ from urllib3.util.retry import Retry
 
 from . import _json, deadlines
 from ._version import __version__
-from .errors import (
+from .errors import (  # ArchiveResponseError is imported from here by older code
+    ArchiveResponseError,
     ArchiveUnavailableError,
     AuthenticationError,
     IsicError,
@@ -137,14 +138,6 @@ class _SharedPause:
         remaining = self._until - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
-
-
-class ArchiveResponseError(IsicError):
-    """An error answer from the archive that is not mapped to a narrower error."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _NoCookies(requests.cookies.RequestsCookieJar):
@@ -419,7 +412,8 @@ class Transport:
                     time.sleep(self.policy.delay(attempt))
         raise ArchiveUnavailableError(
             f"{method} {_safe(url)} failed after retries: {_safe_error(last_error)}. "
-            "The archive may be down or rate-limiting; try again later or raise `retries`."
+            "The archive may be down or rate-limiting; try again later or raise `retries`.",
+            status=last_error.status if isinstance(last_error, IsicError) else None, url=_safe(url),
         )
 
     def _answer(self, response: requests.Response, watch: deadlines.Deadline, method: str, url: str, *,
@@ -441,7 +435,7 @@ class Transport:
             response.close()
             raise self._too_slow(method, url, watch.seconds)
         if status in RETRY_STATUSES:
-            raise _Retry(ArchiveResponseError(_describe(response), status))
+            raise _Retry(ArchiveResponseError(_describe(response), status, url=_safe(url)))
         if 300 <= status < 400 and carries_secret:
             target = _safe(response.headers.get("Location", "")) if response.headers.get("Location") else "elsewhere"
             raise ArchiveResponseError(f"{method} {_safe(url)} answered a redirect (HTTP {status}) to {target}; "
@@ -679,15 +673,17 @@ def _error_for(response: requests.Response, method: str, url: str) -> IsicError:
     message = _server_message(response).rstrip(".")
     where = f"{method} {_safe(url)}"
     text = f"{where} answered HTTP {status}" + (f": {message}" if message else "")
+    address = _safe(url)
     if status == 401:
-        return AuthenticationError(text + ". Log in (IsicApi(username)) or check your credentials.")
+        return AuthenticationError(text + ". Log in (IsicApi(username)) or check your credentials.",
+                                   status=status, url=address)
     if status == 403:
-        return AuthenticationError(text + ". Your account may not see this object.")
+        return AuthenticationError(text + ". Your account may not see this object.", status=status, url=address)
     if status == 404:
-        return NotFoundError(text)
+        return NotFoundError(text, status=status, url=address)
     if status == 400:
-        return QueryError(text)
-    return ArchiveResponseError(text, status)
+        return QueryError(text, status=status, url=address)
+    return ArchiveResponseError(text, status, url=address)
 
 
 def iter_pages(fetch: Callable[[int, int], list], page_size: int, start: int = 0) -> Iterator[dict]:

@@ -37,11 +37,11 @@ class V1Backend(Backend):
             raise ArchiveUnavailableError(
                 f"the legacy v1 API does not answer at {self.http.base_url} ({str(exc).split(' answered ', 1)[-1]}): "
                 "it was retired from the ISIC Archive. Use today's API: IsicApi(api_version=2) "
-                "(or `isicarchive --api v2 …`).") from None
+                "(or `isicarchive --api v2 …`).", status=exc.status, url=exc.url) from None
         except QueryError as exc:
             # Girder answers 400 "Invalid image id (…)" for ids that do not exist
             if what and "invalid" in str(exc).lower() and "id" in str(exc).lower():
-                raise NotFoundError(f"{what} not found: {exc}") from None
+                raise NotFoundError(f"{what} not found: {exc}", status=exc.status, url=exc.url) from None
             raise
 
     def _paged(self, endpoint: str, params: dict[str, Any] | None, page: int = LIST_PAGE) -> Iterator[dict]:
@@ -58,7 +58,7 @@ class V1Backend(Backend):
             response = self.http.request("GET", "user/authentication", auth=(username, password))
         except AuthenticationError as exc:
             raise AuthenticationError(f"login of {username!r} refused by the archive: "
-                                      f"{str(exc).split(': ', 1)[-1]}") from None
+                                      f"{str(exc).split(': ', 1)[-1]}", status=exc.status, url=exc.url) from None
         try:
             payload = _json.loads(response.content)
         except ValueError:

@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import AuthenticationError, IsicError, NotFoundError, QueryError
+from ..errors import ArchiveResponseError, AuthenticationError, IsicError, NotFoundError, QueryError
 from ..legacy import legacy_clinical
 from ..oauth import OAuthClient, OAuthToken, sign_in
 from ..search import parse as explain
-from ..transport import ArchiveResponseError, Transport, checked_record
+from ..transport import Transport, checked_record
 from .base import Backend, ProgressHook
 
 __all__ = ["V2Backend", "normalise"]
@@ -76,8 +76,9 @@ class V2Backend(Backend):
     def _get(self, endpoint: str, params: dict[str, Any] | None = None, what: str | None = None) -> Any:
         try:
             return self.http.get_json(endpoint, params=params, expect=dict)
-        except NotFoundError:
-            raise NotFoundError(f"{what or endpoint} not found (or you may not see it)") from None
+        except NotFoundError as exc:
+            raise NotFoundError(f"{what or endpoint} not found (or you may not see it)",
+                                status=exc.status, url=exc.url) from None
 
     def _cursor_pages(self, endpoint: str, params: dict[str, Any] | None = None,
                       limit: int | None = None, progress: ProgressHook | None = None) -> Iterator[dict]:

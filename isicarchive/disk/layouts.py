@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import IsicError
+from ..errors import LayoutError
 from ..legacy import V2_DIAGNOSIS_PATHS, V2_SITE_PATHS, V2_SPECIAL_SITES
 from ..search import BOOLEAN, FIELDS, NUMBER
 
@@ -62,10 +62,6 @@ CHALLENGE_CLASSES: dict[str, str | None] = {
     "AKIEC": "actinic keratosis", "BKL": "pigmented benign keratosis", "DF": "dermatofibroma",
     "VASC": "vascular lesion", "SCC": "squamous cell carcinoma", "UNK": None,
 }
-
-
-class LayoutError(IsicError):
-    """The folder or zip is not an archive layout this library knows, or its metadata is unusable."""
 
 
 class ArchiveFiles:
