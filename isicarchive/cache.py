@@ -59,6 +59,8 @@ __all__ = ["IMCACHE_ID", "SHARDS", "Cache", "CacheCorruptionWarning", "safe_name
 SHARDS = "0123456789abcdef"
 IMCACHE_ID = "0" * 24
 MARKER = ".isicarchive.json"
+#: the sidecar of an image file: its SHA-256 in ``sha256sum`` form (``<hex>  <file name>``)
+DIGEST_SUFFIX = ".sha256"
 _HEX_ID = re.compile(r"^[0-9a-f]{24}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -210,9 +212,28 @@ class Cache:
             if not folder.is_dir():
                 continue
             for candidate in sorted(folder.glob(f"image_{object_id}_*")):
-                if candidate.is_file() and not candidate.name.endswith((".tmp", ".lock", ".part")):
+                if candidate.is_file() and not candidate.name.endswith((".tmp", ".lock", ".part", DIGEST_SUFFIX)):
                     return candidate
         return None
+
+    # -------------------------------------------------------------- digests
+    def record_digest(self, path: Path, sha256: str) -> None:
+        """Keep an image file's SHA-256 beside it (``<file>.sha256``, written atomically).
+
+        Written before the file itself is moved into place, so that a file
+        present in the cache has its digest (a crash in between leaves a
+        sidecar without its file, which nothing reads).
+        """
+        self.write_bytes(path.with_name(path.name + DIGEST_SUFFIX), f"{sha256}  {path.name}\n".encode())
+
+    def recorded_digest(self, path: Path) -> str | None:
+        """The SHA-256 kept with an image file (None: none recorded, or a sidecar of another file)."""
+        try:
+            text = path.with_name(path.name + DIGEST_SUFFIX).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            return None
+        digest, _, name = text.strip().partition("  ")
+        return digest if name == path.name and re.fullmatch(r"[0-9a-f]{64}", digest) else None
 
     # ---------------------------------------------------------------- locks
     @contextlib.contextmanager

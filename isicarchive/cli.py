@@ -318,12 +318,23 @@ def cmd_cache(args: argparse.Namespace) -> int:
             elif path.suffix == ".npz":
                 ok = cache.read_npz(path, "idx") is not None
             elif path.suffix in (".png", ".jpg", ".jpeg", ".tif"):
-                ok = cache.read_image(path) is not None
+                ok = cache.read_image(path) is not None and _digest_holds(cache, path)
             if not ok:
                 bad.append(str(path))
     _print(args, {"checked": len(files), "corrupt_removed": bad},
            lambda: f"checked {len(files)} files; {len(bad)} corrupt (removed)" + "".join(f"\n  {b}" for b in bad))
     return EXIT_OK if not bad else EXIT_ERROR
+
+
+def _digest_holds(cache: Any, path: Path) -> bool:
+    """False (and the file removed) when a cached file's bytes differ from the SHA-256 kept with it."""
+    from .digests import sidecar_of, verify_cached_file
+
+    if verify_cached_file(cache, path) is False:
+        path.unlink(missing_ok=True)
+        sidecar_of(path).unlink(missing_ok=True)
+        return False
+    return True
 
 
 # -------------------------------------------------------------------- parser

@@ -21,6 +21,7 @@ files already complete, and reports downloaded / skipped / failed at the end.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import threading
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import filelock
 import requests
@@ -92,6 +94,10 @@ class Job:
     #: cross-process lock file (default: next to the part file)
     lock: Path | None = None
     renew: Callable[[], str] | None = None
+    #: called with (final path, SHA-256 hex digest) just before the file is moved into place
+    on_digest: Callable[[Path, str], None] | None = None
+    #: the SHA-256 of the file, set once it is complete (computed as the bytes stream in)
+    sha256: str | None = None
 
 
 @dataclass
@@ -102,6 +108,8 @@ class DownloadResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    #: SHA-256 (hex) of every file this run fetched, computed while its bytes streamed in
+    sha256: dict[str, str] = field(default_factory=dict)
     bytes: int = 0
     seconds: float = 0.0
 
@@ -227,12 +235,16 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
             content_type = response.headers.get("Content-Type", "")
             limit = _limit(job, response, have)
             written = 0
+            # the digest grows with the bytes as they arrive: no second read of the file (only a
+            # resumed transfer reads back the part it kept, once)
+            digest = _digest_of_part(job.part, have)
             try:
                 with open(job.part, "ab" if have else "wb") as fh:
                     for chunk in response.iter_content(CHUNK):
                         written += len(chunk)
                         if written > limit:
                             raise _TooLong()
+                        digest.update(chunk)
                         fh.write(chunk)
                         transferred += len(chunk)
                         if on_bytes:
@@ -271,7 +283,7 @@ def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] |
             job.part.unlink(missing_ok=True)
             raise ArchiveUnavailableError(f"download of {job.key}: {mismatch}")
         final = job.destination(content_type)
-        os.replace(job.part, final)
+        _place(job, final, digest.hexdigest())
         return final, transferred
     raise ArchiveUnavailableError(f"download of {job.key} failed after {attempts} attempts: {last_problem}")
 
@@ -336,8 +348,27 @@ def _finish_whole_part(transport: Transport, job: Job, have: int) -> Path | None
     if content_type is None:
         return None
     final = job.destination(content_type)
-    os.replace(job.part, final)
+    _place(job, final, _digest_of_part(job.part, have).hexdigest())
     return final
+
+
+def _digest_of_part(part: Path, have: int) -> Any:
+    """A SHA-256 that has seen the first ``have`` bytes of a part file kept from an earlier attempt."""
+    digest = hashlib.sha256()
+    if have:
+        with open(part, "rb") as fh:
+            while have > 0 and (block := fh.read(min(CHUNK, have))):
+                digest.update(block)
+                have -= len(block)
+    return digest
+
+
+def _place(job: Job, final: Path, sha256: str) -> None:
+    """Record the digest (its keeper writes it before the file appears), then move the file into place."""
+    job.sha256 = sha256
+    if job.on_digest is not None:
+        job.on_digest(final, sha256)
+    os.replace(job.part, final)
 
 
 def jobs_for(records: Iterable[dict], make: Callable[[dict], Job]) -> tuple[list[Job], dict[str, str]]:
@@ -430,6 +461,8 @@ class Downloader:
                     else:
                         (result.downloaded if fetched else result.skipped).append(job.key)
                         result.paths[job.key] = path
+                        if fetched and job.sha256 is not None:
+                            result.sha256[job.key] = job.sha256
                     finally:
                         self._release(job.part)
                     bar.update(1)

@@ -155,6 +155,7 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
             return job, None, str(exc), 0
         final = job.destination(sniffed_type(data[:16]) or "image/jpeg")
         job.part.write_bytes(data)
+        job.sha256 = hashlib.sha256(data).hexdigest()  # of the bytes in hand: no second read
         os.replace(job.part, final)
         return job, final, None, len(data)
 
@@ -164,6 +165,8 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
                 result.failed[job.key] = problem
             elif size:
                 result.downloaded.append(job.key)
+                if job.sha256 is not None:
+                    result.sha256[job.key] = job.sha256
             else:
                 result.skipped.append(job.key)
             if path is not None:

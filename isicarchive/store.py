@@ -98,7 +98,7 @@ class Store:
         cache = self.cache
         return Job(image_id, self.backend.image_file(record),
                    lambda ctype: cache.image_path(image_id, name, extension_for(ctype)), part, size,
-                   renew=self.backend.image_file_renewer(record))
+                   renew=self.backend.image_file_renewer(record), on_digest=cache.record_digest)
 
     def image_path(self, record: dict) -> Path | None:
         """The cached image file, fetched first when missing (None without cache).

@@ -140,7 +140,7 @@ def test_cache_info_verify_clean(server: LocalArchive, tmp_path: Path) -> None:
     info = json.loads(cli("--json", *cache, "cache", "info").stdout)
     assert info["kinds"]["image"]["files"] > 0 and info["kinds"]["spimg"]["files"] > 0
     assert json.loads(cli("--json", *cache, "cache", "verify").stdout)["corrupt_removed"] == []
-    victim = next(tmp_path.glob("?/image_*"))
+    victim = next(p for p in tmp_path.glob("?/image_*") if not p.name.endswith(".sha256"))
     victim.write_bytes(b"\xff\xd8broken")
     (tmp_path / "0" / ".leftover.tmp").write_bytes(b"x")
     verify = cli("--json", *cache, "cache", "verify")
