@@ -274,7 +274,7 @@ class IsicApi:
         if disk is not None:
             from .backends.disk import DiskBackend
 
-            # its index lives in the cache folder, or beside the archive when there is none
+            # its index lives in the cache folder, or in the user's when there is none (never in the archive)
             self._backend = DiskBackend(self._http, disk, self._cache.root if self._cache else None)
         self._store = Store(self._backend, self._http, self._cache, workers=workers, progress=progress)
         self.images: dict[str, str] = {}

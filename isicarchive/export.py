@@ -10,7 +10,7 @@ import os
 import time
 import unicodedata
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .cache import safe_name
@@ -138,6 +138,11 @@ def _write_attribution_and_licenses(store: Store, rows: list[dict[str, Any]], fo
                                                                         encoding="utf-8")
 
 
+#: the image type a file name in an archive on disk claims, by its extension
+_CLAIMED_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".tif": "image/tiff",
+                  ".tiff": "image/tiff"}
+
+
 def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[str, dict]) -> DownloadResult:
     """The download result of copying each job's image out of an archive on disk (atomically)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -153,7 +158,13 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
             data = store.backend.read_image(records[job.key])
         except IsicError as exc:
             return job, None, str(exc), 0
-        final = job.destination(sniffed_type(data[:16]) or "image/jpeg")
+        kind = sniffed_type(data[:16])
+        claimed = _CLAIMED_TYPES.get(PurePosixPath(job.endpoint).suffix.lower())
+        if kind is None or (claimed is not None and kind != claimed):
+            # an archive someone else made may hold anything under an image's name
+            return job, None, (f"{job.endpoint[:80]} in the archive is not the {claimed or 'image'} its name says "
+                               "(its first bytes are those of no such image): not exported"), 0
+        final = job.destination(kind)
         job.part.write_bytes(data)
         job.sha256 = hashlib.sha256(data).hexdigest()  # of the bytes in hand: no second read
         os.replace(job.part, final)

@@ -46,6 +46,7 @@ def memory_keyring(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     previous = keyring.get_keyring()
     keyring.set_keyring(ring)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("ISICARCHIVE_INDEX_FOLDER", str(tmp_path / "disk-indexes"))  # not the user's cache
     yield ring
     keyring.set_keyring(previous)
 

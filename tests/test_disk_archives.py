@@ -128,7 +128,8 @@ def test_the_index_is_built_once_and_rebuilt_when_the_metadata_changes(
     folder = tmp_path / "copy"
     shutil.copytree(exported, folder)
     offline(folder)
-    assert (folder / disk_index.INDEX_NAME).exists()  # beside a writable folder, without a cache folder
+    assert not (folder / disk_index.INDEX_NAME).exists()  # never inside the archive
+    assert len(list(disk_index.user_index_folder().glob("*.parquet"))) == 1  # the user's cache instead
     offline(folder, cache_folder=tmp_path / "cache")
     assert (tmp_path / "cache" / "diskindex.parquet").exists()
 

@@ -14,9 +14,11 @@ records are made from rows only when asked for.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -32,6 +34,7 @@ from .layouts import (
     Layout,
     LayoutError,
     detect,
+    header_summary,
     image_files,
     records,
 )
@@ -40,9 +43,10 @@ __all__ = ["INDEX_NAME", "FORMAT", "ArchiveIndex", "open_index"]
 
 log = logging.getLogger("isicarchive.disk")
 
+#: the name earlier versions gave the index beside the archive; such a file is never read (it may be planted)
 INDEX_NAME = ".isicarchive-index.parquet"
 #: bumped when the index's columns change meaning: an older index is rebuilt
-FORMAT = "1"
+FORMAT = "2"
 _FIXED = ("isic_id", "file", "attribution", "copyright_license", "public")
 
 
@@ -154,7 +158,7 @@ def _build_official(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]
     raw = raw.removeprefix(b"\xef\xbb\xbf")
     header = next(csv.reader([raw.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")]), [])
     if "isic_id" not in header:
-        raise LayoutError(f"{name} in {files.root} lacks the column(s) ['isic_id'] (it has {header[:12]})")
+        raise LayoutError(f"{name} in {files.root} lacks the column(s) ['isic_id'] ({header_summary(header)})")
     try:
         table = pacsv.read_csv(pa.py_buffer(raw), convert_options=pacsv.ConvertOptions(
             column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True))
@@ -255,7 +259,7 @@ def _write(path: Path, table: Any, layout: str, fingerprint: str, problems: list
     table = table.replace_schema_metadata({
         "isicarchive.format": FORMAT, "isicarchive.layout": layout, "isicarchive.fingerprint": fingerprint,
         "isicarchive.problems": json.dumps(problems)})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".index-", suffix=".part")
     os.close(handle)
     try:
@@ -266,14 +270,28 @@ def _write(path: Path, table: Any, layout: str, fingerprint: str, problems: list
         raise
 
 
-def index_location(root: Path, cache_root: Path | None) -> Path | None:
-    """Where the index lives: the session's cache folder, else beside the archive where writable."""
+def user_index_folder() -> Path:
+    """Where indexes live without a cache folder: the user's own cache folder
+    (``ISICARCHIVE_INDEX_FOLDER`` overrides it).  Never inside the archive: whoever made the archive
+    could plant an index there, and the index says which file is which image."""
+    override = os.environ.get("ISICARCHIVE_INDEX_FOLDER")
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "isicarchive" / "disk-indexes"
+
+
+def index_location(root: Path, cache_root: Path | None) -> Path:
+    """Where the index lives: the session's cache folder, else the user's (one file per archive path)."""
     if cache_root is not None:
         return cache_root / "diskindex.parquet"
-    beside = root if root.is_dir() else root.parent
-    if os.access(beside, os.W_OK):
-        return beside / (INDEX_NAME if root.is_dir() else f".{root.name}{INDEX_NAME}")
-    return None
+    key = hashlib.sha256(str(root).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return user_index_folder() / f"{key}.parquet"
 
 
 def open_index(files: ArchiveFiles, cache_root: Path | None) -> ArchiveIndex:
@@ -284,17 +302,16 @@ def open_index(files: ArchiveFiles, cache_root: Path | None) -> ArchiveIndex:
     except OSError as exc:
         raise LayoutError(f"cannot read the metadata of {files.root}: {exc.strerror or exc}") from None
     location = index_location(files.root, cache_root)
-    if location is not None and location.exists():
+    if location.exists():
         index = _read(location, fingerprint)
         if index is not None:
             return index
     table, problems = (_build_official if layout.name == "official" else _build)(files, layout)
     for problem in problems:
         log.warning("%s: %s", files.root, problem)
-    if location is not None:
-        try:
-            _write(location, table, layout.name, fingerprint, problems)
-        except OSError as exc:
-            log.warning("the index of %s could not be kept at %s (%s): built again next time", files.root,
-                        location, exc.strerror or exc)
+    try:
+        _write(location, table, layout.name, fingerprint, problems)
+    except OSError as exc:
+        log.warning("the index of %s could not be kept at %s (%s): built again next time", files.root,
+                    location, exc.strerror or exc)
     return ArchiveIndex(table, layout.name, problems)

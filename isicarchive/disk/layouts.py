@@ -35,23 +35,25 @@ Challenge columns become today's v2 metadata names (the table
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .. import limits
 from ..errors import LayoutError
 from ..legacy import V2_DIAGNOSIS_PATHS, V2_SITE_PATHS, V2_SPECIAL_SITES
 from ..search import BOOLEAN, FIELDS, NUMBER
 
 __all__ = ["CHALLENGE_CLASSES", "LAYOUTS", "ArchiveFiles", "Layout", "LayoutError", "canonical_id", "detect",
-           "image_files", "open_files", "records", "ACQUISITION", "FLOAT_FIELDS", "INTEGER_FIELDS"]
+           "header_summary", "image_files", "open_files", "records", "ACQUISITION", "FLOAT_FIELDS", "INTEGER_FIELDS"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _ISIC_ID = re.compile(r"^(ISIC_\d{7})(?:_downsampled)?$")
@@ -81,6 +83,11 @@ class ArchiveFiles:
             except (zipfile.BadZipFile, OSError) as exc:
                 raise LayoutError(f"{root} is neither a folder nor a readable zip ({exc})") from None
             names: list[str] = []
+            declared = sum(info.file_size for info in self._zip.infolist())
+            if declared > limits.current().zip_total_bytes:
+                raise LayoutError(f"{root} would inflate to {declared} bytes, more than the "
+                                  f"{limits.current().zip_total_bytes} a zip may (isicarchive.limits.configure("
+                                  "zip_total_bytes=…) raises the limit): refused as a zip bomb")
             for info in self._zip.infolist():
                 if info.is_dir():
                     continue
@@ -97,10 +104,48 @@ class ArchiveFiles:
     def names(self) -> list[str]:
         """Every file inside (``/``-separated paths; hidden files left out)."""
         if self._names is None:
-            self._names = [str(PurePosixPath(*Path(dirpath, name).relative_to(self.root).parts))
-                           for dirpath, _, names in os.walk(self.root) for name in names
-                           if not name.startswith(".")]
+            self._names = self._walk()
         return self._names
+
+    def _walk(self) -> list[str]:
+        """The folder's files; a link is listed only when it stays inside the folder, and folders
+        reached through links are not entered (they may lead out, or in circles)."""
+        found: list[str] = []
+        pending = [self.root]
+        while pending:
+            folder = pending.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                inside = str(PurePosixPath(*Path(entry.path).relative_to(self.root).parts))
+                if entry.is_symlink():
+                    if not self._inside(Path(entry.path)):
+                        self.problems.append(f"{inside} is a link out of the archive: ignored")
+                    elif entry.is_file():
+                        found.append(inside)
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(inside)
+        return found
+
+    def _inside(self, path: Path) -> bool:
+        """Whether a path, links resolved, is in the archive's folder."""
+        return Path(os.path.realpath(path)).is_relative_to(self.root)
+
+    def _confined(self, name: str) -> Path:
+        """The file a name inside a folder archive stands for; :class:`LayoutError` for a name or a
+        link that leads out of it (the name may come from an index or a record)."""
+        if not isinstance(name, str) or not name or "\0" in name or not _safe_member(name):
+            raise LayoutError(f"{str(name)[:80]!r} is not a path inside the archive {self.root}")
+        path = self.root / name
+        if not self._inside(path):
+            raise LayoutError(f"{name[:80]} in {self.root} is a link out of the archive: not read")
+        return path
 
     def find(self, basename: str) -> str | None:
         """The shallowest file of that name (a folder is searched at its top and one level down first)."""
@@ -112,19 +157,37 @@ class ArchiveFiles:
         return next((n for n in sorted(self.names, key=len) if PurePosixPath(n).name == basename), None)
 
     def read(self, name: str) -> bytes:
+        """A file's bytes: confined to the archive, at most ``limits.archive_file_bytes`` of them."""
         if self._zip is not None:
+            if not isinstance(name, str) or not _safe_member(name):
+                raise LayoutError(f"{str(name)[:80]!r} is not a path inside the archive {self.root}")
             return self._read_member(name)
-        return (self.root / name).read_bytes()
+        largest = limits.current().archive_file_bytes
+        with open(self._confined(name), "rb") as fh:
+            data = fh.read(largest + 1)
+        if len(data) > largest:
+            raise _too_large(name, self.root, largest)
+        return data
 
     def _read_member(self, name: str) -> bytes:
         """A zip member's bytes: one positioned read of its data (and one inflate, checked against the
         member's CRC, when compressed) — zipfile's stream reader costs several times a plain file read."""
         assert self._zip is not None
         info = self._zip.getinfo(name)
+        bounds = limits.current()
+        if info.file_size > bounds.archive_file_bytes:
+            raise _too_large(name, self.root, bounds.archive_file_bytes)
+        if info.file_size > 1 << 20 and info.file_size > bounds.zip_ratio * max(info.compress_size, 1):
+            raise LayoutError(f"{name} in {self.root} would inflate {info.compress_size} bytes to {info.file_size}, "
+                              f"more than {bounds.zip_ratio} times (isicarchive.limits.configure(zip_ratio=…) "
+                              "raises the limit): refused as a zip bomb")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1 or \
                 not hasattr(os, "pread"):
             with self._zip.open(name) as member:  # other methods, encrypted members: zipfile's way
-                return member.read()
+                data = member.read(info.file_size + 1)  # never more than the member says it holds
+            if len(data) != info.file_size:
+                raise LayoutError(f"{name} in {self.root}: the member is damaged (its size differs)")
+            return data
         if self._fd is None:
             with self._fd_lock:
                 if self._fd is None:
@@ -141,7 +204,12 @@ class ArchiveFiles:
             if len(raw) != info.file_size:
                 raise LayoutError(f"{name} in {self.root}: the member is cut short")
             return raw
-        data = zlib.decompress(raw, -15)
+        inflater = zlib.decompressobj(-15)
+        try:
+            # inflated no further than the size the member announces: a lying header cannot make it more
+            data = inflater.decompress(raw, info.file_size + 1)
+        except zlib.error:
+            raise LayoutError(f"{name} in {self.root}: the member is damaged (it does not inflate)") from None
         if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
             raise LayoutError(f"{name} in {self.root}: the member is damaged (size or CRC differ)")
         return data
@@ -156,19 +224,25 @@ class ArchiveFiles:
 
     def path_of(self, name: str) -> Path | None:
         """The file itself for a folder (None inside a zip)."""
-        return None if self._zip is not None else self.root / name
+        return None if self._zip is not None else self._confined(name)
 
     def fingerprint(self, metadata: list[str]) -> str:
-        """What changes when the archive's metadata does: the metadata files' sizes and times
-        (the zip's own for a zip)."""
+        """What changes when the archive's metadata does, from their contents (sizes and times can be
+        set to anything): a SHA-256 of the metadata files, or of a zip's directory (every member's
+        name, size and CRC)."""
+        digest = hashlib.sha256()
         if self._zip is not None:
-            stat = self.root.stat()
-            return f"zip:{stat.st_size}:{stat.st_mtime_ns}"
-        parts = []
+            digest.update(str(self.root.stat().st_size).encode())
+            for info in self._zip.infolist():
+                digest.update(f"\0{info.filename}\0{info.CRC}:{info.file_size}:{info.compress_size}:"
+                              f"{info.header_offset}".encode("utf-8", "surrogatepass"))
+            return "zip-sha256:" + digest.hexdigest()
         for name in metadata:
-            stat = (self.root / name).stat()
-            parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
-        return "|".join(parts)
+            digest.update(f"\0{name}\0".encode("utf-8", "surrogatepass"))
+            with open(self._confined(name), "rb") as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+        return "sha256:" + digest.hexdigest()
 
     def close(self) -> None:
         if self._zip is not None:
@@ -176,6 +250,11 @@ class ArchiveFiles:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _too_large(name: str, root: Path, largest: int) -> LayoutError:
+    return LayoutError(f"{name} in {root} is larger than the {largest} bytes a file of an archive may be "
+                       "(isicarchive.limits.configure(archive_file_bytes=…) raises the limit): not read")
 
 
 def _safe_member(name: str) -> bool:
@@ -245,11 +324,19 @@ def _rows(files: ArchiveFiles, name: str, required: tuple[str, ...]) -> list[dic
     columns = reader.fieldnames or []
     missing = [c for c in required if c not in columns]
     if missing:
-        raise LayoutError(f"{name} in {files.root} lacks the column(s) {missing} (it has {columns[:12]})")
+        raise LayoutError(f"{name} in {files.root} lacks the column(s) {missing} ({header_summary(columns)})")
     try:
         return list(reader)
     except csv.Error as exc:
         raise LayoutError(f"{name} in {files.root} is not a readable CSV: {exc}") from None
+
+
+def header_summary(columns: Sequence[str]) -> str:
+    """What a header row holds, without quoting it: a file that is not the metadata (a link to a
+    password file, a secret) must not have its first line shown in an error message."""
+    known = [c for c in columns if c in FIELDS or c in ("image", "image_name", "attribution", "copyright_license")]
+    return f"its first line has {len(columns)} column(s)" + (f", among them {list(known[:12])}" if known else
+                                                            ", none of them a metadata field")
 
 
 #: number fields that are not search fields, and the number fields that keep their fractions
