@@ -154,6 +154,12 @@ def _remember_names(names: dict, records: Iterable[dict]) -> None:  # ids: strin
             names[rec["name"]] = rec.get("_id") or rec.get("id")
 
 
+def _is_full_record(item: Any) -> bool:
+    """An image record with its metadata (not a bare id or a summary): it makes an Image as it is."""
+    return isinstance(item, dict) and bool(item.get("_id") or item.get("isic_id")) and (
+        "meta" in item or "metadata" in item)
+
+
 M = TypeVar("M", Study, Dataset)
 
 
@@ -485,6 +491,13 @@ class IsicApi:
     def __enter__(self) -> IsicApi:
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled into another process (a spawned data-loader worker), the session travels as its
+        archive, cache folder, policy and credential and opens its own connections there."""
+        from .scaleout import SessionSpec
+
+        return (SessionSpec.session, (SessionSpec.of(self),))
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 
@@ -537,6 +550,8 @@ class IsicApi:
         key = self._key(object_id, "image")
         if key in self._image_objects:
             return self._image_objects[key]
+        if _is_full_record(object_id):  # a record in hand costs no request
+            return self._image_object(object_id)  # type: ignore[arg-type]
         image_id = key if self._backend.is_id(key) else self.images.get(key)
         record = self.image_cache.get(image_id) if image_id else None
         if record is None:
@@ -564,8 +579,8 @@ class IsicApi:
             raise QueryError(f"a lesion id is a string such as 'IL_0000123', not {lesion_id!r}")
         return Lesion(self._backend.lesion(lesion_id), self)
 
-    def images_for(self, keys: Iterable[str]) -> list[Image]:
-        """:class:`Image` objects for many ids or names at once, in the order given.
+    def images_for(self, keys: Iterable[str | dict]) -> list[Image]:
+        """:class:`Image` objects for many ids, names or records at once, in the order given.
 
         Records already known (this session's objects, the image cache) are
         used as they are; the rest are fetched in bulk (v2: searches of 100
@@ -577,8 +592,10 @@ class IsicApi:
         NotFoundError
             Some keys name no image this session may see (all of them are listed).
         """
-        wanted = [self._key(k, "image") for k in keys]
-        records = self._image_records(wanted)
+        items: list[Any] = list(keys)
+        wanted = [self._key(k, "image") for k in items]
+        in_hand: dict[str, dict] = {key: item for key, item in zip(wanted, items, strict=True) if _is_full_record(item)}
+        records = {**self._image_records([k for k in wanted if k not in in_hand]), **in_hand}
         return [self._image_objects.get(k) or self._image_object(records[k]) for k in wanted]
 
     def _image_records(self, keys: list[str]) -> dict[str, dict]:
@@ -784,6 +801,7 @@ class IsicApi:
             _check_legacy_terms(parsed, index)
         within = self.image_selection.keys() if sub_select else None
         self.image_selection = index.select(parsed, within=within)
+        self.image_selection.session = self
         return self.image_selection
 
     # ------------------------------------------------------------ downloads
@@ -933,5 +951,5 @@ class IsicApi:
                       ) -> Selection:
         """Server-side search (v2 query language); the result becomes :attr:`image_selection`."""
         records = self._backend.search_images(query, collections=collections, limit=limit)
-        self.image_selection = Selection({record_id(r): r for r in records})
+        self.image_selection = Selection({record_id(r): r for r in records}, session=self)
         return self.image_selection

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import socket
 import threading
 import time
@@ -114,6 +115,18 @@ class _Watchdog:
 
 _watchdog = _Watchdog()
 _current = threading.local()
+
+
+def _fresh_watchdog_after_fork() -> None:
+    """A forked child has no watchdog thread, and its condition may have been held by the parent's
+    at the fork: the child starts a watchdog of its own with the first deadline it arms."""
+    global _watchdog, _current
+    _watchdog = _Watchdog()
+    _current = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_watchdog_after_fork)
 
 
 def start(seconds: float) -> Deadline:

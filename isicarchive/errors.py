@@ -11,6 +11,7 @@ The tree::
     │   └── KeyringUnavailableError  no system keyring to store a secret in
     ├── NotFoundError                404, an unknown id (also a KeyError)
     ├── QueryError                   400, a malformed criterion (also a ValueError)
+    │   └── MissingTargetError       images without the field a training set's classes come from
     ├── ArchiveUnavailableError      transient faults that outlasted the retries
     ├── ArchiveResponseError         any other error answer, or an answer that breaks the protocol
     ├── CacheError                   the cache folder cannot be used, or a lock was not granted in time
@@ -73,6 +74,31 @@ class NotFoundError(IsicError, KeyError):
 
 class QueryError(IsicError, ValueError):
     """A selection criterion or a search query is malformed or was refused."""
+
+
+class MissingTargetError(QueryError):
+    """Images without a value of the field a training set takes its classes from.
+
+    Attributes
+    ----------
+    count, total : int
+        How many images lack the value, of how many.
+    ids : list of str
+        Their ids.
+    """
+
+    def __init__(self, message: str, *, count: int = 0, total: int = 0, ids: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.count = count
+        self.total = total
+        self.ids = list(ids or [])
+
+    def __reduce__(self) -> tuple[Any, ...]:  # it crosses into data-loader worker processes and back
+        return (_missing_target, (str(self), self.count, self.total, self.ids))
+
+
+def _missing_target(message: str, count: int, total: int, ids: list[str]) -> MissingTargetError:
+    return MissingTargetError(message, count=count, total=total, ids=ids)
 
 
 class ArchiveUnavailableError(IsicError):
@@ -144,6 +170,7 @@ __all__ = [
     "IsicError",
     "KeyringUnavailableError",
     "LayoutError",
+    "MissingTargetError",
     "NotFoundError",
     "QueryError",
     "UnsupportedError",

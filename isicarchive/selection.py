@@ -54,7 +54,7 @@ import numpy as np
 
 from .errors import QueryError
 
-__all__ = ["OPERATORS", "UNARY", "ImageIndex", "Selection", "evaluate", "get_path", "normalise_criteria"]
+__all__ = ["OPERATORS", "UNARY", "ImageIndex", "Selection", "Splits", "evaluate", "get_path", "normalise_criteria"]
 
 BINARY = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "ni", "not ni", "match", "~", "not match", "!~",
           "is", "not is")
@@ -551,6 +551,18 @@ class ImageIndex:
         return Selection.of_rows(self, np.flatnonzero(self.mask(parsed, within)))
 
 
+class Splits(dict):
+    """The parts of :meth:`Selection.split`: a dict name → :class:`Selection`, that also exports them."""
+
+    def export(self, folder: Any, *, layout: str = "official", target: str = "diagnosis_1",
+               **options: Any) -> Any:
+        """Write every part as a split of one training set (``train/``, ``validation/``, ``test/`` …), in
+        the layout :meth:`Selection.export` names."""
+        from .exports import export
+
+        return export(dict(self), folder, layout=layout, target=target, **options)
+
+
 class _Items(ItemsView):
     """Items of a selection, read straight from the index rows (no look-up per key)."""
 
@@ -575,7 +587,10 @@ class Selection(MutableMapping):
     dict of its own the first time it is changed.
     """
 
-    def __init__(self, items: Any = ()) -> None:
+    def __init__(self, items: Any = (), *, session: Any = None) -> None:
+        #: the IsicApi the records came from (set by select_images, search_images and split): what
+        #: training sets and exports read the images with
+        self.session = session
         self._data: dict[str, dict] | None = dict(items)
         # a view: the index's (append-only) id and record lists and its row numbers
         self._ids: list[str] = []
@@ -671,18 +686,19 @@ class Selection(MutableMapping):
         """
         from .grouping import group_ids
 
-        return {value: Selection((key, self[key]) for key in keys)
+        return {value: Selection(((key, self[key]) for key in keys), session=self.session)
                 for value, keys in group_ids(dict(self.items()), field).items()}
 
     def split(self, fractions: Mapping[str, float], *, by: str = "patient_id", stratify: str | None = None,
-              seed: int = 0) -> dict[str, Selection]:
+              seed: int = 0) -> Splits:
         """A leakage-free split: ``{'train': 0.7, 'validation': 0.15, 'test': 0.15}`` → selections.
 
         No value of ``by`` (a patient, a lesion) is in two parts; the classes
         of ``stratify`` (e.g. ``'diagnosis_1'``) are spread over the parts as
         evenly as the groups allow; the same seed gives the same split.
         Images without a value of ``by`` are groups of their own, one per
-        image.
+        image.  The parts come as a :class:`Splits` (a dict name → selection)
+        that also exports them as a training set's splits.
 
         Raises
         ------
@@ -692,7 +708,27 @@ class Selection(MutableMapping):
         from .grouping import split_ids
 
         parts = split_ids(dict(self.items()), fractions, by=by, stratify=stratify, seed=seed)
-        return {name: Selection((key, self[key]) for key in keys) for name, keys in parts.items()}
+        return Splits({name: Selection(((key, self[key]) for key in keys), session=self.session)
+                       for name, keys in parts.items()})
+
+    def export(self, folder: Any, *, layout: str = "official", target: str = "diagnosis_1",
+               **options: Any) -> Any:
+        """Write the selection's images and metadata for other loaders (see :mod:`isicarchive.exports`).
+
+        ``layout``: ``"official"`` (the official CLI's folder), ``"imagefolder"``
+        (a folder per class of ``target``, for torchvision's ``ImageFolder`` and
+        Hugging Face's ``imagefolder``) or ``"webdataset"`` (tar shards).
+        """
+        from .exports import export
+
+        return export({"": self}, folder, layout=layout, target=target, **options)
+
+    def to_hf_dataset(self, *, target: str | None = "diagnosis_1", path: Any = None, **options: Any) -> Any:
+        """A Hugging Face ``datasets.Dataset``: an Image column, every metadata column, licence and
+        attribution; with ``path`` also saved there with a dataset card (see :mod:`isicarchive.exports`)."""
+        from .exports import to_hf_dataset
+
+        return to_hf_dataset(self, target=target, path=path, **options)
 
     def to_dataframe(self, fields: Sequence[str] | None = None) -> Any:
         """A pandas DataFrame (index = id) of the chosen dotted fields (``pandas`` extra).

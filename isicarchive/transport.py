@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,19 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
+#: every transport of this process, so that a forked child can give each its own connections at once
+_LIVE: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def _reopen_after_fork() -> None:
+    for transport in list(_LIVE):
+        transport._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reopen_after_fork)
+
+
 class Transport:
     """The HTTP layer of one :class:`~isicarchive.IsicApi` session.
 
@@ -235,17 +249,16 @@ class Transport:
         self._origin = _origin(self.base_url)
         self.request_count = 0
         self._count_lock = threading.Lock()
-        session = _ScopedSession()
-        session.auth_header = auth_header
-        session.headers["User-Agent"] = f"isicarchive/{__version__} (python-requests)"
-        # The environment is read here, once: with trust_env requests reads proxies, CA bundles and ~/.netrc
-        # for every request (half a millisecond each, a tenth of a page's cost in a metadata sync), and a
-        # ~/.netrc entry for the archive's host would replace the bearer token with Basic credentials.
-        session.trust_env = False
         self._verify = verify if verify is not None else (
             os.environ.get("ISICARCHIVE_CA_BUNDLE") or os.environ.get("REQUESTS_CA_BUNDLE")
             or os.environ.get("CURL_CA_BUNDLE") or None)
         self._proxies: dict[tuple[str, str, int | None], dict[str, str]] = {}
+        self._pool_size = pool_size
+        self._open()
+        _LIVE.add(self)
+
+    def _open(self) -> None:
+        """A new requests Session and connection pool for this process (none of another's sockets)."""
         retry = _CappedRetry(
             total=self.policy.retries,
             connect=self.policy.retries,
@@ -261,10 +274,47 @@ class Transport:
         )
         retry.retry_after_cap = self.policy.backoff_max
         retry.pause = self.pause
-        adapter = deadlines.WatchedAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
+        adapter = deadlines.WatchedAdapter(max_retries=retry, pool_connections=4, pool_maxsize=self._pool_size)
+        session = _ScopedSession()
+        session.auth_header = self._auth_header
+        session.headers["User-Agent"] = f"isicarchive/{__version__} (python-requests)"
+        # The environment is read here, once: with trust_env requests reads proxies, CA bundles and ~/.netrc
+        # for every request (half a millisecond each, a tenth of a page's cost in a metadata sync), and a
+        # ~/.netrc entry for the archive's host would replace the bearer token with Basic credentials.
+        session.trust_env = False
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        self.session = session
+        self._session = session
+        self._pid = os.getpid()
+
+    @property
+    def session(self) -> requests.Session:
+        """This process's requests Session: a process forked from the one that made it gets its own pool,
+        since two processes reading answers from one socket take each other's bytes."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._session
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks (another thread may have held them at the fork) and fresh
+        connections.  The inherited sockets are left to the parent, never closed or shut down here."""
+        self.pause = _SharedPause()
+        self._count_lock = threading.Lock()
+        self._open()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A transport pickled into another process (a spawned data-loader worker) opens its own
+        connections there; the token renewal, which belongs to the session's backend, stays behind."""
+        state = self.__dict__.copy()
+        for name in ("_session", "_count_lock", "pause", "token_renewer", "_pid"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.token_renewer = None
+        self._after_fork()
+        _LIVE.add(self)
 
     # ----------------------------------------------------------------- auth
     def set_token(self, token: str | None, expires_at: float | None = None) -> None:
@@ -553,7 +603,8 @@ class Transport:
         return self.request("GET", endpoint, params=params, headers=headers, stream=True, deadline=deadline)
 
     def close(self) -> None:
-        self.session.close()
+        if self._pid == os.getpid():  # a forked child's inherited pool is the parent's to close
+            self._session.close()
 
     # -------------------------------------------------------------- logging
     def _log(self, method: str, url: str, params: Mapping[str, Any] | None, status: int | None,

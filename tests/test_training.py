@@ -1,0 +1,222 @@
+"""The framework-agnostic training core: labels, missing targets, shards, no request per sample, sessions
+in forked and spawned processes (no torch needed)."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import pickle
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import make_api
+from PIL import Image as PILImage
+
+from isicarchive import IsicApi
+from isicarchive.errors import MissingTargetError, QueryError
+from isicarchive.legacy import V2_DIAGNOSIS_PATHS
+from isicarchive.testing import ArchiveConfig, LocalArchive
+from isicarchive.training import Samples, SessionHandle, decode_pixels, epoch_order, shard_indices, target_value
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    with LocalArchive(seed=23, config=ArchiveConfig(images=24)) as archive:
+        yield archive
+
+
+def _diagnosed(api: IsicApi) -> Any:
+    return api.select_images([["meta.clinical.diagnosis", "not is None"]])
+
+
+def _decode_file(data: bytes) -> np.ndarray:
+    return np.asarray(PILImage.open(io.BytesIO(data)))
+
+
+# ------------------------------------------------------------------ labels
+@pytest.mark.parametrize("version", [1, 2])
+def test_classes_targets_and_weights_as_torchvision_has_them(server: LocalArchive, version: int) -> None:
+    api = make_api(server, api_version=version)
+    selection = _diagnosed(api)
+    samples = Samples(selection, target="diagnosis_1")
+    # the first node of each legacy term's path in today's hierarchy (v2 records carry it as written)
+    expected = [V2_DIAGNOSIS_PATHS[r["meta"]["clinical"]["diagnosis"]][0] for r in selection.values()]
+    assert samples.classes == sorted(set(expected))
+    assert samples.class_to_idx == {c: i for i, c in enumerate(samples.classes)}
+    assert [samples.classes[t] for t in samples.targets] == expected
+    counts = Counter(samples.targets)
+    weights = samples.class_weights()
+    # inverse frequency: n / (k * n_c), so that weights times counts are equal for every class
+    assert [weights[c] * counts[c] for c in range(len(samples.classes))] == pytest.approx(
+        [len(samples) / len(samples.classes)] * len(samples.classes))
+    assert samples.record(0) == selection[samples.ids[0]] and samples.record(0) is not selection[samples.ids[0]]
+
+
+def test_legacy_names_on_v2_and_todays_names_on_v1() -> None:
+    v1 = {"_id": "a", "meta": {"clinical": {"diagnosis": "basal cell carcinoma", "benign_malignant": "malignant"}}}
+    v2 = {"isic_id": "ISIC_1", "metadata": {"clinical": {"diagnosis_1": "Benign", "diagnosis_2":
+                                                          "Benign melanocytic proliferations", "diagnosis_3": "Nevus"}}}
+    assert target_value(v1, "diagnosis_1") == "Malignant"
+    assert target_value(v1, "diagnosis_3") == "Basal cell carcinoma"
+    assert target_value(v1, "diagnosis_4") is None
+    assert target_value(v1, "benign_malignant") == "malignant"
+    assert target_value(v2, "diagnosis") == "nevus"
+    assert target_value(v2, "benign_malignant") == "benign"
+    assert target_value(v2, "metadata.clinical.diagnosis_2") == "Benign melanocytic proliferations"
+
+
+def test_missing_target_says_how_many_unless_kept_or_dropped(server: LocalArchive) -> None:
+    api = make_api(server, api_version=2)
+    every = api.select_images([["isic_id", "not is None"]])
+    lacking = [k for k, r in every.items() if not (r.get("metadata") or {}).get("clinical", {}).get("diagnosis_3")]
+    assert 0 < len(lacking) < len(every)
+    with pytest.raises(MissingTargetError, match=f"{len(lacking)} of {len(every)} images have no diagnosis_3") as err:
+        Samples(every, target="diagnosis_3")
+    assert err.value.count == len(lacking) and sorted(err.value.ids) == sorted(lacking)
+    assert pickle.loads(pickle.dumps(err.value)).count == len(lacking)  # it comes back from worker processes
+    kept = Samples(every, target="diagnosis_3", missing="keep")
+    assert len(kept) == len(every) and [kept.ids[i] for i, t in enumerate(kept.targets) if t == -1] == lacking
+    assert sum(w * c for w, c in zip(kept.class_weights(), np.bincount([t for t in kept.targets if t >= 0]),
+                                     strict=True)) == pytest.approx(len(every) - len(lacking))
+    dropped = Samples(every, target="diagnosis_3", missing="drop")
+    assert len(dropped) == len(every) - len(lacking) and not set(dropped.ids) & set(lacking)
+    with pytest.raises(QueryError, match="not among the classes given"):
+        Samples(every, target="diagnosis_1", classes=["Benign"])
+    with pytest.raises(QueryError, match="missing must be one of"):
+        Samples(every, missing="ignore")
+
+
+# ------------------------------------------------------------------ shards
+@pytest.mark.parametrize("n, world_size, num_workers", [(25, 2, 2), (7, 3, 2), (1, 2, 2), (100, 1, 3)])
+def test_shards_cover_every_sample_once(n: int, world_size: int, num_workers: int) -> None:
+    for epoch in (0, 1):
+        dealt = [shard_indices(n, seed=3, epoch=epoch, rank=r, world_size=world_size, worker=w,
+                               num_workers=num_workers) for r in range(world_size) for w in range(num_workers)]
+        flat = [i for shard in dealt for i in shard]
+        assert sorted(flat) == list(range(n))  # no duplicate, no gap
+        # a rank whose loader takes its workers' samples in turn reads its share in the epoch's order
+        order = epoch_order(n, seed=3, epoch=epoch).tolist()
+        for r in range(world_size):
+            mine = dealt[r * num_workers:(r + 1) * num_workers]
+            interleaved = [shard[k] for k in range(max(map(len, mine))) for shard in mine if k < len(shard)]
+            assert interleaved == order[r::world_size]
+    assert shard_indices(50, seed=1, epoch=2) == shard_indices(50, seed=1, epoch=2)
+    assert shard_indices(50, seed=1, epoch=2) != shard_indices(50, seed=1, epoch=3)
+    assert shard_indices(5, shuffle=False) == [0, 1, 2, 3, 4]
+    with pytest.raises(QueryError, match="rank 2 is not one of the 2 ranks"):
+        shard_indices(5, rank=2, world_size=2)
+
+
+# --------------------------------------------------------- request counts
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_warm_cache_epoch_sends_no_request(fresh_archive: LocalArchive, tmp_path: Path, version: int) -> None:
+    api = make_api(fresh_archive, api_version=version, cache_folder=tmp_path)
+    samples = Samples(_diagnosed(api), target="benign_malignant")
+    cold = dict(samples.stream(range(len(samples))))  # the first epoch fills the cache
+    fresh_archive.clear_log()
+    sent = api.request_count
+    warm = dict(samples.stream(range(len(samples))))
+    warm.update((i, samples.pixels(i)) for i in range(3))
+    assert fresh_archive.log == [] and api.request_count == sent
+    assert all(np.array_equal(cold[i], warm[i]) for i in cold)
+    # the pixels are the cached file's, decoded
+    path = api._store.image_path(samples.records[0])
+    assert path is not None and np.array_equal(warm[0], _decode_file(path.read_bytes()))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_image_from_a_record_in_hand_costs_no_request(fresh_archive: LocalArchive, version: int) -> None:
+    records = list(_diagnosed(make_api(fresh_archive, api_version=version)).values())[:3]
+    api = make_api(fresh_archive, api_version=version)  # a new session: no image cache, no objects
+    fresh_archive.clear_log()
+    image = api.image(records[0])
+    images = api.images_for(records)
+    assert fresh_archive.log == []
+    assert image.id == images[0].id and image.meta and [i.as_json() for i in images] == records
+    other = make_api(fresh_archive, api_version=version)
+    ids = Samples([r["_id"] for r in records], api=other, target="benign_malignant").ids  # ids need a look-up
+    assert ids == [r["_id"] for r in records] and fresh_archive.log
+
+
+def test_a_list_of_ids_needs_a_session(server: LocalArchive) -> None:
+    with pytest.raises(QueryError, match="pass api="):
+        Samples(["ISIC_0000000"])
+
+
+def test_an_archive_on_disk(server: LocalArchive, tmp_path: Path) -> None:
+    api = make_api(server, api_version=2)
+    api.download_images(_diagnosed(api), tmp_path / "folder", strict=True)
+    disk = IsicApi(hostname=(tmp_path / "folder").as_uri(), progress=False)
+    samples = Samples(disk.select_images([["meta.clinical.diagnosis", "not is None"]]), target="diagnosis_1")
+    assert len(samples) == len(_diagnosed(api))
+    first = tmp_path / "folder" / f"{samples.ids[0]}.jpg"
+    assert np.array_equal(samples.pixels(0), _decode_file(first.read_bytes()))
+    assert disk.request_count == 0
+
+
+def test_decode_refuses_what_is_no_image() -> None:
+    from isicarchive.errors import IsicError
+
+    with pytest.raises(IsicError, match="does not decode"):
+        decode_pixels(b"<html>nope</html>")
+    grey = io.BytesIO()
+    PILImage.fromarray(np.full((4, 5), 7, np.uint8)).save(grey, format="PNG")
+    assert decode_pixels(grey.getvalue()).shape == (4, 5, 1)
+
+
+# ------------------------------------------------------- fork and spawn
+def _read_in_child(samples: Samples, indices: list[int], queue: Any) -> None:
+    try:
+        transport = samples.api._http
+        pools = len(transport.session.adapters["http://"].poolmanager.pools)  # type: ignore[attr-defined]
+        queue.put((pools, [samples.pixels(i).tobytes() for i in indices], samples.api.request_count))
+    except BaseException as exc:  # noqa: BLE001  (reported to the parent)
+        queue.put(repr(exc))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_processes_open_their_own_connections(server: LocalArchive, method: str) -> None:
+    api = make_api(server, api_version=1)  # no cache folder: every read is a request
+    samples = Samples(_diagnosed(api), target="benign_malignant")
+    expected = [samples.pixels(i).tobytes() for i in range(4)]  # the parent's pool holds a live connection now
+    assert len(api._http.session.adapters["http://"].poolmanager.pools) == 1  # type: ignore[attr-defined]
+    context = multiprocessing.get_context(method)
+    queue = context.Queue()
+    children = [context.Process(target=_read_in_child, args=(samples, [0, 1, 2, 3], queue)) for _ in range(2)]
+    for child in children:
+        child.start()
+    mine = [samples.pixels(i).tobytes() for i in (0, 1, 2, 3)]  # the parent reads meanwhile
+    answers = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+    assert mine == expected
+    for answer in answers:
+        assert not isinstance(answer, str), answer
+        pools, pixels, _ = answer
+        assert pools == 0  # no connection of the parent's came along
+        assert pixels == expected
+
+
+def test_a_pickled_session_reopens_with_its_credentials(server: LocalArchive, tmp_path: Path) -> None:
+    token = server.token_for("alice")
+    api = make_api(server, api_version=1, token=token)
+    private = [k for k, r in api.cache_images().items() if not server.data.dataset_public(r["dataset"]["_id"])]
+    assert private
+    samples = Samples(private[:2], api=api, target="benign_malignant", missing="keep")
+    handle = pickle.loads(pickle.dumps(samples.session))
+    assert token not in repr(handle) and token not in repr(samples.session)
+    assert isinstance(handle, SessionHandle) and handle.api is not api and handle.api.authenticated
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(samples, [0, 1], queue))
+    child.start()
+    answer = queue.get(timeout=60)
+    child.join(timeout=30)
+    assert not isinstance(answer, str), answer
+    assert answer[1] == [samples.pixels(0).tobytes(), samples.pixels(1).tobytes()]
+    # the session itself pickles the same way
+    again = pickle.loads(pickle.dumps(api))
+    assert again.authenticated and again.base_url == api.base_url and again is not api
