@@ -339,14 +339,19 @@ class Cache:
             return None
 
     def read_image(self, path: Path) -> Any | None:
-        """Decoded pixels of an image file, or None if it does not decode."""
-        import imageio.v3 as iio
+        """Decoded pixels of an image file, or None if it does not decode.
+
+        An image announcing more pixels than the limit (:mod:`isicarchive.limits`) is an
+        :class:`~isicarchive.pixels.ImageTooLargeError`, not a broken file to fetch again."""
+        from . import pixels
 
         try:
             data = path.read_bytes()
-            return iio.imread(data, extension=path.suffix) if path.suffix else iio.imread(data)
+            return pixels.decode(data, f"cache file {path.name}", path.suffix or None)
         except FileNotFoundError:
             return None
+        except pixels.ImageTooLargeError:
+            raise
         except Exception as exc:  # imageio/pillow raise many kinds for broken files
             self.discard_corrupt(path, exc)
             return None

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import pixels
 from . import superpixels as _sp
 from .backends.base import Backend
 from .cache import IMCACHE_ID, Cache, safe_name
@@ -46,8 +47,6 @@ def _fixed_path(path: Path, content_type: str | None) -> Path:
 
 def _decode_image(data: bytes, what: str) -> np.ndarray:
     """Pixels of image bytes from the archive; bytes that are no image are an :class:`IsicError`."""
-    import imageio.v3 as iio
-
     def refused(why: str = "") -> IsicError:
         looks = "an HTML page" if looks_like_html(data) else f"{len(data)} bytes that are no image"
         return IsicError(f"{what}: the archive sent {looks}{why}")
@@ -56,7 +55,9 @@ def _decode_image(data: bytes, what: str) -> np.ndarray:
         # refused before imageio tries every plugin it has on them (slow, and its legacy ones warn)
         raise refused()
     try:
-        return np.asarray(iio.imread(data))
+        return np.asarray(pixels.decode(data, what))
+    except pixels.ImageTooLargeError:
+        raise
     except Exception as exc:  # imageio and its plugins raise anything from OSError to SyntaxError
         raise refused(f" ({type(exc).__name__})") from None
 
