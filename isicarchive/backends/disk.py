@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..disk.index import ArchiveIndex, open_index
-from ..disk.layouts import ArchiveFiles, open_files
+from ..disk.layouts import ArchiveFiles, LayoutError, open_files
 from ..errors import NotFoundError, UnsupportedError
 from ..search import column_mask, parse
 from .base import Backend, ProgressHook
@@ -28,7 +28,20 @@ from .v2 import normalise
 
 __all__ = ["DiskBackend"]
 
+if TYPE_CHECKING:
+    from ..releases.files import ReleaseFiles
+    from ..releases.session import OpenedRelease
+
 _ISIC_ID = re.compile(r"^ISIC_\d{7}$")
+
+
+def _release(location: str | Path, named: bool) -> OpenedRelease | None:
+    from ..releases.session import named as release_named
+    from ..releases.session import open_release
+
+    if named and not release_named():
+        return None
+    return open_release(Path(location).expanduser().resolve())
 
 
 class DiskBackend(Backend):
@@ -44,9 +57,25 @@ class DiskBackend(Backend):
             import pyarrow  # noqa: F401  (the index is Parquet, the search runs on its columns)
         except ImportError:
             raise ImportError("archives on disk need pyarrow: pip install 'isicarchive[disk]'") from None
-        self.files: ArchiveFiles = open_files(location)
+        # a challenge release (isicarchive.releases): named by releases.open, else found when no other layout is
+        release = _release(location, named=True)
+        if release is None:
+            files: ArchiveFiles | None = None
+            try:
+                files = open_files(location)
+                self.files: ArchiveFiles | ReleaseFiles = files
+                self.index: ArchiveIndex = open_index(files, cache_root)
+            except LayoutError:
+                if files is not None:
+                    files.close()
+                release = _release(location, named=False)
+                if release is None:
+                    raise
+        if release is not None:
+            self.files, self.index = release.files, release.index
+        #: the release read (its splits' images, records and masks), for isicarchive.releases
+        self.release = release
         self.root = self.files.root
-        self.index: ArchiveIndex = open_index(self.files, cache_root)
         self.layout = self.index.layout
         #: what was found wrong with the archive while indexing it (also logged as warnings)
         self.problems = self.index.problems

@@ -87,16 +87,15 @@ class ArchiveIndex:
         columns = {name: table.column(name).to_pylist() for name in table.column_names}
         out = []
         for n in range(table.num_rows):
-            acquisition: dict[str, Any] = {}
-            clinical: dict[str, Any] = {}
+            # acquisition and clinical, and the challenge section of a release (isicarchive.releases)
+            sections: dict[str, dict[str, Any]] = {"acquisition": {}, "clinical": {}}
             for name, values in columns.items():
                 value = values[n]
                 if value is None or "." not in name:
                     continue
                 section, key = name.split(".", 1)
-                (acquisition if section == "acquisition" else clinical)[key] = value
-            record: dict[str, Any] = {"isic_id": columns["isic_id"][n], "public": True,
-                                      "metadata": {"acquisition": acquisition, "clinical": clinical}}
+                sections.setdefault(section, {})[key] = value
+            record: dict[str, Any] = {"isic_id": columns["isic_id"][n], "public": True, "metadata": sections}
             for key in ("attribution", "copyright_license"):
                 if columns[key][n] is not None:
                     record[key] = columns[key][n]

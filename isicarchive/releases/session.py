@@ -1,0 +1,169 @@
+"""A release as an archive on disk: its files and columnar index, for the disk backend.
+
+:func:`isicarchive.releases.open` names the release; the disk backend asks
+:func:`open_release` for the files and index of the folder it opens.  When
+nothing was named (``IsicApi(hostname='file:///…')`` on a folder of a
+release), :func:`detect` finds the release by its ground-truth files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..disk.layouts import LayoutError
+from .catalog import RELEASES, Release
+from .files import ReleaseFiles
+from .reader import PartContents, iter_records, read_release
+
+__all__ = ["OpenedRelease", "ReleaseChoice", "detect", "named", "open_release", "requested"]
+
+log = logging.getLogger("isicarchive.releases")
+
+
+@dataclass(frozen=True)
+class ReleaseChoice:
+    """What :func:`isicarchive.releases.open` asked for."""
+
+    release: Release
+    splits: tuple[str, ...] | None = None
+    check_counts: bool = True
+
+
+_REQUESTED: contextvars.ContextVar[ReleaseChoice | None] = contextvars.ContextVar("isicarchive_release",
+                                                                                   default=None)
+
+
+@contextlib.contextmanager
+def requested(choice: ReleaseChoice) -> Iterator[None]:
+    """The release the next disk session opened in this context reads (see :func:`open_release`)."""
+    token = _REQUESTED.set(choice)
+    try:
+        yield
+    finally:
+        _REQUESTED.reset(token)
+
+
+def detect(files: ReleaseFiles) -> list[Release]:
+    """The releases whose files (any split's ground truth, masks or HDF5 store) are in the view."""
+    from .reader import missing_files
+
+    found = []
+    for release in RELEASES.values():
+        there, _ = missing_files(release, files)
+        if there and any(_identifying(release, split, files) for split in there):
+            found.append(release)
+    return found
+
+
+def _identifying(release: Release, split: str, files: ReleaseFiles) -> bool:
+    """A file only this release has: its truth, its masks folder, its HDF5 store (not shared image folders)."""
+    part = release.part(split)
+    if part.truth and files.find_any(part.truth):
+        return True
+    if part.masks and any(files.under(m) for m in part.masks):
+        return True
+    return bool(part.hdf5) and any(h.rsplit("/", 1)[-1] in part.hdf5 for h in files.hdf5_files)
+
+
+@dataclass
+class OpenedRelease:
+    """The files, index and per-split contents of a release opened as an archive on disk."""
+
+    release: Release
+    files: ReleaseFiles
+    index: Any
+    parts: dict[str, PartContents]
+
+
+def named() -> bool:
+    """Whether :func:`isicarchive.releases.open` named the release the disk session now opening reads."""
+    return _REQUESTED.get() is not None
+
+
+def open_release(location: Path) -> OpenedRelease | None:
+    """The release at ``location`` — the one :func:`requested` named, else the only one detected; None
+    when no release was named and none is there.
+
+    Raises
+    ------
+    LayoutError
+        Several releases there and none named; a named release's files missing
+        (:class:`~isicarchive.releases.reader.MissingFilesError`).
+    """
+    choice = _REQUESTED.get()
+    files = ReleaseFiles(location)
+    try:
+        if choice is None:
+            found = detect(files)
+            if not found:
+                files.close()
+                return None
+            if len(found) > 1:
+                names = ", ".join(r.name for r in found)
+                raise LayoutError(f"{location} holds several challenge releases ({names}): open one with "
+                                  f"isicarchive.releases.open(name, {str(location)!r})")
+            choice = ReleaseChoice(found[0])
+        parts = read_release(choice.release, files, list(choice.splits) if choice.splits else None,
+                             check_counts=choice.check_counts)
+        index = _index(choice.release, files, parts)
+    except BaseException:
+        files.close()
+        raise
+    for problem in files.problems + index.problems:
+        log.warning("%s: %s", location, problem)
+    return OpenedRelease(choice.release, files, index, parts)
+
+
+def _index(release: Release, files: ReleaseFiles, parts: dict[str, PartContents]) -> Any:
+    """The columnar index of the release's records (the disk backend's :class:`ArchiveIndex`)."""
+    import pyarrow as pa
+
+    from ..disk.index import ArchiveIndex
+
+    fixed = ("isic_id", "file", "attribution", "copyright_license", "public")
+    columns: dict[str, list[Any]] = {name: [] for name in fixed}
+    seen: dict[str, str] = {}
+    problems: list[str] = []
+    count = 0
+    for record in iter_records(parts):
+        isic_id = record["isic_id"]
+        split = record["metadata"]["challenge"]["split"]
+        if isic_id in seen:
+            raise LayoutError(f"{release.name} at {files.root}: {isic_id} is listed twice ({seen[isic_id]} and "
+                              f"{split}); a release names each image once")
+        seen[isic_id] = split
+        columns["isic_id"].append(isic_id)
+        columns["file"].append(record["files"]["full"]["path"])
+        columns["attribution"].append(record.get("attribution"))
+        columns["copyright_license"].append(record.get("copyright_license"))
+        columns["public"].append(True)
+        for section, values in record["metadata"].items():
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    continue
+                columns.setdefault(f"{section}.{key}", [None] * count).append(value)
+        count += 1
+        for column in columns.values():
+            if len(column) < count:
+                column.append(None)
+    for split, contents in parts.items():
+        absent = [r["isic_id"] for r in contents.records if r["isic_id"] not in contents.images]
+        if absent:
+            problems.append(f"{split}: {len(absent)} image(s) listed in the truth are not in the images folder "
+                            f"(e.g. {', '.join(absent[:5])})")
+        unlisted = len(set(contents.images) - {r['isic_id'] for r in contents.records})
+        if unlisted:
+            problems.append(f"{split}: {unlisted} image file(s) are not in the truth: left out")
+    arrays = {}
+    for name, values in columns.items():
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            arrays[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return ArchiveIndex(pa.table(arrays), release.name, problems)
