@@ -16,6 +16,7 @@ from typing import Any
 from .cache import safe_name
 from .downloads import EXTENSIONS, Downloader, DownloadResult, Job, extension_for, jobs_for, sniffed_type
 from .errors import IsicError
+from .search import DECIMAL_FIELDS, decimal_text
 from .store import Store
 from .transport import record_id
 
@@ -63,7 +64,8 @@ def _flat(record: dict) -> dict[str, Any]:
     }
     for section in ("acquisition", "clinical"):
         for key, value in sorted((meta.get(section) or {}).items()):
-            row[key] = value
+            # decimals as the archive (and the official CLI's metadata file) write them: "24.10"
+            row[key] = (decimal_text(value) or value) if key in DECIMAL_FIELDS else value
     return row
 
 

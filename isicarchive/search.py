@@ -52,7 +52,8 @@ from .errors import QueryError
 if TYPE_CHECKING:  # pyparsing is imported when the first query is parsed: `import isicarchive` stays quick
     import pyparsing as pp
 
-__all__ = ["FIELDS", "Node", "Term", "column_mask", "compile_query", "field_value", "matches", "parse", "select"]
+__all__ = ["DECIMAL_FIELDS", "FIELDS", "Node", "Term", "as_number", "column_mask", "compile_query", "decimal_text",
+           "field_value", "matches", "parse", "select"]
 
 STRING, NUMBER, BOOLEAN = "string", "number", "boolean"
 
@@ -68,6 +69,9 @@ FIELDS: dict[str, str] = {
     **dict.fromkeys([f"anatom_site_{n}" for n in range(1, 6)], STRING),
     "clin_size_long_diam_mm": NUMBER, "mel_thick_mm": NUMBER,
 }
+#: the number fields the archive keeps as decimals (``DecimalField(max_digits=5, decimal_places=2)`` in
+#: isic/ingest/models/accession.py) and sends as JSON strings such as ``"24.10"``
+DECIMAL_FIELDS = frozenset({"clin_size_long_diam_mm", "mel_thick_mm"})
 #: fields of the image itself; the rest live in its metadata
 TOP_LEVEL = frozenset({"isic_id", "public", "copyright_license"})
 #: the archive reads these short image types as the full ones
@@ -305,6 +309,32 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def decimal_text(value: Any) -> str | None:
+    """A decimal field's value as the archive writes it: two places, ``24.1`` → ``"24.10"`` (``str`` of the
+    ``Decimal`` its database column gives back); None for what is no number."""
+    from decimal import Decimal
+
+    number = as_number(value)
+    if number is None:
+        return None
+    return str(Decimal(str(number)).quantize(Decimal("0.01")))
+
+
+def as_number(value: Any) -> int | float | None:
+    """A number field's value as a number, or None.
+
+    The archive keeps ``clin_size_long_diam_mm`` and ``mel_thick_mm`` in
+    decimal columns and sends them as JSON strings (``"24.10"``); its search
+    compares them as numbers, and so does this module.  Other text is no
+    number (None), nor is a boolean.
+    """
+    if _is_number(value):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return None
+
+
 def _positive_test(term: Term) -> Callable[[Any], bool]:
     """The term's test of a present value (a missing value never passes it)."""
     kind, wanted = term.kind, term.value
@@ -317,7 +347,7 @@ def _positive_test(term: Term) -> Callable[[Any], bool]:
         hi_ok: Callable[[Any], bool] = (
             (lambda v: True) if high is None else (lambda v: v <= high) if term.high_inclusive
             else (lambda v: v < high))
-        return lambda value: _is_number(value) and lo_ok(value) and hi_ok(value)
+        return lambda value: (number := as_number(value)) is not None and lo_ok(number) and hi_ok(number)
     if kind == "prefix":
         return lambda value: isinstance(value, str) and value.startswith(wanted)
     if kind == "suffix":
@@ -325,7 +355,7 @@ def _positive_test(term: Term) -> Callable[[Any], bool]:
     if FIELDS[term.field] == BOOLEAN:
         return lambda value: value is wanted
     if FIELDS[term.field] == NUMBER:
-        return lambda value: _is_number(value) and value == wanted
+        return lambda value: (number := as_number(value)) is not None and number == wanted
     return lambda value: value == wanted
 
 
@@ -426,6 +456,13 @@ def _positive_mask(term: Term, values: Any, length: int, pa: Any, pc: Any) -> An
     kind, wanted, dtype = term.kind, term.value, values.type
     numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
     text = pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+    if text and FIELDS[term.field] == NUMBER and kind != "exists":
+        # decimals as the archive sends them ("24.10"): compared as numbers, as its search does
+        try:
+            values = pc.cast(pc.utf8_trim_whitespace(values), pa.float64())
+            dtype, numeric, text = values.type, True, False
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     if kind == "exists":
         mask = pc.is_valid(values)
     elif kind == "range":

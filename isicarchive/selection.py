@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .errors import QueryError
+from .search import DECIMAL_FIELDS
 
 __all__ = ["OPERATORS", "UNARY", "ImageIndex", "Selection", "Splits", "evaluate", "get_path", "normalise_criteria"]
 
@@ -743,7 +744,16 @@ class Selection(MutableMapping):
                                  "meta.clinical.sex", "meta.clinical.anatom_site_general",
                                  "meta.acquisition.pixelsX", "meta.acquisition.pixelsY"])
         rows = [[get_path(rec, f) for f in fields] for rec in self.values()]
-        return pd.DataFrame(rows, index=pd.Index(list(self.keys()), name="id"), columns=fields)
+        frame = pd.DataFrame(rows, index=pd.Index(list(self.keys()), name="id"), columns=fields)
+        for column in fields:
+            if column.rsplit(".", 1)[-1] in DECIMAL_FIELDS:
+                # the archive's decimals are numbers here (float64, NaN where missing), even in a column
+                # where every value is missing, which pandas would leave as objects
+                try:
+                    frame[column] = frame[column].astype("float64")
+                except (TypeError, ValueError):
+                    pass  # text a hand-edited archive put there stays as it is
+        return frame
 
     def to_dask_dataframe(self, npartitions: int | None = None, fields: Sequence[str] | None = None) -> Any:
         """The same table as :meth:`to_dataframe`, as a Dask DataFrame (the ``dask`` extra).

@@ -9,6 +9,10 @@ clinical fields, plus the legacy ``diagnosis``, ``benign_malignant`` and
 ``anatom_site_general`` of :mod:`isicarchive.legacy`),
 ``dataset`` (``{"name": attribution, "license": copyright_license}``) and
 ``notes`` (empty tags).  Collections take the place of datasets.
+The archive sends its decimal metadata (``clin_size_long_diam_mm``,
+``mel_thick_mm``) as JSON strings such as ``"24.10"``; both ``metadata``
+and ``meta`` hold them as float numbers (``24.1``), so comparisons,
+DataFrames and exports treat them as numbers.
 
 Login: the archive uses OAuth 2 (authorization code with PKCE, in a
 browser, as the official ``isic`` CLI does; :mod:`isicarchive.oauth`).
@@ -29,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import ArchiveResponseError, AuthenticationError, IsicError, NotFoundError, QueryError
 from ..legacy import legacy_clinical
 from ..oauth import OAuthClient, OAuthToken, sign_in
+from ..search import DECIMAL_FIELDS, as_number
 from ..search import parse as explain
 from ..transport import Transport, checked_record
 from .base import Backend, ProgressHook
@@ -50,6 +55,12 @@ def normalise(record: dict) -> dict:
     metadata = out.get("metadata") or {}
     acquisition = dict(metadata.get("acquisition") or {})
     clinical = dict(metadata.get("clinical") or {})
+    decimals = {key: number for key, value in clinical.items()
+                if key in DECIMAL_FIELDS and isinstance(value, str) and (number := as_number(value)) is not None}
+    if decimals:
+        # the archive sends its decimal columns as JSON strings ("24.10"): numbers here, in both views
+        clinical.update(decimals)
+        out["metadata"] = {**metadata, "clinical": {**metadata["clinical"], **decimals}}
     if "pixels_x" in acquisition:
         acquisition.setdefault("pixelsX", acquisition["pixels_x"])
     if "pixels_y" in acquisition:

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import superpixels as _sp
 from ..legacy import V2_DIAGNOSIS_PATHS, V2_SITE_PATHS, V2_SPECIAL_SITES
+from .v2framework import decimal_text
 
 __all__ = ["ArchiveConfig", "ArchiveData", "User", "object_id", "superpixel_labels"]
 
@@ -69,6 +70,8 @@ V2_IMAGE_TYPES = {"clinical": "clinical: close-up", "overview": "clinical: overv
 #: clinical fields published under the same name and values in v1 and today
 V2_CLINICAL_KEPT = ("age_approx", "sex", "diagnosis_confirm_type", "melanocytic", "personal_hx_mm", "family_hx_mm",
                     "clin_size_long_diam_mm", "mel_thick_mm")
+#: AccessionMetadata's DecimalFields (isic/ingest/models/accession.py), sent as JSON strings ("24.10")
+V2_DECIMAL_FIELDS = ("clin_size_long_diam_mm", "mel_thick_mm")
 QUESTIONS = [
     ("Diagnosis", ["benign", "malignant", "indeterminate"]),
     ("Image quality", ["good", "acceptable", "poor"]),
@@ -547,6 +550,10 @@ class ArchiveData:
         for n, level in enumerate(V2_SITE_PATHS.get(site or "", ()), start=1):
             clinical[f"anatom_site_{n}"] = level
         clinical.update(self.lesion_and_patient(image))
+        for name in V2_DECIMAL_FIELDS:
+            # the archive's DecimalField(max_digits=5, decimal_places=2): a JSON string such as "24.10"
+            if clinical.get(name) is not None:
+                clinical[name] = decimal_text(clinical[name])
         return {"acquisition": {k: v for k, v in acquisition.items() if v is not None},
                 "clinical": {k: v for k, v in clinical.items() if v is not None}}
 

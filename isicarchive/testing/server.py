@@ -67,6 +67,8 @@ class Request:
     base_url: str
     #: the archive's content (routes keep derived views of it between pages)
     data: ArchiveData
+    #: every value of each query parameter, in order (``query`` keeps the last, as Django's ``QueryDict[key]``)
+    multi_query: dict[str, list[str]] = field(default_factory=dict)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         return self.query.get(name, default)
@@ -135,20 +137,39 @@ class Router:
         self._routes.append((api, method, re.compile(pattern + r"/?$"), handler))
 
     def resolve(self, api: str, method: str, route: str) -> tuple[Handler, dict[str, str]] | None:
+        if api == "v2":
+            return self._resolve_path(method, route)
         allowed = False
         for r_api, r_method, regex, handler in self._routes:
             if r_api != api:
                 continue
             match = regex.match(route)
             if match:
+                # Girder (v1) and object storage answer HEAD as GET (django-ninja, v2, has no HEAD operation)
                 if r_method == method or (method == "HEAD" and r_method == "GET"):
                     return handler, {k: unquote(v) for k, v in match.groupdict().items()}
                 allowed = True
         if allowed:
-            methods = sorted({m for a, m, regex, _ in self._routes if a == api and regex.match(route)})
-            # the message carries the allowed methods (the v2 answer's Allow header)
-            raise ApiError(405, ", ".join(methods) if api == "v2" else f"Method {method} not allowed for {route}.")
+            raise ApiError(405, f"Method {method} not allowed for {route}.")
         return None
+
+
+    def _resolve_path(self, method: str, route: str) -> tuple[Handler, dict[str, str]] | None:
+        """Django's way: the path alone picks one pattern (a literal one before one with parameters, as the
+        archive orders its routes), then that pattern's operations the method; another method is a 405."""
+        matched = [(r_method, regex, handler) for r_api, r_method, regex, handler in self._routes
+                   if r_api == "v2" and regex.match(route)]
+        if not matched:
+            return None
+        chosen = min(matched, key=lambda m: m[1].groups)[1].pattern
+        operations = [(r_method, regex, handler) for r_method, regex, handler in matched if regex.pattern == chosen]
+        for r_method, regex, handler in operations:
+            if r_method == method:
+                match = regex.match(route)
+                assert match is not None
+                return handler, {k: unquote(v) for k, v in match.groupdict().items()}
+        # the message carries the allowed methods (the answer's Allow header)
+        raise ApiError(405, ", ".join(sorted({m for m, _, _ in operations})))
 
 
 class LocalArchive:
@@ -432,6 +453,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
     # ------------------------------------------------------------ dispatch
     def _dispatch(self, method: str) -> None:
         self.archive._begin_request()
@@ -468,6 +495,18 @@ class _Handler(BaseHTTPRequestHandler):
             early = _early_fault(fault)
             if early is not None:
                 return early
+        if api not in ("v2", "oauth"):
+            return self._route(method, path, api, route, query, body, user, fault)
+        # the archive's Django middleware around its views (CORS, gzip, security headers): v2framework
+        from . import v2framework
+
+        response = v2framework.preflight(method, self.headers) or self._route(method, path, api, route, query,
+                                                                              body, user, fault)
+        return v2framework.finish(method, self.headers, response, api_view=response.status != 301 and not (
+            response.status == 404 and response.content_type.startswith("text/html")))
+
+    def _route(self, method: str, path: str, api: str | None, route: str, query: dict[str, str],
+               body: bytes, user: User | None, fault: Fault | None) -> Response:
         if api is None:
             return _error_response("v1", ApiError(404, f"No such resource: {path}"))
         if api == "v1" and not self.archive.legacy_v1:
@@ -475,7 +514,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or f"{self.archive.host}:{self.archive.port}"
         scheme = "https" if self.archive.https else "http"
         request = Request(method, path, route, api, query, self.headers, body, user, f"{scheme}://{host}",
-                          self.archive.data)
+                          self.archive.data, parse_qs(urlsplit(self.path).query, keep_blank_values=True))
         try:
             resolved = self.archive.router.resolve(api, method, route)
             if api == "v2" and not path.endswith("/"):
@@ -493,7 +532,9 @@ class _Handler(BaseHTTPRequestHandler):
             response = handler(request, **params) if params else handler(request)
         except ApiError as exc:
             if api == "v2" and exc.status == 405:
-                return Response(405, b"Method not allowed", "text/html; charset=utf-8", {"Allow": exc.message})
+                from .v2framework import not_allowed
+
+                return not_allowed(exc.message)
             response = _error_response(api, exc)
         if fault is not None and fault.kind == "malformed" and response.content_type.startswith("application/json"):
             response.body = response.body[: max(1, len(response.body) // 2)] + b"<<not json"
@@ -595,7 +636,8 @@ def _error_response(api: str, exc: ApiError) -> Response:
 
 def _django_not_found() -> Response:
     """Django's own 404 page (the archive's answer to a path no route knows)."""
-    page = ("<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n"
+    # ERROR_PAGE_TEMPLATE of django/views/defaults.py, which begins with a line break
+    page = ("\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n"
             "  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n")
     return Response(404, page.encode(), "text/html; charset=utf-8")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import search as _search
 from ..errors import QueryError
 from .server import ApiError, Request, Response
-from .v2paging import invalid, paginate, query_bool
+from .v2paging import invalid, paginate, pydantic_int, query_bool
 
 if TYPE_CHECKING:
     from .generator import ArchiveData, User
@@ -79,6 +79,28 @@ def _isic_ids(body: dict, *, at_least: int = 0, at_most: int | None = None) -> l
     return ids
 
 
+#: Django's 500 page with DEBUG off (django/views/defaults.py ``server_error``)
+_SERVER_ERROR_PAGE = (b"\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Server Error (500)</title>\n</head>\n"
+                      b"<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n")
+
+
+def _json_response(payload: Any) -> Response:
+    """A view's own ``JsonResponse``: Django's, whose content type carries no charset."""
+    response = Response.json(payload)
+    response.content_type = "application/json"
+    return response
+
+
+def collection_number(cid: str) -> int:
+    """The ``id`` path parameter: ``id: int`` on most collection routes (a 422 when it is no integer);
+    populate-from-list and remove-from-list leave it untyped, so the database refuses it (a 500)."""
+    number = pydantic_int(cid)
+    if number is None:
+        raise invalid("id", "int_parsing", "Input should be a valid integer, unable to parse string as an integer",
+                      where="path")
+    return number
+
+
 def register(archive: LocalArchive, add: Callable[..., None], searched: Callable[[Request], list[dict]],
              visible: Callable[[User | None], list[dict]]) -> None:
     data = archive.data
@@ -89,9 +111,10 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
         return req.user
 
     def readable(req: Request, cid: str) -> dict:
-        if not can_see(data, req.user, int(cid)):
+        number = collection_number(cid)
+        if not can_see(data, req.user, number):
             raise ApiError(404, "Not Found")
-        return data.collections_by_id[int(cid)]
+        return data.collections_by_id[number]
 
     def writable(req: Request, cid: str, action: str = "add images to") -> dict:
         user = signed_in(req)
@@ -134,8 +157,8 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
         return Response.json([{"license": lic, "attribution": who, "count": n} for (lic, who), n in ordered])
 
     add("GET", r"collections", collection_list)
-    add("GET", r"collections/(?P<cid>[0-9]+)", collection_detail)
-    add("GET", r"collections/(?P<cid>[0-9]+)/attribution", attribution)
+    add("GET", r"collections/(?P<cid>[^/]+)", collection_detail)
+    add("GET", r"collections/(?P<cid>[^/]+)/attribution", attribution)
 
     # ---------------------------------------------------------------- writes
     def visible_ids(user: User | None, ids: list[str]) -> dict[str, dict]:
@@ -198,20 +221,25 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
         return Response.json({}, 202)
 
     def from_list(req: Request, cid: str, remove: bool) -> Response:
-        collection = writable(req, cid, "add images to")
+        signed_in(req)
         ids = _isic_ids(_json_body(req), at_most=500)
+        try:
+            int(cid)  # the untyped id reaches the database, which refuses text: Django's 500 page
+        except ValueError:
+            return Response(500, _SERVER_ERROR_PAGE, "text/html; charset=utf-8")
+        collection = writable(req, cid, "add images to")
         found = visible_ids(req.user, ids)
         missing = [i for i in ids if i not in found]
         if remove:
             data.collection_members[collection["id"]].difference_update(im["_id"] for im in found.values())
             data.changed()
-            return Response.json({"no_perms_or_does_not_exist": missing, "succeeded": list(found)})
+            return _json_response({"no_perms_or_does_not_exist": missing, "succeeded": list(found)})
         private = [i for i, im in found.items() if collection["public"] and not data.dataset_public(
             im["dataset"]["_id"])]
         succeeded = [i for i in found if i not in private]
         add_members(collection, [found[i] for i in succeeded])
-        return Response.json({"no_perms_or_does_not_exist": missing, "private_image_public_collection": private,
-                              "succeeded": succeeded})
+        return _json_response({"no_perms_or_does_not_exist": missing, "private_image_public_collection": private,
+                               "succeeded": succeeded})
 
     def delete(req: Request, cid: str) -> Response:
         user = signed_in(req)
@@ -231,7 +259,7 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
     def share(req: Request, cid: str) -> Response:
         user = signed_in(req)
         if not user.admin:
-            raise ApiError(403, "Forbidden")
+            raise ApiError(401, "Unauthorized")  # auth=is_staff: a non-staff user is declined, as no one is
         collection = readable(req, cid)
         body = _json_body(req)
         user_ids = body.get("user_ids")
@@ -249,12 +277,12 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
         return Response.json({}, 202)
 
     add("POST", r"collections/create-from-isic-ids", create_from_ids)
-    add("POST", r"collections/(?P<cid>[0-9]+)/populate-from-isic-ids", populate_from_ids)
-    add("POST", r"collections/(?P<cid>[0-9]+)/populate-from-search", populate_from_search)
-    add("POST", r"collections/(?P<cid>[0-9]+)/populate-from-list", lambda req, cid: from_list(req, cid, False))
-    add("POST", r"collections/(?P<cid>[0-9]+)/remove-from-list", lambda req, cid: from_list(req, cid, True))
-    add("DELETE", r"collections/(?P<cid>[0-9]+)", delete)
-    add("POST", r"collections/(?P<cid>[0-9]+)/share", share)
+    add("POST", r"collections/(?P<cid>[^/]+)/populate-from-isic-ids", populate_from_ids)
+    add("POST", r"collections/(?P<cid>[^/]+)/populate-from-search", populate_from_search)
+    add("POST", r"collections/(?P<cid>[^/]+)/populate-from-list", lambda req, cid: from_list(req, cid, False))
+    add("POST", r"collections/(?P<cid>[^/]+)/remove-from-list", lambda req, cid: from_list(req, cid, True))
+    add("DELETE", r"collections/(?P<cid>[^/]+)", delete)
+    add("POST", r"collections/(?P<cid>[^/]+)/share", share)
 
 
 def _now() -> Any:

@@ -13,32 +13,61 @@ from __future__ import annotations
 
 import base64
 import bisect
+import datetime as _dt
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from .server import ApiError, Request, Response
 
-__all__ = ["MAX_LIMIT", "invalid", "paginate", "query_bool", "query_int", "query_int_list"]
+__all__ = ["MAX_LIMIT", "django_datetime_position", "invalid", "invalid_cursor", "paginate", "path_int", "pydantic_int",
+           "query_bool", "query_int", "query_int_list"]
 
 MAX_LIMIT = 100
 OFFSET_CUTOFF = 100
 
 
-def invalid(field: str, kind: str, message: str) -> ApiError:
-    """django-ninja's 422 for one query parameter."""
-    return ApiError(422, message, payload={"detail": [{"type": kind, "loc": ["query", field], "msg": message}]})
+def invalid(field: str, kind: str, message: str, ctx: dict[str, Any] | None = None,
+            where: str = "query") -> ApiError:
+    """django-ninja's 422 for one parameter: pydantic's error with ``input`` and ``url`` dropped
+    (``NinjaAPI.validation_error_from_error_contexts``), ``ctx`` kept where pydantic gives one."""
+    item: dict[str, Any] = {"type": kind, "loc": [where, field], "msg": message}
+    if ctx is not None:
+        item["ctx"] = ctx
+    return ApiError(422, message, payload={"detail": [item]})
 
 
-def query_int(req: Request, name: str) -> int | None:
+_PYDANTIC_INT = re.compile(r"\s*([+-]?\d+(?:_\d+)*)(?:\.0+)?\s*")
+
+
+def pydantic_int(text: str) -> int | None:
+    """A string as pydantic (lax mode) reads an ``int``: ``" 5 "``, ``"+5"``, ``"5_0"`` and ``"5.0"`` are
+    numbers; ``""``, ``"5."``, ``"5.5"`` and ``"1e2"`` are not (None)."""
+    match = _PYDANTIC_INT.fullmatch(text)
+    return int(match.group(1)) if match else None
+
+
+def query_int(req: Request, name: str, where: str = "query") -> int | None:
+    """An ``int | None`` parameter: absent is None; present, even empty, it must parse (pydantic's rule)."""
     text = req.arg(name)
-    if text is None or text == "":
+    if text is None:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise invalid(name, "int_parsing", "Input should be a valid integer, unable to parse string as an integer") \
-            from None
+    number = pydantic_int(text)
+    if number is None:
+        raise invalid(name, "int_parsing", "Input should be a valid integer, unable to parse string as an integer",
+                      where=where)
+    return number
+
+
+def path_int(text: str, name: str = "id") -> int:
+    """An ``id: int`` path parameter: django-ninja's ``{id}`` matches any segment, pydantic then reads it
+    (``5.0`` is 5; ``abc`` is a 422 at ``["path", "id"]``, never Django's HTML 404)."""
+    number = pydantic_int(text)
+    if number is None:
+        raise invalid(name, "int_parsing", "Input should be a valid integer, unable to parse string as an integer",
+                      where="path")
+    return number
 
 
 def query_bool(req: Request, name: str) -> bool | None:
@@ -54,17 +83,42 @@ def query_bool(req: Request, name: str) -> bool | None:
 
 
 def query_int_list(req: Request, name: str) -> list[int] | None:
-    """``1,2,3`` as the archive's ``collections`` validator reads it."""
-    text = req.arg(name)
-    if not text:
+    """``collections`` as ``SearchQueryIn.collections_to_list`` (isic/core/serializers.py) reads it.
+
+    django-ninja hands a list field every value (``getlist``): one value is
+    split at commas (``1,2,3``; empty: no filter), several are each an
+    integer (``collections=1&collections=2``).
+    """
+    values = req.multi_query.get(name) or ([req.query[name]] if name in req.query else [])
+    if not values:
         return None
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError as exc:
-        raise invalid(name, "value_error", f"Value error, {exc}") from None
+    if len(values) == 1:
+        if not values[0]:
+            return None
+        try:
+            return [int(part) for part in values[0].split(",")]
+        except ValueError as exc:
+            raise invalid(name, "value_error", f"Value error, {exc}", {"error": str(exc)}) from None
+    numbers = []
+    for index, value in enumerate(values):
+        number = pydantic_int(value)
+        if number is None:
+            raise ApiError(422, "int_parsing", payload={"detail": [{
+                "type": "int_parsing", "loc": ["query", name, index],
+                "msg": "Input should be a valid integer, unable to parse string as an integer"}]})
+        numbers.append(number)
+    return numbers
+
+
+def invalid_cursor() -> ApiError:
+    """A cursor position that is not of its ordering field's type (``_apply_ordering``, isic/core/pagination.py
+    and isic/core/api/image.py): a NinjaValidationError written by hand, so ``loc`` and ``msg`` only."""
+    return ApiError(422, "Invalid cursor.", payload={"detail": [{"loc": ["query", "cursor"],
+                                                                 "msg": "Value error, Invalid cursor."}]})
 
 
 def _cursor(req: Request) -> tuple[int, bool, str | None]:
+    """``CursorPagination.Input.decode_cursor``: a cursor that does not decode is pydantic's value error."""
     text = req.arg("cursor")
     if text is None:
         return 0, False, None
@@ -74,28 +128,55 @@ def _cursor(req: Request) -> tuple[int, bool, str | None]:
         reverse = bool(int(tokens.get("r", ["0"])[0]))
         position = tokens.get("p", [None])[0]
     except (ValueError, TypeError, UnicodeDecodeError):
-        raise invalid("cursor", "value_error", "Value error, Invalid cursor.") from None
+        raise invalid("cursor", "value_error", "Value error, Invalid cursor.", {"error": "Invalid cursor."}) \
+            from None
     return offset, reverse, position
 
 
-def _link(req: Request, offset: int, reverse: bool, position: str | None) -> str:
+def django_datetime_position(text: str) -> _dt.datetime:
+    """A cursor position on ``created`` as ``DateTimeField.to_python`` reads it (ValueError otherwise):
+    ISO 8601 with ``T`` or a space, or a date alone (its midnight); naive ones are taken as UTC."""
+    try:
+        moment = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        day = _dt.date.fromisoformat(text.strip())
+        moment = _dt.datetime(day.year, day.month, day.day)
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+
+
+def _link(req: Request, offset: int, reverse: bool, position: Any) -> str:
     tokens = {}
     if offset:
         tokens["o"] = str(offset)
     if reverse:
         tokens["r"] = "1"
     if position is not None:
-        tokens["p"] = position
+        tokens["p"] = str(position)
     cursor = base64.b64encode(urlencode(tokens).encode()).decode()
-    query = sorted({**req.query, "cursor": cursor}.items())
-    return f"{req.base_url}{req.path}?{urlencode(query)}"
+    # _replace_query_param (isic/core/pagination.py): every other parameter kept, repeated ones too, sorted
+    query = sorted({**(req.multi_query or {k: [v] for k, v in req.query.items()}), "cursor": [cursor]}.items())
+    return f"{req.base_url}{req.path}?{urlencode(query, doseq=True)}"
 
 
-def paginate(req: Request, items: Sequence[Any], render: Callable[[Any], dict], keys: Sequence[str]) -> Response:
-    """One page of ``items`` (ordered so that ``keys``, their positions, ascend)."""
+def paginate(req: Request, items: Sequence[Any], render: Callable[[Any], dict], keys: Sequence[Any], *,
+             parse: Callable[[str], Any] | None = None, counted: bool = False) -> Response:
+    """One page of ``items``, ordered so that ``keys``, their positions, ascend.
+
+    ``parse`` reads a cursor's position into a key (ValueError: the
+    archive's 422 for a position of the wrong type); by default keys are the
+    positions' text.  A key's position is ``str(key)``, as
+    ``_get_position_from_instance``.  ``counted``: the listing has a
+    ``custom_count`` (lesions), so every page carries ``count``.
+    """
     limit = query_int(req, "limit")
     limit = max(0, min(limit or MAX_LIMIT, MAX_LIMIT))
-    offset, reverse, position = _cursor(req)
+    offset, reverse, text = _cursor(req)
+    position: Any = text
+    if text is not None and parse is not None:
+        try:
+            position = parse(text)
+        except ValueError:
+            raise invalid_cursor() from None
     if reverse:
         end = (bisect.bisect_left(keys, position) if position is not None else len(keys)) - offset
         end = max(0, end)
@@ -112,14 +193,14 @@ def paginate(req: Request, items: Sequence[Any], render: Callable[[Any], dict], 
     if has_previous and page:
         previous_link = _link(req, 0, True, keys[start])
     return Response.json({
-        "count": len(items) if position is None else None,
+        "count": len(items) if position is None or counted else None,
         "next": next_link,
         "previous": previous_link,
         "results": [render(item) for item in page],
     })
 
 
-def _next_link(req: Request, keys: Sequence[str], start: int, end: int, offset: int, position: str | None) -> str:
+def _next_link(req: Request, keys: Sequence[Any], start: int, end: int, offset: int, position: Any) -> str:
     # the archive's marker: the last item of the page whose key differs from the next item's,
     # and how many items after it (tied with the next one) were already on this page
     compare = keys[end] if end < len(keys) else None

@@ -11,6 +11,7 @@ origin with Range support.  OAuth lives in :mod:`.oauthroutes`.
 from __future__ import annotations
 
 import bisect
+import datetime as _dt
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from .. import search as _search
 from ..errors import QueryError
 from .server import ApiError, Request, Response
-from .v2paging import invalid, paginate, query_int, query_int_list
+from .v2framework import django_datetime
+from .v2paging import django_datetime_position, invalid, paginate, path_int, query_int, query_int_list
 
 if TYPE_CHECKING:
     from .generator import User
@@ -37,13 +39,14 @@ def register(archive: LocalArchive) -> None:
         return data.view(("v2 images", data.visibility(user)),
                          lambda: _Listing(sorted(data.visible_images(user), key=lambda im: im["created"])))
 
-    def positions(images: list[dict]) -> list[str]:
-        # images page by their creation time (the archive's keyset cursor position), kept with the listing
+    def positions(images: list[dict]) -> list[_dt.datetime]:
+        # images page by their creation time (the archive's keyset cursor position: str(created)), kept
+        # with the listing
         if isinstance(images, _Listing):
             if images.positions is None:
-                images.positions = [im["created"] for im in images]
+                images.positions = [_dt.datetime.fromisoformat(im["created"]) for im in images]
             return images.positions
-        return [im["created"] for im in images]
+        return [_dt.datetime.fromisoformat(im["created"]) for im in images]
 
     def record(req: Request) -> Callable[[dict], dict]:
         expires, key = archive.storage_terms()
@@ -80,18 +83,18 @@ def register(archive: LocalArchive) -> None:
 
     def images_list(req: Request) -> Response:
         images = visible(req.user)
-        return paginate(req, images, record(req), positions(images))
+        return paginate(req, images, record(req), positions(images), parse=django_datetime_position)
 
     def images_search(req: Request) -> Response:
         images = searched(req)
-        return paginate(req, images, record(req), positions(images))
+        return paginate(req, images, record(req), positions(images), parse=django_datetime_position)
 
     def images_search_size(req: Request) -> Response:
         return Response.json({"size": sum(data.image_file_size(im["_id"]) for im in searched(req))})
 
     def images_facets(req: Request) -> Response:
         return Response.json(facets([data.search_record(im) for im in searched(req)],
-                                    [data.search_record(im) for im in visible(req.user)]))
+                                    [data.search_record(im) for im in data.images]))
 
     def readable_image(req: Request, isic_id: str) -> dict:
         image = data.images_by_name.get(isic_id)
@@ -108,7 +111,7 @@ def register(archive: LocalArchive) -> None:
         limit = query_int(req, "limit")
         limit = 10 if limit is None else limit
         if limit > 50:
-            raise invalid("limit", "less_than_equal", "Input should be less than or equal to 50")
+            raise invalid("limit", "less_than_equal", "Input should be less than or equal to 50", {"le": 50})
         image = readable_image(req, isic_id)
         # "similar": same diagnosis path, nearest in creation; distances grow with that distance
         target = data.search_record(image)["metadata"]["clinical"].get("diagnosis_3")
@@ -124,8 +127,9 @@ def register(archive: LocalArchive) -> None:
     add("GET", r"images/search", images_search)
     add("GET", r"images/search/size", images_search_size)
     add("GET", r"images/facets", images_facets)
-    add("GET", r"images/(?P<isic_id>ISIC_[0-9]+)", image_detail)
-    add("GET", r"images/(?P<isic_id>ISIC_[0-9]+)/similar", image_similar)
+    # `{isic_id}` is a str path parameter: any segment reaches the view, whose get_object_or_404 is a JSON 404
+    add("GET", r"images/(?P<isic_id>[^/]+)", image_detail)
+    add("GET", r"images/(?P<isic_id>[^/]+)/similar", image_similar)
 
     # -------------------------------------------------------------- lesions
     def lesions() -> dict[str, list[dict]]:
@@ -154,7 +158,8 @@ def register(archive: LocalArchive) -> None:
 
     def lesion_list(req: Request) -> Response:
         items = visible_lesions(req)
-        return paginate(req, items, lambda item: lesion_record(req, *item), [lid for lid, _ in items])
+        # lesion_list sets custom_count, which CursorPagination reports on every page
+        return paginate(req, items, lambda item: lesion_record(req, *item), [lid for lid, _ in items], counted=True)
 
     def lesion_detail(req: Request, lesion_id: str) -> Response:
         images = lesions().get(lesion_id)
@@ -167,7 +172,8 @@ def register(archive: LocalArchive) -> None:
 
     # -------------------------------------------------------------- cohorts
     def cohort_record(ds: dict, number: int) -> dict:
-        return {"id": number, "created": ds["created"], "creator": 1, "contributor": number, "name": ds["name"],
+        return {"id": number, "created": django_datetime(ds["created"]), "creator": 1, "contributor": number,
+                "name": ds["name"],
                 "description": ds["description"], "default_copyright_license": ds["license"],
                 "default_attribution": ds["attribution"],
                 "accession_count": sum(1 for im in data.images if im["dataset"]["_id"] == ds["_id"])}
@@ -184,13 +190,15 @@ def register(archive: LocalArchive) -> None:
         return paginate(req, items, lambda item: cohort_record(item[1], item[0]), [f"{n:09d}" for n, _ in items])
 
     def cohort_detail(req: Request, cid: str) -> Response:
-        for number, ds in visible_cohorts(req):
-            if number == int(cid):
+        items = visible_cohorts(req)
+        wanted = path_int(cid)
+        for number, ds in items:
+            if number == wanted:
                 return Response.json(cohort_record(ds, number))
         raise ApiError(404, "Not Found")
 
     add("GET", r"cohorts", cohort_list)
-    add("GET", r"cohorts/(?P<cid>[0-9]+)", cohort_detail)
+    add("GET", r"cohorts/(?P<cid>[^/]+)", cohort_detail)
 
     # ---------------------------------------------------------------- users
     def users_me(req: Request) -> Response:
@@ -206,11 +214,10 @@ def register(archive: LocalArchive) -> None:
 
     # -------------------------------------------------------------- studies
     def staff(req: Request) -> None:
-        # studies, annotations and study tasks are staff-only in v2
-        if req.user is None:
+        # studies, annotations and study tasks are staff-only in v2: auth=is_staff (isic/auth.py), whose
+        # authenticators decline a non-staff user as they decline no one, so ninja answers 401 for both
+        if req.user is None or not req.user.admin:
             raise ApiError(401, "Unauthorized")
-        if not req.user.admin:
-            raise ApiError(403, "Forbidden")
 
     def study_v2(study: dict) -> dict:
         # StudyOut of isic/studies/api.py: features and questions (with their choices) inline
@@ -222,7 +229,7 @@ def register(archive: LocalArchive) -> None:
                      for q, question in enumerate(study["questions"])]
         features = [{"id": number * 100 + f, "required": False, "name": feature["name"], "official": True}
                     for f, feature in enumerate(study["features"])]
-        return {"id": number, "created": study["created"], "creator": 1, "name": study["name"],
+        return {"id": number, "created": django_datetime(study["created"]), "creator": 1, "name": study["name"],
                 "description": study["description"], "features": features, "questions": questions}
 
     def studies_list(req: Request) -> Response:
@@ -232,13 +239,14 @@ def register(archive: LocalArchive) -> None:
 
     def study_detail(req: Request, sid: str) -> Response:
         staff(req)
+        wanted = path_int(sid)
         for study in data.studies:
-            if int(study["_id"][-6:], 16) == int(sid):
+            if int(study["_id"][-6:], 16) == wanted:
                 return Response.json(study_v2(study))
         raise ApiError(404, "Not Found")
 
     add("GET", r"studies", studies_list)
-    add("GET", r"studies/(?P<sid>[0-9]+)", study_detail)
+    add("GET", r"studies/(?P<sid>[^/]+)", study_detail)
 
     # -------------------------------------------------------------- storage
     def storage_file(req: Request, kind: str, isic_id: str) -> Response:
@@ -267,46 +275,82 @@ def register(archive: LocalArchive) -> None:
 class _Listing(list):
     """A kept listing (images in creation order) with its cursor positions, computed once."""
 
-    positions: list[str] | None = None
+    positions: list[_dt.datetime] | None = None
 
 
 # ------------------------------------------------------------------ facets
-_HISTOGRAMS = {"clin_size_long_diam_mm": (10, 0, 100)}
+# The archive's facets (isic/core/search.py ``facets``): one Elasticsearch aggregation per searchable
+# field of isic-metadata's FIELD_REGISTRY (``search.es_facet``, 6.1.0 here; the archive pins 5.1.0, whose
+# registry also has blurry, hairy, marker_pen and color_tint), the computed ``age_approx`` histogram
+# (isic/ingest/models/accession.py ``computed_fields``) and ``copyright_license`` terms.
+#: field -> (interval, extended_bounds min, max) of a histogram aggregation
+_HISTOGRAMS = {"clin_size_long_diam_mm": (10, 0, 100), "age_approx": (5, 0, 85)}
 _RANGES = {"mel_thick_mm": [(0.0, 0.5), (0.5, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 2.5), (2.5, 3.0), (3.0, 3.5),
                             (3.5, 4.0), (4.0, 4.5), (4.5, 5.0), (5.0, None)]}
 _TERMS_SIZE = {**{f"diagnosis_{n}": 100 for n in range(1, 6)}, **{f"anatom_site_{n}": 100 for n in range(1, 6)}}
+#: isic_metadata.fields.ImageTypeEnum, in its order (``_prettify_facets`` sorts by it and adds the absent ones)
 _IMAGE_TYPES = ("dermoscopic", "clinical: overview", "clinical: close-up", "TBP tile: close-up",
                 "TBP tile: overview", "RCM: macroscopic", "RCM: tile", "RCM: mosaic")
+#: terms ordered by key rather than by count (the registry's ``"order": {"_key": "asc"}``)
+_KEY_ORDER = frozenset({"fitzpatrick_skin_type"})
 
 
 def facets(matching: list[dict], everything: list[dict]) -> dict[str, Any]:
-    """Counts per value of every faceted field, as the archive's ``images/facets/`` (its Elasticsearch
-    aggregations): ``{field: {"meta": {missing_count, present_count}, "buckets": [...]}}``."""
+    """Counts per value of every faceted field, as the archive's ``images/facets/``.
+
+    ``{field: {"meta": {missing_count, present_count}, "buckets": [...]}}``;
+    ``everything`` is the whole index, whose terms a terms aggregation with
+    ``min_doc_count: 0`` lists with a count of 0.
+    """
     out: dict[str, Any] = {}
-    for field in [f for f in _search.FIELDS if f not in ("isic_id", "public", "age_approx")]:
+    for field in [f for f in _search.FIELDS if f not in ("isic_id", "public")]:
         values = [_search.field_value(r, field) for r in matching]
         present = [v for v in values if v is not None]
         facet: dict[str, Any] = {"meta": {"missing_count": len(values) - len(present), "present_count": len(present)}}
         if field in _HISTOGRAMS:
-            step, low, high = _HISTOGRAMS[field]
-            top = max([high] + [int(v // step) * step for v in present])
-            facet["buckets"] = [{"key": float(k), "doc_count": sum(1 for v in present if k <= v < k + step)}
-                                for k in range(low, int(top) + step, step)]
+            facet["buckets"] = _histogram(field, [n for n in map(_search.as_number, present) if n is not None])
         elif field in _RANGES:
+            numbers = [n for n in map(_search.as_number, present) if n is not None]
             facet["buckets"] = []
             for start, stop in _RANGES[field]:
-                inside = sum(1 for v in present if v >= start and (stop is None or v < stop))
+                inside = sum(1 for v in numbers if v >= start and (stop is None or v < stop))
+                # Elasticsearch's range bucket; _prettify_facets gives the open last one "to": "*"
                 facet["buckets"].append({"key": f"{start}-{'*' if stop is None else stop}", "from": start,
                                          "to": "*" if stop is None else stop, "doc_count": inside})
         else:
-            # terms with min_doc_count 0: values known anywhere appear, with 0 where this search has none
-            known = {_search.field_value(r, field) for r in everything} - {None}
-            if field == "image_type":
-                known |= set(_IMAGE_TYPES)
-            counts = {value: 0 for value in known}
-            for value in present:
-                counts[value] = counts.get(value, 0) + 1
-            ordered = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[:_TERMS_SIZE.get(field, 10)]
-            facet["buckets"] = [{"key": (int(k) if isinstance(k, bool) else k), "doc_count": n} for k, n in ordered]
+            facet["buckets"] = _terms(field, present, everything)
         out[field] = facet
     return out
+
+
+def _histogram(field: str, numbers: list[float]) -> list[dict]:
+    """A histogram aggregation with ``extended_bounds``: every bucket from the lower bound (or the lowest
+    value) to the upper one (or the highest value), empty ones included, keys as floats."""
+    step, low, high = _HISTOGRAMS[field]
+    first = min([low] + [int(v // step) * step for v in numbers])
+    last = max([high] + [int(v // step) * step for v in numbers])
+    return [{"key": float(k), "doc_count": sum(1 for v in numbers if k <= v < k + step)}
+            for k in range(int(first), int(last) + step, step)]
+
+
+def _terms(field: str, present: list[Any], everything: list[dict]) -> list[dict]:
+    """A terms aggregation with ``min_doc_count: 0``: by count (then key), or by key; booleans as 0/1."""
+    known = {_search.field_value(r, field) for r in everything} - {None}
+    if field == "image_type":
+        known |= set(_IMAGE_TYPES)
+    counts: dict[Any, int] = {value: 0 for value in known}
+    for value in present:
+        counts[value] = counts.get(value, 0) + 1
+    if field in _KEY_ORDER:
+        ordered = sorted(counts.items(), key=lambda kv: str(kv[0]))
+    else:
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    if field != "image_type":  # the archive lists every image type, whatever the size
+        ordered = ordered[:_TERMS_SIZE.get(field, 10)]
+    else:
+        rank = {name: n for n, name in enumerate(_IMAGE_TYPES)}
+        ordered.sort(key=lambda kv: rank.get(kv[0], len(rank)))
+    if _search.FIELDS[field] == _search.BOOLEAN:
+        # a boolean's buckets: key 0 or 1 and key_as_string "false" or "true"
+        return [{"key": int(k), "key_as_string": "true" if k else "false", "doc_count": n} for k, n in ordered]
+    return [{"key": k, "doc_count": n} for k, n in ordered]
