@@ -20,6 +20,7 @@ area of the curve up to it; scores lie in [0, 1 − min_tpr].
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,10 +157,14 @@ def score_classification(release: Any, split: str, truth: Any, weights: Any, pre
         validate_rows(truth, frame)
     except package.ScoreError as exc:
         raise ScoringError(str(exc)) from None
-    truth, frame, weights = truth.sort_index(), frame.sort_index(), weights.sort_index()
+    truth, weights = truth.copy(), weights.sort_index()
     sort_rows(truth)
     sort_rows(frame)
-    result = package.ClassificationScore(truth, frame, weights, package.ClassificationMetric(metric))
+    with warnings.catch_warnings():
+        # one-class releases (2016, 2020): the package's balanced accuracy asks scikit-learn for a confusion
+        # matrix of a single label, which it warns about; that figure is not the one these releases ranked by
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        result = package.ClassificationScore(truth, frame, weights, package.ClassificationMetric(metric))
     return ReleaseScore(release.name, split, metric, float(result.overall), result.to_dict(rocs=False))
 
 
