@@ -938,11 +938,12 @@ class IsicApi:
             text = self._backend.metadata_csv(query, collections)
         except (NotFoundError, UnsupportedError, ArchiveResponseError) as exc:
             log.info("no metadata file from the archive (%s); building it from the paged search", exc)
+            from .csvguard import csv_text
             from .export import metadata_rows
 
             columns, rows = metadata_rows(self._backend.search_images(query, collections=collections))
-            frame = pd.DataFrame(rows, columns=columns).sort_values("isic_id", ignore_index=True)
-            text = frame.to_csv(index=False)
+            rows.sort(key=lambda row: str(row.get("isic_id")))
+            text = csv_text(columns, ([row.get(key) for key in columns] for row in rows))  # guarded as the archive's
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return pd.read_csv(io.StringIO(text), dtype={"isic_id": str, "lesion_id": str, "patient_id": str})

@@ -3,7 +3,6 @@ the layout of the archive's official CLI."""
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import os
@@ -14,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .cache import safe_name
+from .csvguard import write_csv
 from .downloads import EXTENSIONS, Downloader, DownloadResult, Job, extension_for, jobs_for, sniffed_type
 from .errors import IsicError
 from .search import DECIMAL_FIELDS, decimal_text
@@ -69,16 +69,6 @@ def _flat(record: dict) -> dict[str, Any]:
     return row
 
 
-#: a cell starting with one of these is a formula to a spreadsheet
-_FORMULA_STARTS = ("=", "+", "-", "@")
-
-
-def _cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as text: a leading tab before what would start a formula
-    (as the archive's own metadata file does)."""
-    return "\t" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
-
-
 def metadata_rows(records: list[dict]) -> tuple[list[str], list[dict[str, Any]]]:
     rows = [_flat(r) for r in records]
     keys = sorted({k for row in rows for k in row} - {"isic_id", "attribution", "copyright_license"})
@@ -119,9 +109,7 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
     result.failed.update(unusable)
     columns, rows = metadata_rows(records)
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
+        write_csv(fh, columns, ([row.get(key) for key in columns] for row in rows))
     _write_attribution_and_licenses(store, rows, folder)
     return result
 

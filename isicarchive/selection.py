@@ -765,8 +765,13 @@ class Selection(MutableMapping):
         return to_dask_dataframe(self.to_dataframe(fields), npartitions)
 
     def to_csv(self, path: str, fields: Sequence[str] | None = None) -> None:
-        """Write the chosen fields as CSV (``pandas`` extra)."""
-        self.to_dataframe(fields).to_csv(path)
+        """Write the chosen fields as CSV (``pandas`` extra); cells that would read as spreadsheet
+        formulas start with a tab, cells with line breaks are quoted (:mod:`isicarchive.csvguard`)."""
+        from .csvguard import write_csv
+
+        frame = self.to_dataframe(fields)
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            write_csv(fh, [frame.index.name, *frame.columns], frame.itertuples(index=True, name=None))
 
     def __repr__(self) -> str:
         shown = ", ".join(self.names()[:5])
