@@ -208,16 +208,15 @@ def _truth(opened: OpenedRelease, split: str) -> Any:
     if not item.part(split).truth:
         raise IsicError(f"{item.name}: the {split} split has no published ground truth")
     rows = {}
-    for record in contents.records:
-        label = record["metadata"]["challenge"]["label"]
+    for isic_id, label in contents.labels.items():
         if item.reader == "isic2017-task3":
-            rows[record["isic_id"]] = {c: float(label == c) for c in item.classes}  # nevus: both 0
+            rows[isic_id] = {c: float(label == c) for c in item.classes}  # nevus: both 0
         elif item.reader in ("one-hot", "ham10000"):
-            rows[record["isic_id"]] = {c: float(label == c) for c in item.classes}
+            rows[isic_id] = {c: float(label == c) for c in item.classes}
         else:
             if label is None:
-                raise IsicError(f"{item.name}: {record['isic_id']} has no label in the {split} truth")
-            rows[record["isic_id"]] = {item.classes[0]: float(label)}
+                raise IsicError(f"{item.name}: {isic_id} has no label in the {split} truth")
+            rows[isic_id] = {item.classes[0]: float(label)}
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=builtins.list(item.classes))
     frame.index.name = "image"
     if item.reader == "one-hot" and contents.truth_file:

@@ -59,6 +59,24 @@ class PartContents:
     #: isic_id → mask file (segmentation), or isic_id → {attribute: mask file} (2018 task 2)
     masks: dict[str, Any] = field(default_factory=dict)
     truth_file: str | None = None
+    #: the records as index columns instead (2024: 401,059 rows of ~55 columns would not fit as dicts)
+    table: Any = None
+
+    @property
+    def ids(self) -> list[str]:
+        """The image ids the split's truth (or metadata) lists."""
+        if self.table is not None:
+            return [str(i) for i in self.table.column("isic_id").to_pylist()]
+        return [record["isic_id"] for record in self.records]
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """isic_id → the release's own label."""
+        if self.table is not None:
+            if "challenge.label" not in self.table.column_names:
+                return {}
+            return dict(zip(self.ids, self.table.column("challenge.label").to_pylist(), strict=True))
+        return {r["isic_id"]: r["metadata"]["challenge"].get("label") for r in self.records}
 
 
 # --------------------------------------------------------------- presence
@@ -388,24 +406,55 @@ _ACQUISITION_2024 = {"image_type", "tbp_tile_type"}
 
 
 def _read_2024(release: Release, part: Part, files: ReleaseFiles, contents: PartContents) -> None:
+    """The 2024 metadata as index columns, read by pyarrow's CSV reader: 401,059 rows of ~55 columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
     name = contents.truth_file or files.find_any(part.metadata)
     if name is None:
-        contents.records = [_record(i, release, part.split, None, {}) for i in sorted(contents.images)]
-        return
-    for row in _dict_rows(files, name, ("isic_id",)):
-        clinical: dict[str, Any] = {}
-        acquisition: dict[str, Any] = {}
-        for column, text in row.items():
-            if not column or column in _2024_SPECIAL:
-                continue
-            (acquisition if column in _ACQUISITION_2024 else clinical)[column] = _value(column, text)
-        # iddx_1..5 are the archive's own diagnosis_1..5 (iddx_full joins them with ::)
-        for level in range(1, 6):
-            clinical[f"diagnosis_{level}"] = _text(row.get(f"iddx_{level}"))
-        clinical.update(_site(row.get("anatom_site_general")))
-        contents.records.append(_record(canonical_id(row["isic_id"]), release, part.split, _number(row.get("target")),
-                                        clinical, acquisition, attribution=_text(row.get("attribution")),
-                                        copyright_license=_text(row.get("copyright_license"))))
+        ids = sorted(contents.images)
+        table = pa.table({"isic_id": pa.array(ids, pa.string())})
+    else:
+        raw = files.read(name, MAX_CSV_BYTES)
+        try:
+            table = pacsv.read_csv(pa.py_buffer(raw), convert_options=pacsv.ConvertOptions(
+                strings_can_be_null=True, column_types={"isic_id": pa.string(), "patient_id": pa.string(),
+                                                        "lesion_id": pa.string()}))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise LayoutError(f"{name} in {files.root} is not a readable CSV: {exc}") from None
+        if "isic_id" not in table.column_names:
+            raise LayoutError(f"{name} in {files.root} lacks the column(s) ['isic_id'] "
+                              f"(it has {table.column_names[:12]})")
+        ids = [canonical_id(i or "") for i in table.column("isic_id").to_pylist()]
+    rows = len(ids)
+    columns: dict[str, Any] = {"isic_id": pa.array(ids, pa.string())}
+    names = table.column_names
+    for column in names:
+        if column in _2024_SPECIAL:
+            continue
+        section = "acquisition" if column in _ACQUISITION_2024 else "clinical"
+        values = table.column(column)
+        if FIELDS.get(column) == NUMBER and pa.types.is_floating(values.type) and \
+                pc.all(pc.equal(pc.floor(values), values)).as_py() is not False:
+            values = pc.cast(values, pa.int64())  # ages as the archive gives them: 60, not 60.0
+        columns[f"{section}.{column}"] = values
+    # iddx_1..5 are the archive's own diagnosis_1..5 (iddx_full joins them with ::)
+    for level in range(1, 6):
+        if f"iddx_{level}" in names:
+            columns[f"clinical.diagnosis_{level}"] = pc.cast(table.column(f"iddx_{level}"), pa.string())
+    if "anatom_site_general" in names:
+        sites = [_site(s) for s in table.column("anatom_site_general").to_pylist()]
+        for key in sorted({k for site in sites for k in site}):
+            columns[f"clinical.{key}"] = pa.array([site.get(key) for site in sites], pa.string())
+    for key in ("attribution", "copyright_license"):
+        columns[key] = pc.cast(table.column(key), pa.string()) if key in names else pa.nulls(rows, pa.string())
+    columns["challenge.release"] = pa.array([release.name] * rows, pa.string())
+    columns["challenge.split"] = pa.array([part.split] * rows, pa.string())
+    if "target" in names:
+        columns["challenge.label"] = pc.cast(table.column("target"), pa.int64())
+    columns["file"] = pa.array([contents.images.get(i) for i in ids], pa.string())
+    contents.table = pa.table(columns)
 
 
 def _read_ham10000(release: Release, part: Part, files: ReleaseFiles, contents: PartContents) -> None:
@@ -453,7 +502,7 @@ def read_release(release: Release, files: ReleaseFiles, splits: list[str] | None
         contents = read_part(release, part, files)
         out[split] = contents
         if check_counts and part.count is not None:
-            _check_count(release, part, len(contents.records) or len(contents.images))
+            _check_count(release, part, len(contents.ids) or len(contents.images))
     return out
 
 

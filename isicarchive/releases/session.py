@@ -153,11 +153,12 @@ def _index(release: Release, files: ReleaseFiles, parts: dict[str, PartContents]
             if len(column) < count:
                 column.append(None)
     for split, contents in parts.items():
-        absent = [r["isic_id"] for r in contents.records if r["isic_id"] not in contents.images]
+        listed = contents.ids
+        absent = [i for i in listed if i not in contents.images]
         if absent:
             problems.append(f"{split}: {len(absent)} image(s) listed in the truth are not in the images folder "
                             f"(e.g. {', '.join(absent[:5])})")
-        unlisted = len(set(contents.images) - {r['isic_id'] for r in contents.records})
+        unlisted = len(set(contents.images) - set(listed))
         if unlisted:
             problems.append(f"{split}: {unlisted} image file(s) are not in the truth: left out")
     arrays = {}
@@ -166,4 +167,19 @@ def _index(release: Release, files: ReleaseFiles, parts: dict[str, PartContents]
             arrays[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             arrays[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    return ArchiveIndex(pa.table(arrays), release.name, problems)
+    tables = [pa.table(arrays)] if count else []
+    tables += [contents.table for contents in parts.values() if contents.table is not None]
+    for contents in parts.values():
+        if contents.table is not None:
+            for name in contents.table.column("isic_id").to_pylist():
+                if name in seen:
+                    raise LayoutError(f"{release.name} at {files.root}: {name} is listed twice; a release names "
+                                      "each image once")
+                seen[name] = contents.split
+    if not tables:
+        tables = [pa.table(arrays)]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    if "public" in table.column_names:
+        table = table.drop_columns(["public"])
+    table = table.append_column("public", pa.repeat(True, table.num_rows))
+    return ArchiveIndex(table, release.name, problems)
