@@ -35,6 +35,7 @@ from .errors import (
     UnsupportedError,
 )
 from .legacy import V2_DIAGNOSIS_PATHS
+from .lockfile import Origin
 from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
 from .oauth import OAuthToken
 from .progress import progress as _progress
@@ -800,8 +801,10 @@ class IsicApi:
         if self.api_version == 2:
             _check_legacy_terms(parsed, index)
         within = self.image_selection.keys() if sub_select else None
+        before = self.image_selection.origin.criteria if sub_select and self.image_selection.origin else None
         self.image_selection = index.select(parsed, within=within)
         self.image_selection.session = self
+        self.image_selection.origin = Origin(self, criteria=[*(before or []), *parsed])
         return self.image_selection
 
     # ------------------------------------------------------------ downloads
@@ -953,4 +956,12 @@ class IsicApi:
         """Server-side search (v2 query language); the result becomes :attr:`image_selection`."""
         records = self._backend.search_images(query, collections=collections, limit=limit)
         self.image_selection = Selection({record_id(r): r for r in records}, session=self)
+        self.image_selection.origin = Origin(self, query=query, collections=[int(c) for c in collections or ()]
+                                             or None)
         return self.image_selection
+
+    def collection(self, *, doi: str) -> Selection:
+        """The images of the collection with this DOI (v2), to lock and cite (:mod:`isicarchive.collections`)."""
+        from .collections import collection_by_doi
+
+        return collection_by_doi(self, doi)

@@ -462,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "isicarchive cache verify --cache-folder ~/isic-cache")
     p.add_argument("action", choices=["info", "verify", "clean"])
     p.add_argument("--all", action="store_true", help="with clean: remove every cached file")
+
+    from .lockcli import add_lock_commands
+
+    add_lock_commands(sub, common, add_search_options)
     return parser
 
 

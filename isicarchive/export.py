@@ -75,8 +75,17 @@ def metadata_rows(records: list[dict]) -> tuple[list[str], list[dict[str, Any]]]
     return ["isic_id", "attribution", "copyright_license"] + keys, rows
 
 
-def download_to_folder(store: Store, records: list[dict], folder: Path, workers: int, progress: bool) -> DownloadResult:
-    """Download images as ``<name>.<ext>`` into ``folder`` and write ``metadata.csv``."""
+def download_to_folder(store: Store, records: list[dict], folder: Path, workers: int, progress: bool, *,
+                       licenses: frozenset[str] | None = None, origin: Any = None) -> DownloadResult:
+    """Download images as ``<name>.<ext>`` into ``folder`` and write ``metadata.csv``.
+
+    ``licenses``: only images under these licences are written (an image of
+    unknown licence is not); ``origin`` (the selection's) goes into ``CITATION.cff``.
+    """
+    if licenses is not None:
+        from .licenses import license_of
+
+        records = [r for r in records if isinstance(r, dict) and license_of(r) in licenses]
     folder.mkdir(parents=True, exist_ok=True)
     locks = folder / ".isicarchive-locks"  # out of sight of the user's files
     locks.mkdir(exist_ok=True)
@@ -111,6 +120,9 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
         write_csv(fh, columns, ([row.get(key) for key in columns] for row in rows))
     _write_attribution_and_licenses(store, rows, folder)
+    from .citations import write_citation_cff
+
+    write_citation_cff(folder, records, origin=origin, archive=store.http.base_url)
     return result
 
 

@@ -45,15 +45,21 @@ from __future__ import annotations
 
 import bisect
 import html
+import os
 import re
 from array import array
 from collections.abc import Container, ItemsView, Iterable, Mapping, MutableMapping, Sequence, ValuesView
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import QueryError
 from .search import DECIMAL_FIELDS
+
+if TYPE_CHECKING:
+    from .audit import AuditReport
+    from .lockfile import Lock, Origin
 
 __all__ = ["OPERATORS", "UNARY", "ImageIndex", "Selection", "Splits", "evaluate", "get_path", "normalise_criteria"]
 
@@ -553,7 +559,37 @@ class ImageIndex:
 
 
 class Splits(dict):
-    """The parts of :meth:`Selection.split`: a dict name → :class:`Selection`, that also exports them."""
+    """The parts of :meth:`Selection.split`: a dict name → :class:`Selection`, that also exports them.
+
+    Attributes
+    ----------
+    origin : Origin or None
+        The session and query the split selection came from.
+    settings : dict
+        ``by``, ``stratify``, ``seed`` and ``fractions`` of the split.
+    """
+
+    origin: Origin | None = None
+    settings: dict[str, Any] = {}  # noqa: RUF012 (replaced per instance, never changed in place)
+
+    def lock(self, path: str | os.PathLike[str] | None = None, *, api: Any = None,
+             progress: bool | None = None) -> Lock:
+        """One lock file for every part: each image with the part it is in (:mod:`isicarchive.lockfile`)."""
+        from .lockfile import create_lock
+
+        first = next(iter(self.values()), None)
+        lock = create_lock({name: part.values() for name, part in self.items()}, origin=self.origin,
+                           api=api if api is not None else getattr(first, "session", None),
+                           split=dict(self.settings) or None, progress=progress)
+        if path is not None:
+            lock.save(path)
+        return lock
+
+    def audit(self, *, near_duplicates: bool = False, api: Any = None) -> AuditReport:
+        """The leakage audit of the parts (:func:`isicarchive.audit`)."""
+        from .audit import audit
+
+        return audit(self, near_duplicates=near_duplicates, api=api)
 
     def export(self, folder: Any, *, layout: str = "official", target: str = "diagnosis_1",
                **options: Any) -> Any:
@@ -592,6 +628,8 @@ class Selection(MutableMapping):
         #: the IsicApi the records came from (set by select_images, search_images and split): what
         #: training sets and exports read the images with
         self.session = session
+        #: how the selection was made (the query, criteria or DOI), for locks, drift reports, citations
+        self.origin: Origin | None = None
         self._data: dict[str, dict] | None = dict(items)
         # a view: the index's (append-only) id and record lists and its row numbers
         self._ids: list[str] = []
@@ -687,11 +725,17 @@ class Selection(MutableMapping):
         """
         from .grouping import group_ids
 
-        return {value: Selection(((key, self[key]) for key in keys), session=self.session)
+        return {value: self._derived((key, self[key]) for key in keys)
                 for value, keys in group_ids(dict(self.items()), field).items()}
 
+    def _derived(self, items: Any) -> Selection:
+        """A new selection of some of these images, with this one's session and origin."""
+        derived = Selection(items, session=self.session)
+        derived.origin = self.origin
+        return derived
+
     def split(self, fractions: Mapping[str, float], *, by: str = "patient_id", stratify: str | None = None,
-              seed: int = 0) -> Splits:
+              seed: int = 0, check: bool = False) -> Splits:
         """A leakage-free split: ``{'train': 0.7, 'validation': 0.15, 'test': 0.15}`` → selections.
 
         No value of ``by`` (a patient, a lesion) is in two parts; the classes
@@ -699,7 +743,10 @@ class Selection(MutableMapping):
         evenly as the groups allow; the same seed gives the same split.
         Images without a value of ``by`` are groups of their own, one per
         image.  The parts come as a :class:`Splits` (a dict name → selection)
-        that also exports them as a training set's splits.
+        that also exports them as a training set's splits, and locks them
+        (:meth:`Splits.lock`).  ``check=True`` prints the leakage audit of the
+        parts (:func:`isicarchive.audit`: shared patients, lesions, identical
+        files); grouped by patient it finds nothing.
 
         Raises
         ------
@@ -709,20 +756,72 @@ class Selection(MutableMapping):
         from .grouping import split_ids
 
         parts = split_ids(dict(self.items()), fractions, by=by, stratify=stratify, seed=seed)
-        return Splits({name: Selection(((key, self[key]) for key in keys), session=self.session)
-                       for name, keys in parts.items()})
+        splits = Splits({name: self._derived((key, self[key]) for key in keys) for name, keys in parts.items()})
+        splits.origin = self.origin
+        splits.settings = {"by": by, "stratify": stratify, "seed": seed, "fractions": dict(fractions)}
+        if check:
+            print(splits.audit())
+        return splits
 
     def export(self, folder: Any, *, layout: str = "official", target: str = "diagnosis_1",
-               **options: Any) -> Any:
+               licenses: Iterable[str] | str | None = None, commercial: bool = False, **options: Any) -> Any:
         """Write the selection's images and metadata for other loaders (see :mod:`isicarchive.exports`).
 
-        ``layout``: ``"official"`` (the official CLI's folder), ``"imagefolder"``
+        ``layout``: ``"official"`` (the official CLI's folder, with
+        ``attribution.txt``, ``licenses/`` and ``CITATION.cff``), ``"imagefolder"``
         (a folder per class of ``target``, for torchvision's ``ImageFolder`` and
         Hugging Face's ``imagefolder``) or ``"webdataset"`` (tar shards).
+        ``commercial=True`` (or ``licenses=[...]``) leaves out every image under
+        another licence: such an export never writes a CC-BY-NC image.
         """
-        from .exports import export
+        chosen = self.licensed(licenses, commercial=commercial) if licenses is not None or commercial else self
+        if layout == "official":
+            from .export import download_to_folder
+            from .licenses import allowed_licenses
+            from .lockfile import session_of
 
-        return export({"": self}, folder, layout=layout, target=target, **options)
+            session = session_of(self.origin, options.pop("api", None) or self.session)
+            workers = options.pop("workers", None)
+            progress = options.pop("progress", None)
+            return download_to_folder(session._store, list(chosen.values()), Path(folder).expanduser(),
+                                      workers=workers or session.workers,
+                                      progress=session.progress if progress is None else progress,
+                                      licenses=allowed_licenses(licenses, commercial), origin=self.origin)
+        from .exports import export  # type: ignore[import-not-found,unused-ignore]
+
+        return export({"": chosen}, folder, layout=layout, target=target, **options)
+
+    # ------------------------------------------------------ reproducibility
+    def lock(self, path: str | os.PathLike[str] | None = None, *, api: Any = None,
+             progress: bool | None = None) -> Lock:
+        """Pin these images in a lock file (see :mod:`isicarchive.lockfile`); returns the :class:`Lock`.
+
+        ``path`` ending in ``.gz`` is gzipped.  ``api`` is needed only for a
+        selection no session made.
+        """
+        from .lockfile import lock_selection
+
+        return lock_selection(self, path, api=api if api is not None else self.session, progress=progress)
+
+    def licenses(self) -> dict[str, int]:
+        """Images per licence (``CC-0``, ``CC-BY``, ``CC-BY-NC``; ``unknown``), most permissive first."""
+        from .licenses import count
+
+        return count(self.values())
+
+    def licensed(self, licenses: Iterable[str] | str | None = None, *, commercial: bool = False) -> Selection:
+        """The images under these licences; ``commercial=True`` keeps CC-0 and CC-BY only."""
+        from .licenses import allowed_licenses, license_of
+
+        chosen = allowed_licenses(licenses, commercial)
+        return self._derived((k, r) for k, r in self.items() if chosen is None or license_of(r) in chosen)
+
+    def cite(self, style: str = "bibtex") -> str:
+        """The references to cite for these images: the archive, the challenges and datasets they come
+        from, their collections' DOIs, and the attributions (``"bibtex"``, ``"apa"``, ``"csl-json"``)."""
+        from .citations import cite
+
+        return cite(self, style)
 
     def to_hf_dataset(self, *, target: str | None = "diagnosis_1", path: Any = None, **options: Any) -> Any:
         """A Hugging Face ``datasets.Dataset``: an Image column, every metadata column, licence and

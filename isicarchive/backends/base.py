@@ -120,6 +120,13 @@ class Backend:
     def metadata_csv(self, query: str = "", collections: Any = None) -> str:
         raise self._unsupported("the archive's own metadata file", "the current v2 API")
 
+    def collection_by_doi(self, doi: str) -> dict:
+        """The collection the archive minted this DOI for."""
+        raise self._unsupported("collections with DOIs", "the current v2 API")
+
+    def collection_images(self, collection_id: int, limit: int | None = None) -> list[dict]:
+        raise self._unsupported("collections", "the current v2 API")
+
     def lesion(self, lesion_id: str) -> dict:
         raise self._unsupported("lesions", "the current v2 API")
 

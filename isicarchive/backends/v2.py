@@ -428,6 +428,14 @@ class V2Backend(Backend):
     def collection_images(self, collection_id: int, limit: int | None = None) -> list[dict]:
         return self.search_images("", collections=[collection_id], limit=limit)
 
+    def collection_by_doi(self, doi: str) -> dict:
+        """The collection whose ``doi`` is this one (the archive has no look-up by DOI: its list is read)."""
+        wanted = doi.lower()
+        for collection in self.datasets():
+            if str(collection.get("doi") or "").lower() == wanted:
+                return collection
+        raise NotFoundError(f"no collection with the DOI {doi} (or you may not see it)")
+
     # -------------------------------------------------------------- studies
     def studies(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
         params = dict(params or {})

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def register(archive: LocalArchive) -> None:
     """Add the v2 and storage routes to the archive's router (collections: :mod:`.v2collections`)."""
-    from . import v2collections, zipdownload
+    from . import v2collections, v2dois, zipdownload
 
     data = archive.data
 
@@ -270,6 +270,7 @@ def register(archive: LocalArchive) -> None:
 
     v2collections.register(archive, add, searched, visible)
     zipdownload.register(archive, add, searched)
+    v2dois.register(archive, add)
 
 
 class _Listing(list):
