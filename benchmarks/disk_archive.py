@@ -40,8 +40,8 @@ api = IsicApi(hostname=sys.argv[1], progress=False)
 opened = time.perf_counter() - started
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's at the fork
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-print(json.dumps({"seconds": opened, "rows": len(api._backend.index), "peak_mb": peak / 1024,
-                  "problems": api._backend.problems}))
+print(json.dumps({"seconds": opened, "rows": len(api.context.backend.index), "peak_mb": peak / 1024,
+                  "problems": api.problems}))
 """
 
 
@@ -72,7 +72,7 @@ def search_runs(folder: Path, records: list[dict]) -> None:
     from isicarchive import IsicApi, search
 
     api = IsicApi(hostname=folder.as_uri(), progress=False)
-    backend = api._backend
+    backend = api.context.backend
     ours, found = timed(lambda: sorted(backend.search_ids(QUERY)), repeat=5)
     serverside, expected = timed(lambda: sorted(r["isic_id"] for r in search.select(QUERY, records)), repeat=1)
     table = backend.index.table
@@ -124,7 +124,7 @@ def zip_runs(images: int, scratch: Path) -> None:
                 records = list(api.cache_images().values())
 
                 def read_all(api=api, records=records) -> int:
-                    return sum(len(api._backend.read_image(r)) for r in records)
+                    return sum(len(api.context.backend.read_image(r)) for r in records)
 
                 results[location.suffix or "folder"] = timed(read_all, repeat=3,
                                                              before=drop_caches if cold else None)

@@ -29,7 +29,7 @@ import sys, time
 from isicarchive import IsicApi
 api = IsicApi(hostname=sys.argv[1], api_version=2, cache_folder=sys.argv[2], progress=False)
 if len(sys.argv) > 3:
-    api._backend.sync_workers = int(sys.argv[3])
+    api.context.backend.sync_workers = int(sys.argv[3])
 print("syncing", flush=True)
 started = time.perf_counter()
 api.cache_images()

@@ -24,6 +24,7 @@ from .backends.base import Backend
 from .backends.v1 import V1Backend
 from .backends.v2 import V2Backend
 from .cache import Cache
+from .context import SessionContext
 from .downloads import DEFAULT_WORKERS, DownloadResult
 from .errors import (
     ArchiveResponseError,
@@ -294,6 +295,7 @@ class IsicApi:
         # pixel arrays) are not kept alive by the session
         self._image_objects: weakref.WeakValueDictionary[str, Image] = weakref.WeakValueDictionary()
         self._names_loaded: set[str] = set()
+        self._context = self._new_context()
 
     def _authenticate(self, username: str | None, password: str | None, token: str | OAuthToken | None,
                       store_password: bool) -> None:
@@ -461,6 +463,7 @@ class IsicApi:
             self._cache = Cache(self._cache.root, self.base_url, identity=self._cache_identity(),
                                 login=self._archive_login())
             self._store.cache = self._cache
+        self._context = self._new_context()
         self.image_cache = {}
         self.image_selection = Selection({})
         self._index = None
@@ -476,6 +479,26 @@ class IsicApi:
             raise AuthenticationError(f"the token was refused by the archive: {str(exc).split(': ', 1)[-1]}") from None
         except IsicError:
             return None
+
+    def _new_context(self) -> SessionContext:
+        return SessionContext(self.base_url, self.api_version, self._http, self._backend, self._store, self._cache,
+                              self._image_object, self.workers, self.progress)
+
+    @property
+    def context(self) -> SessionContext:
+        """The parts of this session that models, scale-out and other modules work with
+        (see :mod:`isicarchive.context`); a new one after a login or logout."""
+        return self._context
+
+    @property
+    def layout(self) -> str | None:
+        """The layout of an archive on disk (``official``, ``challenge-2020``, …); None for one online."""
+        return self._backend.layout
+
+    @property
+    def problems(self) -> list[str]:
+        """What was found wrong with an archive on disk while indexing it (also logged); empty online."""
+        return list(self._backend.problems)
 
     @property
     def authenticated(self) -> bool:

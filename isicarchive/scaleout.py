@@ -124,7 +124,7 @@ class SessionSpec:
 
     @classmethod
     def of(cls, api: IsicApi) -> SessionSpec:
-        http = api._http
+        http = api.context.transport
         oauth = api.oauth_token
         credential = oauth.to_json() if oauth is not None else http._token
         return cls(api.base_url, api.hostname, api.api_uri, api.api_version, api.cache_folder, http._verify,
@@ -180,11 +180,12 @@ def _load(image: Image, parts: Sequence[str]) -> None:
 def _prefetch(api: IsicApi, records: list[dict], load: Sequence[str]) -> None:
     """Bring the partition's files into the cache at once, with the download engine's parallel transfers:
     waiting on the archive one image at a time would leave a worker idle for most of a slow link."""
-    if api._cache is None or not records or not {"imagedata", "superpixels"} & set(load):
+    context = api.context
+    if context.cache is None or not records or not {"imagedata", "superpixels"} & set(load):
         return
     superpixels = "superpixels" in load and api.api_version == 1
     try:
-        api._store.download_images(records, superpixels=superpixels, progress=False)
+        context.store.download_images(records, superpixels=superpixels, progress=False)
     except IsicError as exc:  # each image's own load reports what is wrong with it
         log.info("prefetch of %d images failed (%s); loading them one by one", len(records), exc)
 
@@ -203,8 +204,9 @@ def run_partition(records: list[dict], spec: SessionSpec, func: Callable[[Image]
     _prefetch(api, records, load)
     rows: list[dict[str, Any]] = []
     ids: list[str] = []
+    image_object = api.context.image_object
     for record in records:
-        image = api._image_object(record)
+        image = image_object(record)
         try:
             _load(image, load)
             value = func(image)

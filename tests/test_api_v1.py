@@ -121,8 +121,8 @@ def test_sessions_from_bare_tokens_of_two_people_keep_apart(archive: LocalArchiv
     alice.image(private_id).load_imagedata()
     carol = api_factory(archive, token=archive.token_for("carol"), cache_folder=tmp_path)
     assert not private_ids & set(carol.cache_images())
-    assert carol._cache.find_image(private_id) is None  # alice's private file is out of carol's reach
-    assert alice._cache.find_image(private_id) is not None
+    assert carol.context.cache.find_image(private_id) is None  # alice's private file is out of carol's reach
+    assert alice.context.cache.find_image(private_id) is not None
 
 
 def test_cache_images_warm_is_one_request_and_fetches_only_new(fresh_archive: LocalArchive, api_factory,
@@ -232,7 +232,7 @@ def test_secrets_never_leak(fresh_archive: LocalArchive, api_factory, tmp_path: 
     password = fresh_archive.credentials["alice"]
     caplog.set_level(logging.DEBUG)
     api = api_factory(fresh_archive, "alice", password, cache_folder=tmp_path, debug=True)
-    token = api._http._token
+    token = api.context.transport._token
     assert token
     api.cache_images()
     api.image("ISIC_0000001").load_imagedata()

@@ -78,7 +78,7 @@ def test_search_battery_matches_the_archive(online: IsicApi, exported: Path, tmp
     for query in BATTERY:
         expected = ids(online.search_images(query))
         assert ids(disk.search_images(query)) == expected, query
-        assert sorted(disk._backend.search_ids(query)) == expected, query
+        assert sorted(disk.context.backend.search_ids(query)) == expected, query
         assert ids(zipped.search_images(query)) == expected, query
     assert any(ids(online.search_images(q)) for q in BATTERY[1:])  # the battery selects something
     with pytest.raises(QueryError, match="no NOT"):
@@ -145,7 +145,7 @@ def test_the_index_is_built_once_and_rebuilt_when_the_metadata_changes(
     monkeypatch.undo()
     changed = offline(folder)
     assert "ISIC_0999999" in changed.cache_images()
-    assert any("not in the archive" in p for p in changed._backend.problems)
+    assert any("not in the archive" in p for p in changed.problems)
     with pytest.raises(UnsupportedError, match="not in the folder"):
         changed.image("ISIC_0999999").load_imagedata()
 
@@ -208,7 +208,7 @@ def test_challenge_layouts_and_their_zips(layout: str, online: IsicApi, exported
     zipped = Path(shutil.make_archive(str(tmp_path / layout), "zip", root.parent, root.name))
     for location in (root, zipped):
         disk = offline(location)
-        assert disk._backend.layout == layout and not disk._backend.problems
+        assert disk.layout == layout and not disk.problems
         assert ids(disk.search_images("")) == [r["isic_id"] for r in records]
         # the legacy diagnosis of every image survives the challenge's columns
         wanted = {r["isic_id"]: _legacy(r).get("diagnosis") for r in records}
@@ -264,7 +264,7 @@ def test_a_zip_with_path_traversal_members(exported: Path, tmp_path: Path) -> No
         zf.writestr("/abs/ISIC_0999998.jpg", b"\xff\xd8\xffnope")
     cache = tmp_path / "cache"
     disk = offline(evil, cache_folder=cache)
-    assert sum("unsafe path" in p for p in disk._backend.problems) == 2
+    assert sum("unsafe path" in p for p in disk.problems) == 2
     assert "ISIC_0999998" not in disk.cache_images()
     disk.image("ISIC_0000001").load_superpixels()
     assert not (tmp_path.parent / "escaped.jpg").exists() and not Path("/abs").exists()

@@ -60,7 +60,7 @@ def test_partial_file_from_an_earlier_run_is_resumed(big_files: LocalArchive, tm
     record = big_files.data.images_by_name[name]
     full = big_files.data.image_jpeg(record["_id"])
     api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False)
-    part = api._store._image_job(record).part
+    part = api.context.store._image_job(record).part
     part.write_bytes(full[: len(full) // 2])  # as a killed process leaves it
     big_files.clear_log()
     result = api.download_images([name])
@@ -76,7 +76,7 @@ def test_a_whole_part_file_is_put_in_place_without_fetching_it_again(big_files: 
     record = big_files.data.images_by_name[name]
     full = big_files.data.image_jpeg(record["_id"])
     api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False)
-    part = api._store._image_job(record).part
+    part = api.context.store._image_job(record).part
     part.write_bytes(full)
     big_files.clear_log()
     result = api.download_images([name])
@@ -90,7 +90,7 @@ def test_a_whole_part_file_of_a_presigned_link_is_checked_by_its_announced_size(
         api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False, retries=0)
         record = next(iter(api.cache_images().values()))
         full = server.data.image_jpeg(server.data.images_by_name[record["isic_id"]]["_id"])
-        part = api._store._image_job(record).part
+        part = api.context.store._image_job(record).part
         part.write_bytes(full)
         server.faults.add("status", r"^/storage/", status=403, methods=("HEAD",))  # signed for GET only
         result = api.download_images([record])

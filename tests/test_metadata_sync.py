@@ -43,7 +43,7 @@ def test_partitions_in_parallel_give_every_record_once(server: LocalArchive, tmp
 def test_an_interrupted_sync_resumes_where_it_stopped(server: LocalArchive, tmp_path: Path) -> None:
     spread(server)
     api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False, retries=0)
-    api._backend.sync_workers = 1  # type: ignore[attr-defined]  # partitions in order: the cut is exact
+    api.context.backend.sync_workers = 1  # type: ignore[attr-defined]  # partitions in order: the cut is exact
     rule = server.faults.add("status", r"/images/search/$", query=r"isic_id:ISIC_[5-9]", status=500)
     with pytest.raises(ArchiveUnavailableError):
         api.cache_images()
@@ -60,7 +60,7 @@ def test_an_interrupted_sync_resumes_where_it_stopped(server: LocalArchive, tmp_
 def test_crowded_partitions_are_split_by_the_next_digit(server: LocalArchive, tmp_path: Path) -> None:
     # sequential ids (ISIC_0000000 …) all fall into ISIC_00*: it is split until partitions are small
     api = IsicApi(hostname=server.url, api_version=2, progress=False)
-    api._backend.sync_partition_size = 150  # type: ignore[attr-defined]
+    api.context.backend.sync_partition_size = 150  # type: ignore[attr-defined]
     server.clear_log()
     records = api.cache_images()
     assert sorted(records) == sorted(im["name"] for im in server.data.visible_images(None))

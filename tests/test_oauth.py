@@ -58,7 +58,7 @@ def test_pkce_pair_follows_rfc_7636() -> None:
 
 def test_authorization_url_carries_the_challenge_and_the_official_client(archive: LocalArchive) -> None:
     api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    request = api._backend.oauth.start()
+    request = api.context.backend.oauth.start()
     parts = urlsplit(request.url)
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     assert parts.path == "/oauth/authorize/"
@@ -90,7 +90,7 @@ def test_sign_in_label_defaults_to_the_accounts_email(archive: LocalArchive, mem
 
 def test_a_code_works_once_and_only_with_its_verifier(archive: LocalArchive) -> None:
     api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    oauth: OAuthClient = api._backend.oauth
+    oauth: OAuthClient = api.context.backend.oauth
     request = oauth.start()
     code = archive.sign_in_code(request.url, "alice")
     forged = type(request)(request.url, request.state, pkce_pair()[0])
@@ -107,7 +107,7 @@ def test_a_code_works_once_and_only_with_its_verifier(archive: LocalArchive) -> 
 
 def test_the_sign_in_page_checks_the_password_and_the_pkce_request(archive: LocalArchive) -> None:
     api = IsicApi(hostname=archive.url, api_version=2, progress=False)
-    url = api._backend.oauth.start().url
+    url = api.context.backend.oauth.start().url
     page = requests.get(url, timeout=10)
     assert page.status_code == 200 and 'name="password"' in page.text and "alice" not in page.text
     with pytest.raises(AuthenticationError, match="refused 'alice'"):
@@ -139,15 +139,15 @@ def test_an_expired_stored_token_is_renewed_and_written_back(archive: LocalArchi
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
     # refresh tokens rotate: the old one is spent
     with pytest.raises(AuthenticationError, match="refused"):
-        OAuthClient(again._http, f"{archive.url}/oauth").refresh(first)
+        OAuthClient(again.context.transport, f"{archive.url}/oauth").refresh(first)
 
 
 def expire_now(archive: LocalArchive, api: IsicApi, *, client_knows: bool) -> None:
     """End the session's access token at the archive; the client learns of it only if ``client_knows``."""
-    token = api._backend.oauth_token
+    token = api.context.backend.oauth_token
     archive.revoke_token(token.access_token)  # the refresh token stays good
     token.expires_at = time.time() - 1 if client_knows else None
-    api._http.set_token(token.access_token, token.expires_at)
+    api.context.transport.set_token(token.access_token, token.expires_at)
 
 
 def test_a_token_expiring_mid_session_is_renewed_once_for_all_threads(archive: LocalArchive) -> None:
@@ -159,7 +159,7 @@ def test_a_token_expiring_mid_session_is_renewed_once_for_all_threads(archive: L
     archive.clear_log()
     private = private_image(archive)
     with ThreadPoolExecutor(8) as pool:
-        names = list(pool.map(lambda _: api._backend.image(private)["name"], range(8)))
+        names = list(pool.map(lambda _: api.context.backend.image(private)["name"], range(8)))
     assert names == [private] * 8
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
     assert not any(r.authorized for r in archive.requests(r"^/oauth/"))  # the token endpoint needs no bearer
@@ -170,7 +170,7 @@ def test_a_401_renews_a_token_of_unknown_expiry(archive: LocalArchive) -> None:
     api = signed_in(archive, "alice", "alice", store=False)
     expire_now(archive, api, client_knows=False)
     archive.clear_log()
-    assert api._backend.me()["email"] == "alice@example.org"
+    assert api.context.backend.me()["email"] == "alice@example.org"
     assert [r.status for r in archive.requests(r"/users/me")] == [401, 200]
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
 
@@ -182,7 +182,7 @@ def test_many_threads_meeting_a_401_share_one_renewal(archive: LocalArchive) -> 
     expire_now(archive, api, client_knows=False)
     archive.clear_log()
     with ThreadPoolExecutor(8) as pool:
-        users = list(pool.map(lambda _: api._backend.me()["email"], range(16)))
+        users = list(pool.map(lambda _: api.context.backend.me()["email"], range(16)))
     assert users == ["alice@example.org"] * 16
     assert len(archive.requests(r"/oauth/token", "POST")) == 1
 
@@ -207,11 +207,11 @@ def test_an_unrenewable_expired_token_reports_the_401(archive: LocalArchive) -> 
 
 def test_logout_revokes_both_tokens(archive: LocalArchive) -> None:
     api = signed_in(archive, "alice", "alice", store=False)
-    token = api._backend.oauth_token
+    token = api.context.backend.oauth_token
     api.logout()
     assert archive.user_for_token(token.access_token) is None
     with pytest.raises(AuthenticationError):
-        OAuthClient(api._http, f"{archive.url}/oauth").refresh(token)
+        OAuthClient(api.context.transport, f"{archive.url}/oauth").refresh(token)
 
 
 # ------------------------------------------------------------------- CLI
@@ -265,13 +265,13 @@ def test_sign_in_secrets_stay_out_of_logs_reprs_and_errors(archive: LocalArchive
                                                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     api = IsicApi(hostname=archive.url, api_version=2, progress=False, debug=True)
-    request = api._backend.oauth.start()
+    request = api.context.backend.oauth.start()
     code = archive.sign_in_code(request.url, "alice")
-    token = api._backend.oauth.finish(request, code)
-    api._backend.use_token(token)
+    token = api.context.backend.oauth.finish(request, code)
+    api.context.backend.use_token(token)
     api.image(private_image(archive))
     with pytest.raises(AuthenticationError) as refused:
-        api._backend.oauth.finish(request, code)  # spent
+        api.context.backend.oauth.finish(request, code)  # spent
     shown = caplog.text + repr(api) + repr(token) + repr(request) + str(refused.value) + api._repr_html_()
     for secret in (token.access_token, token.refresh_token, code, request.verifier):
         assert secret and secret not in shown
@@ -282,7 +282,7 @@ def test_a_revoked_stored_token_leads_back_to_signing_in(archive: LocalArchive, 
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     archive.token_lifetime = 30  # expired on arrival: the next session must refresh
     first = signed_in(archive, "alice", "alice")
-    first._backend.oauth.revoke(first._backend.oauth_token)  # e.g. signed out on another machine
+    first.context.backend.oauth.revoke(first.context.backend.oauth_token)  # e.g. signed out on another machine
     monkeypatch.setenv("CI", "true")
     with pytest.raises(AuthenticationError, match="isicarchive --api v2 login --user alice"):
         IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
@@ -294,7 +294,8 @@ def test_a_revoked_stored_token_leads_back_to_signing_in(archive: LocalArchive, 
     monkeypatch.setattr("builtins.input", lambda prompt: archive.sign_in_code(shown[-1], "alice"))
     again = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
     assert again.user["email"] == "alice@example.org"
-    assert credentials.load_token(again.base_url, "alice").access_token == again._backend.oauth_token.access_token
+    stored = credentials.load_token(again.base_url, "alice")
+    assert stored.access_token == again.context.backend.oauth_token.access_token
 
 
 def test_two_sessions_sharing_a_stored_token_both_renew(archive: LocalArchive, memory_keyring: Any) -> None:
@@ -302,14 +303,14 @@ def test_two_sessions_sharing_a_stored_token_both_renew(archive: LocalArchive, m
     signed_in(archive, "alice", "alice")
     one = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
     two = IsicApi("alice", hostname=archive.url, api_version=2, progress=False)
-    assert one._backend.oauth_token.refresh_token == two._backend.oauth_token.refresh_token
+    assert one.context.backend.oauth_token.refresh_token == two.context.backend.oauth_token.refresh_token
     for api in (one, two):
         expire_now(archive, api, client_knows=True)
     private = private_image(archive)
     assert one.image(private).name == private  # renews; the keyring now holds its renewal
     assert two.image(private).name == private  # its own refresh is refused: it takes the renewal from the keyring
-    assert two._backend.oauth_token.access_token == one._backend.oauth_token.access_token
-    assert credentials.load_token(one.base_url, "alice").access_token == one._backend.oauth_token.access_token
+    assert two.context.backend.oauth_token.access_token == one.context.backend.oauth_token.access_token
+    assert credentials.load_token(one.base_url, "alice").access_token == one.context.backend.oauth_token.access_token
 
 
 def test_sign_in_over_https_with_the_local_archives_ca(memory_keyring: Any) -> None:
@@ -344,11 +345,11 @@ def test_cli_login_without_a_keyring_says_so(archive: LocalArchive, tmp_path: Pa
 
 def test_a_garbled_token_answer_is_an_authentication_error(archive: LocalArchive) -> None:
     api = IsicApi(hostname=archive.url, api_version=2, progress=False, retries=0)
-    request = api._backend.oauth.start()
+    request = api.context.backend.oauth.start()
     code = archive.sign_in_code(request.url, "alice")
     archive.faults.add("malformed", r"^/oauth/token", times=5)
     try:
         with pytest.raises(AuthenticationError, match="not JSON"):
-            api._backend.oauth.finish(request, code)
+            api.context.backend.oauth.finish(request, code)
     finally:
         archive.faults.clear()

@@ -166,7 +166,7 @@ def test_credentials_of_a_signed_in_session_reach_the_workers(archive: LocalArch
     frame = alice.map_images(lambda image: {"rows": image.data.shape[0]}, private, client=client)
     assert frame["error"].isna().all() and (frame["rows"] > 0).all()
     # the token travels only inside the tasks' argument: not in its repr, not in the task names
-    token = alice._http._token
+    token = alice.context.transport._token
     assert token and token not in repr(SessionSpec.of(alice))
     lazy = alice.map_images(lambda image: {"rows": image.data.shape[0]}, private, compute=False)
     assert token not in str(list(dict(lazy.__dask_graph__()).keys()))

@@ -373,7 +373,7 @@ def _interchangeable_with_ours(theirs: Path, ours: Path) -> None:
     online = IsicApi(hostname="http://127.0.0.1:8000", api_version=2, progress=False)
     ids = sorted(p.stem for p in theirs.glob("ISIC_*.jpg"))
     disk = IsicApi(hostname=theirs.as_uri(), progress=False)
-    assert disk._backend.layout == "official" and not disk._backend.problems
+    assert disk.layout == "official" and not disk.problems
     assert sorted(disk.search_images("").keys()) == ids
     mine, original = disk.image(ids[0]), online.image(ids[0])
     mine.load_imagedata()

@@ -9,7 +9,7 @@ backend maps its records onto the same keys the models read (see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,10 @@ class Backend:
     local: bool = False
     #: the header that carries the session token
     auth_header: str = "Authorization"
+    #: the layout of an archive on disk (see :mod:`isicarchive.disk.layouts`); None for an archive online
+    layout: str | None = None
+    #: what was found wrong with the archive while reading it (skipped rows, unsafe paths)
+    problems: Sequence[str] = ()
 
     def __init__(self, transport: Transport) -> None:
         self.http = transport

@@ -324,7 +324,7 @@ class V2Backend(Backend):
         when the count changed, the whole list is read again, as disjoint
         searches (``isic_id:ISIC_00*`` … ``isic_id:ISIC_99*``) whose cursors
         are walked in parallel by :attr:`sync_workers` threads (16; set it on
-        ``api._backend`` to be gentler or bolder).  With a
+        ``api.context.backend`` to be gentler or bolder).  With a
         ``checkpoint`` (the count → a :class:`~isicarchive.store.SyncCheckpoint`)
         each finished partition is kept, so an interrupted sync resumes where
         it stopped.  If the partitions do not add up to the count (ids of

@@ -61,10 +61,10 @@ class Annotation(Model):
 
     def load_features(self) -> dict[str, dict]:
         """Fetch the superpixel values of every feature marked present."""
-        api = self._require_api()
+        backend = self._context().backend
         for feature, present in (self.markups or {}).items():
             if present and feature not in self.features:
-                self.features[feature] = markup_entry(api._backend.markup_values(self.id, feature))
+                self.features[feature] = markup_entry(backend.markup_values(self.id, feature))
         return self.features
 
     def feature_values(self, feature: str, n_superpixels: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ..api import IsicApi
+    from ..context import SessionContext
 
 __all__ = ["Model"]
 
@@ -41,6 +42,10 @@ class Model:
             raise IsicError(f"this {self.KIND} is not attached to an IsicApi session; "
                             f"get it through api.{self.KIND}(...) to load data")
         return self._api
+
+    def _context(self) -> SessionContext:
+        """The session's parts this object loads through (:mod:`isicarchive.context`)."""
+        return self._require_api().context
 
     def _summary(self) -> dict[str, Any]:
         return {name: getattr(self, name, None) for name in self.SUMMARY}

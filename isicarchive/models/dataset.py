@@ -47,11 +47,11 @@ class Dataset(Model):
 
     def load(self) -> Dataset:
         """Load access list, registered metadata and review queue where permitted."""
-        api = self._require_api()
+        backend = self._context().backend
         for attribute, what in (("access_list", "access"), ("metadata", "metadata"),
                                 ("images_for_review", "review")):
             try:
-                setattr(self, attribute, api._backend.dataset_extra(self.id, what))
+                setattr(self, attribute, backend.dataset_extra(self.id, what))
             except AuthenticationError:
                 setattr(self, attribute, None)
         return self

@@ -106,7 +106,7 @@ class Image(Model):
     def load_imagedata(self) -> None:
         """Load the pixels into :attr:`data` (from the cache when present)."""
         if self.data is None:
-            self.data = self._require_api()._store.image_pixels(self._record)
+            self.data = self._context().store.image_pixels(self._record)
 
     def load_superpixels(self, map_superpixels: bool = False) -> None:
         """Load the superpixel index into ``superpixels['idx']`` (cache first).
@@ -123,7 +123,7 @@ class Image(Model):
         """
         if self.superpixels["idx"] is None:
             try:
-                idx = self._require_api()._store.superpixel_index(self.id)
+                idx = self._context().store.superpixel_index(self.id)
             except UnsupportedError:
                 self.compute_superpixels()
             else:
@@ -152,8 +152,7 @@ class Image(Model):
         self.load_imagedata()
         assert self.data is not None
         idx = compute_superpixels(self.data, n_segments=n_segments, **slic_options)
-        api = self._require_api()
-        api._store.remember_superpixels(self.id, idx)
+        self._context().store.remember_superpixels(self.id, idx)
         self._set_index(idx)
 
     def load_segmentation_masks(self) -> dict[str, np.ndarray]:
@@ -219,4 +218,4 @@ class Image(Model):
     def segmentations(self) -> list[Any]:
         """This image's segmentations (v1)."""
         api = self._require_api()
-        return [api.segmentation(s["_id"]) for s in api._backend.segmentations({"imageId": self.id})]
+        return [api.segmentation(s["_id"]) for s in api.context.backend.segmentations({"imageId": self.id})]

@@ -39,7 +39,7 @@ class Lesion(Model):
         super().__init__(record, api)
         self.name = self.id
         api = self._api
-        self.images = [api._image_object(r) for r in self._record.get("images", [])] if api is not None else []
+        self.images = [api.context.image_object(r) for r in self._record.get("images", [])] if api is not None else []
         self.index_image = next((im for im in self.images if im.name == self.index_image_id), None)
 
     @property

@@ -43,7 +43,7 @@ class Segmentation(Model):
     def load_mask(self) -> np.ndarray:
         """The 8-bit mask (0 outside, 255 lesion), cached as ``sgmsk_<id>.png``."""
         if self.mask is None:
-            self.mask = self._require_api()._store.segmentation_mask(self.id)
+            self.mask = self._context().store.segmentation_mask(self.id)
         return self.mask
 
     def superpixels_in_mask(self, image: Any) -> np.ndarray:

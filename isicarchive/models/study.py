@@ -72,14 +72,14 @@ class Study(Model):
 
         Returns the :class:`~isicarchive.downloads.DownloadResult`.
         """
-        api = self._require_api()
-        return api._store.download_images(self.images, superpixels=superpixels, workers=workers, progress=progress)
+        return self._context().store.download_images(self.images, superpixels=superpixels, workers=workers,
+                                                     progress=progress)
 
     def load_annotations(self, progress: bool | None = None) -> list[Annotation]:
         """Load every annotation with its feature markups (cached in ``stann_<id>.json.gz``)."""
         api = self._require_api()
-        summaries = api._backend.annotations(self.id)
-        records, features = api._store.study_annotations(self.id, summaries, progress=progress)
+        summaries = api.context.backend.annotations(self.id)
+        records, features = api.context.store.study_annotations(self.id, summaries, progress=progress)
         self.annotations = [Annotation(records[s["_id"]], api, features.get(s["_id"])) for s in summaries
                             if s["_id"] in records]
         image_features: dict[str, set[str]] = defaultdict(set)

@@ -93,7 +93,7 @@ def test_sigkill_during_bulk_download_then_rerun(slow_server: LocalArchive, tmp_
     verify_every_file(tmp_path)
     api = IsicApi(hostname=slow_server.url, cache_folder=tmp_path, progress=False)
     ids = [slow_server.data.images_by_name[name]["_id"] for name in names]
-    kept = {i: api._store._image_job(slow_server.data.images_by_id[i]).part for i in ids}
+    kept = {i: api.context.store._image_job(slow_server.data.images_by_id[i]).part for i in ids}
     kept_bytes = {i: part.stat().st_size for i, part in kept.items() if part.exists()}
     rerun_started = time.monotonic()  # what the killed child had in flight may still be logged later
     result = api.download_images(names)

@@ -68,7 +68,7 @@ def test_wrong_content_type_and_shape(server: LocalArchive) -> None:
 def test_gigantic_json_is_refused(server: LocalArchive) -> None:
     server.faults.add("wrong_type", r"/study$", body=b"[" + b"1," * 600_000 + b"1]")
     api = fast(server)
-    api._http.max_json_bytes = 1_000_000
+    api.context.transport.max_json_bytes = 1_000_000
     with pytest.raises(IsicError, match="accepted for JSON"):
         api.study()
     record("hostile server", "listing", "a JSON answer over the size cap", "refused with IsicError, not loaded")
@@ -159,7 +159,7 @@ def test_secrets_stay_out_of_tracebacks_logs_and_files(server: LocalArchive, tmp
     password = server.credentials["alice"]
     caplog.set_level(logging.DEBUG)
     api = fast(server, "alice", password, cache_folder=tmp_path, debug=True)
-    token = api._http._token
+    token = api.context.transport._token
     api.cache_images()
     server.faults.add("status", status=500)
     try:
@@ -168,7 +168,7 @@ def test_secrets_stay_out_of_tracebacks_logs_and_files(server: LocalArchive, tmp
         text = traceback.format_exc()
     else:  # pragma: no cover
         pytest.fail("expected an error")
-    surfaces = [text, caplog.text, repr(api), str(api), api._repr_html_(), repr(api._http.session.headers)]
+    surfaces = [text, caplog.text, repr(api), str(api), api._repr_html_(), repr(api.context.transport.session.headers)]
     for surface in surfaces:
         assert password not in surface and token not in surface
     for path in tmp_path.rglob("*"):

@@ -24,12 +24,12 @@ def server() -> Any:
 
 def session_with_expiring_token(server: LocalArchive, retries: int) -> IsicApi:
     api = IsicApi(hostname=server.url, api_version=2, progress=False, retries=retries, backoff=0.01)
-    request = api._backend.oauth.start()
-    api._backend.use_token(api._backend.oauth.finish(request, server.sign_in_code(request.url, "alice")))
-    token = api._backend.oauth_token
+    request = api.context.backend.oauth.start()
+    api.context.backend.use_token(api.context.backend.oauth.finish(request, server.sign_in_code(request.url, "alice")))
+    token = api.context.backend.oauth_token
     server.revoke_token(token.access_token)  # it has expired at the archive ...
     token.expires_at = time.time() - 1  # ... and the client knows it from expires_in
-    api._http.set_token(token.access_token, token.expires_at)
+    api.context.transport.set_token(token.access_token, token.expires_at)
     return api
 
 
@@ -49,7 +49,7 @@ def test_token_renewal_survives_transient_faults(server: LocalArchive, fault: st
     finally:
         server.faults.clear()
     assert found.name == private_image(server) and rule.fired == 2
-    assert server.user_for_token(api._backend.oauth_token.access_token).login == "alice"
+    assert server.user_for_token(api.context.backend.oauth_token.access_token).login == "alice"
     record("v2 sign-in", "token renewal before a private look-up", fault,
            "renewed after the faults; the look-up sees the private image")
 
@@ -115,7 +115,7 @@ def test_an_unrenewable_token_does_not_stop_downloads_from_storage(server: Local
     api = IsicApi(hostname=server.url, api_version=2, progress=False, cache_folder=tmp_path / "cache")
     records = list(api.cache_images().values())[:3]
     signed = session_with_expiring_token(server, retries=1)
-    signed._backend.oauth.revoke(signed._backend.oauth_token)  # and it cannot be renewed either
+    signed.context.backend.oauth.revoke(signed.context.backend.oauth_token)  # and it cannot be renewed either
     result = signed.download_images(records, folder=tmp_path / "out")
     assert result.ok and len(list((tmp_path / "out").glob("ISIC_*.jpg"))) == 3
     with pytest.raises(AuthenticationError, match="sign in again"):
