@@ -618,3 +618,22 @@ def test_hdf5_images_are_capped(tmp_path: Path) -> None:
         files.read("train-image.hdf5/ISIC_0000001", limit=1024)
     files.close()
     assert os.path.exists(tmp_path / "train-image.hdf5")
+
+
+def test_the_official_split_hands_over_to_training(tmp_path: Path) -> None:
+    from isicarchive.selection import Splits
+    from isicarchive.training import Samples
+
+    expected = build_2018_tasks12(tmp_path / "r", zipped=True)
+    session = open_quietly("isic2018-task1", tmp_path / "r")
+    parts = releases.splits(session)
+    assert isinstance(parts, Splits) and list(parts) == ["train", "validation", "test"]
+    assert all(part.session is session for part in parts.values())
+    # a selection of the release splits the same way
+    assert sorted(releases.splits(parts["test"])) == ["test"]
+    samples = Samples(parts["train"], target="mask")
+    assert [samples.ids[n] for n in range(len(samples))] == expected["train"]
+    for n in range(len(samples)):
+        assert np.array_equal(samples.mask(n), disc(n))
+        assert samples.pixels(n).shape == (SIZE, SIZE, 3)
+    session.close()

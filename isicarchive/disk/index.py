@@ -100,6 +100,8 @@ class ArchiveIndex:
                 if columns[key][n] is not None:
                     record[key] = columns[key][n]
             record["files"] = {"full": {"path": columns["file"][n]}}
+            if columns.get("mask") and columns["mask"][n] is not None:  # a release's lesion mask (releases)
+                record["files"]["mask"] = {"path": columns["mask"][n]}
             out.append(record)
         return out
 

@@ -37,6 +37,7 @@ from .session import ReleaseChoice, requested
 
 if TYPE_CHECKING:
     from ..api import IsicApi
+    from ..selection import Splits
     from .session import OpenedRelease
 
 __all__ = ["RELEASES", "MissingFilesError", "Part", "Release", "ReleaseCountWarning", "ReleaseScore",
@@ -123,18 +124,25 @@ def _opened(session: Any) -> OpenedRelease:
     return opened
 
 
-def splits(session_or_selection: Any) -> dict[str, Any]:
+def splits(session_or_selection: Any) -> Splits:
     """The official split: ``{'train': Selection, 'validation': …, 'test': …}`` (the splits that are there).
 
-    Takes a release session (all its images) or a selection of its images.
+    Takes a release session (all its images) or a selection of its images,
+    and gives the :class:`~isicarchive.selection.Splits` that
+    :meth:`Selection.split <isicarchive.selection.Selection.split>` gives for
+    a split of one's own: each part carries the session, and
+    ``splits(…).export(folder, layout=…)`` writes a training set with the
+    release's own split.
     """
-    from ..selection import Selection
+    from ..selection import Selection, Splits
 
     if isinstance(session_or_selection, Mapping):
         items = builtins.list(session_or_selection.items())
+        session = getattr(session_or_selection, "session", None)
     else:
         _opened(session_or_selection)
-        items = builtins.list(session_or_selection.cache_images().items())
+        session = session_or_selection
+        items = builtins.list(session.cache_images().items())
     parts: dict[str, builtins.list[tuple[str, dict]]] = {}
     for key, record in items:
         split = ((record.get("metadata") or {}).get("challenge") or {}).get("split")
@@ -142,7 +150,8 @@ def splits(session_or_selection: Any) -> dict[str, Any]:
             raise IsicError(f"{key} carries no official split (metadata.challenge.split): not from a release")
         parts.setdefault(split, []).append((key, record))
     order = ("train", "validation", "test")
-    return {name: Selection(parts[name]) for name in sorted(parts, key=lambda s: (order + (s,)).index(s))}
+    return Splits({name: Selection(parts[name], session=session)
+                   for name in sorted(parts, key=lambda s: (order + (s,)).index(s))})
 
 
 def masks(session: Any, isic_id: str) -> dict[str, np.ndarray]:

@@ -15,7 +15,8 @@ lists all of it under one namespace:
 
 Everything here is untrusted input: links leading out of the root are not
 followed, zip members with absolute or ``..`` paths are left out (and reported
-in :attr:`ReleaseFiles.problems`), and every read is capped in bytes.
+in :attr:`ReleaseFiles.problems`), and every read is bounded by :mod:`isicarchive.limits`
+(zips are read by the disk backend's own reader, with its bounds on sizes and inflation).
 The view has the interface of :class:`isicarchive.disk.layouts.ArchiveFiles`
 (``names``, ``find``, ``read``, ``text``, ``path_of``, ``fingerprint``,
 ``close``), so the disk index and backend read a release as they read any
@@ -25,25 +26,15 @@ archive on disk.
 from __future__ import annotations
 
 import os
-import re
 import threading
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..disk.layouts import LayoutError
+from .. import limits
+from ..disk.layouts import ArchiveFiles, LayoutError
 
-__all__ = ["MAX_MEMBER_BYTES", "ReleaseFiles"]
-
-#: the largest single file read into memory (an image, a mask, a CSV); the 2024 metadata CSV is ~1 GB
-#: uncompressed on Kaggle, the largest JPEG of 2019 ~ 25 MB
-MAX_MEMBER_BYTES = 2 * 1024 ** 3
-
-
-def _safe_member(name: str) -> bool:
-    path = PurePosixPath(name.replace("\\", "/"))
-    return bool(name) and not path.is_absolute() and ".." not in path.parts and not re.match(r"^[A-Za-z]:", name)
+__all__ = ["ReleaseFiles"]
 
 
 class ReleaseFiles:
@@ -54,7 +45,7 @@ class ReleaseFiles:
         self.is_zip = self.root.is_file() and self.root.suffix.lower() == ".zip"
         self.problems: list[str] = []
         self._plain: dict[str, Path] = {}
-        self._zips: dict[str, zipfile.ZipFile] = {}     # container name → open zip
+        self._zips: dict[str, ArchiveFiles] = {}        # container name → the zip, read as any zip on disk is
         self._zip_members: dict[str, tuple[str, str]] = {}  # virtual name → (container, member)
         self._hdf5: dict[str, Path] = {}                 # container name → file
         self._hdf5_open: dict[str, Any] = {}
@@ -92,18 +83,16 @@ class ReleaseFiles:
                     self._plain[name] = path
 
     def _add_zip(self, name: str, path: Path) -> None:
+        # the disk backend's own zip reader: members bounded in size and inflation ratio, unsafe paths left out
         try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            self.problems.append(f"{name} is not a readable zip ({exc}): ignored")
+            archive = ArchiveFiles(path)
+        except LayoutError as exc:
+            self.problems.append(f"{name}: {exc}: ignored")
             return
         self._zips[name] = archive
-        for info in archive.infolist():
-            member = info.filename
-            if info.is_dir() or member.startswith("__MACOSX/") or PurePosixPath(member).name.startswith("._"):
-                continue
-            if not _safe_member(member):
-                self.problems.append(f"{name}: member {member!r} has an unsafe path: ignored")
+        self.problems += [f"{name}: {problem}" for problem in archive.problems]
+        for member in archive.names:
+            if member.startswith("__MACOSX/") or PurePosixPath(member).name.startswith("._"):
                 continue
             self._zip_members[f"{name}/{member}"] = (name, member)
 
@@ -142,32 +131,28 @@ class ReleaseFiles:
         return out
 
     # -------------------------------------------------------------- reading
-    def read(self, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
-        """The bytes of a file of the view (capped at ``limit``)."""
+    def read(self, name: str, limit: int | None = None) -> bytes:
+        """The bytes of a file of the view, at most ``limit`` (by default ``limits.archive_file_bytes``)."""
+        largest = limits.current().archive_file_bytes if limit is None else limit
         if name in self._plain:
             path = self._plain[name]
-            size = path.stat().st_size
-            if size > limit:
-                raise LayoutError(f"{name} in {self.root} is {size:,} bytes, more than the {limit:,} allowed")
+            # confined when read too: the folder may have changed since it was listed
+            if not Path(os.path.realpath(path)).is_relative_to(self.root):
+                raise LayoutError(f"{name} in {self.root} is a link out of the release: not read")
             with path.open("rb") as stream:
-                return stream.read(limit + 1)[:limit]
+                data = stream.read(largest + 1)
+            if len(data) > largest:
+                raise _too_large(name, self.root, largest)
+            return data
         if name in self._zip_members:
             container, member = self._zip_members[name]
-            archive = self._zips[container]
-            info = archive.getinfo(member)
-            if info.file_size > limit:
-                raise LayoutError(f"{name} in {self.root} is {info.file_size:,} bytes, more than {limit:,} allowed")
-            with self._lock, archive.open(info) as stream:
-                data = stream.read(limit + 1)  # the declared size may lie: the read is capped too
-            if len(data) > limit:
-                raise LayoutError(f"{name} in {self.root} is larger than it declares")
-            return data
+            return self._zips[container].read(member)  # bounded by the zip reader's own limits
         container, _, key = name.rpartition("/")
         if container in self._hdf5 and key:
-            return self._read_hdf5(container, key, limit)
+            return self._read_hdf5(container, key, largest)
         raise LayoutError(f"{name} is not in the release at {self.root}")
 
-    def text(self, name: str, limit: int = MAX_MEMBER_BYTES) -> str:
+    def text(self, name: str, limit: int | None = None) -> str:
         try:
             return self.read(name, limit).decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -207,7 +192,8 @@ class ReleaseFiles:
                 raise LayoutError(f"{key} is not in {container} at {self.root}")
             dataset = store[key]
             if not hasattr(dataset, "shape") or dataset.nbytes > limit:
-                raise LayoutError(f"{container}/{key} in {self.root} is not one image of at most {limit:,} bytes")
+                raise LayoutError(f"{container}/{key} in {self.root} is not one image of at most {limit:,} bytes "
+                                  "(isicarchive.limits.configure(archive_file_bytes=…) raises the limit)")
             value = dataset[()]
         if isinstance(value, bytes):
             return value
@@ -245,3 +231,8 @@ class ReleaseFiles:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _too_large(name: str, root: Path, largest: int) -> LayoutError:
+    return LayoutError(f"{name} in {root} is larger than the {largest:,} bytes a file may be "
+                       "(isicarchive.limits.configure(archive_file_bytes=…) raises the limit): not read")

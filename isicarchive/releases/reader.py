@@ -35,10 +35,6 @@ __all__ = ["MissingFilesError", "PartContents", "ReleaseCountWarning", "missing_
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _IMAGE = re.compile(r"^(ISIC_\d{7})(_downsampled)?$")
 _ID = re.compile(r"^ISIC_\d{7}$")
-#: the largest mask decoded (pixels); the largest 2017 images are 6,708 × 4,439
-MAX_MASK_PIXELS = 64_000_000
-#: the largest ground-truth or metadata CSV read (the 2024 train-metadata.csv is ~ 1.1 GB)
-MAX_CSV_BYTES = 1536 * 1024 ** 2
 
 
 class MissingFilesError(LayoutError):
@@ -190,7 +186,7 @@ def _record(isic_id: str, release: Release, split: str, label: Any, clinical: di
 def _plain_rows(files: ReleaseFiles, name: str) -> list[list[str]]:
     """The rows of a CSV without a header (2016's ground truth)."""
     try:
-        rows = [row for row in csv.reader(io.StringIO(files.text(name, MAX_CSV_BYTES), newline="")) if row]
+        rows = [row for row in csv.reader(io.StringIO(files.text(name), newline="")) if row]
     except csv.Error as exc:
         raise LayoutError(f"{name} in {files.root} is not a readable CSV: {exc}") from None
     if rows and not _ID.match(canonical_id(rows[0][0])):
@@ -200,7 +196,7 @@ def _plain_rows(files: ReleaseFiles, name: str) -> list[list[str]]:
 
 def _dict_rows(files: ReleaseFiles, name: str, required: tuple[str, ...]) -> list[dict[str, str]]:
     """The rows of a CSV with a header, checked to have the columns required."""
-    reader = csv.DictReader(io.StringIO(files.text(name, MAX_CSV_BYTES), newline=""))
+    reader = csv.DictReader(io.StringIO(files.text(name), newline=""))
     try:
         columns = reader.fieldnames or []
         absent = [c for c in required if c not in columns]
@@ -264,17 +260,18 @@ def read_mask(files: ReleaseFiles, name: str) -> np.ndarray:
     ------
     LayoutError
         A mask that is not a single-channel PNG of two values (a resized mask,
-        say, with values between 0 and 255), or larger than
-        :data:`MAX_MASK_PIXELS`.
+        say, with values between 0 and 255).
+    ImageTooLargeError
+        A mask announcing more pixels than ``isicarchive.limits`` allows.
     """
     from PIL import Image
 
-    data = files.read(name, 256 * 1024 ** 2)
+    from ..pixels import check_pixels
+
+    data = files.read(name)
+    check_pixels(data, f"{name} in {files.root}")  # the pixel limit of every decode (isicarchive.limits)
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_MASK_PIXELS:
-                raise LayoutError(f"{name} in {files.root}: {image.width}×{image.height} pixels is more than a mask "
-                                  f"may have ({MAX_MASK_PIXELS:,})")
             if image.mode == "1":
                 image = image.convert("L")
             if image.mode not in ("L", "P"):
@@ -416,7 +413,7 @@ def _read_2024(release: Release, part: Part, files: ReleaseFiles, contents: Part
         ids = sorted(contents.images)
         table = pa.table({"isic_id": pa.array(ids, pa.string())})
     else:
-        raw = files.read(name, MAX_CSV_BYTES)
+        raw = files.read(name)
         try:
             table = pacsv.read_csv(pa.py_buffer(raw), convert_options=pacsv.ConvertOptions(
                 strings_can_be_null=True, column_types={"isic_id": pa.string(), "patient_id": pa.string(),

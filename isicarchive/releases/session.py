@@ -126,7 +126,8 @@ def _index(release: Release, files: ReleaseFiles, parts: dict[str, PartContents]
 
     from ..disk.index import ArchiveIndex
 
-    fixed = ("isic_id", "file", "attribution", "copyright_license", "public")
+    fixed = ("isic_id", "file", "mask", "attribution", "copyright_license", "public")
+    lesion_masks = {i: m for contents in parts.values() for i, m in contents.masks.items() if isinstance(m, str)}
     columns: dict[str, list[Any]] = {name: [] for name in fixed}
     seen: dict[str, str] = {}
     problems: list[str] = []
@@ -140,6 +141,7 @@ def _index(release: Release, files: ReleaseFiles, parts: dict[str, PartContents]
         seen[isic_id] = split
         columns["isic_id"].append(isic_id)
         columns["file"].append(record["files"]["full"]["path"])
+        columns["mask"].append(lesion_masks.get(isic_id))  # what training's Samples(target="mask") reads
         columns["attribution"].append(record.get("attribution"))
         columns["copyright_license"].append(record.get("copyright_license"))
         columns["public"].append(True)
