@@ -1,7 +1,8 @@
 """Where a password or token comes from, first hit wins.
 
 1. the ``password`` argument,
-2. the system keyring (service ``isicarchive:<host>``, entry = user name),
+2. the system keyring (service ``isicarchive:<scheme>://<host>:<port>``, the archive's origin;
+   entry = user name),
 3. ``~/.netrc`` (or ``$NETRC``) for the host,
 4. an interactive prompt with hidden input — only when a person can answer
    (a console with a TTY, or a Jupyter kernel).
@@ -42,10 +43,53 @@ __all__ = [
 log = logging.getLogger("isicarchive.auth")
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def keyring_service(base_url: str) -> str:
-    """The keyring service name for an archive: ``isicarchive:<host>``."""
-    host = urlsplit(base_url).hostname or base_url
-    return f"isicarchive:{host}"
+    """The keyring service name for an archive: ``isicarchive:<scheme>://<host>:<port>``, its origin.
+
+    A password kept for one service must never go to another on the same host (another port, or
+    plain http): the origin, not the host name, says whose it is.
+    """
+    parts = urlsplit(base_url)
+    scheme = (parts.scheme or "https").lower()
+    host = (parts.hostname or base_url).lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:
+        port = 0
+    return f"isicarchive:{scheme}://{host}:{port}"
+
+
+def _legacy_service(base_url: str) -> str | None:
+    """The host-only service name earlier versions used (``isicarchive:<host>``), where reading it is
+    safe: only for an https archive on the default port, where every real archive is.  An entry kept
+    for ``127.0.0.1`` may belong to any service on that machine and is never read for another port."""
+    parts = urlsplit(base_url)
+    try:
+        default = parts.scheme == "https" and parts.port in (None, 443)
+    except ValueError:
+        return None
+    return f"isicarchive:{parts.hostname}" if default and parts.hostname else None
+
+
+def _from_keyring_or_legacy(base_url: str, entry: str) -> str | None:
+    """An entry under the archive's origin; else under the host-only name of earlier versions, where
+    safe (:func:`_legacy_service`), then copied to the origin's service."""
+    service = keyring_service(base_url)
+    found = _from_keyring(service, entry)
+    legacy = None if found else _legacy_service(base_url)
+    if legacy is not None:
+        found = _from_keyring(legacy, entry)
+        if found:
+            try:
+                _to_keyring(service, entry, found)
+            except KeyringUnavailableError:
+                pass  # read-only keyring: read from the old place next time too
+    return found
 
 
 def interactive() -> bool:
@@ -121,7 +165,7 @@ def resolve_password(
     if password:
         return password, "argument"
     service = keyring_service(base_url)
-    found = _from_keyring(service, username)
+    found = _from_keyring_or_legacy(base_url, username)
     if found:
         return found, "keyring"
     found = _from_netrc(base_url, username)
@@ -141,7 +185,7 @@ def resolve_password(
 
 def has_password(base_url: str, username: str) -> bool:
     """True when the keyring or ``~/.netrc`` holds a password for ``username`` (no prompt)."""
-    return bool(_from_keyring(keyring_service(base_url), username) or _from_netrc(base_url, username))
+    return bool(_from_keyring_or_legacy(base_url, username) or _from_netrc(base_url, username))
 
 
 def _to_keyring(service: str, entry: str, secret: str) -> None:
@@ -187,7 +231,7 @@ def load_token(base_url: str, username: str) -> OAuthToken | None:
     """The token stored for ``username``, if any."""
     from .oauth import OAuthToken
 
-    text = _from_keyring(keyring_service(base_url), _token_entry(username))
+    text = _from_keyring_or_legacy(base_url, _token_entry(username))
     return OAuthToken.from_json(text) if text else None
 
 
@@ -197,10 +241,12 @@ def delete_password(base_url: str, username: str) -> bool:
     from keyring.errors import PasswordDeleteError
 
     removed = False
-    for entry in (username, _token_entry(username)):
-        try:
-            keyring.delete_password(keyring_service(base_url), entry)
-        except PasswordDeleteError:
-            continue
-        removed = True
+    services = [keyring_service(base_url), _legacy_service(base_url)]
+    for service in filter(None, services):
+        for entry in (username, _token_entry(username)):
+            try:
+                keyring.delete_password(service, entry)
+            except PasswordDeleteError:
+                continue
+            removed = True
     return removed

@@ -402,6 +402,10 @@ class Transport:
         credentials (a password, a form or JSON body) never follows a redirect.
         """
         url = self.url(endpoint)
+        if self._origin[0] == "https" and urlsplit(url).scheme == "http":
+            # an address from a record (a pre-signed file URL) would send its signature in clear text
+            raise ArchiveResponseError(f"{method} {_safe(url)}: a plain http address from an https archive is never "
+                                       "fetched (its query may carry a signature), as such redirects are refused")
         send_headers = dict(headers or {})
         if authenticate and _origin(url) == self._origin:  # storage hosts never see the token: no renewal
             self._renew_if_expiring()
@@ -612,7 +616,7 @@ class Transport:
         if not self.debug:
             return
         took = (time.monotonic() - started) * 1000
-        query = "&".join(f"{k}={v}" for k, v in (params or {}).items())
+        query = "&".join(f"{k}={'[hidden]' if _SECRET_PARAM.search(str(k)) else v}" for k, v in (params or {}).items())
         target = _safe(url) + (f"?{query}" if query else "")
         log.info("%s %s -> %s (%.0f ms)", method, target, status if status is not None else error, took)
 
@@ -681,6 +685,10 @@ def _retries_exhausted(exc: Exception) -> bool:
 def _names(expect: type | tuple[type, ...]) -> str:
     kinds = expect if isinstance(expect, tuple) else (expect,)
     return " or ".join("an object" if k is dict else "an array" if k is list else f"a {k.__name__}" for k in kinds)
+
+
+#: query parameters whose values are secrets (tokens, signatures, keys): never in a log line
+_SECRET_PARAM = re.compile(r"(?i)token|sig|secret|passw|key|credential|auth|code|zsid|session")
 
 
 def _safe(url: str) -> str:
