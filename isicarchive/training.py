@@ -118,7 +118,7 @@ def decode_pixels(data: bytes, what: str = "image") -> np.ndarray:
         with PILImage.open(io.BytesIO(data)) as image:
             if image.mode not in ("L", "RGB", "RGBA"):
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            pixels = np.asarray(image)
+            pixels = np.array(image)  # writable (asarray's view of Pillow's bytes is not; torch warns of it)
     except PILImage.DecompressionBombError as exc:
         raise IsicError(f"{what}: refused, {exc}") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError … for broken files
@@ -252,8 +252,32 @@ class Samples:
         self.classes: list[Any] = []
         self.class_to_idx: dict[Any, int] = {}
         self.targets: list[int] = []
+        #: per sample, where its mask is (a segmentation id, a file inside an archive on disk), None: none
+        self._mask_sources: list[Any] | None = None
         if target != MASK:
             self._encode(classes)
+        else:
+            self._find_masks()
+
+    def _find_masks(self) -> None:
+        """Look up every sample's mask once (a segmentation listing per image on v1, in parallel), so
+        that an epoch asks nothing more; images without one follow ``missing`` as missing classes do."""
+        if self.missing == "keep":
+            raise QueryError("missing='keep' has no meaning for masks: an image without one is an error "
+                             "(missing='error') or left out (missing='drop')")
+        sources = _mask_sources(self.api, self.records)
+        absent = [i for i, source in enumerate(sources) if source is None]
+        if absent and self.missing == "error":
+            shown = ", ".join(self.ids[i] for i in absent[:5]) + (" …" if len(absent) > 5 else "")
+            raise MissingTargetError(f"{len(absent)} of {len(sources)} images have no segmentation mask ({shown}); "
+                                     "pass missing='drop' to leave them out", count=len(absent), total=len(sources),
+                                     ids=[self.ids[i] for i in absent])
+        kept = [i for i, source in enumerate(sources) if source is not None]
+        if not kept:
+            raise QueryError("no image has a segmentation mask: nothing is left to train on")
+        self.ids = [self.ids[i] for i in kept]
+        self.records = [self.records[i] for i in kept]
+        self._mask_sources = [sources[i] for i in kept]
 
     def _encode(self, classes: Sequence[Any] | None) -> None:
         values = [target_value(r, self.target) for r in self.records]
@@ -331,33 +355,23 @@ class Samples:
     def mask(self, index: int) -> np.ndarray:
         """The segmentation mask of sample ``index``: ``uint8`` height × width (255 inside the lesion).
 
-        From the legacy v1 archive's segmentations (the first expert one, else
-        the first), or the mask file an archive on disk has for the image.
-
-        Raises
-        ------
-        NotFoundError
-            The image has no segmentation.
-        UnsupportedError
-            The backend has no masks (today's v2 API).
+        From the legacy v1 archive's segmentations (an expert's where there is
+        one, else the first that did not fail; cached as ``sgmsk_`` files), or
+        the mask file an archive on disk lists for the image.
         """
-        from .errors import NotFoundError, UnsupportedError
+        if self._mask_sources is None:
+            self._mask_sources = _mask_sources(self.api, self.records)
+        source = self._mask_sources[index]
+        if source is None:
+            from .errors import NotFoundError
 
-        record = self.records[index]
+            raise NotFoundError(f"image {self.ids[index]} has no segmentation mask")
         store = _store(self.api)
-        mask_path = ((record.get("files") or {}).get("mask") or {}).get("path")
-        if store.backend.local and mask_path:
-            data = store.backend.files.read(mask_path)  # type: ignore[attr-defined]
+        if isinstance(source, Path) or store.backend.local:
+            data = source.read_bytes() if isinstance(source, Path) else store.backend.files.read(source)  # type: ignore[attr-defined]
             pixels = decode_pixels(data, f"mask of {self.ids[index]}")
-        elif store.backend.version == 1:
-            found = list(store.backend.segmentations({"imageId": self.ids[index]}))
-            if not found:
-                raise NotFoundError(f"image {self.ids[index]} has no segmentation")
-            chosen = next((s for s in found if (s.get("reviews") or [{}])[0].get("skill") == "expert"), found[0])
-            pixels = np.asarray(store.segmentation_mask(str(chosen["_id"])))
         else:
-            raise UnsupportedError(f"image {self.ids[index]} has no mask here: masks come from the legacy v1 "
-                                   "API's segmentations or from an archive on disk that holds mask files")
+            pixels = np.asarray(store.segmentation_mask(source))
         return pixels[:, :, 0] if pixels.ndim == 3 else pixels
 
     # ----------------------------------------------------------- streaming
@@ -389,6 +403,27 @@ class Samples:
             finally:
                 for _, future in pending:  # a consumer that stopped early: drop what was not started
                     future.cancel()
+
+
+def _mask_sources(api: IsicApi, records: list[dict]) -> list[Any]:
+    """Where each record's mask is: a file inside an archive on disk (``files.mask.path``), a v1
+    segmentation id (an expert's first, failed ones never), or None."""
+    store = _store(api)
+    if store.backend.local:
+        return [((r.get("files") or {}).get("mask") or {}).get("path") for r in records]
+    if store.backend.version != 1:
+        from .errors import UnsupportedError
+
+        raise UnsupportedError("today's archive (v2) has no segmentation masks: they come from the legacy v1 API "
+                               "or from an archive on disk that holds mask files")
+
+    def chosen(record: dict) -> str | None:
+        found = [s for s in store.backend.segmentations({"imageId": record_id(record)}) if not s.get("failed")]
+        best = next((s for s in found if s.get("skill") == "expert"), found[0] if found else None)
+        return None if best is None else str(best["_id"])
+
+    with ThreadPoolExecutor(max_workers=max(1, min(2 * int(getattr(api, "workers", 4)), 32))) as pool:
+        return list(pool.map(chosen, records))
 
 
 def image_source(api: IsicApi, record: dict) -> Path | bytes:

@@ -1,0 +1,95 @@
+"""The PyTorch adapter (isicarchive.torch), checked inside a virtualenv with torch built once in the test cache.
+
+torch is never part of the package's default install or its test extra (its wheels from the package index
+bring several GB of CUDA libraries): the checks run in ``TEST_CACHE/torch-2.13.0`` (CPU torch 2.13.0,
+webdataset and the package's own dependencies) with this checkout on ``PYTHONPATH``, and skip where that
+virtualenv cannot be made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tool_venvs import tool_venv
+
+ROOT = Path(__file__).resolve().parents[1]
+#: what the virtualenv holds: torch (a CPU build where one lies on this disk), webdataset, and the
+#: package's own dependencies (the package itself comes from this checkout, on PYTHONPATH)
+TORCH_VENV = ("torch-2.13.0", ["torch==2.13.0", "webdataset>=1.0", "requests>=2.31", "urllib3>=2.0", "numpy>=1.24",
+                               "imageio>=2.31", "pillow>=10.0", "keyring>=24", "tqdm>=4.66", "filelock>=3.12",
+                               "orjson>=3.9", "pyparsing>=3.1"])
+
+
+def torch_python() -> Path | None:
+    name, packages = TORCH_VENV
+    return tool_venv(name, packages)
+
+
+@pytest.fixture(scope="module")
+def found(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    python = torch_python()
+    if python is None:
+        pytest.skip("no virtualenv with torch could be made (no package index, or no torch wheel for this Python)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ISICARCHIVE_NO_PROMPT": "1", "PYTHONWARNINGS": "error::UserWarning"}
+    done = subprocess.run([str(python), str(ROOT / "tests" / "torch_checks.py"), str(tmp_path_factory.mktemp("torch"))],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_samples_are_uint8_tensors_with_torchvision_labels(found: dict[str, Any]) -> None:
+    first = found["first"]
+    assert first["dtype"] == "torch.uint8" and first["shape"] == [3, 120, 160]
+    assert first["equal_to_file"]  # the tensor is the cached file, decoded
+    assert first["classes"] == sorted(first["class_to_idx"]) == ["Benign", "Malignant"]
+    assert first["len"] == len(first["targets"]) == 12
+    counts = [first["targets"].count(c) for c in range(2)]
+    assert [w * n for w, n in zip(first["weights"], counts, strict=True)] == pytest.approx([6.0, 6.0])
+    assert first["target"] == first["targets"][0] and first["record_id"] == "ISIC_0000000"
+    assert found["batch"] == {"shape": [4, 3, 8, 8], "dtype": "torch.float32", "targets": found["batch"]["expected"],
+                              "expected": found["batch"]["expected"]}
+
+
+def test_workers_under_fork_and_spawn_read_a_warm_cache_without_requests(found: dict[str, Any]) -> None:
+    assert found["fork"] and found["spawn"]
+    assert found["warm_epoch_requests"] == 0
+
+
+def test_two_workers_on_two_ranks_deal_every_sample_once(found: dict[str, Any]) -> None:
+    ranks = found["ranks"]
+    assert ranks["all"] == ranks["serial"]  # no duplicate, no gap
+    assert ranks["sizes"] == [6, 6] and ranks["same_order"] and ranks["other_epoch_differs"]
+    assert found["cold_stream"]
+
+
+def test_a_missing_target_field(found: dict[str, Any]) -> None:
+    missing = found["missing"]
+    assert isinstance(missing, dict), missing
+    count = found["missing_expected"]
+    assert missing["count"] == count > 0 and missing["total"] == 12
+    assert f"{count} of 12 images have no sex" in missing["message"] and "missing='drop'" in missing["message"]
+    assert found["missing_kept"] == [-1]
+
+
+def test_a_signed_in_sessions_credentials_reach_the_workers(found: dict[str, Any]) -> None:
+    credentials = found["credentials"]
+    assert credentials["private"] > 0 and credentials["spawn"] and credentials["fork"]
+    # the spawned workers fetched the private images themselves, into the cache the session then reads
+    assert credentials["fetched_in_workers"] == 4 and credentials["then_requests"] == 0
+    assert credentials["anonymous"] == "AuthenticationError" and not credentials["token_in_repr"]
+
+
+def test_masks_from_v1_segmentations(found: dict[str, Any]) -> None:
+    masks = found["masks"]
+    assert 0 < masks["len"] < masks["of"]  # images without a segmentation were dropped, as asked
+    assert masks["shape"] == [1] + masks["image_shape"][1:] and masks["dtype"] == "torch.uint8"
+    assert masks["values"] == [0, 255] and masks["epoch"] and masks["again"]
+    assert masks["warm_requests"] == 0

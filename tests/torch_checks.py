@@ -1,0 +1,133 @@
+"""The torch adapter's checks, run by tests/test_torch.py inside a virtualenv that has torch.
+
+Run as ``python torch_checks.py CACHE_FOLDER``: serves a local archive, checks the datasets and
+data loaders (fork and spawn workers, workers x ranks, a missing target, credentials in workers,
+masks, a warm epoch without requests) and prints one JSON object of findings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from torch.utils.data import DataLoader
+
+from isicarchive import IsicApi
+from isicarchive.errors import MissingTargetError
+from isicarchive.testing import ArchiveConfig, LocalArchive
+from isicarchive.torch import IsicDataset, IsicIterableDataset
+
+
+def digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha1(tensor.contiguous().numpy().tobytes()).hexdigest()
+
+
+def loader_digests(dataset: Any, context: str | None, workers: int = 2) -> list[str]:
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, multiprocessing_context=context)
+    return [digest(image) for image, _ in loader]
+
+
+def main(folder: Path) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    with LocalArchive(seed=20, config=ArchiveConfig(images=16)) as server:
+        api = IsicApi(hostname=server.url, api_version=2, cache_folder=folder / "cache", progress=False)
+        selection = api.select_images([["isic_id", "not is None"]])
+        dataset = IsicDataset(selection, target="diagnosis_1")
+        image, target = dataset[0]
+        cached = api._store.image_path(dataset.samples.records[0])
+        decoded = torch.from_numpy(np.array(PILImage.open(io.BytesIO(cached.read_bytes())))).permute(2, 0, 1)
+        found["first"] = {"dtype": str(image.dtype), "shape": list(image.shape), "target": target,
+                          "equal_to_file": bool(torch.equal(image, decoded)), "classes": dataset.classes,
+                          "class_to_idx": dataset.class_to_idx, "targets": dataset.targets,
+                          "weights": dataset.class_weights().tolist(), "len": len(dataset),
+                          "record_id": dataset.record(0)["isic_id"]}
+        serial = [digest(dataset[i][0]) for i in range(len(dataset))]
+        server.clear_log()
+        found["fork"] = loader_digests(dataset, "fork") == serial
+        found["warm_epoch_requests"] = len(server.log)  # the loader's workers read a warm cache
+        # a transform runs in the workers, and a batch collates
+        small = IsicDataset(selection, target="diagnosis_1", transform=lambda t: t[:, :8, :8].float() / 255,
+                            target_transform=lambda t: t * 10)
+        batch = next(iter(DataLoader(small, batch_size=4, num_workers=2)))
+        found["batch"] = {"shape": list(batch[0].shape), "dtype": str(batch[0].dtype),
+                          "targets": batch[1].tolist(), "expected": [t * 10 for t in small.targets[:4]]}
+        # streaming: two ranks of two workers each deal every sample once, in a seeded order
+        streamed = []
+        for rank in (0, 1):
+            shard = IsicIterableDataset(selection, target="diagnosis_1", seed=7, rank=rank, world_size=2)
+            shard.set_epoch(1)
+            streamed.append(loader_digests(shard, "fork"))
+        found["ranks"] = {"sizes": [len(s) for s in streamed], "all": sorted(streamed[0] + streamed[1]),
+                          "serial": sorted(serial)}
+        again = IsicIterableDataset(selection, target="diagnosis_1", seed=7, rank=0, world_size=2)
+        again.set_epoch(1)
+        found["ranks"]["same_order"] = loader_digests(again, "fork") == streamed[0]
+        again.set_epoch(2)
+        found["ranks"]["other_epoch_differs"] = loader_digests(again, "fork") != streamed[0]
+        # a missing target field
+        try:
+            IsicDataset(selection, target="sex")
+            found["missing"] = "no error"
+        except MissingTargetError as exc:
+            found["missing"] = {"message": str(exc), "count": exc.count, "total": exc.total}
+        kept = IsicDataset(selection, target="sex", missing="keep")
+        found["missing_kept"] = sorted(set(kept.targets))[:1]
+        found["missing_expected"] = sum(not r["metadata"]["clinical"].get("sex") for r in selection.values())
+
+        # a cold cache streams: the files arrive with parallel transfers while the loader consumes
+        cold = IsicApi(hostname=server.url, api_version=2, cache_folder=folder / "cold", progress=False)
+        stream = IsicIterableDataset(cold.select_images([["isic_id", "not is None"]]), target="diagnosis_1")
+        found["cold_stream"] = sorted(loader_digests(stream, "fork")) == sorted(serial)
+
+        # credentials reach the workers: spawned workers of a signed-in v1 session fetch private images
+        # into a cold cache (one import of torch per worker: the one spawned loader of these checks)
+        token = server.token_for("alice")
+        alice = IsicApi(hostname=server.url, api_version=1, token=token, progress=False,
+                        cache_folder=folder / "alice")
+        private = [r for r in alice.cache_images().values()
+                   if not server.data.dataset_public(r["dataset"]["_id"])]
+        secret = IsicDataset(private[:4], target="benign_malignant", api=alice, missing="keep")
+        server.clear_log()
+        spawned = loader_digests(secret, "spawn")
+        fetched = len(server.requests("download"))
+        server.clear_log()
+        mine = [digest(secret[i][0]) for i in range(len(secret))]  # from the cache the workers filled
+        found["spawn"] = spawned == mine
+        found["credentials"] = {"private": len(private), "spawn": spawned == mine, "fetched_in_workers": fetched,
+                                "then_requests": len(server.log),
+                                "token_in_repr": token in repr(secret.samples.session)}
+        nocache = IsicApi(hostname=server.url, api_version=1, token=token, progress=False)
+        forked = IsicDataset(private[:4], target="benign_malignant", api=nocache, missing="keep")
+        found["credentials"]["fork"] = loader_digests(forked, "fork") == mine
+        anonymous = IsicApi(hostname=server.url, api_version=1, progress=False)
+        try:
+            IsicDataset(private[:1], api=anonymous, target="benign_malignant", missing="keep")[0]
+            found["credentials"]["anonymous"] = "read a private image"
+        except Exception as exc:  # noqa: BLE001
+            found["credentials"]["anonymous"] = type(exc).__name__
+
+        # masks: v1 segmentations, cached, so a second epoch asks nothing
+        v1 = IsicApi(hostname=server.url, api_version=1, cache_folder=folder / "v1", progress=False)
+        every = list(v1.cache_images().values())
+        masks = IsicDataset(every, api=v1, target="mask", missing="drop")
+        image, mask = masks[0]
+        first = [digest(masks[i][1]) for i in range(len(masks))]
+        server.clear_log()
+        found["masks"] = {"len": len(masks), "of": len(every), "shape": list(mask.shape),
+                          "image_shape": list(image.shape), "dtype": str(mask.dtype),
+                          "values": sorted(torch.unique(mask).tolist()),
+                          "epoch": loader_digests(masks, "fork") == [digest(masks[i][0]) for i in range(len(masks))],
+                          "again": [digest(masks[i][1]) for i in range(len(masks))] == first,
+                          "warm_requests": len(server.log)}
+    return found
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]))))
