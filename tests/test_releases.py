@@ -291,7 +291,7 @@ def test_records_splits_and_labels(tmp_path: Path, name: str, zipped: bool) -> N
             assert diagnosis_path(records[isic_id]) == path, isic_id
         # every image's pixels are read from the folder, the zip or the HDF5 store
         for isic_id in expected[next(iter(expected))]:
-            assert session._backend.read_image(records[isic_id])[:2] == b"\xff\xd8"
+            assert session.context.backend.read_image(records[isic_id])[:2] == b"\xff\xd8"
         # the split is a field of the selection, as any other
         first = next(iter(expected))
         chosen = session.select_images(["metadata.challenge.split", "==", first])
@@ -313,7 +313,7 @@ def test_quirks_are_read_as_released(tmp_path: Path) -> None:
     build_2019(tmp_path / "r2019", zipped=True)
     session = open_quietly("isic2019", tmp_path / "r2019")
     records = session.cache_images()
-    assert session._backend.image_file(records["ISIC_0000001"]).endswith("ISIC_0000001_downsampled.jpg")
+    assert session.context.backend.image_file(records["ISIC_0000001"]).endswith("ISIC_0000001_downsampled.jpg")
     clinical = records["ISIC_0000000"]["metadata"]["clinical"]
     assert (clinical["anatom_site_1"], clinical["anatom_site_2"], clinical["lesion_id"]) == (
         "Trunk", "Anterior trunk", "BCN_0000001")
@@ -431,7 +431,7 @@ def test_a_release_folder_opens_without_naming_it(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReleaseCountWarning)
         session = IsicApi(hostname=(tmp_path / "r").as_uri(), progress=False)
-    assert session._backend.layout == "isic2016-task3"
+    assert session.layout == "isic2016-task3"
     assert len(session.cache_images()) == 8
     session.close()
     build_2018_tasks12(tmp_path / "both", zipped=False)

@@ -118,7 +118,8 @@ def open(name: str, root: str | os.PathLike[str], *, splits: Any = None, check_c
 
 # ----------------------------------------------------------------- helpers
 def _opened(session: Any) -> OpenedRelease:
-    opened = getattr(getattr(session, "_backend", None), "release", None)
+    context = getattr(session, "context", None)
+    opened = getattr(getattr(context, "backend", None), "release", None)
     if opened is None:
         raise IsicError("this session is not a challenge release: open one with isicarchive.releases.open(name, root)")
     return opened
@@ -298,7 +299,7 @@ def score(name: str, predictions: Any, truth: Any = None, *, split: str | None =
     if truth is None:
         raise ScoringError(f"score({item.name!r}, …) needs the truth: the session of the release "
                            f"(isicarchive.releases.open) or its truth table")
-    if hasattr(truth, "_backend"):
+    if hasattr(truth, "context"):  # a session
         opened = _opened(truth)
         if opened.release.name != item.name:
             raise ScoringError(f"the session is {opened.release.name}, not {item.name}")
