@@ -13,6 +13,7 @@ with ``selection.export(folder, commercial=True)``.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -30,12 +31,17 @@ _SPELLINGS = {"CC0": "CC-0", "CC-0": "CC-0", "CC0-1.0": "CC-0", "CC-BY": "CC-BY"
               "CC-BY-4.0": "CC-BY", "CC-BY-NC": "CC-BY-NC", "CCBYNC": "CC-BY-NC", "CC-BY-NC-4.0": "CC-BY-NC"}
 
 
+@functools.lru_cache(maxsize=256)  # a handful of spellings, read for every record of a drift report
+def _normalised(text: str) -> str:
+    upper = text.upper().replace(" ", "-").replace("_", "-")
+    return _SPELLINGS.get(upper, _SPELLINGS.get(upper.replace("-", ""), text))
+
+
 def normalise_license(name: Any) -> str | None:
     """The archive's spelling of a licence name (``cc0`` → ``CC-0``); None for no licence."""
     if not isinstance(name, str) or not name.strip():
         return None
-    text = name.strip().upper().replace(" ", "-").replace("_", "-")
-    return _SPELLINGS.get(text, _SPELLINGS.get(text.replace("-", ""), name.strip()))
+    return _normalised(name.strip())
 
 
 def license_of(record: dict) -> str | None:
