@@ -495,15 +495,15 @@ class _Handler(BaseHTTPRequestHandler):
             early = _early_fault(fault)
             if early is not None:
                 return early
-        if api not in ("v2", "oauth"):
+        if api not in ("v2", "oauth", "s3", "docs"):
             return self._route(method, path, api, route, query, body, user, fault)
         # the archive's Django middleware around its views (CORS, gzip, security headers): v2framework
         from . import v2framework
 
         response = v2framework.preflight(method, self.headers) or self._route(method, path, api, route, query,
                                                                               body, user, fault)
-        return v2framework.finish(method, self.headers, response, api_view=response.status != 301 and not (
-            response.status == 404 and response.content_type.startswith("text/html")))
+        return v2framework.finish(method, self.headers, response, ninja=api == "v2", api_view=(
+            response.status != 301 and not (response.status == 404 and response.content_type.startswith("text/html"))))
 
     def _route(self, method: str, path: str, api: str | None, route: str, query: dict[str, str],
                body: bytes, user: User | None, fault: Fault | None) -> Response:
@@ -517,7 +517,9 @@ class _Handler(BaseHTTPRequestHandler):
                           self.archive.data, parse_qs(urlsplit(self.path).query, keep_blank_values=True))
         try:
             resolved = self.archive.router.resolve(api, method, route)
-            if api == "v2" and not path.endswith("/"):
+            if api == "v2" and route == "openapi.json" and path.endswith("/"):
+                return _django_not_found()  # the one v2 path without a slash (ninja's openapi_url)
+            if api == "v2" and not path.endswith("/") and route != "openapi.json":
                 # Django's APPEND_SLASH: a known route without its slash is redirected, anything else is unknown
                 if resolved is None:
                     return _django_not_found()
@@ -587,7 +589,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-_PREFIXES = {"v1": "/api/v1", "v2": "/api/v2", "storage": "/storage", "oauth": "/oauth"}
+# the first prefix that matches wins: django-s3-file-field's routes and the docs page before the v2 API
+_PREFIXES = {"v1": "/api/v1", "s3": "/api/v2/s3-upload", "docs": "/api/docs", "v2": "/api/v2", "storage": "/storage",
+             "oauth": "/oauth"}
 
 
 def _split_api(path: str) -> tuple[str | None, str]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import search as _search
 from ..errors import QueryError
 from .server import ApiError, Request, Response
+from .v2framework import django_json
 from .v2paging import invalid, paginate, pydantic_int, query_bool
 
 if TYPE_CHECKING:
@@ -82,13 +83,6 @@ def _isic_ids(body: dict, *, at_least: int = 0, at_most: int | None = None) -> l
 #: Django's 500 page with DEBUG off (django/views/defaults.py ``server_error``)
 _SERVER_ERROR_PAGE = (b"\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Server Error (500)</title>\n</head>\n"
                       b"<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n")
-
-
-def _json_response(payload: Any) -> Response:
-    """A view's own ``JsonResponse``: Django's, whose content type carries no charset."""
-    response = Response.json(payload)
-    response.content_type = "application/json"
-    return response
 
 
 def collection_number(cid: str) -> int:
@@ -233,12 +227,12 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
         if remove:
             data.collection_members[collection["id"]].difference_update(im["_id"] for im in found.values())
             data.changed()
-            return _json_response({"no_perms_or_does_not_exist": missing, "succeeded": list(found)})
+            return django_json({"no_perms_or_does_not_exist": missing, "succeeded": list(found)})
         private = [i for i, im in found.items() if collection["public"] and not data.dataset_public(
             im["dataset"]["_id"])]
         succeeded = [i for i in found if i not in private]
         add_members(collection, [found[i] for i in succeeded])
-        return _json_response({"no_perms_or_does_not_exist": missing, "private_image_public_collection": private,
+        return django_json({"no_perms_or_does_not_exist": missing, "private_image_public_collection": private,
                                "succeeded": succeeded})
 
     def delete(req: Request, cid: str) -> Response:

@@ -22,7 +22,8 @@ from .. import search as _search
 if TYPE_CHECKING:  # server imports the generator, which renders values with this module's helpers
     from .server import Response
 
-__all__ = ["decimal_text", "django_datetime", "finish", "not_allowed", "preflight"]
+__all__ = ["DJANGO_JSON_RESPONSE", "decimal_text", "django_datetime", "django_json", "finish", "not_allowed",
+           "preflight"]
 
 #: corsheaders/defaults.py ``default_headers`` and ``default_methods``; conf.py ``CORS_PREFLIGHT_MAX_AGE``
 CORS_ALLOW_HEADERS = "accept, authorization, content-type, user-agent, x-csrftoken, x-requested-with"
@@ -58,6 +59,16 @@ def decimal_text(value: Any) -> str | None:
     return _search.decimal_text(value)
 
 
+def django_json(payload: Any, status: int = 200) -> Response:
+    """A view's own ``JsonResponse`` (quick find, populate-from-list, the OpenAPI document): Django's
+    content type, ``application/json`` without a charset."""
+    from .server import Response
+
+    response = Response.json(payload, status)
+    response.headers[DJANGO_JSON_RESPONSE] = "1"
+    return response
+
+
 def preflight(method: str, headers: Any) -> Response | None:
     """``CorsMiddleware.check_preflight``: an ``OPTIONS`` with ``Access-Control-Request-Method`` is
     answered before any view (200, empty, Django's default content type), on every path."""
@@ -84,13 +95,23 @@ def _vary(response: Response, *names: str) -> None:
     response.headers["Vary"] = ", ".join(present)
 
 
-def finish(method: str, headers: Any, response: Response, *, api_view: bool) -> Response:
+#: a marker a route sets (and this module removes) on a view's own Django ``JsonResponse``
+DJANGO_JSON_RESPONSE = "X-Local-Django-JsonResponse"
+
+
+def finish(method: str, headers: Any, response: Response, *, api_view: bool, ninja: bool = True) -> Response:
     """The archive's middleware on the way out, innermost first.
 
-    ``api_view``: a django-ninja view answered (its authenticators read the
+    ``api_view``: a view answered (django-ninja's authenticators read the
     session, so ``SessionMiddleware`` adds ``Vary: Cookie``); False for
-    Django's own answers (a routing 404, the slash redirect).
+    Django's own answers (a routing 404, the slash redirect).  ``ninja``:
+    the view is django-ninja's, whose renderer's content type is
+    ``application/json; charset=utf-8`` (``NinjaAPI.get_content_type``);
+    a view returning Django's own ``JsonResponse`` sends ``application/json``.
     """
+    own_json = response.headers.pop(DJANGO_JSON_RESPONSE, None) is not None
+    if ninja and api_view and response.content_type == "application/json" and not own_json:
+        response.content_type = "application/json; charset=utf-8"
     # XFrameOptionsMiddleware (X_FRAME_OPTIONS unset: DENY)
     response.headers.setdefault("X-Frame-Options", "DENY")
     if api_view:

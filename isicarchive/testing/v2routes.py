@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def register(archive: LocalArchive) -> None:
     """Add the v2 and storage routes to the archive's router (collections: :mod:`.v2collections`)."""
-    from . import v2collections, v2dois, zipdownload
+    from . import v2collections, v2dois, v2extra, zipdownload
 
     data = archive.data
 
@@ -269,6 +269,7 @@ def register(archive: LocalArchive) -> None:
                        storage_file)
 
     v2collections.register(archive, add, searched, visible)
+    v2extra.register(archive, add, cohort_record, visible_cohorts)
     zipdownload.register(archive, add, searched)
     v2dois.register(archive, add)
 
