@@ -27,7 +27,6 @@ from .cache import Cache
 from .context import SessionContext
 from .downloads import DEFAULT_WORKERS, DownloadResult
 from .errors import (
-    ArchiveResponseError,
     AuthenticationError,
     IsicError,
     KeyringUnavailableError,
@@ -35,7 +34,6 @@ from .errors import (
     QueryError,
     UnsupportedError,
 )
-from .legacy import V2_DIAGNOSIS_PATHS
 from .lockfile import Origin
 from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
 from .oauth import OAuthToken
@@ -50,6 +48,8 @@ log = logging.getLogger("isicarchive")
 
 #: API version → (default host, default API path)
 DEFAULTS = {1: ("https://isic-archive.com", "/api/v1"), 2: ("https://api.isic-archive.com", "/api/v2")}
+#: API version → the backend that speaks it
+BACKENDS: dict[int, type[Backend]] = {1: V1Backend, 2: V2Backend}
 
 
 def _is_loopback(host: str) -> bool:
@@ -129,20 +129,6 @@ def _version_of(api_uri: str | None, api_version: int | None, hostname: str | No
         return 2
     host = urlsplit(hostname if "://" in hostname else "https://" + hostname.strip()).hostname or ""
     return 2 if host.lower() in OFFICIAL_HOSTS else 1
-
-
-def _check_legacy_terms(criteria: list[tuple[str, str, Any]], index: ImageIndex) -> None:
-    """On v2 records a legacy diagnosis term must be one the legacy table knows (or a value records have)."""
-    for field, op, test in criteria:
-        if field != "meta.clinical.diagnosis" or op not in ("==", "!=", "in", "not in"):
-            continue
-        asked = [test] if op in ("==", "!=") else list(test) if isinstance(test, (list, tuple, set)) else []
-        known = set(V2_DIAGNOSIS_PATHS) | set(index.values_of(field))
-        unknown = [value for value in asked if isinstance(value, str) and value not in known]
-        if unknown:
-            raise QueryError(f"{', '.join(map(repr, unknown))} is not a diagnosis of the legacy vocabulary or of "
-                             f"these records; legacy terms: {', '.join(sorted(V2_DIAGNOSIS_PATHS))} "
-                             "(or use metadata.clinical.diagnosis_1..5 with today's hierarchy)")
 
 
 def _images_not_found(absent: list[str], asked: int) -> NotFoundError:
@@ -258,7 +244,7 @@ class IsicApi:
         self.debug = debug
         self.progress = progress
         self.workers = workers
-        backend_class = self._backend_class()
+        backend_class = BACKENDS[self.api_version]
         # connections for the transfer workers, and for the record look-ups that run twice as many
         pool_size = max(16, min(2 * workers, 64))
         self._http = Transport(self.base_url, timeout=timeout, policy=RetryPolicy(retries=retries, backoff=backoff),
@@ -269,9 +255,8 @@ class IsicApi:
         self._token_label: str | None = None  # keyring entry a renewed v2 token is written back to
         if disk is None:
             self._backend: Backend = backend_class(self._http)
-            if isinstance(self._backend, V2Backend):
-                self._backend.on_token_renewed = self._keep_renewed_token
-                self._backend.load_stored_token = self._stored_token
+            self._backend.on_token_renewed = self._keep_renewed_token
+            self._backend.load_stored_token = self._stored_token
             self._authenticate(username, password, token, store_password)
         self.cache_folder: str | None = None
         self._cache: Cache | None = None
@@ -305,7 +290,7 @@ class IsicApi:
             return
         if username is None:
             return
-        if self.api_version == 2 and password is None:
+        if self._backend.token_sign_in and password is None:
             stored = _credentials.load_token(self.base_url, username)  # from `isicarchive --api v2 login`
             if stored is not None:
                 try:
@@ -340,9 +325,6 @@ class IsicApi:
         """The login the archive confirmed for this session (v1 ``user/me``), None when it named none."""
         login = self.user.get("login") if isinstance(self.user, dict) else None
         return login if isinstance(login, str) else None
-
-    def _backend_class(self) -> type[Backend]:
-        return V2Backend if self.api_version == 2 else V1Backend
 
     # ------------------------------------------------------------- session
     def login(self, username: str, password: str | None = None, *, store_password: bool = False) -> None:
@@ -380,8 +362,6 @@ class IsicApi:
         open_browser : bool, optional
             Open a web browser; by default only where there is a display.
         """
-        if not isinstance(self._backend, V2Backend):
-            raise UnsupportedError("sign_in() is the v2 (OAuth) login; v1 logs in with a password: login()")
         self._backend.sign_in(ask=ask, say=say, open_browser=open_browser)
         self.user = self._safe_me()
         self.username = username or (self.user or {}).get("email") or (self.user or {}).get("username") or "token"
@@ -396,14 +376,12 @@ class IsicApi:
 
     def revoke(self, token: OAuthToken) -> None:
         """Ask the archive to forget a v2 token and its refresh token (best effort, logged on failure)."""
-        if not isinstance(self._backend, V2Backend):
-            raise UnsupportedError("revoking OAuth tokens is a v2 feature; v1 sessions end with logout()")
-        self._backend.oauth.revoke(token)
+        self._backend.revoke(token)
 
     @property
     def oauth_token(self) -> OAuthToken | None:
         """The v2 session's current OAuth token (its ``repr`` shows no secret), or None."""
-        return self._backend.oauth_token if isinstance(self._backend, V2Backend) else None
+        return self._backend.oauth_token
 
     def _sign_in_or_explain(self, username: str) -> None:
         if not _credentials.interactive():
@@ -414,12 +392,8 @@ class IsicApi:
         self.sign_in(username)
 
     def _use_token(self, token: str | OAuthToken, username: str | None) -> None:
-        if isinstance(self._backend, V2Backend):
-            stored = token if isinstance(token, OAuthToken) else OAuthToken(token)
-            self._token_label = username
-            self._backend.use_token(stored)
-        else:
-            self._http.set_token(token.access_token if isinstance(token, OAuthToken) else token)
+        self._token_label = username  # where a renewed token is written back (backends whose tokens renew)
+        self._backend.use_token(token)
         self.username = username or "token"
         self.user = self._safe_me()
         self._identity_changed()
@@ -482,7 +456,7 @@ class IsicApi:
 
     def _new_context(self) -> SessionContext:
         return SessionContext(self.base_url, self.api_version, self._http, self._backend, self._store, self._cache,
-                              self._image_object, self.workers, self.progress)
+                              self._image_object, self._records_for, self.workers, self.progress)
 
     @property
     def context(self) -> SessionContext:
@@ -531,8 +505,7 @@ class IsicApi:
         return f"IsicApi({self.base_url!r}, {who}{cache})"
 
     def __str__(self) -> str:
-        kind = "an archive on disk" if self._backend.local else f"API v{self.api_version}"
-        return (f"ISIC Archive session at {self.base_url} ({kind}), "
+        return (f"ISIC Archive session at {self.base_url} ({self._backend.kind}), "
                 f"{'user ' + self.username if self.username else 'anonymous'}; "
                 f"{len(self.image_cache)} image records cached, {len(self.image_selection)} selected")
 
@@ -762,11 +735,6 @@ class IsicApi:
             return self._cache_images(progress)
 
     def _cache_images(self, progress: bool | None) -> dict[str, dict]:
-        if self._backend.local:  # an archive on disk: its index is the cache
-            if not self.image_cache:
-                self.image_cache = {record_id(rec): rec for rec in self._backend.sync_images({})[0]}
-                self.images.update({key: key for key in self.image_cache})
-            return self.image_cache
         if not self.image_cache:
             self.image_cache = self._store.load_image_cache()
         show = self.progress if progress is None else progress
@@ -821,8 +789,7 @@ class IsicApi:
         """
         parsed = normalise_criteria(criteria)
         index = self._image_index()
-        if self.api_version == 2:
-            _check_legacy_terms(parsed, index)
+        self._backend.check_criteria(parsed, index.values_of)
         within = self.image_selection.keys() if sub_select else None
         before = self.image_selection.origin.criteria if sub_select and self.image_selection.origin else None
         self.image_selection = index.select(parsed, within=within)
@@ -926,9 +893,6 @@ class IsicApi:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise QueryError(f"workers must be a whole number of at least 1, not {workers!r}")
         records = self._records_for(self.image_selection if images is None else images)
-        if folder is None and self._backend.local:
-            raise UnsupportedError("the images of an archive on disk are on disk already; "
-                                   "download_images(folder=...) exports them in the official CLI's layout")
         if folder is None:
             result = self._store.download_images(records, superpixels=superpixels, workers=workers, progress=progress)
         else:
@@ -958,18 +922,7 @@ class IsicApi:
             import pandas as pd
         except ImportError as exc:
             raise ImportError("metadata_frame needs pandas: pip install 'isicarchive[pandas]'") from exc
-        if not isinstance(self._backend, V2Backend):
-            raise UnsupportedError("the archive's metadata file is a v2 feature: IsicApi(api_version=2)")
-        try:
-            text = self._backend.metadata_csv(query, collections)
-        except (NotFoundError, UnsupportedError, ArchiveResponseError) as exc:
-            log.info("no metadata file from the archive (%s); building it from the paged search", exc)
-            from .csvguard import csv_text
-            from .export import metadata_rows
-
-            columns, rows = metadata_rows(self._backend.search_images(query, collections=collections))
-            rows.sort(key=lambda row: str(row.get("isic_id")))
-            text = csv_text(columns, ([row.get(key) for key in columns] for row in rows))  # guarded as the archive's
+        text = self._backend.metadata_file(query, collections)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return pd.read_csv(io.StringIO(text), dtype={"isic_id": str, "lesion_id": str, "patient_id": str})

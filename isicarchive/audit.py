@@ -173,7 +173,7 @@ def _digest(entries: list[_Entry], notes: list[str]) -> None:
             by_session.setdefault(id(entry.session), []).append(entry)
     for group in by_session.values():
         session = group[0].session
-        found = image_digests(session._store, [e.record for e in group if e.record is not None], progress=False)
+        found = image_digests(session.context.store, [e.record for e in group if e.record is not None], progress=False)
         for entry in group:
             digest = found.get(entry.key)
             entry.sha256 = digest.sha256 if digest is not None else None
@@ -241,7 +241,7 @@ def _near_duplicates(entries: list[_Entry], distance: int, report: AuditReport) 
     for entry in entries:
         if entry.session is None or entry.record is None:
             continue
-        store = entry.session._store
+        store = entry.session.context.store
         path = store.image_path(entry.record)
         data = path.read_bytes() if path is not None else store.backend.read_image(entry.record) \
             if store.backend.local else store.http.get_bytes(store.backend.image_file(entry.record))[0]

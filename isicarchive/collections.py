@@ -56,8 +56,8 @@ def collection_by_doi(session: Any, doi: str) -> Selection:
         A backend without collections (v1, an archive on disk).
     """
     doi = normalise_doi(doi)
-    collection = session._backend.collection_by_doi(doi)
-    records = session._backend.collection_images(int(collection["id"]))
+    collection = session.context.backend.collection_by_doi(doi)
+    records = session.context.backend.collection_images(int(collection["id"]))
     selection = Selection({record_id(r): r for r in records}, session=session)
     selection.origin = Origin(session, collections=[int(collection["id"])], doi=doi,
                               collection_name=str(collection.get("name") or ""))
@@ -66,7 +66,7 @@ def collection_by_doi(session: Any, doi: str) -> Selection:
 
 def collection_records(session: Any, ids: Iterable[int]) -> list[dict]:
     """The collections of these ids (name, DOI, lock state), through the backend."""
-    return [session._backend.dataset(str(int(cid))) for cid in ids]
+    return [session.context.backend.dataset(str(int(cid))) for cid in ids]
 
 
 def request_doi(session: Any, collection_id: int, description: str,
@@ -75,7 +75,7 @@ def request_doi(session: Any, collection_id: int, description: str,
 
     The archive locks the collection when it creates the draft.
     """
-    answer = session._http.request("POST", "doi/", json_body={
+    answer = session.context.transport.request("POST", "doi/", json_body={
         "collection_id": int(collection_id), "description": description, "supplemental_files": [],
         "related_identifiers": list(related_identifiers)})
     return str(answer.json()["slug"])
@@ -83,4 +83,4 @@ def request_doi(session: Any, collection_id: int, description: str,
 
 def publish_doi(session: Any, slug: str) -> None:
     """Publish a draft DOI (staff only): the collection becomes public and carries the DOI."""
-    session._http.request("POST", f"doi/{slug}/publish/", json_body={})
+    session.context.transport.request("POST", f"doi/{slug}/publish/", json_body={})

@@ -19,6 +19,10 @@ whole surface.  Those parts are named here, once, with types:
 ``image_object``   ``record -> Image``: the session's own
                    :class:`~isicarchive.models.Image` for a record (the same
                    object while a caller holds it; its name remembered)
+``records_for``    ``images -> list of records``: the records of ids, names,
+                   records, Images or a selection, unknown ones looked up in
+                   bulk (:class:`~isicarchive.errors.NotFoundError` naming
+                   the missing)
 ``workers``        parallel transfers the session was opened with
 ``progress``       whether long work shows progress bars
 =================  ==========================================================
@@ -45,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -68,6 +72,7 @@ class SessionContext:
     store: Store
     cache: Cache | None
     image_object: Callable[[dict], Image]
+    records_for: Callable[[Any], list[dict]]
     workers: int
     progress: bool
 

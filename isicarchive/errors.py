@@ -16,7 +16,10 @@ The tree::
     ├── ArchiveResponseError         any other error answer, or an answer that breaks the protocol
     ├── CacheError                   the cache folder cannot be used, or a lock was not granted in time
     ├── LayoutError                  a folder or zip that is no known archive layout
+    │   └── MissingFilesError        a challenge release's files are not all there
+    ├── ImageTooLargeError           an image announces more pixels than the limit allows
     ├── ImageTaskError               a function mapped over images failed (``strict=True``)
+    ├── ScoringError                 predictions that cannot be scored (also a ValueError)
     └── UnsupportedError             not offered by this API version or backend
                                      (also a NotImplementedError)
 
@@ -137,6 +140,18 @@ class LayoutError(IsicError):
     """The folder or zip is not an archive layout this library knows, or its metadata is unusable."""
 
 
+class MissingFilesError(LayoutError):
+    """A release's files are not all there; the message lists what is missing and where it was looked for."""
+
+
+class ImageTooLargeError(IsicError):
+    """An image announces more pixels than the limit allows (a decompression bomb, or a huge scan)."""
+
+
+class ScoringError(IsicError, ValueError):
+    """Predictions that cannot be scored against the truth (missing or extra images, values out of range)."""
+
+
 class ImageTaskError(IsicError):
     """``func`` raised for an image and ``strict=True`` was asked for.
 
@@ -167,11 +182,14 @@ __all__ = [
     "AuthenticationError",
     "CacheError",
     "ImageTaskError",
+    "ImageTooLargeError",
     "IsicError",
     "KeyringUnavailableError",
     "LayoutError",
+    "MissingFilesError",
     "MissingTargetError",
     "NotFoundError",
     "QueryError",
+    "ScoringError",
     "UnsupportedError",
 ]

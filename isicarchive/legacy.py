@@ -14,9 +14,12 @@ give its v1 content a v2 form.  The full table is in docs/api-versions.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["LEGACY_DIAGNOSES", "LEGACY_SITES", "V2_DIAGNOSIS_PATHS", "legacy_clinical"]
+from .errors import QueryError
+
+__all__ = ["LEGACY_DIAGNOSES", "LEGACY_SITES", "V2_DIAGNOSIS_PATHS", "check_legacy_terms", "legacy_clinical"]
 
 #: legacy_dx term -> the full diagnosis path of the node it names (isic-metadata's hierarchy)
 V2_DIAGNOSIS_PATHS: dict[str, tuple[str, ...]] = {
@@ -107,3 +110,17 @@ def legacy_clinical(clinical: dict) -> dict[str, Any]:
     if site is not None:
         out["anatom_site_general"] = site
     return out
+
+
+def check_legacy_terms(criteria: list[tuple[str, str, Any]], values_of: Callable[[str], Iterable[Any]]) -> None:
+    """On v2 records a legacy diagnosis term must be one the legacy table knows (or a value records have)."""
+    for field, op, test in criteria:
+        if field != "meta.clinical.diagnosis" or op not in ("==", "!=", "in", "not in"):
+            continue
+        asked = [test] if op in ("==", "!=") else list(test) if isinstance(test, (list, tuple, set)) else []
+        known = set(V2_DIAGNOSIS_PATHS) | set(values_of(field))
+        unknown = [value for value in asked if isinstance(value, str) and value not in known]
+        if unknown:
+            raise QueryError(f"{', '.join(map(repr, unknown))} is not a diagnosis of the legacy vocabulary or of "
+                             f"these records; legacy terms: {', '.join(sorted(V2_DIAGNOSIS_PATHS))} "
+                             "(or use metadata.clinical.diagnosis_1..5 with today's hierarchy)")

@@ -48,7 +48,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
             from .selection import Selection
             from .transport import record_id
 
-            selection = Selection({record_id(r): r for r in api._records_for(args.ids)}, session=api)
+            selection = Selection({record_id(r): r for r in api.context.records_for(args.ids)}, session=api)
             selection.origin = Origin(api)
         else:
             raise QueryError("say what to lock: image ids, --select field op value ..., (v2) --search QUERY "

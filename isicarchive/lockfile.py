@@ -301,7 +301,7 @@ def create_lock(parts: Mapping[str | None, Iterable[dict]], *, origin: Origin | 
                 raise QueryError(f"the image {key} is in two parts; a lock gives each image one part")
             seen.add(key)
             rows.append((record, part))
-    digests = image_digests(session._store, [record for record, _ in rows], progress=progress)
+    digests = image_digests(session.context.store, [record for record, _ in rows], progress=progress)
     shapes = {_shape(record) for record, _ in rows}
     lock = Lock(host=session.hostname, api=session.api_uri if not session.hostname.startswith("file:") else "",
                 api_version=session.api_version, created=_dt.datetime.now(_dt.timezone.utc).isoformat(
@@ -343,7 +343,7 @@ def _records_by_isic_id(session: Any, ids: Sequence[str]) -> dict[str, dict]:
     """Today's records of these ISIC ids (those the archive no longer shows are left out)."""
     if not ids:
         return {}
-    found = session._backend.images_by_key(list(ids), workers=min(2 * session.workers, 64))
+    found = session.context.backend.images_by_key(list(ids), workers=min(2 * session.workers, 64))
     return {isic_id_of(record): record for record in found.values()}
 
 
@@ -428,7 +428,7 @@ def materialise(lock: Lock | str | os.PathLike[str], folder: str | os.PathLike[s
     todo = [records[i] for i in lock.ids if i in records]
     show = session.progress if progress is None else progress
     for attempt in range(2):
-        download = download_to_folder(session._store, todo, target, workers=workers or session.workers,
+        download = download_to_folder(session.context.store, todo, target, workers=workers or session.workers,
                                       progress=show)
         result.download = download
         by_key = {record_id(r): isic_id_of(r) for r in todo}
@@ -598,7 +598,7 @@ def verify_lock(lock: Lock | str | os.PathLike[str], api: Any = None, *, folder:
     report.notes[:0] = notes
     if deep:
         still = [today[i] for i in lock.ids if i in today]
-        digests = image_digests(session._store, still, progress=progress)
+        digests = image_digests(session.context.store, still, progress=progress)
         locked = dict(zip(lock.ids, lock.sha256, strict=True))
         changed = {isic_id_of(r) for r in still if digests[record_id(r)].sha256 != locked[isic_id_of(r)]}
         report.bytes_changed = [i for i in lock.ids if i in changed or i in set(report.bytes_changed)]
@@ -645,7 +645,7 @@ def _query_records(session: Any, query: str | None, collections: Any, criteria: 
 
         records = list(collection_by_doi(session, doi).values())
     elif query is not None or collections:
-        records = session._backend.search_images(query or "", collections=collections)
+        records = session.context.backend.search_images(query or "", collections=collections)
     elif criteria:
         records = list(session.select_images(criteria).values())
     else:

@@ -13,16 +13,12 @@ import warnings
 from typing import Any
 
 from . import limits
-from .errors import IsicError
+from .errors import ImageTooLargeError
 
 __all__ = ["ImageTooLargeError", "check_pixels", "decode"]
 
 #: frames of a multi-page TIFF looked at while adding up its pixels (each costs one IFD read)
 _MOST_FRAMES = 4096
-
-
-class ImageTooLargeError(IsicError):
-    """An image announces more pixels than the limit allows (a decompression bomb, or a huge scan)."""
 
 
 def _announced(data: bytes) -> int | None:

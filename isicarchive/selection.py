@@ -783,7 +783,7 @@ class Selection(MutableMapping):
             session = session_of(self.origin, options.pop("api", None) or self.session)
             workers = options.pop("workers", None)
             progress = options.pop("progress", None)
-            return download_to_folder(session._store, list(chosen.values()), Path(folder).expanduser(),
+            return download_to_folder(session.context.store, list(chosen.values()), Path(folder).expanduser(),
                                       workers=workers or session.workers,
                                       progress=session.progress if progress is None else progress,
                                       licenses=allowed_licenses(licenses, commercial), origin=self.origin)

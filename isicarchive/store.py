@@ -31,7 +31,7 @@ from .downloads import (
     looks_like_html,
     sniffed_type,
 )
-from .errors import AuthenticationError, IsicError
+from .errors import AuthenticationError, IsicError, UnsupportedError
 from .models.annotation import markup_entry
 from .progress import progress as _progress
 from .transport import Transport, record_id
@@ -147,6 +147,9 @@ class Store:
     def download_images(self, records: Iterable[dict], superpixels: bool = False,
                         workers: int | None = None, progress: bool | None = None) -> DownloadResult:
         """Fetch many images (and superpixel PNGs) into the cache in parallel."""
+        if self.backend.local:
+            raise UnsupportedError("the images of an archive on disk are on disk already; "
+                                   "download_images(folder=...) exports them in the official CLI's layout")
         if self.cache is None:
             raise IsicError("downloading into the cache needs a cache folder: IsicApi(cache_folder=...) "
                             "or pass folder=...")
@@ -224,10 +227,11 @@ class Store:
         return SyncCheckpoint(self.cache, self.cache.layer / ".sync" / safe_name(label))
 
     def _imcache_path(self) -> Path | None:
-        return self.cache.path("imcache", IMCACHE_ID, ".json.gz") if self.cache else None
+        # an archive on disk keeps its records in its own index: no second copy in the cache
+        return self.cache.path("imcache", IMCACHE_ID, ".json.gz") if self.cache and not self.backend.local else None
 
     def load_image_cache(self) -> dict[str, dict]:
-        if self.cache is None:
+        if self.cache is None or self.backend.local:
             return {}
         # a user's layer holds its own list; the shared one (public images only) would not match it
         path = self._imcache_path()

@@ -195,8 +195,8 @@ class SessionHandle:
 
 
 def _store(api: IsicApi) -> Store:
-    """The session's store: the one place this module reaches inside the facade."""
-    return api._store
+    """The session's store (through its context, :mod:`isicarchive.context`)."""
+    return api.context.store
 
 
 # ----------------------------------------------------------------- samples

@@ -1,5 +1,9 @@
 """What a backend answers.  The facade (:class:`~isicarchive.IsicApi`) and the
-models only call these methods; they never build URLs.
+models only call these methods; they never build URLs, and never ask which
+backend or API version they have: each backend answers for itself, through
+its capability attributes (:attr:`Backend.local`, :attr:`Backend.token_sign_in`)
+and methods that raise :class:`~isicarchive.errors.UnsupportedError` where it
+offers nothing (as requests' ``Session`` delegates to its mounted adapters).
 
 Records are plain dicts.  v1 records are passed through unchanged; the v2
 backend maps its records onto the same keys the models read (see
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, UnsupportedError
+from ..oauth import OAuthToken
 from ..transport import Transport
 
 __all__ = ["Backend", "ProgressHook"]
@@ -41,7 +46,35 @@ class Backend:
     def _unsupported(self, what: str, where: str = "the legacy v1 API") -> UnsupportedError:
         return UnsupportedError(f"{what} is not offered by API v{self.version}; it exists in {where}.")
 
+    #: people sign in once (a web page, ``isicarchive --api v2 login``) and sessions reuse the
+    #: stored, renewable token, rather than sending a password each time
+    token_sign_in: bool = False
+    #: the session's OAuth token, for a backend that speaks OAuth
+    oauth_token: OAuthToken | None = None
+    #: told about every renewed token (the facade keeps the keyring current)
+    on_token_renewed: Callable[[OAuthToken], None] | None = None
+    #: the token as stored now (the keyring), which another process may have renewed
+    load_stored_token: Callable[[], OAuthToken | None] | None = None
+
+    @property
+    def kind(self) -> str:
+        """What a session talks to, for people: ``API v1``, ``API v2``, ``an archive on disk``."""
+        return f"API v{self.version}"
+
     # auth
+    def use_token(self, token: str | OAuthToken) -> None:
+        """Send ``token`` (a ready token instead of a password) from now on."""
+        self.http.set_token(token.access_token if isinstance(token, OAuthToken) else token)
+
+    def sign_in(self, **prompts: Any) -> OAuthToken:
+        """The browser sign-in (see :func:`isicarchive.oauth.sign_in`)."""
+        raise self._unsupported("signing in through the archive's web page (sign_in)",
+                                "the current v2 API; v1 logs in with a password: login()")
+
+    def revoke(self, token: OAuthToken) -> None:
+        """Ask the archive to forget an OAuth token and its refresh token."""
+        raise self._unsupported("revoking OAuth tokens", "the current v2 API; v1 sessions end with logout()")
+
     def login(self, username: str, password: str) -> tuple[str, dict]:
         """Exchange credentials for a token; returns (token, user record)."""
         raise self._unsupported("password login")
@@ -130,6 +163,14 @@ class Backend:
 
     def collection_images(self, collection_id: int, limit: int | None = None) -> list[dict]:
         raise self._unsupported("collections", "the current v2 API")
+
+    def metadata_file(self, query: str = "", collections: Any = None) -> str:
+        """The metadata CSV of a search: the archive's own, else one built from the paged search."""
+        raise self._unsupported("the archive's own metadata file", "the current v2 API")
+
+    def check_criteria(self, criteria: list[tuple[str, str, Any]], values_of: Callable[[str], Any]) -> None:
+        """Refuse (:class:`~isicarchive.errors.QueryError`) criteria these records cannot answer;
+        ``values_of(field)`` gives the values the records hold.  Every criterion passes by default."""
 
     def lesion(self, lesion_id: str) -> dict:
         raise self._unsupported("lesions", "the current v2 API")

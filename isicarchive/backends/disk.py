@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..disk.index import ArchiveIndex, open_index
 from ..disk.layouts import ArchiveFiles, LayoutError, open_files
 from ..errors import NotFoundError, UnsupportedError
+from ..legacy import check_legacy_terms
 from ..search import column_mask, parse
 from .base import Backend, ProgressHook
 from .v2 import normalise
@@ -80,6 +81,13 @@ class DiskBackend(Backend):
         #: what was found wrong with the archive while indexing it (also logged as warnings)
         self.problems = self.index.problems
 
+    @property
+    def kind(self) -> str:
+        return "an archive on disk"
+
+    def check_criteria(self, criteria: list[tuple[str, str, Any]], values_of: Callable[[str], Any]) -> None:
+        check_legacy_terms(criteria, values_of)  # today's records, as on v2
+
     def _unsupported(self, what: str, where: str = "the archive online (API v1 or v2)") -> UnsupportedError:
         return UnsupportedError(f"{what} is not offered by an archive on disk ({self.root.name}); it exists in "
                                 f"{where}.")
@@ -116,6 +124,8 @@ class DiskBackend(Backend):
     def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None,
                     checkpoint: Callable[[str], Any] | None = None,
                     on_total: Callable[[int], None] | None = None) -> tuple[list[dict], bool]:
+        if len(known) == len(self.index) and all(key in known for key in self.index.rows):
+            return [], False  # the index is the cache: nothing new unless the archive was opened again
         if on_total:
             on_total(len(self.index))
         records = [normalise(r) for r in self.index.records()]

@@ -30,8 +30,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ArchiveResponseError, AuthenticationError, IsicError, NotFoundError, QueryError
-from ..legacy import legacy_clinical
+from ..errors import (
+    ArchiveResponseError,
+    AuthenticationError,
+    IsicError,
+    NotFoundError,
+    QueryError,
+    UnsupportedError,
+)
+from ..legacy import check_legacy_terms, legacy_clinical
 from ..oauth import OAuthClient, OAuthToken, sign_in
 from ..search import DECIMAL_FIELDS, as_number
 from ..search import parse as explain
@@ -80,6 +87,7 @@ class V2Backend(Backend):
 
     version = 2
     auth_header = "Authorization"
+    token_sign_in = True
 
     def is_id(self, value: str) -> bool:
         return bool(_ISIC_ID.match(value)) or value.isdigit()
@@ -153,8 +161,10 @@ class V2Backend(Backend):
         self._unrenewable: str | None = None
         transport.token_renewer = self._renew
 
-    def use_token(self, token: OAuthToken) -> None:
+    def use_token(self, token: str | OAuthToken) -> None:
         """Send ``token`` from now on; an expired one is renewed first when it can be."""
+        if not isinstance(token, OAuthToken):
+            token = OAuthToken(token)
         if token.expired() and token.refresh_token:
             self._install(self.oauth.refresh(token), renewed=True)
         else:
@@ -221,6 +231,10 @@ class V2Backend(Backend):
         token = sign_in(self.oauth, **prompts)
         self.use_token(token)
         return token
+
+    def revoke(self, token: OAuthToken) -> None:
+        """Ask the archive to forget a token and its refresh token (best effort, logged on failure)."""
+        self.oauth.revoke(token)
 
     def logout(self) -> None:
         if self.oauth_token is not None:
@@ -297,6 +311,23 @@ class V2Backend(Backend):
             raise ArchiveResponseError(f"zip-download/url/ answered no download token ({str(url)[:80]!r})")
         data, _ = self.http.get_bytes("zip-download/metadata-file/", params={"token": token})
         return data.decode("utf-8")
+
+    def metadata_file(self, query: str = "", collections: Iterable[int] | None = None) -> str:
+        """The archive's metadata CSV of a search; where its zip flow is not offered, the same rows built
+        from the paged search (with the image size columns, which the archive's file leaves out)."""
+        try:
+            return self.metadata_csv(query, collections)
+        except (NotFoundError, UnsupportedError, ArchiveResponseError) as exc:
+            log.info("no metadata file from the archive (%s); building it from the paged search", exc)
+        from ..csvguard import csv_text
+        from ..export import metadata_rows
+
+        columns, rows = metadata_rows(self.search_images(query, collections=collections))
+        rows.sort(key=lambda row: str(row.get("isic_id")))
+        return csv_text(columns, ([row.get(key) for key in columns] for row in rows))  # guarded as the archive's
+
+    def check_criteria(self, criteria: list[tuple[str, str, Any]], values_of: Callable[[str], Any]) -> None:
+        check_legacy_terms(criteria, values_of)
 
     def license_text(self, name: str) -> str:
         """The archive's own licence text (as its zips and the official CLI have it)."""

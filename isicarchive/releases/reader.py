@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..disk.layouts import CHALLENGE_CLASSES, LayoutError, canonical_id
+from ..disk.layouts import CHALLENGE_CLASSES, canonical_id
+from ..errors import LayoutError, MissingFilesError
 from ..legacy import V2_DIAGNOSIS_PATHS, V2_SITE_PATHS, V2_SPECIAL_SITES
 from ..search import FIELDS, NUMBER
 from .catalog import Part, Release
@@ -35,10 +36,6 @@ __all__ = ["MissingFilesError", "PartContents", "ReleaseCountWarning", "missing_
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _IMAGE = re.compile(r"^(ISIC_\d{7})(_downsampled)?$")
 _ID = re.compile(r"^ISIC_\d{7}$")
-
-
-class MissingFilesError(LayoutError):
-    """A release's files are not all there; the message lists what is missing and where it was looked for."""
 
 
 class ReleaseCountWarning(UserWarning):

@@ -28,13 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IsicError
+from ..errors import ScoringError
 
 __all__ = ["ReleaseScore", "ScoringError", "partial_auc_above_tpr"]
-
-
-class ScoringError(IsicError, ValueError):
-    """Predictions that cannot be scored against the truth (missing or extra images, values out of range)."""
 
 
 @dataclass
