@@ -35,12 +35,16 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import IsicApi
+    from .leakage import audit
+    from .lockfile import Lock, materialise, verify_lock
     from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
-    from .selection import Selection
+    from .selection import Selection, Splits
 
 #: public name -> the module that defines it, imported on first use
 _LAZY = {"IsicApi": ".api", "Selection": ".selection", "Annotation": ".models", "Dataset": ".models",
-         "Image": ".models", "Lesion": ".models", "Segmentation": ".models", "Study": ".models"}
+         "Image": ".models", "Lesion": ".models", "Segmentation": ".models", "Study": ".models",
+         "Splits": ".selection", "Lock": ".lockfile", "materialise": ".lockfile", "verify_lock": ".lockfile",
+         "audit": ".leakage"}
 
 
 def __getattr__(name: str) -> Any:
@@ -71,6 +75,7 @@ __all__ = [
     "KeyringUnavailableError",
     "LayoutError",
     "Lesion",
+    "Lock",
     "MissingFilesError",
     "MissingTargetError",
     "NotFoundError",
@@ -78,7 +83,11 @@ __all__ = [
     "ScoringError",
     "Segmentation",
     "Selection",
+    "Splits",
     "Study",
     "UnsupportedError",
     "__version__",
+    "audit",
+    "materialise",
+    "verify_lock",
 ]

@@ -224,7 +224,17 @@ class Cache:
         present in the cache has its digest (a crash in between leaves a
         sidecar without its file, which nothing reads).
         """
-        self.write_bytes(path.with_name(path.name + DIGEST_SUFFIX), f"{sha256}  {path.name}\n".encode())
+        sidecar = path.with_name(path.name + DIGEST_SUFFIX)
+        fd, tmp = self._temp(sidecar)
+        try:
+            # not fsynced (unlike other cache files): a sidecar damaged by a power loss does not parse, reads
+            # as "no digest" and is computed again, and a sync per image would cost more than its hashing
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(f"{sha256}  {path.name}\n".encode())
+            os.replace(tmp, sidecar)
+        except OSError as exc:
+            _discard(tmp)
+            raise self._write_error(sidecar, exc) from exc
 
     def recorded_digest(self, path: Path) -> str | None:
         """The SHA-256 kept with an image file (None: none recorded, or a sidecar of another file)."""

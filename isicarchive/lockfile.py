@@ -571,6 +571,11 @@ def verify_lock(lock: Lock | str | os.PathLike[str], api: Any = None, *, folder:
                 deep: bool = False, progress: bool | None = None) -> DriftReport:
     """Report how today's archive differs from a lock (and a materialised folder from its digests).
 
+    The lock's query is run again (a search, ``select_images`` criteria,
+    or the DOI'd collection) to find the images it adds and those it no
+    longer matches; ids it no longer finds are looked up one by one to tell
+    "gone" from "no longer matched".
+
     Parameters
     ----------
     lock : Lock or path
@@ -582,11 +587,6 @@ def verify_lock(lock: Lock | str | os.PathLike[str], api: Any = None, *, folder:
     deep : bool
         Also fetch (or read from the cache) every image still in the
         archive and compare its SHA-256, not only its announced size.
-
-    The lock's query is run again (a search, ``select_images`` criteria,
-    or the DOI'd collection) to find the images it adds and those it no
-    longer matches; ids it no longer finds are looked up one by one to tell
-    "gone" from "no longer matched".
     """
     lock = read_lock(lock)
     session = api if api is not None else open_session(lock)

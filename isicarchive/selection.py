@@ -58,7 +58,7 @@ from .errors import QueryError
 from .search import DECIMAL_FIELDS
 
 if TYPE_CHECKING:
-    from .audit import AuditReport
+    from .leakage import AuditReport
     from .lockfile import Lock, Origin
 
 __all__ = ["OPERATORS", "UNARY", "ImageIndex", "Selection", "Splits", "evaluate", "get_path", "normalise_criteria"]
@@ -587,7 +587,7 @@ class Splits(dict):
 
     def audit(self, *, near_duplicates: bool = False, api: Any = None) -> AuditReport:
         """The leakage audit of the parts (:func:`isicarchive.audit`)."""
-        from .audit import audit
+        from .leakage import audit
 
         return audit(self, near_duplicates=near_duplicates, api=api)
 

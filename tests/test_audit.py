@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from isicarchive import IsicApi
-from isicarchive.audit import audit
+from isicarchive.leakage import audit
 from isicarchive.lockfile import materialise
 from isicarchive.selection import Selection
 from isicarchive.testing import ArchiveConfig, LocalArchive
