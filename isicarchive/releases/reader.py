@@ -18,7 +18,6 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -214,10 +213,10 @@ def _images(files: ReleaseFiles, folders: tuple[str, ...]) -> dict[str, str]:
     found: dict[str, str] = {}
     for folder in folders:
         for name in files.under(folder):
-            path = PurePosixPath(name)
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+            stem, dot, suffix = name.rpartition("/")[2].rpartition(".")
+            if not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES:
                 continue
-            match = _IMAGE.match(path.stem)  # superpixel and mask PNGs beside the images do not match
+            match = _IMAGE.match(stem)  # superpixel and mask PNGs beside the images do not match
             if match and (match.group(1) not in found or not match.group(2)):
                 found[match.group(1)] = name
     return found
@@ -238,7 +237,7 @@ def _masks(files: ReleaseFiles, release: Release, part: Part) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     for name in files.under(folder):
-        stem = PurePosixPath(name).name
+        stem = name.rpartition("/")[2]
         if not stem.lower().endswith(".png"):
             continue
         if release.attributes:
@@ -328,8 +327,11 @@ def _read_2017(release: Release, part: Part, files: ReleaseFiles, contents: Part
         contents.records.append(_record(isic_id, release, part.split, label, clinical))
 
 
+_ZERO = frozenset({"0", "0.0", "", "0.00"})
+
+
 def _one_hot(row: dict[str, str], classes: tuple[str, ...]) -> str | None:
-    chosen = [c for c in classes if (_number(row.get(c)) or 0) > 0.5]
+    chosen = [c for c in classes if (row.get(c) or "0").strip() not in _ZERO and (_number(row.get(c)) or 0) > 0.5]
     return chosen[0] if len(chosen) == 1 else None
 
 

@@ -149,7 +149,10 @@ def _index(release: Release, files: ReleaseFiles, parts: dict[str, PartContents]
             for key, value in values.items():
                 if isinstance(value, dict):
                     continue
-                columns.setdefault(f"{section}.{key}", [None] * count).append(value)
+                name = f"{section}.{key}"
+                if name not in columns:  # (setdefault would build the list of Nones for every value)
+                    columns[name] = [None] * count
+                columns[name].append(value)
         count += 1
         for column in columns.values():
             if len(column) < count:
