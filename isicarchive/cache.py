@@ -87,10 +87,15 @@ def safe_name(name: str) -> str:
     return cleaned[:120] or "unnamed"
 
 
+#: longest id a cache file is named after (file names may have 255 bytes; ids are 24 or 12 characters)
+_LONGEST_ID = 100
+
+
 def _check_id(object_id: str) -> str:
     object_id = str(object_id)
-    if not object_id or _UNSAFE.search(object_id) or object_id.strip(".") != object_id:
-        raise CacheError(f"refusing to build a cache file name from the id {object_id!r}")
+    if not object_id or len(object_id) > _LONGEST_ID or _UNSAFE.search(object_id) or object_id.strip(".") != object_id:
+        raise CacheError(f"refusing to build a cache file name from the id {object_id[:60]!r}"
+                         + (f" ({len(object_id)} characters)" if len(object_id) > 60 else ""))
     return object_id
 
 

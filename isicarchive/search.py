@@ -153,6 +153,10 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _WORD = re.compile(r"[A-Za-z0-9*_-]+")
 
 
+#: characters of the longest number a query may hold
+_LONGEST_NUMBER = 64
+
+
 def _number(text: str, loc: int, source: str) -> Any:
     import pyparsing as pp
 
@@ -160,6 +164,9 @@ def _number(text: str, loc: int, source: str) -> Any:
         return "*"
     if not _NUMBER.fullmatch(text):
         raise pp.ParseException(source, loc, f"not a number: {text!r}")
+    if len(text) > _LONGEST_NUMBER:
+        # Python refuses to read integers of over 4,300 digits (a ValueError); no field holds such a number
+        raise pp.ParseFatalException(source, loc, f"a number of {len(text)} characters is longer than any field holds")
     return float(text) if any(c in text for c in ".eE") else int(text)
 
 

@@ -241,7 +241,10 @@ class Store:
         if found is None:
             return {}
         payload = self.cache.read_json_gz(found)
-        return payload if isinstance(payload, dict) else {}
+        if not isinstance(payload, dict):
+            return {}
+        # an entry that is no record (a list, text: a damaged or hand-edited file) is left out and fetched again
+        return {key: record for key, record in payload.items() if isinstance(record, dict)}
 
     def save_image_cache(self, records: dict[str, dict], replace: bool) -> dict[str, dict]:
         """Write the image cache; merges with what another process may have written meanwhile."""

@@ -53,15 +53,25 @@ _ISIC_ID = re.compile(r"^ISIC_\d{7}$")
 PAGE = 100
 
 
+def _section(value: Any, isic_id: Any, where: str) -> dict:
+    """A record's mapping (``metadata`` and its sections), checked as it enters: absent is empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ArchiveResponseError(f"the archive sent image {str(isic_id)[:40]!r} with its {where} as a JSON "
+                                   f"{type(value).__name__}, not an object")
+    return value
+
+
 def normalise(record: dict) -> dict:
     """A v2 image record with the v1-style keys the models and selections read."""
     # a shallow copy: the record was just decoded for this call, and copying every nested level of
     # hundreds of thousands of records cost more time than the whole page walk
     out = dict(record)
     isic_id = out.get("isic_id")
-    metadata = out.get("metadata") or {}
-    acquisition = dict(metadata.get("acquisition") or {})
-    clinical = dict(metadata.get("clinical") or {})
+    metadata = _section(out.get("metadata"), isic_id, "metadata")
+    acquisition = dict(_section(metadata.get("acquisition"), isic_id, "metadata.acquisition"))
+    clinical = dict(_section(metadata.get("clinical"), isic_id, "metadata.clinical"))
     decimals = {key: number for key, value in clinical.items()
                 if key in DECIMAL_FIELDS and isinstance(value, str) and (number := as_number(value)) is not None}
     if decimals:
@@ -330,7 +340,15 @@ class V2Backend(Backend):
         check_legacy_terms(criteria, values_of)
 
     def license_text(self, name: str) -> str:
-        """The archive's own licence text (as its zips and the official CLI have it)."""
+        """The archive's own licence text (as its zips and the official CLI have it).
+
+        Only for the licences the archive uses: a name from a record goes into the request's path, and
+        ``../../users/me`` would fetch (and save) something else with the session's token."""
+        from ..licenses import LICENSES
+
+        if name not in LICENSES:
+            log.info("licence %r is none the archive uses: its text is not asked for", name[:40])
+            return super().license_text(name)
         try:
             data, _ = self.http.get_bytes(f"zip-download/license-file/{name}/")
             return data.decode("utf-8")
@@ -397,16 +415,23 @@ class V2Backend(Backend):
         """
         from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-        def walk(prefix: str) -> tuple[list[dict], list[str]]:
+        digits = len("ISIC_0000000")
+
+        def walk(prefix: str) -> tuple[list[dict], list[str], int]:
             done = saved.load(prefix) if saved is not None else None
             if done is not None:
                 if progress:
                     progress(len(done))
-                return done, []
+                return done, [], len(done)
             params = {"query": f"isic_id:{prefix}*", "limit": PAGE}
             first = self._get("images/search/", params)
-            if (first.get("count") or 0) > self.sync_partition_size and len(prefix) < len("ISIC_0000000"):
-                return [], [prefix + str(digit) for digit in range(10)]
+            count = first.get("count")
+            count = count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0
+            if count > 10 ** (digits - len(prefix)):
+                raise ArchiveResponseError(f"the archive announced {count} images with ids {prefix}…, more than such "
+                                           "ids can number; the partitioned sync stopped instead of splitting on")
+            if count > self.sync_partition_size and len(prefix) < digits:
+                return [], [prefix + str(digit) for digit in range(10)], count
             found: list[dict] = []
             for results in self._walk(first):
                 found += results
@@ -414,19 +439,35 @@ class V2Backend(Backend):
                     progress(len(results))
             if saved is not None:
                 saved.save(prefix, found)
-            return found, []
+            return found, [], count
 
         parts: dict[str, list[dict]] = {}
-        with ThreadPoolExecutor(max_workers=self.sync_workers, thread_name_prefix="isic-sync") as pool:
+        # a split partition's announced count, and what its parts have announced so far: the parts of
+        # disjoint prefixes cannot announce more than the whole (a server that ignores the query, or
+        # lies, would otherwise make the split go on down to single ids: millions of requests)
+        budget: dict[str, list[int]] = {}
+        pool = ThreadPoolExecutor(max_workers=self.sync_workers, thread_name_prefix="isic-sync")
+        try:
             pending: dict[Future, str] = {pool.submit(walk, f"ISIC_{n:02d}"): f"ISIC_{n:02d}" for n in range(100)}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     prefix = pending.pop(future)
-                    found, split = future.result()
+                    found, split, count = future.result()
+                    parent = budget.get(prefix[:-1])
+                    if parent is not None:
+                        parent[1] += count
+                        if parent[1] > parent[0]:
+                            raise ArchiveResponseError(
+                                f"the archive announced more images in the ten parts of {prefix[:-1]}… than in the "
+                                f"whole ({parent[1]} > {parent[0]}); the partitioned sync stopped instead of going on")
                     parts[prefix] = found
+                    if split:
+                        budget[prefix] = [count, 0]
                     for sub in split:
                         pending[pool.submit(walk, sub)] = sub
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return [normalise(r) for prefix in sorted(parts) for r in parts[prefix]]
 
     def image_file(self, record: dict) -> str:

@@ -29,6 +29,14 @@ class Model:
         self._api = api
         for attribute, key, default in self.FIELDS:
             value = self._record.get(key, default)
+            if isinstance(default, (list, dict)) and value is not None and not isinstance(value, type(default)):
+                # a list or object of the record that is text or a number: refused as it enters, not
+                # an AttributeError far away in whatever reads it
+                from ..errors import ArchiveResponseError
+
+                wanted = "a list" if isinstance(default, list) else "an object"
+                raise ArchiveResponseError(f"the archive sent a {self.KIND} whose {key!r} is a JSON "
+                                           f"{type(value).__name__}, not {wanted}")
             setattr(self, attribute, copy.copy(value) if isinstance(default, (list, dict)) else value)
 
     def as_json(self) -> dict:

@@ -173,6 +173,18 @@ class Image(Model):
         self.load_superpixels()
         return self.superpixels["idx"]
 
+    def _pixels_and_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels and the superpixel index, checked to be of one size (both come from the archive)."""
+        self.load_imagedata()
+        assert self.data is not None
+        idx = self._index()
+        if np.shape(self.data)[:2] != np.shape(idx):
+            from ..errors import ArchiveResponseError
+
+            raise ArchiveResponseError(f"the superpixels of {self.name or self.id} are {np.shape(idx)} pixels, the "
+                                       f"image {np.shape(self.data)[:2]}: they do not belong together")
+        return self.data, idx
+
     def superpixel_pixels(self, label: int) -> np.ndarray:
         """Flat pixel indices of one superpixel (maps superpixels if needed)."""
         self.map_superpixels()
@@ -189,8 +201,7 @@ class Image(Model):
     def paint_superpixels(self, labels: Iterable[int], color: Sequence[float] | str = (255, 0, 0),
                           alpha: float = 1.0) -> np.ndarray:
         """A copy of the image with ``labels`` painted."""
-        self.load_imagedata()
-        return _sp.paint(self.data, self._index(), labels, color, alpha)  # type: ignore[arg-type]
+        return _sp.paint(*self._pixels_and_index(), labels, color, alpha)
 
     def overlay(self, values: Sequence[float], color: Sequence[float] | str = (255, 0, 0), alpha: float = 0.5,
                 outlines: bool = False, filename: str | None = None) -> np.ndarray:
@@ -205,8 +216,7 @@ class Image(Model):
         filename : str, optional
             Save the result as a PNG there as well.
         """
-        self.load_imagedata()
-        out = _sp.overlay(self.data, self._index(), values, color, alpha)  # type: ignore[arg-type]
+        out = _sp.overlay(*self._pixels_and_index(), values, color, alpha)
         if outlines:
             out[_sp.outlines(self._index())] = 255
         if filename:

@@ -44,6 +44,13 @@ class Study(Model):
 
     def __init__(self, record: dict | None = None, api: Any = None) -> None:
         super().__init__(record, api)
+        for key in ("features", "images", "users"):
+            items = getattr(self, key) or []
+            if not all(isinstance(item, dict) for item in items):
+                from ..errors import ArchiveResponseError
+
+                raise ArchiveResponseError(f"the archive sent a study whose {key!r} list holds something other "
+                                           "than records")
         self.annotations: list[Annotation] = []
         self.image_features: dict[str, list[str]] = {}
         self.loaded_features: dict[str, int] = {}
