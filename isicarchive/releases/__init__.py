@@ -63,8 +63,8 @@ def list() -> dict[str, dict[str, Any]]:  # noqa: A001  (the name the issue asks
     """What each release needs on disk: per split, the files (each with the names accepted for it), the
     published count; and the task, the metric and the licence.
 
-    >>> isicarchive.releases.list()["isic2019"]["splits"]["train"]["count"]
-    25331
+    ``list()['isic2019']['splits']['train']['count']`` is 25331, the published number of 2019's
+    training images.
     """
     out: dict[str, dict[str, Any]] = {}
     for name, item in RELEASES.items():
