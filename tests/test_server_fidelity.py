@@ -468,3 +468,32 @@ def test_facets_follow_the_registry_and_computed_fields(server: LocalArchive) ->
     assert thick[-1] == {"key": "5.0-*", "from": 5.0, "to": "*", "doc_count": thick[-1]["doc_count"]}
     melanocytic = facets["melanocytic"]["buckets"]
     assert {(b["key"], b["key_as_string"]) for b in melanocytic} <= {(0, "false"), (1, "true")} and melanocytic
+
+
+def test_collections_page_newest_first_by_created(server: LocalArchive) -> None:
+    """isic/core/pagination.py ``CursorPagination``: ``default_ordering = ("-created",)`` when the view does
+    not order (collection_list without sort, cohort_list, study_list); the position is ``str(created)`` and
+    a position that is no datetime is the hand-written 422; ``sort=name`` pages by name."""
+    import base64
+
+    pages, url = [], f"{server.v2_url}/collections/?limit=5"
+    while url:
+        page = requests.get(url, timeout=10).json()
+        pages.append(page)
+        url = page["next"]
+    listed = [c["id"] for p in pages for c in p["results"]]
+    created = {c["id"]: c["created"] for c in server.data.collections}
+    assert listed == sorted(listed, key=lambda i: created[i], reverse=True) and len(set(listed)) == len(listed)
+    cursor = parse_qs(urlsplit(pages[0]["next"]).query)["cursor"][0]
+    position = parse_qs(base64.b64decode(cursor).decode())["p"][0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{6})?\+00:00", position), position
+    bad = get(server, "collections/", cursor=base64.b64encode(b"p=yesterday").decode())
+    assert bad.json() == {"detail": [{"loc": ["query", "cursor"], "msg": "Value error, Invalid cursor."}]}
+    by_name = get(server, "collections/", sort="name", limit=3).json()
+    name_cursor = parse_qs(urlsplit(by_name["next"]).query)["cursor"][0]
+    assert parse_qs(base64.b64decode(name_cursor).decode())["p"][0] == by_name["results"][-1]["name"]
+    wrong_sort = get(server, "collections/", sort="id").json()["detail"][0]
+    assert wrong_sort["ctx"] == {"expected": "'name' or 'created'"}
+    admin = server.token_for("admin")
+    cohorts = get(server, "cohorts/", admin).json()["results"]
+    assert [c["created"] for c in cohorts] == sorted((c["created"] for c in cohorts), reverse=True)

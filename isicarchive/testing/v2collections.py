@@ -22,7 +22,15 @@ from .. import search as _search
 from ..errors import QueryError
 from .server import ApiError, Request, Response
 from .v2framework import django_json
-from .v2paging import invalid, paginate, pydantic_int, query_bool
+from .v2paging import (
+    by_created,
+    descending_datetime_position,
+    django_datetime_position,
+    invalid,
+    paginate,
+    pydantic_int,
+    query_bool,
+)
 
 if TYPE_CHECKING:
     from .generator import ArchiveData, User
@@ -125,14 +133,19 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
         pinned = query_bool(req, "pinned")
         sort = req.arg("sort")
         if sort is not None and sort not in ("name", "created"):
-            raise invalid("sort", "literal_error", "Input should be 'name' or 'created'")
+            raise invalid("sort", "literal_error", "Input should be 'name' or 'created'",
+                          {"expected": "'name' or 'created'"})
         items = [c for c in data.collections if can_see(data, req.user, c["id"])]
         if pinned is not None:
             items = [c for c in items if c["pinned"] == pinned]
-        # the archive's default order is newest first
-        items = sorted(items, key=lambda c: c[sort]) if sort else sorted(items, key=lambda c: c["created"],
-                                                                          reverse=True)
-        return paginate(req, items, _record, [f"{n:09d}" for n in range(len(items))])
+        # CursorPagination: the default ordering is -created; sort=name|created orders by that field and its
+        # value (str of it) is the cursor's position, checked as that field's type
+        if sort == "name":
+            items = sorted(items, key=lambda c: c["name"])
+            return paginate(req, items, _record, [c["name"] for c in items])
+        items, keys = by_created(items, lambda c: c["created"], newest_first=sort is None)
+        return paginate(req, items, _record, keys,
+                        parse=django_datetime_position if sort else descending_datetime_position)
 
     def collection_detail(req: Request, cid: str) -> Response:
         return Response.json(_record(readable(req, cid)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import bisect
 import datetime as _dt
+import functools
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,8 +22,9 @@ from urllib.parse import parse_qs, urlencode
 
 from .server import ApiError, Request, Response
 
-__all__ = ["MAX_LIMIT", "django_datetime_position", "invalid", "invalid_cursor", "paginate", "path_int", "pydantic_int",
-           "query_bool", "query_int", "query_int_list"]
+__all__ = ["MAX_LIMIT", "Descending", "by_created", "descending_datetime_position", "django_datetime_position",
+           "invalid", "invalid_cursor", "paginate", "path_int", "pydantic_int", "query_bool", "query_int",
+           "query_int_list"]
 
 MAX_LIMIT = 100
 OFFSET_CUTOFF = 100
@@ -108,6 +110,42 @@ def query_int_list(req: Request, name: str) -> list[int] | None:
                 "msg": "Input should be a valid integer, unable to parse string as an integer"}]})
         numbers.append(number)
     return numbers
+
+
+@functools.total_ordering
+class Descending:
+    """A key of a ``-field`` ordering (``CursorPagination.default_ordering = ("-created",)``): sorts in
+    reverse, so a listing newest first still has ascending keys, and its position is ``str`` of the value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: Descending) -> bool:
+        return bool(other.value < self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Descending) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def by_created(items: Sequence[Any], created: Callable[[Any], str], *, newest_first: bool = True
+               ) -> tuple[list[Any], list[Any]]:
+    """``items`` in a ``created`` ordering (newest first: the paginator's default ``-created``) and their keys."""
+    keyed = sorted(((_dt.datetime.fromisoformat(created(item)), n, item) for n, item in enumerate(items)),
+                   key=lambda k: (k[0], k[1]), reverse=newest_first)
+    wrap: Callable[[Any], Any] = Descending if newest_first else (lambda value: value)
+    return [item for _, _, item in keyed], [wrap(moment) for moment, _, _ in keyed]
+
+
+def descending_datetime_position(text: str) -> Descending:
+    return Descending(django_datetime_position(text))
 
 
 def invalid_cursor() -> ApiError:

@@ -20,7 +20,16 @@ from .. import search as _search
 from ..errors import QueryError
 from .server import ApiError, Request, Response
 from .v2framework import django_datetime
-from .v2paging import django_datetime_position, invalid, paginate, path_int, query_int, query_int_list
+from .v2paging import (
+    by_created,
+    descending_datetime_position,
+    django_datetime_position,
+    invalid,
+    paginate,
+    path_int,
+    query_int,
+    query_int_list,
+)
 
 if TYPE_CHECKING:
     from .generator import User
@@ -186,8 +195,10 @@ def register(archive: LocalArchive) -> None:
                     "_id") == req.user.id]
 
     def cohort_list(req: Request) -> Response:
-        items = visible_cohorts(req)
-        return paginate(req, items, lambda item: cohort_record(item[1], item[0]), [f"{n:09d}" for n, _ in items])
+        # CursorPagination's default ordering, -created: newest first, position str(created)
+        items, keys = by_created(visible_cohorts(req), lambda item: item[1]["created"])
+        return paginate(req, items, lambda item: cohort_record(item[1], item[0]), keys,
+                        parse=descending_datetime_position)
 
     def cohort_detail(req: Request, cid: str) -> Response:
         items = visible_cohorts(req)
@@ -234,8 +245,8 @@ def register(archive: LocalArchive) -> None:
 
     def studies_list(req: Request) -> Response:
         staff(req)
-        items = sorted(data.studies, key=lambda s: int(s["_id"][-6:], 16))
-        return paginate(req, items, study_v2, [f"{int(s['_id'][-6:], 16):09d}" for s in items])
+        items, keys = by_created(data.studies, lambda s: s["created"])  # -created, as cohorts
+        return paginate(req, items, study_v2, keys, parse=descending_datetime_position)
 
     def study_detail(req: Request, sid: str) -> Response:
         staff(req)
