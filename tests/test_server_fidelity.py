@@ -497,3 +497,28 @@ def test_collections_page_newest_first_by_created(server: LocalArchive) -> None:
     admin = server.token_for("admin")
     cohorts = get(server, "cohorts/", admin).json()["results"]
     assert [c["created"] for c in cohorts] == sorted((c["created"] for c in cohorts), reverse=True)
+
+
+def test_pin_sort_positions_carry_both_fields(server: LocalArchive) -> None:
+    """isic/core/api/image.py ``PinnedFirstPagination``: ``pin_sort`` orders by ("-pinned", "created") and
+    the position joins both with "|" (``_get_position_from_instance``); a cursor built for the other
+    ordering has the wrong number of parts and is refused (``_apply_ordering``: ``_invalid_cursor``)."""
+    import base64
+
+    plain = get(server, "images/", limit=4).json()
+    pinned = get(server, "images/", limit=4, pin_sort="true").json()
+    assert [r["isic_id"] for r in pinned["results"]] == [r["isic_id"] for r in plain["results"]]  # none pinned
+    cursor = parse_qs(urlsplit(pinned["next"]).query)["cursor"][0]
+    position = parse_qs(base64.b64decode(cursor).decode())["p"][0]
+    assert re.fullmatch(r"0\|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{6})?\+00:00", position), position
+    refused = {"detail": [{"loc": ["query", "cursor"], "msg": "Value error, Invalid cursor."}]}
+    assert requests.get(pinned["next"].replace("pin_sort=true", "pin_sort="), timeout=10).json() == refused
+    plain_cursor = parse_qs(urlsplit(plain["next"]).query)["cursor"][0]
+    assert get(server, "images/", cursor=plain_cursor, pin_sort="1").json() == refused
+    walked = []
+    url: str | None = f"{server.v2_url}/images/?limit=7&pin_sort=true"
+    while url:
+        page = requests.get(url, timeout=10).json()
+        walked += [r["isic_id"] for r in page["results"]]
+        url = page["next"]
+    assert walked == [r["isic_id"] for r in every(server, "images/")]

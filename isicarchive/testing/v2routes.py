@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
+import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from .v2paging import (
     invalid,
     paginate,
     path_int,
+    pydantic_int,
     query_int,
     query_int_list,
 )
@@ -90,13 +92,21 @@ def register(archive: LocalArchive) -> None:
         # a search is evaluated once and its result kept for the following cursor pages
         return data.view(("v2 search", data.visibility(req.user), query, tuple(collections)), matching)
 
+    def image_page(req: Request, images: list[dict]) -> Response:
+        # PinnedFirstPagination (isic/core/api/image.py): ordered by created, or with pin_sort (any
+        # non-empty value) by -pinned then created, the position then "pinned|created"; a position with the
+        # wrong number of parts, or a part not of its field's type, is the hand-written 422
+        if not req.arg("pin_sort"):
+            return paginate(req, images, record(req), positions(images), parse=_single_position)
+        # the local archive pins no image (Image.pinned is 0 for all), so the order is still by created
+        keys = [_PinnedKey(0, moment) for moment in positions(images)]
+        return paginate(req, images, record(req), keys, parse=_PinnedKey.parse)
+
     def images_list(req: Request) -> Response:
-        images = visible(req.user)
-        return paginate(req, images, record(req), positions(images), parse=django_datetime_position)
+        return image_page(req, visible(req.user))
 
     def images_search(req: Request) -> Response:
-        images = searched(req)
-        return paginate(req, images, record(req), positions(images), parse=django_datetime_position)
+        return image_page(req, searched(req))
 
     def images_search_size(req: Request) -> Response:
         return Response.json({"size": sum(data.image_file_size(im["_id"]) for im in searched(req))})
@@ -283,6 +293,44 @@ def register(archive: LocalArchive) -> None:
     v2extra.register(archive, add, cohort_record, visible_cohorts)
     zipdownload.register(archive, add, searched)
     v2dois.register(archive, add)
+
+
+def _single_position(text: str) -> _dt.datetime:
+    if "|" in text:
+        raise ValueError("a position of another ordering")
+    return django_datetime_position(text)
+
+
+@functools.total_ordering
+class _PinnedKey:
+    """An image's place in the ``("-pinned", "created")`` ordering; its position is ``f"{pinned}|{created}"``."""
+
+    __slots__ = ("created", "pinned")
+
+    def __init__(self, pinned: int, created: _dt.datetime) -> None:
+        self.pinned, self.created = pinned, created
+
+    def __lt__(self, other: _PinnedKey) -> bool:
+        return (-self.pinned, self.created) < (-other.pinned, other.created)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _PinnedKey) and (self.pinned, self.created) == (other.pinned, other.created)
+
+    def __hash__(self) -> int:
+        return hash((self.pinned, self.created))
+
+    def __str__(self) -> str:
+        return f"{self.pinned}|{self.created}"
+
+    @classmethod
+    def parse(cls, text: str) -> _PinnedKey:
+        parts = text.split("|")
+        if len(parts) != 2:
+            raise ValueError("a position of another ordering")
+        number = pydantic_int(parts[0])  # IntegerField.to_python: int(value)
+        if number is None:
+            raise ValueError("pinned is no integer")
+        return cls(number, django_datetime_position(parts[1]))
 
 
 class _Listing(list):
