@@ -108,19 +108,32 @@ def _clinical(record: dict) -> dict:
 def decode_pixels(data: bytes, what: str = "image") -> np.ndarray:
     """The pixels of an encoded image as ``uint8`` height × width × channels (1, 3 or 4 channels).
 
-    Pillow decodes (as torchvision's ``ImageFolder`` loader does); a file that
-    is no image, or whose pixel count passes Pillow's decompression-bomb
-    limit, is an :class:`~isicarchive.errors.IsicError`.
+    Pillow decodes (as torchvision's ``ImageFolder`` loader does), once the
+    size its header announces is within :mod:`isicarchive.limits`
+    (:class:`~isicarchive.pixels.ImageTooLargeError` otherwise); a file that
+    is no image is an :class:`~isicarchive.errors.IsicError`.
     """
+    import warnings
+
     from PIL import Image as PILImage
 
+    from . import limits
+    from .pixels import ImageTooLargeError, check_pixels
+
     try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            if image.mode not in ("L", "RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            pixels = np.array(image)  # writable (asarray's view of Pillow's bytes is not; torch warns of it)
-    except PILImage.DecompressionBombError as exc:
-        raise IsicError(f"{what}: refused, {exc}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our own limit applies
+            with PILImage.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > limits.current().max_pixels or getattr(image, "n_frames", 1) > 1:
+                    check_pixels(data, what)  # the limit's own message (a TIFF's pages added up)
+                if image.mode not in ("L", "RGB", "RGBA"):
+                    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+                pixels = np.array(image)  # writable (asarray's view of Pillow's bytes is not; torch warns of it)
+    except ImageTooLargeError:
+        raise
+    except PILImage.DecompressionBombError as exc:  # Pillow's own limit, where it is lower than ours
+        raise ImageTooLargeError(f"{what}: refused, {exc}") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError … for broken files
         raise IsicError(f"{what} does not decode ({type(exc).__name__}: {exc})") from None
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
@@ -326,9 +339,7 @@ class Samples:
 
     def image(self, index: int) -> Image:
         """An :class:`~isicarchive.models.image.Image` of sample ``index``, built from its record (no request)."""
-        from .models.image import Image
-
-        return Image(self.records[index], self.api)
+        return self.api.context.image_object(self.records[index])
 
     def class_weights(self) -> list[float]:
         """Inverse-frequency weights, one per class: ``n / (classes × n_class)`` (1.0 each when balanced).

@@ -44,7 +44,7 @@ def pixels(data: bytes) -> np.ndarray:
 
 
 def source_bytes(session: Any, record: dict) -> bytes:
-    path = session._store.image_path(record)
+    path = session.context.store.image_path(record)
     return path.read_bytes()
 
 
@@ -59,7 +59,7 @@ def test_imagefolder_is_a_folder_per_class_with_linked_files_and_metadata(sessio
         files = sorted((tmp_path / "out" / name).iterdir())
         assert len(files) == expected[name]
         for file in files:
-            cached = session._store.image_path(selection[file.stem])
+            cached = session.context.store.image_path(selection[file.stem])
             assert os.path.samefile(file, cached)  # a hard link to the cached file
     assert result.linked == len(selection) and result.counts == {"": len(selection)}
     import csv

@@ -123,7 +123,7 @@ def test_a_warm_cache_epoch_sends_no_request(fresh_archive: LocalArchive, tmp_pa
     assert fresh_archive.log == [] and api.request_count == sent
     assert all(np.array_equal(cold[i], warm[i]) for i in cold)
     # the pixels are the cached file's, decoded
-    path = api._store.image_path(samples.records[0])
+    path = api.context.store.image_path(samples.records[0])
     assert path is not None and np.array_equal(warm[0], _decode_file(path.read_bytes()))
 
 
@@ -162,6 +162,17 @@ def test_decode_refuses_what_is_no_image() -> None:
 
     with pytest.raises(IsicError, match="does not decode"):
         decode_pixels(b"<html>nope</html>")
+    from isicarchive import limits
+    from isicarchive.pixels import ImageTooLargeError
+
+    big = io.BytesIO()
+    PILImage.new("RGB", (300, 200)).save(big, format="JPEG")
+    previous = limits.configure(max_pixels=50_000)
+    try:
+        with pytest.raises(ImageTooLargeError, match="60,000 pixels"):
+            decode_pixels(big.getvalue())
+    finally:
+        limits.configure(max_pixels=previous.max_pixels)
     grey = io.BytesIO()
     PILImage.fromarray(np.full((4, 5), 7, np.uint8)).save(grey, format="PNG")
     assert decode_pixels(grey.getvalue()).shape == (4, 5, 1)
@@ -170,7 +181,7 @@ def test_decode_refuses_what_is_no_image() -> None:
 # ------------------------------------------------------- fork and spawn
 def _read_in_child(samples: Samples, indices: list[int], queue: Any) -> None:
     try:
-        transport = samples.api._http
+        transport = samples.api.context.transport
         pools = len(transport.session.adapters["http://"].poolmanager.pools)  # type: ignore[attr-defined]
         queue.put((pools, [samples.pixels(i).tobytes() for i in indices], samples.api.request_count))
     except BaseException as exc:  # noqa: BLE001  (reported to the parent)
@@ -182,7 +193,7 @@ def test_worker_processes_open_their_own_connections(server: LocalArchive, metho
     api = make_api(server, api_version=1)  # no cache folder: every read is a request
     samples = Samples(_diagnosed(api), target="benign_malignant")
     expected = [samples.pixels(i).tobytes() for i in range(4)]  # the parent's pool holds a live connection now
-    assert len(api._http.session.adapters["http://"].poolmanager.pools) == 1  # type: ignore[attr-defined]
+    assert len(api.context.transport.session.adapters["http://"].poolmanager.pools) == 1  # type: ignore[attr-defined]
     context = multiprocessing.get_context(method)
     queue = context.Queue()
     children = [context.Process(target=_read_in_child, args=(samples, [0, 1, 2, 3], queue)) for _ in range(2)]

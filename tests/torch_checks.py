@@ -41,7 +41,7 @@ def main(folder: Path) -> dict[str, Any]:
         selection = api.select_images([["isic_id", "not is None"]])
         dataset = IsicDataset(selection, target="diagnosis_1")
         image, target = dataset[0]
-        cached = api._store.image_path(dataset.samples.records[0])
+        cached = api.context.store.image_path(dataset.samples.records[0])
         decoded = torch.from_numpy(np.array(PILImage.open(io.BytesIO(cached.read_bytes())))).permute(2, 0, 1)
         found["first"] = {"dtype": str(image.dtype), "shape": list(image.shape), "target": target,
                           "equal_to_file": bool(torch.equal(image, decoded)), "classes": dataset.classes,
