@@ -99,7 +99,8 @@ def _vary(response: Response, *names: str) -> None:
 DJANGO_JSON_RESPONSE = "X-Local-Django-JsonResponse"
 
 
-def finish(method: str, headers: Any, response: Response, *, api_view: bool, ninja: bool = True) -> Response:
+def finish(method: str, headers: Any, response: Response, *, api_view: bool, ninja: bool = True,
+           gzip: bool = True) -> Response:
     """The archive's middleware on the way out, innermost first.
 
     ``api_view``: a view answered (django-ninja's authenticators read the
@@ -116,7 +117,8 @@ def finish(method: str, headers: Any, response: Response, *, api_view: bool, nin
     response.headers.setdefault("X-Frame-Options", "DENY")
     if api_view:
         _vary(response, "Cookie")
-    _gzip(method, headers, response)
+    if gzip:
+        _gzip(method, headers, response)
     # SecurityMiddleware with Django's defaults (nosniff, same-origin referrer and opener policy)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
