@@ -35,6 +35,7 @@ import datetime as _dt
 import gzip
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ COLUMNS = ("isic_id", "bytes", "sha256", "license", "attribution", "patient_id",
 #: largest lock file read (a lock of 400,000 images is about 60 MB of JSON)
 MAX_LOCK_BYTES = 512 * 1024**2
 SUMS = "SHA256SUMS"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 try:
     import orjson as _orjson
@@ -229,6 +231,10 @@ class Lock:
             raise QueryError("the lock file has a malformed image row") from None
         if not all(isinstance(v, str) for v in values[0]) or not all(isinstance(v, int) for v in values[1]):
             raise QueryError("the lock file's ids must be strings and sizes whole numbers")
+        bad = next((v for v in values[2] if not (isinstance(v, str) and _SHA256.fullmatch(v))), None)
+        if bad is not None or len(set(values[0])) != len(values[0]):
+            raise QueryError("the lock file has an image twice or a SHA-256 that is not 64 hex digits"
+                             + (f" ({str(bad)[:70]!r})" if bad is not None else ""))
         return cls(host=str(archive.get("host", "")), api=str(archive.get("api", "")),
                    api_version=int(archive.get("api_version", 2)), created=str(payload.get("created", "")),
                    selection=dict(payload.get("selection") or {}), ids=values[0], size=values[1],

@@ -49,7 +49,6 @@ import os
 import re
 from array import array
 from collections.abc import Container, ItemsView, Iterable, Mapping, MutableMapping, Sequence, ValuesView
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -592,12 +591,14 @@ class Splits(dict):
         return audit(self, near_duplicates=near_duplicates, api=api)
 
     def export(self, folder: Any, *, layout: str = "official", target: str = "diagnosis_1",
-               **options: Any) -> Any:
+               licenses: Iterable[str] | str | None = None, commercial: bool = False, **options: Any) -> Any:
         """Write every part as a split of one training set (``train/``, ``validation/``, ``test/`` …), in
-        the layout :meth:`Selection.export` names."""
+        the layout :meth:`Selection.export` names; ``commercial=True`` (or ``licenses=``) as there."""
         from .exports import export
 
-        return export(dict(self), folder, layout=layout, target=target, **options)
+        parts = {name: part.licensed(licenses, commercial=commercial) if licenses is not None or commercial
+                 else part for name, part in self.items()}
+        return export(parts, folder, layout=layout, target=target, **options)
 
 
 class _Items(ItemsView):
@@ -774,21 +775,9 @@ class Selection(MutableMapping):
         ``commercial=True`` (or ``licenses=[...]``) leaves out every image under
         another licence: such an export never writes a CC-BY-NC image.
         """
+        from .exports import export
+
         chosen = self.licensed(licenses, commercial=commercial) if licenses is not None or commercial else self
-        if layout == "official":
-            from .export import download_to_folder
-            from .licenses import allowed_licenses
-            from .lockfile import session_of
-
-            session = session_of(self.origin, options.pop("api", None) or self.session)
-            workers = options.pop("workers", None)
-            progress = options.pop("progress", None)
-            return download_to_folder(session.context.store, list(chosen.values()), Path(folder).expanduser(),
-                                      workers=workers or session.workers,
-                                      progress=session.progress if progress is None else progress,
-                                      licenses=allowed_licenses(licenses, commercial), origin=self.origin)
-        from .exports import export  # type: ignore[import-not-found,unused-ignore]
-
         return export({"": chosen}, folder, layout=layout, target=target, **options)
 
     # ------------------------------------------------------ reproducibility

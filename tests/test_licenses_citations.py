@@ -74,9 +74,15 @@ def test_commercial_search_and_export_never_write_a_cc_by_nc_image(server: Local
     result = everything.export(tmp_path / "out", commercial=True)
     written = {p.stem for p in (tmp_path / "out").glob("ISIC_*")}
     allowed = {k for k, r in everything.items() if r["copyright_license"] in ("CC-0", "CC-BY")}
-    assert written == allowed and result.ok
+    assert written == allowed and not result.failed
     assert not (tmp_path / "out" / "licenses" / "CC-BY-NC.txt").exists()
     assert "CC-BY-NC" not in (tmp_path / "out" / "metadata.csv").read_text()
+    card = tmp_path / "out" / "README.md"
+    assert not card.exists() or "CC-BY-NC" not in card.read_text()
+    parts = everything.split({"train": 0.5, "test": 0.5})
+    parts.export(tmp_path / "split", commercial=True)
+    written = {p.stem for p in (tmp_path / "split").glob("*/ISIC_*")}
+    assert written == allowed
     searched = api.search_images(query(commercial=True))  # the archive's own search filters too
     assert set(searched) == allowed
 

@@ -134,6 +134,23 @@ def test_the_lock_round_trips_between_v2_v1_and_an_archive_on_disk(server: Local
     assert verify_lock(again, api=v2(server)).bytes_changed == []
     from_v1 = v1.select_images(["name", "in", lock.ids]).lock()
     assert (from_v1.ids, from_v1.sha256) == (lock.ids, lock.sha256)
+    assert from_v1.selection["criteria"] == [["name", "in", lock.ids]]
+    assert verify_lock(from_v1, api=v1).ok  # the criteria run again on the legacy API
+
+
+def test_deep_verification_compares_every_sha256(server: LocalArchive, tmp_path: Path) -> None:
+    lock = v2(server).search_images("").lock()
+    lock.sha256[3] = "0" * 64  # bytes that changed at the same size: only their digest tells
+    assert verify_lock(lock, api=v2(server)).bytes_changed == []
+    assert verify_lock(lock, api=v2(server, cache_folder=tmp_path), deep=True).bytes_changed == [lock.ids[3]]
+
+
+def test_a_lock_with_a_malformed_digest_is_refused(server: LocalArchive, tmp_path: Path) -> None:
+    payload = v2(server).search_images("").lock().as_json()
+    payload["images"][0][2] = "../../etc/passwd"
+    (tmp_path / "bad.json").write_text(json.dumps(payload))
+    with pytest.raises(QueryError, match="64 hex digits"):
+        read_lock(tmp_path / "bad.json")
 
 
 def test_lock_cli_create_materialise_verify(server: LocalArchive, tmp_path: Path,
