@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import random
 import shutil
@@ -56,6 +57,8 @@ from .training import MASK, UNLABELLED, Samples, image_source
 
 if TYPE_CHECKING:
     from .api import IsicApi
+
+log = logging.getLogger("isicarchive")
 
 __all__ = ["LAYOUTS", "ExportResult", "export", "to_hf_dataset"]
 
@@ -160,7 +163,7 @@ def export(parts: Mapping[str, Any], folder: str | os.PathLike[str], *, layout: 
             _webdataset(part_samples, where, seed, shuffle, shard_bytes, shard_samples, result)
         result.counts[name] = len(part_samples)
     if tables:
-        _write_metadata(tables, metadata or ("parquet" if len(parts) > 1 else "csv"))
+        _write_metadata(tables, metadata or _default_metadata(len(parts)))
     if result.classes:
         (root / "classes.txt").write_text("".join(f"{c}\n" for c in result.classes), encoding="utf-8")
     records = [r for part_samples in samples.values() for r in part_samples.records]
@@ -226,6 +229,19 @@ def _imagefolder(samples: Samples, where: Path, link: bool, result: ExportResult
         result.files.append(destination)
         rows.append({"file_name": f"{folder}/{destination.name}", "label": samples.targets[index], **row})
     return rows
+
+
+def _default_metadata(parts: int) -> str:
+    """CSV for one folder; Parquet for several (splits), where pyarrow is installed."""
+    if parts == 1:
+        return "csv"
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        log.warning("metadata.csv in each split (pyarrow is not installed): Hugging Face's imagefolder refuses "
+                    "splits whose CSV columns read as different types; pip install 'isicarchive[hf]'")
+        return "csv"
+    return "parquet"
 
 
 _FIRST_COLUMNS = ("file_name", "label", "isic_id", "attribution", "copyright_license")
