@@ -1,4 +1,4 @@
-"""select_images against pandas and DuckDB: one battery of 60 criteria, the same records, the same process.
+"""select_images against pandas and DuckDB: one battery of 69 criteria, the same records, the same process.
 
 Records: a generated archive (default 400,000 image records).  Each peer gets the
 records the way it works best: pandas a DataFrame of the flattened fields,
@@ -10,6 +10,11 @@ is checked against ours.  DuckDB is optional
 (``pip install duckdb``); without it the script compares with pandas alone.
 
     python benchmarks/select_battery.py [--records 400000] [--repeat 3]
+
+The battery ends with a set of regular expressions (suffixes, character
+classes, counted repeats, alternations, ``not match``) that the literal-prefix
+shortcuts do not cover: ours run on RE2 through pyarrow where the pattern means
+what Python's ``re`` means (see isicarchive/regex.py).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from _timing import best_of as best
 
@@ -29,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from isicarchive.selection import ImageIndex, get_path  # noqa: E402
+from isicarchive.selection import ImageIndex, _Column, get_path  # noqa: E402
 from isicarchive.testing import ArchiveConfig, ArchiveData  # noqa: E402
 
 NUMERIC = ["meta.clinical.age_approx", "meta.acquisition.pixelsX", "meta.acquisition.pixelsY",
@@ -52,7 +58,15 @@ def battery() -> list[list[Any]]:
     out += [["name", "==", "ISIC_0001234"], ["name", "match", "^ISIC_00012"], ["_id", ">", "5a"],
             ["notes.tags", "ni", "ISBI 2017: Training"], ["meta.clinical", "ni", "mel_class"],
             ["meta.clinical", "not ni", "nevus_type"]]
+    out += REGEX
     return out
+
+
+#: regular expressions beyond literal prefixes: RE2 over the column where the meaning is Python's
+REGEX = [["name", "match", "5$"], ["name", "~", r"^ISIC_00[0-1]\d{4}$"], ["name", "not match", "5$"],
+         ["name", "match", r"\d{3}7$"], ["name", "match", "12.4"], ["_id", "match", "[a-f]{3}$"],
+         ["meta.clinical.diagnosis", "match", r"^(basal|squamous) cell"],
+         ["meta.clinical.anatom_site_general", "!~", r"\w+/\w+"], ["dataset.name", "~", r"-\d$"]]
 
 
 def flat_fields(criteria: list[list[Any]]) -> list[str]:
@@ -89,10 +103,13 @@ def pandas_mask(frame: pd.DataFrame, criterion: list[Any]) -> Any:
         return column.notna()
     if op == "in":
         return column.isin(test)
-    if op == "match":
+    if op in ("match", "~", "not match", "!~"):
         with warnings.catch_warnings():  # groups in a pattern are fine here: only the match counts
             warnings.simplefilter("ignore", UserWarning)
-            return column.str.contains(test, regex=True).fillna(False).astype(bool)
+            found = column.str.contains(test, regex=True)
+        if op in ("not match", "!~"):
+            found = ~found
+        return found.fillna(False).astype(bool)  # a missing value matches neither way
     if op == "!=":
         return (column != test).fillna(True).astype(bool)  # a missing value differs (Python: None != x)
     compare = {"==": column.__eq__, "<": column.__lt__, ">=": column.__ge__, ">": column.__gt__}[op]
@@ -113,8 +130,10 @@ def duckdb_sql(criterion: list[Any]) -> str:
         return f"{column} IS NOT NULL"
     if op == "in":
         return f"{column} IN ({', '.join(repr(v) for v in test)})"
-    if op == "match":
+    if op in ("match", "~"):
         return f"regexp_matches({column}, '{test}')"
+    if op in ("not match", "!~"):
+        return f"NOT regexp_matches({column}, '{test}')"
     if op == "!=":
         return f"{column} IS DISTINCT FROM {literal}"
     return f"{column} {'=' if op == '==' else op} {literal}"
@@ -150,6 +169,7 @@ def main() -> None:
     except ImportError:
         print("DuckDB not installed: pandas only")
     totals = {"ours": 0.0, "pandas": 0.0, "duckdb": 0.0}
+    regex_totals = {"ours": 0.0, "pandas": 0.0, "duckdb": 0.0, "re": 0.0}
     worst: tuple[float, str] = (0.0, "")
     print(f"\n{'criterion':58} {'matches':>8} {'ours ms':>8} {'pandas':>8} {'duckdb':>8} {'vs best':>8}  same")
     for criterion in criteria:
@@ -168,6 +188,15 @@ def main() -> None:
         totals["ours"] += ours_s
         totals["pandas"] += pandas_s
         totals["duckdb"] += 0 if duck_s != duck_s else duck_s
+        if criterion in REGEX:
+            # the same criterion on Python's re alone (the fallback, and what every pattern took before RE2)
+            with patch.object(_Column, "_re2_regex", lambda *_: None):
+                re_s, on_re = best(lambda c=criterion: index.select(c), args.repeat)
+            same = same and set(on_re) == mine
+            regex_totals["re"] += re_s
+            print(f"{'  (the same on re alone)':58} {'':8} {re_s * 1e3:8.2f}")
+            for name, took in (("ours", ours_s), ("pandas", pandas_s), ("duckdb", duck_s)):
+                regex_totals[name] += 0 if took != took else took
         peer = min(pandas_s, duck_s) if duck_s == duck_s else pandas_s
         ratio = ours_s / peer
         worst = max(worst, (ratio, str(criterion)))
@@ -177,6 +206,9 @@ def main() -> None:
     print(f"\ntotal over {len(criteria)} criteria: ours {totals['ours']:.3f} s, pandas {totals['pandas']:.3f} s"
           + (f", DuckDB {totals['duckdb']:.3f} s" if connection is not None else ""))
     print(f"slowest relative to the faster peer: {worst[0]:.2f}x for {worst[1]}")
+    print(f"regular expressions ({len(REGEX)}): ours {regex_totals['ours']:.3f} s (on re alone "
+          f"{regex_totals['re']:.3f} s), pandas {regex_totals['pandas']:.3f} s"
+          + (f", DuckDB {regex_totals['duckdb']:.3f} s" if connection is not None else ""))
 
 
 if __name__ == "__main__":

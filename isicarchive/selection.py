@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import bisect
 import html
+import itertools
+import operator
 import os
 import re
 from array import array
@@ -54,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import QueryError
+from .regex import StringValues, string_values
 from .search import DECIMAL_FIELDS
 
 if TYPE_CHECKING:
@@ -213,6 +216,8 @@ _NP_STRINGS = getattr(np, "strings", None)
 _REGEX_LITERAL = r"[^\\.^$*+?{}\[\]|()]+"
 _LITERAL_PREFIXES = re.compile(rf"\^\(({_REGEX_LITERAL}(?:\|{_REGEX_LITERAL})*)\)|\^({_REGEX_LITERAL})")
 _LITERAL = re.compile(_REGEX_LITERAL)
+#: fewer distinct values than this: Python's re over them beats the fixed cost of a pass through Arrow
+_RE2_MIN_VALUES = 1000
 _COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 _DENSE_OPS = {**_COMPARE, "==": np.equal, "!=": np.not_equal}
 
@@ -225,8 +230,8 @@ class _Column:
     the key exists (dict-key membership needs that).
     """
 
-    __slots__ = ("_dense", "_eq", "_keys", "_none", "_numeric", "_present", "_rows", "_sorted_strings", "_strings",
-                 "_vals", "codes", "uniques")
+    __slots__ = ("_arrow_strings", "_dense", "_eq", "_keys", "_none", "_numeric", "_present", "_rows",
+                 "_sorted_strings", "_strings", "_vals", "codes", "uniques")
 
     def __init__(self) -> None:
         self.uniques: list[Any] = [None]
@@ -240,6 +245,7 @@ class _Column:
         self._numeric: tuple[np.ndarray, np.ndarray] | None = None
         self._strings: tuple[np.ndarray, Any] | None = None
         self._sorted_strings: tuple[np.ndarray, list[str]] | None = None
+        self._arrow_strings: tuple[np.ndarray, StringValues | None] | None = None
         self._dense: np.ndarray | None = None
         self._none: np.ndarray | None = None
         self._present: np.ndarray | None = None
@@ -256,6 +262,55 @@ class _Column:
         self._rows.append(row)
         self._vals.append(code)
 
+    def extend(self, rows: np.ndarray, values: list[Any]) -> None:
+        """Append many rows at once (what :meth:`append` does for each, with the per-value work in C).
+
+        Values are told apart by a dict of the values themselves, where that
+        merges exactly what :func:`_freeze` merges: one kind of scalar (with
+        strings and None beside it, which equal nothing else), or lists of
+        strings (keyed by their tuple).  Only the distinct values then go
+        through :func:`_freeze`.  A column of mixed kinds (``1`` and ``1.0``
+        and ``True`` are one dict key) takes :meth:`append` for every value.
+        """
+        kinds = set(map(type, values))
+        scalars = kinds - {str, type(None)}
+        if scalars <= {int} or scalars <= {float} or scalars <= {bool}:
+            keyed: Iterable[Any] = values
+        elif kinds == {list} and set(map(type, itertools.chain.from_iterable(values))) <= {str}:
+            keyed = map(tuple, values)
+        else:
+            for row, value in zip(rows.tolist(), values, strict=True):
+                self.append(row, value)
+            return
+        first: dict[Any, int] = {}
+        # each value's code is the position of its first occurrence (dict.setdefault with a running count)
+        positions = np.fromiter(map(first.setdefault, keyed, itertools.count()), np.int64, len(values))
+        uniques = self.uniques
+        lookup = np.zeros(len(values), np.int32)
+        if len(uniques) == 1:
+            # a new column: its distinct values are those of the dict, in order (and their look-up table
+            # is built only if more records come)
+            starts = np.fromiter(first.values(), np.int64, len(first))
+            lookup[starts] = np.arange(1, len(first) + 1, dtype=np.int32)
+            uniques.extend(first if keyed is values else [values[p] for p in starts.tolist()])
+            self._keys = None
+            self._rows.frombytes(rows.astype(np.int32).tobytes())
+            self._vals.frombytes(lookup[positions].tobytes())
+            return
+        keys = self._keys
+        if keys is None:
+            keys = self._keys = {_freeze(v): c for c, v in enumerate(uniques) if c}
+        for position in first.values():
+            value = values[position]
+            key = _freeze(value)
+            code = keys.get(key)
+            if code is None:
+                code = keys[key] = len(uniques)
+                uniques.append(value)
+            lookup[position] = code
+        self._rows.frombytes(rows.astype(np.int32).tobytes())
+        self._vals.frombytes(lookup[positions].tobytes())
+
     def finish(self, n_rows: int) -> None:
         """Move appended rows into ``codes`` (length ``n_rows``; missing = None)."""
         codes = np.zeros(n_rows, np.int32)
@@ -270,6 +325,7 @@ class _Column:
         self._numeric = None
         self._strings = None
         self._sorted_strings = None
+        self._arrow_strings = None
         self._dense = None
         self._none = None
         self._present = None
@@ -327,6 +383,8 @@ class _Column:
         if op in ("match", "~", "not match", "!~"):
             want_match = op in ("match", "~")
             fast = self._literal_regex(test, want_match) if isinstance(test, str) else None
+            if fast is None:
+                fast = self._re2_regex(test, want_match)
             if fast is not None:
                 return fast
             regex = re.compile(test)
@@ -384,6 +442,22 @@ class _Column:
         out[codes] = hit if want_match else ~hit
         return out
 
+    def _re2_regex(self, pattern: str | re.Pattern, want_match: bool) -> np.ndarray | None:
+        """Any pattern whose meaning RE2 shares (see :mod:`isicarchive.regex`), over the string values at once."""
+        if self._arrow_strings is None:
+            if len(self.uniques) < _RE2_MIN_VALUES:
+                return None
+            string_codes = [c for c, v in enumerate(self.uniques) if type(v) is str]
+            self._arrow_strings = (np.asarray(string_codes, np.int64),
+                                   string_values([self.uniques[c] for c in string_codes]))
+        codes, values = self._arrow_strings
+        found = values.search(pattern) if values is not None else None
+        if found is None:
+            return None
+        out = np.zeros(len(self.uniques), bool)
+        out[codes] = found if want_match else ~found
+        return out
+
     def _equal_codes(self, test: Any) -> list[int]:
         if self._eq is None:
             # Python's == on builtin scalars merges exactly what a dict merges (1 == 1.0 == True)
@@ -402,6 +476,14 @@ class _Column:
                 return None
             self._numeric = (np.asarray(codes, np.int64), np.asarray(values, np.float64))
         return self._numeric
+
+
+class _Missing:
+    """The type of :data:`_MISSING`."""
+
+
+#: what a record without a key holds there while a level is read
+_MISSING = _Missing()
 
 
 class ImageIndex:
@@ -436,39 +518,59 @@ class ImageIndex:
             kept = {k: r for k, r in zip(self.ids, self.records, strict=False) if k not in records}
             self.__init__({**kept, **records})  # type: ignore[misc]
             return
-        columns = self._columns
-        for key, record in records.items():
-            row = len(self.ids)
-            self._position[key] = row
-            self.ids.append(key)
-            self.records.append(record)
-            if isinstance(record, dict):
-                self._flatten(record, "", row, columns, top=True)
-        for column in columns.values():
+        start = len(self.ids)
+        self.ids.extend(records)
+        self.records.extend(records.values())
+        position = self._position
+        for row in range(start, len(self.ids)):
+            position[self.ids[row]] = row
+        rows = [row for row in range(start, len(self.ids)) if isinstance(self.records[row], dict)]
+        self._read_level([self.records[row] for row in rows], np.asarray(rows, np.int64), "")
+        for column in self._columns.values():
             column.finish(len(self.ids))
         self._dict_masks.clear()
 
-    def _flatten(self, obj: dict, prefix: str, row: int, columns: dict[str, _Column], top: bool = False) -> None:
-        for key, value in obj.items():
-            if not isinstance(key, str):
+    def _read_level(self, dicts: list[dict], rows: np.ndarray, prefix: str) -> None:
+        """Index one level of the records, a key at a time over all of them (the per-value work in C).
+
+        ``dicts`` are the dicts found at path ``prefix`` and ``rows`` their
+        record numbers.  Each key is read from every dict in one pass, the
+        dicts below it are read the same way, and the other values go into
+        the key's column in one :meth:`_Column.extend`.
+        """
+        for key in dict.fromkeys(itertools.chain.from_iterable(dicts)):
+            if type(key) is not str:
                 continue
-            if "." in key:
-                if top:
+            if "." in key:  # no dotted path names it (a top-level one makes look-ups of its prefix special)
+                if not prefix:
                     self._dotted_root_keys.add(key)
                 continue
             path = prefix + key
-            if isinstance(value, dict):
+            values = list(map(operator.methodcaller("get", key, _MISSING), dicts))
+            kinds = set(map(type, values))
+            here = rows
+            if _Missing in kinds:
+                kinds.discard(_Missing)
+                present = np.flatnonzero(np.fromiter(map(operator.is_not, values, itertools.repeat(_MISSING)),
+                                                     bool, len(values)))
+                values = [values[i] for i in present.tolist()]
+                here = rows[present]
+            if any(issubclass(kind, dict) for kind in kinds):
+                if all(issubclass(kind, dict) for kind in kinds):
+                    inner, inner_rows, values = values, here, []
+                else:
+                    is_dict = np.fromiter(map(isinstance, values, itertools.repeat(dict)), bool, len(values))
+                    picked, others = np.flatnonzero(is_dict), np.flatnonzero(~is_dict)
+                    inner, inner_rows = [values[i] for i in picked.tolist()], here[picked]
+                    values, here = [values[i] for i in others.tolist()], here[others]
                 self._dict_paths.add(path)
-                rows = self._dict_rows.get(path)
-                if rows is None:
-                    rows = self._dict_rows[path] = array("i")
-                rows.append(row)
-                self._flatten(value, path + ".", row, columns)
-            else:
-                column = columns.get(path)
+                self._dict_rows.setdefault(path, array("i")).frombytes(inner_rows.astype(np.int32).tobytes())
+                self._read_level(inner, inner_rows, path + ".")
+            if values:
+                column = self._columns.get(path)
                 if column is None:
-                    column = columns[path] = _Column()
-                column.append(row, value)
+                    column = self._columns[path] = _Column()
+                column.extend(here, values)
 
     def values_of(self, path: str) -> list[Any]:
         """The distinct values records have at a plain path (empty where no record has it)."""

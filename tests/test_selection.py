@@ -301,3 +301,35 @@ def test_selection_view_survives_index_rebuild_and_becomes_a_dict_on_change(reco
     del view[key]
     view["extra"] = {"name": "extra"}
     assert key not in view and view["extra"]["name"] == "extra" and len(view) == len(before)
+
+
+# records whose fields mix kinds Python's == merges (1, 1.0, True), lists of strings and of other
+# things, a dict in some records and a scalar in others, keys that no path names: the bulk build
+# tells apart exactly what the per-value build did, added at once or in two steps
+MIXED = {
+    "a": {"v": 1, "t": ["x", "y"], "d": {"k": 1}, "s": "1", 5: "int key", "x.y": 1},
+    "b": {"v": 1.0, "t": ["x"], "d": "k", "s": None, "n": float("nan")},
+    "c": {"v": True, "t": ["x", 1], "d": {"k": None, "j": {"deep": "x"}}, "s": "2"},
+    "d": {"v": None, "t": [], "d": None},
+    "e": {"v": "1", "t": "x", "d": {}, "s": "1", "n": 2.5},
+    "f": {},
+    "g": "not a record",
+    "h": {"v": 0, "t": ["y", "x"], "d": {"k": True}, "s": "3", "n": 0.0},
+}
+MIXED_CRITERIA = [
+    ["v", "==", 1], ["v", "==", True], ["v", "is", True], ["v", "==", "1"], ["v", "!=", 1], ["v", ">", 0.5],
+    ["v", "is None", None], ["t", "ni", "x"], ["t", "ni", 1], ["t", "==", ["x"]], ["t", "==", []],
+    ["t", "in", [["x", "y"], ["y", "x"]]], ["d", "ni", "k"], ["d", "not ni", "k"], ["d.k", "==", 1],
+    ["d.k", "is None", None], ["d.j.deep", "==", "x"], ["s", "match", "^[12]$"], ["s", "not match", "1"],
+    ["n", ">=", 0], ["n", "!=", 2.5], ["x.y", "==", 1], ["d", "==", "k"],
+]
+
+
+@pytest.mark.parametrize("split", [None, 3])
+def test_mixed_kinds_are_told_apart_as_python_does(split: int | None) -> None:
+    items = list(MIXED.items())
+    index = ImageIndex(dict(items) if split is None else dict(items[:split]))
+    if split is not None:
+        index.add(dict(items[split:]))
+    for criterion in MIXED_CRITERIA:
+        assert set(index.select(criterion)) == ref_select(MIXED, criterion), criterion
