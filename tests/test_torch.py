@@ -93,3 +93,9 @@ def test_masks_from_v1_segmentations(found: dict[str, Any]) -> None:
     assert masks["shape"] == [1] + masks["image_shape"][1:] and masks["dtype"] == "torch.uint8"
     assert masks["values"] == [0, 255] and masks["epoch"] and masks["again"]
     assert masks["warm_requests"] == 0
+
+
+def test_the_training_pages_pytorch_loop_runs(found: dict[str, Any]) -> None:
+    docs = found["docs"]
+    assert docs["blocks"] == 2
+    assert "epoch 1: loss" in docs["output"] and "batches an epoch" in docs["output"]

@@ -129,5 +129,30 @@ def main(folder: Path) -> dict[str, Any]:
     return found
 
 
+def docs_blocks() -> dict[str, Any]:
+    """The Training page's PyTorch code (its ``py`` blocks, after the page's first block), run as written."""
+    import contextlib
+    import re
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    python = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+    torch_code = re.compile(r"^```py\n(.*?)^```", re.S | re.M)
+    page = (docs / "training.md").read_text(encoding="utf-8")
+    blocks = [python.findall((docs / "index.md").read_text(encoding="utf-8"))[0], python.findall(page)[0],
+              *torch_code.findall(page)]
+    namespace: dict[str, Any] = {"__name__": "docs"}
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output):
+            for number, block in enumerate(blocks):
+                exec(compile(block, f"training.md:block{number}", "exec"), namespace)
+    finally:
+        if "archive" in namespace:
+            namespace["archive"].stop()
+    return {"blocks": len(blocks) - 2, "output": output.getvalue()}
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]))))
+    findings = main(Path(sys.argv[1]))
+    findings["docs"] = docs_blocks()
+    print(json.dumps(findings))
