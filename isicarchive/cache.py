@@ -49,10 +49,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from . import _json
 from .errors import CacheError
+from .locking import file_lock
 
 __all__ = ["IMCACHE_ID", "SHARDS", "Cache", "CacheCorruptionWarning", "safe_name", "shard_of"]
 
@@ -252,14 +251,11 @@ class Cache:
 
     # ---------------------------------------------------------------- locks
     @contextlib.contextmanager
-    def lock(self, path: Path, timeout: float = 600.0) -> Iterator[None]:
-        """Hold a cross-process lock for ``path`` (``<path>.lock``)."""
-        lock = filelock.FileLock(str(path) + ".lock", timeout=timeout)
-        try:
-            with lock:
-                yield
-        except filelock.Timeout as exc:
-            raise CacheError(f"timed out waiting for another process to finish {path.name}") from exc
+    def lock(self, path: Path, timeout: float | None = None) -> Iterator[None]:
+        """Hold a cross-process lock for ``path`` (``<path>.lock``; see :func:`isicarchive.locking.file_lock`
+        for the timeout, default 10 minutes, and the CacheError when it runs out)."""
+        with file_lock(str(path) + ".lock", timeout=timeout, what=path.name):
+            yield
 
     # ---------------------------------------------------------------- write
     def write_bytes(self, path: Path, data: bytes) -> Path:

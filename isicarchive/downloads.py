@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import filelock
 import requests
 
 from .errors import ArchiveUnavailableError, AuthenticationError, IsicError, QueryError
+from .locking import adopt_partial, file_lock, release_partial
 from .progress import progress as _progress
 from .transport import Transport, deadline_of, record_id
 
@@ -181,12 +181,27 @@ class _TooLong(Exception):
 def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] | None = None) -> tuple[Path, int]:
     """Fetch one file with resume; returns (final path, bytes transferred).
 
+    The bytes go to a partial file of this writer's own (see
+    :func:`isicarchive.locking.adopt_partial`), which starts from what an
+    interrupted transfer left under ``job.part``.
+
     Raises
     ------
     ArchiveUnavailableError
         When the transfer keeps failing after the policy's retries (the part
         file stays for a later resume).
     """
+    shared = job.part
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    job.part = adopt_partial(shared)  # no second writer can interleave bytes with these, whatever flock does
+    try:
+        return _fetch(transport, job, on_bytes)
+    finally:
+        release_partial(job.part, shared)  # what an interrupted transfer got waits there for the next attempt
+        job.part = shared
+
+
+def _fetch(transport: Transport, job: Job, on_bytes: Callable[[int], None] | None) -> tuple[Path, int]:
     attempts = transport.policy.body_retries + 1
     transferred = 0
     last_problem = "no attempt"
@@ -441,7 +456,7 @@ class Downloader:
 
         def one(job: Job) -> tuple[Path, bool]:
             # another process sharing the folder may be fetching the same file
-            with filelock.FileLock(str(job.lock or job.part.with_name(job.part.name + ".lock"))):
+            with file_lock(job.lock or job.part.with_name(job.part.name + ".lock"), what=job.key):
                 existing = done(job) if done else None
                 if existing is not None:
                     return existing, False

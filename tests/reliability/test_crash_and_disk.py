@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import glob
 import gzip
 import json
 import os
@@ -80,6 +81,13 @@ def test_sigkill_during_cache_images_then_rerun(slow_server: LocalArchive, tmp_p
            "rerun completes; every file decodes; no temporary file left")
 
 
+def _partial_bytes(part: Path) -> int:
+    """Bytes a killed run left of a file: under the shared partial name, or the killed writer's own
+    (``<name>.<host>.<pid>.<random>.part``, which the next run adopts; the largest is kept)."""
+    stem = part.name[:-len(".part")]
+    return max((p.stat().st_size for p in part.parent.glob(glob.escape(stem) + "*.part")), default=0)
+
+
 def test_sigkill_during_bulk_download_then_rerun(slow_server: LocalArchive, tmp_path: Path) -> None:
     names = [im["name"] for im in slow_server.data.visible_images(None)[:60]]
     script = textwrap.dedent(f"""
@@ -94,7 +102,7 @@ def test_sigkill_during_bulk_download_then_rerun(slow_server: LocalArchive, tmp_
     api = IsicApi(hostname=slow_server.url, cache_folder=tmp_path, progress=False)
     ids = [slow_server.data.images_by_name[name]["_id"] for name in names]
     kept = {i: api.context.store._image_job(slow_server.data.images_by_id[i]).part for i in ids}
-    kept_bytes = {i: part.stat().st_size for i, part in kept.items() if part.exists()}
+    kept_bytes = {i: size for i, part in kept.items() if (size := _partial_bytes(part))}
     rerun_started = time.monotonic()  # what the killed child had in flight may still be logged later
     result = api.download_images(names)
     assert result.ok and len(result.skipped) >= complete_before
