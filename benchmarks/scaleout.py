@@ -110,12 +110,23 @@ def main() -> None:
             t_serial, expected = timed(lambda: serial(api, records, load), REPEAT)
             t_threads, by_threads = timed(lambda: api.map_images(superpixel_colours, records, load=load,
                                                                  client="threads", progress=False), REPEAT)
-            with two_workers() as plain, Client(plain) as client:
-                api.map_images(nothing, records[:20], load=(), client=client, progress=False)
-                t_plain, by_plain = timed(lambda: api.map_images(superpixel_colours, records, load=load,
-                                                                 client=client, progress=False), REPEAT)
-            print(f"  LocalCluster 2 processes, Dask's worker environment (MALLOC_TRIM_THRESHOLD_=65536, profiler on) "
-                  f"{t_plain:7.2f} s  {t_serial / t_plain:5.2f}x  identical={same(by_plain, expected)}")
+            # a cluster made as Dask's docs show: its workers start with MALLOC_TRIM_THRESHOLD_=65536 and the
+            # profiler on; map_images sets the allocator's thresholds in them with mallopt (isicarchive.allocator),
+            # and with ISICARCHIVE_MALLOPT=0 in their environment it does not (the figure before mallopt)
+            plain_runs = {}
+            for mallopt in ("0", "1"):
+                os.environ["ISICARCHIVE_MALLOPT"] = mallopt
+                try:
+                    with two_workers() as plain, Client(plain) as client:
+                        api.map_images(nothing, records[:20], load=(), client=client, progress=False)
+                        plain_runs[mallopt] = timed(lambda c=client: api.map_images(
+                            superpixel_colours, records, load=load, client=c, progress=False), REPEAT)
+                finally:
+                    os.environ.pop("ISICARCHIVE_MALLOPT", None)
+            for mallopt, label in (("0", "without mallopt"), ("1", "with mallopt (the library's default)")):
+                t_plain, by_plain = plain_runs[mallopt]
+                print(f"  plain LocalCluster(n_workers=2), Dask's worker environment, {label} "
+                      f"{t_plain:7.2f} s  {t_serial / t_plain:5.2f}x  identical={same(by_plain, expected)}")
             with worker_settings(), one_worker() as single, Client(single) as client:
                 api.map_images(nothing, records[:20], load=(), client=client, progress=False)
                 t_single, by_single = timed(lambda: api.map_images(superpixel_colours, records, load=load,

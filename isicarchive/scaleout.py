@@ -60,7 +60,9 @@ LOADS = {
 PARTITION_MAX = 50
 
 #: Dask settings for worker processes that do per-image work; ``client="cluster"`` starts its workers
-#: with them, and ``with worker_settings():`` around a cluster of your own does the same.
+#: with them, and ``with worker_settings():`` around a cluster of your own does the same.  The allocator's
+#: thresholds also reach the workers of any cluster map_images runs on, started by whoever, through
+#: ``mallopt`` (isicarchive.allocator); the environment here covers what only a process's start can set.
 #: Measured on per-image work (docs/benchmarks.md): glibc hands large freed blocks back to the system
 #: and faults them in again for the next image (about 3,500 page faults a 640x480 image; Dask's own
 #: ``MALLOC_TRIM_THRESHOLD_=65536`` makes it worse), so fixed thresholds that keep up to 128 MB halved
@@ -200,6 +202,11 @@ def run_partition(records: list[dict], spec: SessionSpec, func: Callable[[Image]
     """
     import pandas as pd
 
+    if "distributed" in sys.modules:
+        from .allocator import apply, in_dask_worker
+
+        if in_dask_worker():  # the allocator's thresholds, once per worker process (a no-op after that)
+            apply()
     api = spec.session()
     _prefetch(api, records, load)
     rows: list[dict[str, Any]] = []
@@ -328,6 +335,7 @@ def _on_cluster(client: Any, spec: SessionSpec, func: Callable[[Image], Any], re
             link = None
         if link:
             print(f"isicarchive: Dask dashboard at {link}", file=sys.stderr)
+    _register_allocator(client)
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     chunks = _partitions(records, npartitions, workers)
     # the spec goes to the cluster once, not with every task
@@ -348,6 +356,17 @@ def _on_cluster(client: Any, spec: SessionSpec, func: Callable[[Image], Any], re
     finally:
         bar.close()
     return pd.concat(frames)
+
+
+def _register_allocator(client: Any) -> None:
+    """The allocator's thresholds in every worker of the cluster, those that join later included."""
+    from .allocator import AllocatorPlugin
+
+    register = getattr(client, "register_plugin", None) or client.register_worker_plugin
+    try:
+        register(AllocatorPlugin())
+    except Exception as exc:  # a cluster that refuses plugins still runs the work; each task applies them
+        log.info("allocator plugin not registered (%s: %s)", type(exc).__name__, exc)
 
 
 def _lazy(spec: SessionSpec, func: Callable[[Image], Any], records: list[dict], parts: tuple[str, ...],

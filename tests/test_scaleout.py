@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import sys
 import threading
@@ -224,3 +225,37 @@ def test_cluster_workers_run_without_the_profiler_and_with_fixed_allocator_thres
     assert set(frame["trim"]) == {str(128 << 20)} and set(frame["mmap"]) == {str(64 << 20)}
     assert os.getpid() not in set(frame["pid"])  # worker processes, not this one
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's environment as it was
+
+
+def allocator_state(image) -> dict:
+    """In the worker: what mallopt was told, and the page faults of freeing and reallocating 20 MB thrice."""
+    import resource
+
+    import numpy as np
+
+    from isicarchive import allocator
+
+    faults = []
+    for _ in range(4):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = np.ones(20 << 20, np.uint8)
+        block.sum()
+        del block
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {"pid": os.getpid(), "applied": str(allocator.applied()), "faults": sum(faults[1:]),
+            "trim_env": os.environ.get("MALLOC_TRIM_THRESHOLD_")}
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_a_plain_clusters_workers_get_the_allocator_thresholds(archive: LocalArchive, client: object) -> None:
+    # the module's cluster is made as Dask's docs show: its workers start with Dask's MALLOC_TRIM_THRESHOLD_=65536,
+    # which gives every freed block back to the system; the library sets its thresholds inside them
+    api = IsicApi(hostname=archive.url, progress=False)
+    frame = api.map_images(allocator_state, visible(archive, 4), client=client, load=(), progress=False)
+    assert frame["error"].isna().all() and len(frame) == 4
+    assert os.getpid() not in set(frame["pid"])
+    assert set(frame["applied"]) == {str({"M_TRIM_THRESHOLD": True, "M_MMAP_THRESHOLD": True})}
+    # without the thresholds each 20 MB block is faulted in again (hundreds of faults each time)
+    assert frame["faults"].max() < 50, frame["faults"].tolist()
+    applied = client.run(lambda: __import__("isicarchive.allocator").allocator.applied())  # type: ignore[attr-defined]
+    assert all(state == {"M_TRIM_THRESHOLD": True, "M_MMAP_THRESHOLD": True} for state in applied.values())
