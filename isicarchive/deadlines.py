@@ -10,6 +10,15 @@ once, and the connection pool refuses to open another connection for it
 (urllib3 would otherwise retry the read).  The transport then reports the
 deadline, not a connection error.
 
+A deadline long enough for a large file on a slow link is far too long for a
+server that trickles a small answer a byte a second, so an exchange also has a
+floor on its speed, as curl's ``--speed-limit``/``--speed-time`` do: its headers
+must arrive within :data:`HEADER_WINDOWS` read timeouts, and once they have,
+every read timeout's worth of time spent waiting on the body must bring at
+least ``min_speed`` bytes a second (time the reader spends elsewhere, writing
+to disk or in the caller's code, is not counted).  The bytes are counted as
+urllib3 hands them over.
+
 The connection classes also close a retried answer's connection instead of reading
 its body to the end (urllib3 drains it to reuse the connection, which an
 endless body turns into a hang).
@@ -35,6 +44,10 @@ __all__ = ["Deadline", "DeadlineExceeded", "WatchedAdapter", "start"]
 
 #: a retried answer's body up to this size is still read, so its connection can be reused
 _DRAIN_LIMIT = 64 * 1024
+#: read timeouts within which an answer's headers must have arrived (they come in one packet or two)
+HEADER_WINDOWS = 3
+#: slowest body accepted, in bytes a second over a read timeout's worth of waiting (curl's --speed-limit)
+MIN_SPEED = 1024
 
 
 class DeadlineExceeded(Exception):
@@ -42,15 +55,70 @@ class DeadlineExceeded(Exception):
 
 
 class Deadline:
-    """The wall-clock bound of one exchange, armed until :meth:`stop`."""
+    """The wall-clock bound of one exchange, armed until :meth:`stop`; with ``stall`` (the read
+    timeout) also a floor of ``min_speed`` bytes a second on it (see the module docstring)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, stall: float | None = None, min_speed: float = MIN_SPEED) -> None:
         self.seconds = seconds
-        self.expires_at = time.monotonic() + seconds
+        self.started = time.monotonic()
+        self.expires_at = self.started + seconds
         self.expired = False
         self.stopped = False
+        #: why it expired, for the error message (None: the wall-clock deadline)
+        self.why: str | None = None
+        self.stall = stall if stall and stall > 0 else None
+        self.min_speed = min_speed
+        self.received = 0
+        self.headers_at: float | None = None
+        self._asked_at = self.started
+        self._reading = 0
+        self._left_at: float | None = self.started
+        self._window_received = 0
+        self._window_outside = 0.0
         self._connection: Any = None
         self._lock = threading.Lock()
+
+    # the reads of the exchange, counted for the speed floor
+    def headers_arrived(self) -> None:
+        self.headers_at = time.monotonic()
+
+    def reading(self) -> None:
+        with self._lock:
+            if self._reading == 0 and self._left_at is not None:
+                self._window_outside += time.monotonic() - self._left_at
+                self._left_at = None
+            self._reading += 1
+
+    def read_done(self, count: int) -> None:
+        with self._lock:
+            self.received += count
+            self._reading = max(0, self._reading - 1)
+            if self._reading == 0:
+                self._left_at = time.monotonic()
+
+    def _too_slow(self, window: float) -> str | None:
+        """Why the last ``window`` seconds were too slow (None: they were not), and a new window begun."""
+        now = time.monotonic()
+        if self.headers_at is None:
+            assert self.stall is not None
+            if now - self._asked_at >= HEADER_WINDOWS * self.stall:
+                return (f"no answer headers within {HEADER_WINDOWS * self.stall:g} s ({HEADER_WINDOWS} read "
+                        "timeouts): the server trickles them")
+            return None
+        with self._lock:
+            if self._reading == 0 and self._left_at is not None:
+                self._window_outside += now - self._left_at
+                self._left_at = now
+            waited = window - self._window_outside
+            got = self.received - self._window_received
+            self._window_received = self.received
+            self._window_outside = 0.0
+        if now - window < self.headers_at:
+            return None  # the window began before the headers: the next one is judged
+        if waited >= window / 2 and got < self.min_speed * waited:
+            return (f"the body came at {got / max(waited, 1e-9):.0f} bytes/s over {waited:.0f} s, below the "
+                    f"{self.min_speed:g} bytes/s accepted (the server trickles it)")
+        return None
 
     def attach(self, connection: Any) -> None:
         """The connection the exchange now uses (set by the pool, also for urllib3's retries)."""
@@ -58,6 +126,9 @@ class Deadline:
             if self.expired:
                 raise DeadlineExceeded(f"no complete answer within {self.seconds:g} s")
             self._connection = connection
+            # urllib3 retrying within the exchange (a read timeout, a reset): the headers' time starts again
+            self._asked_at = time.monotonic()
+            self.headers_at = None
 
     def stop(self) -> None:
         with self._lock:
@@ -66,11 +137,12 @@ class Deadline:
         if getattr(_current, "deadline", None) is self:
             _current.deadline = None
 
-    def _expire(self) -> None:
+    def _expire(self, why: str | None = None) -> None:
         with self._lock:
             if self.stopped:
                 return
             self.expired = True
+            self.why = why
             sock = getattr(self._connection, "sock", None)
         if sock is not None:
             # the plain socket's shutdown, also under TLS: it wakes a read blocked on the descriptor
@@ -82,19 +154,25 @@ class _Watchdog:
     """One daemon thread that expires the deadlines in flight, earliest first."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Deadline]] = []
+        # (when, order, deadline, what): what is 0 for the deadline itself, else a speed check's window
+        self._heap: list[tuple[float, int, Deadline, float]] = []
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def watch(self, deadline: Deadline) -> None:
         with self._wake:
-            heapq.heappush(self._heap, (deadline.expires_at, next(self._order), deadline))
+            self._push(deadline.expires_at, deadline, 0.0)
+            if deadline.stall is not None:
+                self._push(deadline.started + deadline.stall, deadline, deadline.stall)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="isicarchive-deadlines", daemon=True)
                 self._thread.start()
-            elif self._heap[0][2] is deadline:
+            else:
                 self._wake.notify()
+
+    def _push(self, when: float, deadline: Deadline, what: float) -> None:
+        heapq.heappush(self._heap, (when, next(self._order), deadline, what))
 
     def _run(self) -> None:
         while True:
@@ -109,8 +187,16 @@ class _Watchdog:
                 if wait > 0:
                     self._wake.wait(wait)
                     continue
-                deadline = heapq.heappop(self._heap)[2]
-            deadline._expire()
+                when, _, deadline, window = heapq.heappop(self._heap)
+            if not window:
+                deadline._expire()
+                continue
+            why = deadline._too_slow(window)
+            if why is not None:
+                deadline._expire(why)
+            else:
+                with self._wake:
+                    self._push(when + window, deadline, window)
 
 
 _watchdog = _Watchdog()
@@ -129,18 +215,52 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_fresh_watchdog_after_fork)
 
 
-def start(seconds: float) -> Deadline:
-    """Arm a deadline for the exchange this thread starts next (a previous one of the thread is stopped)."""
+def start(seconds: float, stall: float | None = None, min_speed: float = MIN_SPEED) -> Deadline:
+    """Arm a deadline for the exchange this thread starts next (a previous one of the thread is stopped);
+    with ``stall`` (the read timeout), the speed floor too."""
     previous = getattr(_current, "deadline", None)
     if previous is not None:
         previous.stop()
-    deadline = Deadline(seconds)
+    deadline = Deadline(seconds, stall, min_speed)
     _current.deadline = deadline
     _watchdog.watch(deadline)
     return deadline
 
 
 class _UndrainedResponse(HTTPResponse):
+    """urllib3's response, its reads counted for the exchange's speed floor, its drain bounded."""
+
+    _isic_watch: Deadline | None = None
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        watch = self._isic_watch
+        if watch is None:
+            return super().read(*args, **kwargs)
+        watch.reading()
+        data = b""
+        try:
+            data = super().read(*args, **kwargs)
+            return data
+        finally:
+            watch.read_done(len(data or b""))
+
+    def read_chunked(self, *args: Any, **kwargs: Any) -> Any:
+        watch = self._isic_watch
+        chunks = super().read_chunked(*args, **kwargs)
+        if watch is None:
+            yield from chunks
+            return
+        while True:
+            watch.reading()
+            chunk = b""
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                watch.read_done(len(chunk))
+            yield chunk
+
     def drain_conn(self) -> None:
         remaining = self.length_remaining
         if remaining is not None and remaining <= _DRAIN_LIMIT:
@@ -152,18 +272,23 @@ class _UndrainedResponse(HTTPResponse):
             connection.close()
 
 
+def _watched(response: HTTPResponse) -> HTTPResponse:
+    response.__class__ = _UndrainedResponse  # urllib3 2 builds its HTTPResponse here, not from the pool
+    watch = getattr(_current, "deadline", None)
+    if watch is not None:
+        watch.headers_arrived()
+        response._isic_watch = watch  # type: ignore[attr-defined]
+    return response
+
+
 class _UndrainedHTTPConnection(HTTPConnection):
     def getresponse(self) -> HTTPResponse:  # type: ignore[override]
-        response = super().getresponse()
-        response.__class__ = _UndrainedResponse  # urllib3 2 builds its HTTPResponse here, not from the pool
-        return response
+        return _watched(super().getresponse())
 
 
 class _UndrainedHTTPSConnection(HTTPSConnection):
     def getresponse(self) -> HTTPResponse:  # type: ignore[override]
-        response = super().getresponse()
-        response.__class__ = _UndrainedResponse
-        return response
+        return _watched(super().getresponse())
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

@@ -137,8 +137,9 @@ class DownloadResult:
 #: slowest transfer rate a download's deadline allows for (bytes per second, on top of the
 #: transport's deadline): a 20 MB image may take more than 3 minutes before it is given up
 MIN_TRANSFER_RATE = 100_000
-#: most a file of unknown size may grow to when the server compresses it on the way
-_MAX_EXPANSION = 20
+#: how much larger than its encoded length a file may be when the server compresses it on the way
+#: although identity was asked for: images hardly compress, so a little (a share, at least 64 KiB)
+_ENCODED_MARGIN = (8, 64 * 1024)
 #: most a file of no announced size at all may grow to
 MAX_FILE_BYTES = 2 * 1024**3
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -169,8 +170,9 @@ def _limit(job: Job, response: requests.Response, have: int) -> int:
     if announced is not None:
         return max(0, announced - have)
     length = response.headers.get("Content-Length", "")
-    if length.isdigit():  # compressed on the way: the decoded file is larger, within reason
-        return max(int(length) * _MAX_EXPANSION, 1 << 20)
+    if length.isdigit():  # compressed on the way: the announced length plus a small margin
+        share, least = _ENCODED_MARGIN
+        return int(length) + max(int(length) // share, least)
     return MAX_FILE_BYTES
 
 
@@ -274,8 +276,8 @@ def _fetch(transport: Transport, job: Job, on_bytes: Callable[[int], None] | Non
                                               "bytes the file can have; stopped and discarded") from None
             except (requests.exceptions.RequestException, ConnectionError) as exc:
                 if deadline_of(response).expired:
-                    raise ArchiveUnavailableError(f"download of {job.key}: not complete within "
-                                                  f"{deadline_of(response).seconds:g} s") from None
+                    why = deadline_of(response).why or f"not complete within {deadline_of(response).seconds:g} s"
+                    raise ArchiveUnavailableError(f"download of {job.key}: {why}") from None
                 last_problem = f"transfer interrupted ({type(exc).__name__})"
                 time.sleep(transport.policy.delay(attempt))
                 continue

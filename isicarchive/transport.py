@@ -238,6 +238,9 @@ class Transport:
         self.timeout = timeout
         #: wall-clock bound of one exchange (headers and body), in seconds
         self.deadline = deadline
+        #: slowest answer accepted, in bytes a second over each read timeout (curl's --speed-limit;
+        #: headers must come within three read timeouts): a trickle fails in a few read timeouts
+        self.min_speed: float = deadlines.MIN_SPEED
         self.policy = policy or RetryPolicy()
         self.debug = debug
         self.pause = _SharedPause()
@@ -418,7 +421,7 @@ class Transport:
         for attempt in range(1, attempts + 1):
             self.pause.wait()
             started = time.monotonic()
-            watch = deadlines.start(seconds)
+            watch = deadlines.start(seconds, stall=self._read_timeout(), min_speed=self.min_speed)
             try:
                 response = self.session.request(
                     method, url, params=params, headers=send_headers, stream=True, auth=auth,
@@ -432,7 +435,7 @@ class Transport:
             except _BODY_ERRORS + (deadlines.DeadlineExceeded,) as exc:
                 watch.stop()
                 if watch.expired:
-                    raise self._too_slow(method, url, seconds) from None
+                    raise self._too_slow(method, url, seconds, watch.why) from None
                 last_error = exc
                 if _retries_exhausted(exc):  # urllib3 already retried this connection failure
                     break
@@ -483,11 +486,11 @@ class Transport:
         except _BODY_ERRORS:
             watch.stop()
             if watch.expired:
-                raise self._too_slow(method, url, watch.seconds) from None
+                raise self._too_slow(method, url, watch.seconds, watch.why) from None
             raise
         if watch.expired:  # the socket shut at the deadline can look like headers or a body that just ended
             response.close()
-            raise self._too_slow(method, url, watch.seconds)
+            raise self._too_slow(method, url, watch.seconds, watch.why)
         if status in RETRY_STATUSES:
             raise _Retry(ArchiveResponseError(_describe(response), status, url=_safe(url)))
         if 300 <= status < 400 and carries_secret:
@@ -510,9 +513,17 @@ class Transport:
             found = self._proxies[origin] = requests.utils.get_environ_proxies(url)
         return found
 
-    def _too_slow(self, method: str, url: str, seconds: float) -> ArchiveUnavailableError:
+    def _too_slow(self, method: str, url: str, seconds: float, why: str | None = None) -> ArchiveUnavailableError:
+        if why is not None:  # the speed floor, not the deadline
+            return ArchiveUnavailableError(f"{method} {_safe(url)}: {why} (lower `min_speed` of the session's "
+                                           "transport for a very slow link)")
         return ArchiveUnavailableError(f"{method} {_safe(url)}: no complete answer within {seconds:g} s "
                                        "(the deadline of one exchange; raise `deadline` for a very slow link)")
+
+    def _read_timeout(self) -> float | None:
+        """The read timeout, the window of the speed floor (None: no floor)."""
+        timeout = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
+        return float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
 
     #: largest JSON answer accepted (a broken or hostile server could send gigabytes)
     max_json_bytes = 512 * 1024 * 1024
@@ -567,12 +578,12 @@ class Transport:
             body = _read_capped(response, limit)
         except _BODY_ERRORS:
             if watch.expired:
-                raise self._too_slow(method, self.url(endpoint), watch.seconds) from None
+                raise self._too_slow(method, self.url(endpoint), watch.seconds, watch.why) from None
             raise
         finally:
             response.close()
         if watch.expired:
-            raise self._too_slow(method, self.url(endpoint), watch.seconds)
+            raise self._too_slow(method, self.url(endpoint), watch.seconds, watch.why)
         return body
 
     def get_bytes(self, endpoint: str, params: Mapping[str, Any] | None = None) -> tuple[bytes, str]:
