@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import ipaddress
 import logging
 import os
 import weakref
@@ -34,6 +33,7 @@ from .errors import (
     QueryError,
     UnsupportedError,
 )
+from .hosts import OFFICIAL_HOSTS, is_loopback, serves_only_v1, split_api_address, with_scheme
 from .lockfile import Origin
 from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
 from .oauth import OAuthToken
@@ -50,15 +50,6 @@ log = logging.getLogger("isicarchive")
 DEFAULTS = {1: ("https://isic-archive.com", "/api/v1"), 2: ("https://api.isic-archive.com", "/api/v2")}
 #: API version → the backend that speaks it
 BACKENDS: dict[int, type[Backend]] = {1: V1Backend, 2: V2Backend}
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _disk_location(hostname: str | None) -> Path | None:
@@ -78,18 +69,18 @@ def _normalise_host(hostname: str) -> str:
     location = _disk_location(hostname)
     if location is not None:
         return location.as_uri()
-    if "://" not in hostname:
-        hostname = "https://" + hostname
-    parts = urlsplit(hostname)
+    parts = urlsplit(with_scheme(hostname))
     if parts.username is not None or parts.password is not None:
         # credentials in the address would show in reprs, the cache marker and error messages
         raise IsicError(f"the hostname must not carry a user name or password ({parts.scheme}://…@"
                         f"{parts.hostname}); pass them as IsicApi(username, password) or use the keyring")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise IsicError(f"hostname {parts.scheme}://{parts.hostname or ''} is not an http(s) address")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise IsicError(f"hostname {parts.scheme}://{parts.hostname or ''} is not an http(s) address; write "
+                        "https://host (or http://127.0.0.1:PORT for a local archive)")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise IsicError(f"refusing plain http:// for {parts.hostname}: credentials and tokens would travel "
-                        "unencrypted. Use https:// (http is allowed only for a local archive on 127.0.0.1).")
+                        f"unencrypted. Write https://{parts.netloc} (http is allowed only for a local archive on "
+                        "127.0.0.1).")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
@@ -107,17 +98,13 @@ def _shown_path(folder: str | None) -> str:
     return folder
 
 
-#: the archive's own hosts: the legacy v1 service there is retired, so they default to v2
-OFFICIAL_HOSTS = frozenset({"isic-archive.com", "www.isic-archive.com", "api.isic-archive.com"})
-
-
-def _version_of(api_uri: str | None, api_version: int | None, hostname: str | None = None) -> int:
+def _version_of(api_uri: str | None, api_version: int | None, hostname: str | None = None,
+                verify: bool | str | None = None) -> int:
     """Which API a session speaks.
 
-    ``api_version`` when given; else the one ``api_uri`` names; else v2 for the
-    archive itself (no host, or one of its own hosts: v1 no longer answers
-    there) and v1 for any other host (a local archive or a mirror of the
-    legacy API, as the original package spoke).
+    ``api_version`` when given; else the one ``api_uri`` names; else today's
+    (v2), unless the host serves only the legacy v1 API (one request finds
+    out: see :mod:`isicarchive.hosts`).
     """
     if api_version is not None:
         if api_version not in DEFAULTS:
@@ -127,8 +114,7 @@ def _version_of(api_uri: str | None, api_version: int | None, hostname: str | No
         return 2 if "v2" in api_uri else 1
     if hostname is None or _disk_location(hostname) is not None:
         return 2
-    host = urlsplit(hostname if "://" in hostname else "https://" + hostname.strip()).hostname or ""
-    return 2 if host.lower() in OFFICIAL_HOSTS else 1
+    return 1 if serves_only_v1(_normalise_host(hostname), verify) else 2
 
 
 def _images_not_found(absent: list[str], asked: int) -> NotFoundError:
@@ -165,14 +151,18 @@ class IsicApi:
         is asked to sign in through the archive's web page (:meth:`sign_in`).
     password : str, optional
     hostname : str, optional
-        Archive host; a bare name gets ``https://``.  Defaults to the
-        official host of the chosen API version.
+        Archive host, or an API address as ``isicarchive serve`` prints it
+        (``http://127.0.0.1:8000/api/v2``).  A name without a scheme gets
+        ``http://`` on the loopback and ``https://`` elsewhere.  Defaults to
+        the official host of the chosen API version.
     api_uri : str, optional
         API path, ``/api/v1`` (legacy) or ``/api/v2`` (current).
     cache_folder : str, optional
         Folder for the on-disk cache (created if missing).
     api_version : {1, 2}, optional
-        Chosen explicitly; otherwise detected from ``api_uri`` (default 1).
+        Chosen explicitly; otherwise the one ``api_uri`` (or a pasted API
+        address) names; otherwise 2, today's API, unless the host serves only
+        the legacy v1 API (asked once: see :mod:`isicarchive.hosts`).
     token : str or OAuthToken, optional
         A ready token (v1 Girder token, v2 OAuth bearer token) instead of a password.
     debug : bool
@@ -228,7 +218,8 @@ class IsicApi:
             raise IsicError(f"username must be a string, not {type(username).__name__}")
         if password is not None and not isinstance(password, str):
             raise IsicError("password must be a string")
-        self.api_version = _version_of(api_uri, api_version, hostname)
+        hostname, api_uri = split_api_address(hostname, api_uri)  # a pasted …/api/v2 address
+        self.api_version = _version_of(api_uri, api_version, hostname, verify)
         default_host, default_uri = DEFAULTS[self.api_version]
         self.hostname = _normalise_host(hostname or default_host)
         self.api_uri = "/" + (api_uri or default_uri).strip("/")

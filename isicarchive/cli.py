@@ -1,7 +1,9 @@
 """The ``isicarchive`` command line.
 
-Exit codes: 0 success, 1 an archive/library error (message on stderr),
-2 bad usage, 3 authentication failed, 4 not found, 130 interrupted.
+Exit codes: 0 success (also when the reader of a pipe, ``| head``, has
+gone), 1 an archive/library error, a missing extra or a file the system
+refuses (one line on stderr, no traceback), 2 bad usage, 3 authentication
+failed, 4 not found, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -68,11 +71,16 @@ def _print(args: argparse.Namespace, payload: Any, text: Callable[[], str]) -> N
         print(text())
 
 
+def _api_version(args: argparse.Namespace) -> int | None:
+    """``--api`` as a number; None (not given): the library's default, v2 unless the host serves only v1."""
+    return {"v1": 1, "v2": 2}.get(args.api or "")
+
+
 def _api(args: argparse.Namespace) -> Any:
     from .api import IsicApi
 
     hostname = args.host or os.environ.get("ISICARCHIVE_HOST")
-    api_version: int | None = 2 if args.api == "v2" else 1
+    api_version = _api_version(args)
     if hostname and hostname.strip().lower().startswith("file:"):
         api_version = None  # an archive on disk: today's records, whatever --api says
     return IsicApi(args.user, None, hostname=hostname, cache_folder=args.cache_folder, api_version=api_version,
@@ -126,7 +134,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     from . import credentials
     from .api import IsicApi
 
-    version = 2 if args.api == "v2" else 1
+    version = _api_version(args)
     token = getattr(args, "token", None) or os.environ.get("ISICARCHIVE_TOKEN")
     if token:
         if not args.user:
@@ -135,6 +143,8 @@ def cmd_login(args: argparse.Namespace) -> int:
         credentials.store_token(api.base_url, args.user, token)
         print(f"Token for {args.user} checked and stored in the keyring.")
         return EXIT_OK
+    if version is None:  # v2 unless the host serves only v1
+        version = IsicApi(hostname=args.host, progress=False).api_version
     if version == 2 and not os.environ.get("ISICARCHIVE_PASSWORD"):
         # the archive signs people in on its web page; the code is read from stdin (EOF: a clear error)
         api = IsicApi(hostname=args.host, api_version=2, progress=False)
@@ -172,7 +182,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
     if not args.user:
         raise QueryError("logout needs --user NAME")
     # revoking is a courtesy: one retry, so that logging out of an unreachable archive is quick
-    api = IsicApi(hostname=args.host, api_version=2 if args.api == "v2" else 1, progress=False, retries=1)
+    api = IsicApi(hostname=args.host, api_version=_api_version(args), progress=False, retries=1)
     if api.api_version == 2:
         try:
             stored = credentials.load_token(api.base_url, args.user)
@@ -347,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
             return {} if suppress else {"default": value}
 
         common.add_argument("--host", help="archive host (default: the official one; or $ISICARCHIVE_HOST)")
-        common.add_argument("--api", choices=["v1", "v2"], help="API version (default v1)",
-                            **defaults("v1"))
+        common.add_argument("--api", choices=["v1", "v2"],
+                            help="API version (default v2, today's; v1 where the host serves only the legacy API)",
+                            **defaults(None))
         common.add_argument("--user", help="log in as this user (v1: password from keyring/netrc/prompt; "
                                            "v2: the token `login` stored)")
         common.add_argument("--cache-folder", help="cache folder")
@@ -469,21 +480,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: how the library's messages name Python arguments, and the flags a command-line user writes instead
+_FLAG_NAMES = (
+    (re.compile(r"IsicApi\(cache_folder=\.\.\.\)|cache_folder=\.\.\."), "--cache-folder DIR"),
+    (re.compile(r"(?<![\w-])cache_folder\b"), "--cache-folder"),
+    (re.compile(r"download_images\(folder=\.\.\.\)|(?<![\w-])folder=\.\.\."), "--out DIR"),
+    (re.compile(r"IsicApi\(api_version=2\)|api_version=2"), "--api v2"),
+    (re.compile(r"IsicApi\(api_version=1\)|api_version=1"), "--api v1"),
+    (re.compile(r"raise `?retries`?|raise `deadline`"), "retry later"),
+)
+
+
+def _for_the_command_line(message: str) -> str:
+    """A library message with its Python argument names replaced by the CLI's flags."""
+    for pattern, flag in _FLAG_NAMES:
+        message = pattern.sub(flag, message)
+    return message
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"isicarchive: {_for_the_command_line(message)}", file=sys.stderr)
+    return code
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader (``| head``) has gone: what is left to print goes nowhere, without a traceback at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (tests capturing it)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point."""
+    """Console entry point.
+
+    Every failure ends with one line on stderr and an exit code (module
+    docstring), never a traceback: library errors, a missing extra (the line
+    names it), a file the system refuses, an interrupt, a closed pipe.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return EXIT_OK
     except IsicError as exc:
-        print(f"isicarchive: {exc}", file=sys.stderr)
-        return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
+        return _fail(str(exc), next(code for kind, code in _EXIT_CODES if isinstance(exc, kind)))
+    except ImportError as exc:  # an optional dependency: the library's messages name the extra
+        text = str(exc)
+        if "isicarchive[" not in text:
+            text += " (an optional dependency: pip install 'isicarchive[all]'; see the extras in the README)"
+        return _fail(text, EXIT_ERROR)
+    except OSError as exc:  # permissions, a full disk, a missing file: what and where, in one line
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", EXIT_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,7 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import ConnectTimeoutError as urllib3_ConnectTimeout
+from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import _json, deadlines
@@ -122,6 +123,30 @@ class _CappedRetry(Retry):
         new.retry_after_cap = self.retry_after_cap
         new.pause = self.pause
         return new
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> _CappedRetry:
+        # A name that does not resolve stays unresolved: no retry.  A refused connection (nothing
+        # listens, or no route) gets QUICK_CONNECT_RETRIES quick tries, for a server that is just
+        # starting: seconds of backoff would only delay the message.
+        if isinstance(error, NameResolutionError) or (
+                isinstance(error, NewConnectionError) and _refusals(self.history) >= QUICK_CONNECT_RETRIES):
+            raise MaxRetryError(_pool, url or "", error)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def get_backoff_time(self) -> float:
+        if self.history and isinstance(self.history[-1].error, NewConnectionError):
+            return QUICK_CONNECT_DELAY
+        return super().get_backoff_time()
+
+
+#: tries after a refused connection, and the pause between them (together well under 2 s)
+QUICK_CONNECT_RETRIES = 2
+QUICK_CONNECT_DELAY = 0.2
+
+
+def _refusals(history: Any) -> int:
+    return sum(isinstance(entry.error, NewConnectionError) for entry in history)
 
 
 class _SharedPause:
@@ -468,8 +493,7 @@ class Transport:
                 if attempt < attempts:
                     time.sleep(self.policy.delay(attempt))
         raise ArchiveUnavailableError(
-            f"{method} {_safe(url)} failed after retries: {_safe_error(last_error)}. "
-            "The archive may be down or rate-limiting; try again later or raise `retries`.",
+            _unavailable(method, url, last_error),
             status=last_error.status if isinstance(last_error, IsicError) else None, url=_safe(url),
         )
 
@@ -709,6 +733,41 @@ def _safe(url: str) -> str:
     if parts.port:
         host += f":{parts.port}"
     return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _unavailable(method: str, url: str, error: Exception | None) -> str:
+    """What went wrong with a request that failed for good: what happened, then what to do.
+
+    Rate-limiting is named only when the archive said so (429, 503).
+    """
+    where = f"{method} {_safe(url)}"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    address = f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    reason = error.args[0].reason if error is not None and _retries_exhausted(error) else error
+    if isinstance(reason, NameResolutionError):
+        return (f"{where}: cannot resolve {host} (no such host name, or no network); check the spelling "
+                "(the archive is api.isic-archive.com)")
+    if isinstance(reason, NewConnectionError):
+        cause = reason.__cause__ or reason.__context__
+        if isinstance(cause, ConnectionRefusedError):
+            return (f"{where}: connection refused by {address}: nothing listens there (is the archive or "
+                    "`isicarchive serve` running, on that port?)")
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{where}: cannot connect to {address}: {cause.strerror} (no network?)"
+        return f"{where}: cannot connect to {address} (no network?)"
+    if isinstance(error, requests.exceptions.SSLError):
+        return (f"{where}: the TLS handshake with {address} failed. If the server speaks plain http it must be a "
+                "local archive: write http://127.0.0.1:PORT; else check the address, or pass verify= a CA bundle")
+    if isinstance(error, requests.exceptions.ConnectTimeout) or isinstance(reason, urllib3_ConnectTimeout):
+        return f"{where}: no connection to {address} within the connect timeout (a firewall, or no network?)"
+    if isinstance(error, ArchiveResponseError) and error.status in (429, 503):
+        return (f"{where} failed after retries: {error}. The archive is rate-limiting or overloaded; "
+                "try again later or raise `retries`.")
+    if isinstance(error, ArchiveResponseError):
+        return f"{where} failed after retries: {error}. The archive has a problem; try again later."
+    return (f"{where} failed after retries: {_safe_error(error)} (the connection broke or timed out); "
+            "try again later or raise `retries`.")
 
 
 def _safe_error(exc: Exception | None) -> str:

@@ -66,8 +66,14 @@ def fresh_archive() -> Iterator[LocalArchive]:
 
 
 def make_api(server: LocalArchive, *args: object, **kwargs: object) -> IsicApi:
-    """A session against a local archive with fast retries and no progress bars."""
+    """A session against a local archive with fast retries and no progress bars.
+
+    The legacy v1 API unless ``api_version`` or ``api_uri`` says otherwise: most tests were
+    written against it (the library itself defaults to v2, see tests/test_first_day.py).
+    """
     kwargs.setdefault("hostname", server.url)
+    if "api_uri" not in kwargs and not str(kwargs["hostname"]).startswith("file:"):
+        kwargs.setdefault("api_version", 1)
     kwargs.setdefault("backoff", 0.001)
     kwargs.setdefault("progress", False)
     kwargs.setdefault("timeout", (2.0, 5.0))

@@ -164,12 +164,12 @@ def test_cached_image_loads_with_zero_requests(archive: LocalArchive, api_factor
 def test_cache_images_survives_30_percent_faults() -> None:
     config = ArchiveConfig(images=2000, datasets=3, private_datasets=0, studies=1)
     with LocalArchive(seed=21, config=config) as server:
-        clean = IsicApi(hostname=server.url, progress=False).cache_images()
+        clean = IsicApi(hostname=server.url, api_version=1, progress=False).cache_images()
         assert len(clean) == 2000
         for kind, extra in (("status", {"status": 503}), ("status", {"status": 429, "retry_after": 0}),
                             ("status", {"status": 500}), ("reset", {}), ("truncate", {}), ("malformed", {})):
             server.faults.add(kind, r"/api/v1/image$", probability=0.05, **extra)
-        api = IsicApi(hostname=server.url, progress=False, backoff=0.001, retries=10)
+        api = IsicApi(hostname=server.url, api_version=1, progress=False, backoff=0.001, retries=10)
         faulty = api.cache_images()
         fired = sum(rule.fired for rule in server.faults.rules)
         assert fired >= 1
@@ -258,8 +258,8 @@ def test_secrets_never_leak(fresh_archive: LocalArchive, api_factory, tmp_path: 
 
 def test_http_refused_for_remote_hosts_and_https_added() -> None:
     with pytest.raises(IsicError, match="http://"):
-        IsicApi(hostname="http://isic-archive.example.org")
-    api = IsicApi(hostname="isic-archive.example.org")
+        IsicApi(hostname="http://isic-archive.example.org", api_version=1)
+    api = IsicApi(hostname="isic-archive.example.org", api_version=1)
     assert api.base_url == "https://isic-archive.example.org/api/v1"
     assert IsicApi().base_url == "https://api.isic-archive.com/api/v2"  # today's archive: v1 is retired there
     assert IsicApi(api_version=1).base_url == "https://isic-archive.com/api/v1"
@@ -268,7 +268,7 @@ def test_http_refused_for_remote_hosts_and_https_added() -> None:
 def test_cache_folder_of_another_archive_is_refused(archive: LocalArchive, api_factory, tmp_path: Path) -> None:
     api_factory(archive, cache_folder=tmp_path)
     with pytest.raises(CacheError, match="mix"):
-        IsicApi(hostname="isic-archive.example.org", cache_folder=tmp_path)
+        IsicApi(hostname="isic-archive.example.org", api_version=1, cache_folder=tmp_path)
 
 
 def test_token_argument_and_logout(fresh_archive: LocalArchive, api_factory) -> None:
@@ -294,10 +294,10 @@ def test_html_repr_has_thumbnail(archive: LocalArchive, api_factory) -> None:
 def test_https_local_archive_with_its_ca_bundle(tmp_path: Path) -> None:
     pytest.importorskip("trustme")
     with LocalArchive(seed=4, https=True) as server:
-        api = IsicApi(hostname=server.url, verify=server.ca_file, progress=False)
+        api = IsicApi(hostname=server.url, api_version=1, verify=server.ca_file, progress=False)
         assert api.base_url.startswith("https://") and len(api.cache_images()) > 0
         with pytest.raises(IsicError):
-            IsicApi(hostname=server.url, progress=False, retries=0).cache_images()  # unknown CA: refused
+            IsicApi(hostname=server.url, api_version=1, progress=False, retries=0).cache_images()  # unknown CA: refused
 
 
 def test_session_does_not_keep_released_images_alive(archive: LocalArchive, api_factory) -> None:
@@ -316,9 +316,9 @@ def test_session_does_not_keep_released_images_alive(archive: LocalArchive, api_
 def test_notebook_view_shows_the_cache_folder_as_typed(archive: LocalArchive, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    api = IsicApi(hostname=archive.url, cache_folder="notebook-cache", progress=False)
+    api = IsicApi(hostname=archive.url, api_version=1, cache_folder="notebook-cache", progress=False)
     assert api.cache_folder == str(tmp_path / "notebook-cache")  # the attribute stays absolute
     assert "<td style='text-align:left'>notebook-cache</td>" in api._repr_html_()
     elsewhere = tmp_path.parent / f"{tmp_path.name}-other"
-    shown = IsicApi(hostname=archive.url, cache_folder=elsewhere, progress=False)._repr_html_()
+    shown = IsicApi(hostname=archive.url, api_version=1, cache_folder=elsewhere, progress=False)._repr_html_()
     assert str(elsewhere) in shown or "~/" in shown

@@ -45,7 +45,7 @@ def test_v2_ids_are_fetched_as_searches_of_a_hundred(server: LocalArchive) -> No
 
 def test_v1_names_are_looked_up_concurrently_once_each(server: LocalArchive) -> None:
     wanted = names(server)[:40]
-    api = IsicApi(hostname=server.url, progress=False)
+    api = IsicApi(hostname=server.url, api_version=1, progress=False)
     server.clear_log()
     images = api.images_for(wanted + wanted[:5])
     assert [im.name for im in images] == wanted + wanted[:5]

@@ -152,7 +152,7 @@ def test_later_releases_two_level_layout_is_read(archive: LocalArchive, api_fact
 def _sync_into(url: str, folder: str, queue: multiprocessing.Queue[int]) -> None:
     from isicarchive import IsicApi
 
-    api = IsicApi(hostname=url, cache_folder=folder, progress=False, backoff=0.001)
+    api = IsicApi(hostname=url, api_version=1, cache_folder=folder, progress=False, backoff=0.001)
     records = api.cache_images()
     study = api.study("ISIC Annotation Study 0")
     study.cache_imagedata(progress=False)

@@ -69,32 +69,33 @@ def test_serve_answers_and_stops() -> None:
 
 
 def test_images_select_text_and_json(server: LocalArchive) -> None:
-    done = cli("--host", server.url, "--quiet", "images", "select", "meta.clinical.diagnosis", "==", "melanoma")
+    done = cli("--host", server.url, "--api", "v1", "--quiet", "images", "select", "meta.clinical.diagnosis", "==",
+               "melanoma")
     assert done.returncode == 0, done.stderr
     expected = sorted(im["name"] for im in server.data.visible_images(None)
                       if im["meta"]["clinical"].get("diagnosis") == "melanoma")
     assert sorted(done.stdout.split("\n")[:-2]) == expected
-    as_json = cli("--host", server.url, "--json", "images", "select", "meta.acquisition.pixelsX", ">=", "100",
-                  "meta.clinical.age_approx", "is None")
+    as_json = cli("--host", server.url, "--api", "v1", "--json", "images", "select", "meta.acquisition.pixelsX", ">=",
+                  "100", "meta.clinical.age_approx", "is None")
     payload = json.loads(as_json.stdout)
     assert payload["count"] == len(payload["ids"]) == sum(
         1 for im in server.data.visible_images(None) if im["meta"]["clinical"].get("age_approx") is None)
 
 
 def test_bad_criteria_and_unknown_things_have_exit_codes(server: LocalArchive) -> None:
-    bad = cli("--host", server.url, "images", "select", "meta.x", "like", "1")
+    bad = cli("--host", server.url, "--api", "v1", "images", "select", "meta.x", "like", "1")
     assert bad.returncode == 2 and "unknown operator" in bad.stderr
-    missing = cli("--host", server.url, "study", "show", "No such study")
+    missing = cli("--host", server.url, "--api", "v1", "study", "show", "No such study")
     assert missing.returncode == 4 and "No such study" in missing.stderr
 
 
 def test_images_download_to_folder(server: LocalArchive, tmp_path: Path) -> None:
     names = [im["name"] for im in server.data.visible_images(None)[:3]]
-    done = cli("--host", server.url, "--json", "images", "download", *names, "--out", str(tmp_path))
+    done = cli("--host", server.url, "--api", "v1", "--json", "images", "download", *names, "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["downloaded"] == 3
     assert sorted(p.stem for p in tmp_path.glob("ISIC_*.jpg")) == names
-    again = json.loads(cli("--host", server.url, "--json", "images", "download", *names, "--out",
+    again = json.loads(cli("--host", server.url, "--api", "v1", "--json", "images", "download", *names, "--out",
                            str(tmp_path)).stdout)
     assert again["skipped"] == 3 and again["downloaded"] == 0
 
@@ -115,28 +116,29 @@ def test_v2_images_search_and_download_by_query(server: LocalArchive, tmp_path: 
     assert json.loads(done.stdout)["downloaded"] == 3 and len(list(tmp_path.glob("ISIC_*.jpg"))) == 3
     bad = cli(*v2, "images", "search", "-s", "age_approx:old")
     assert bad.returncode == 2 and "age_approx" in bad.stderr
-    v1 = cli("--host", server.url, "images", "search", "-s", query)
+    v1 = cli("--host", server.url, "--api", "v1", "images", "search", "-s", query)
     assert v1.returncode == 2 and "--api v2" in v1.stderr
 
 
 def test_study_show_download_annotations_and_dataset(server: LocalArchive, tmp_path: Path) -> None:
     name = "ISIC Annotation Study 0"
-    shown = json.loads(cli("--host", server.url, "--json", "study", "show", name).stdout)
+    shown = json.loads(cli("--host", server.url, "--api", "v1", "--json", "study", "show", name).stdout)
     assert shown["name"] == name and shown["features"]
     cache = ["--cache-folder", str(tmp_path / "cache")]
-    got = json.loads(cli("--host", server.url, "--json", *cache, "study", "download", name).stdout)
+    got = json.loads(cli("--host", server.url, "--api", "v1", "--json", *cache, "study", "download", name).stdout)
     assert got["downloaded"] == 2 * len(shown["images"])
-    annotations = json.loads(cli("--host", server.url, "--json", *cache, "study", "annotations", name).stdout)
+    annotations = json.loads(cli("--host", server.url, "--api", "v1", "--json", *cache, "study", "annotations",
+                                 name).stdout)
     assert annotations and {"id", "image", "user", "state", "features"} <= set(annotations[0])
-    listed = json.loads(cli("--host", server.url, "--json", "dataset", "list").stdout)
+    listed = json.loads(cli("--host", server.url, "--api", "v1", "--json", "dataset", "list").stdout)
     assert {d["name"] for d in listed} == {d["name"] for d in server.data.datasets if d["public"]}
-    one = json.loads(cli("--host", server.url, "--json", "dataset", "show", listed[0]["name"]).stdout)
+    one = json.loads(cli("--host", server.url, "--api", "v1", "--json", "dataset", "show", listed[0]["name"]).stdout)
     assert one["name"] == listed[0]["name"] and one["access_list"] is None
 
 
 def test_cache_info_verify_clean(server: LocalArchive, tmp_path: Path) -> None:
     cache = ["--cache-folder", str(tmp_path)]
-    cli("--host", server.url, *cache, "--quiet", "study", "download", "ISIC Annotation Study 0")
+    cli("--host", server.url, "--api", "v1", *cache, "--quiet", "study", "download", "ISIC Annotation Study 0")
     info = json.loads(cli("--json", *cache, "cache", "info").stdout)
     assert info["kinds"]["image"]["files"] > 0 and info["kinds"]["spimg"]["files"] > 0
     assert json.loads(cli("--json", *cache, "cache", "verify").stdout)["corrupt_removed"] == []
@@ -155,7 +157,7 @@ def test_login_and_logout_use_the_keyring(server: LocalArchive, tmp_path: Path) 
     env = {"PYTHON_KEYRING_BACKEND": "file_keyring.FileKeyring", "PYTHONPATH": str(KEYRING.parent),
            "ISICARCHIVE_TEST_KEYRING": str(tmp_path / "ring.json"),
            "ISICARCHIVE_PASSWORD": server.credentials["alice"]}
-    done = cli("--host", server.url, "--user", "alice", "login", env=env)
+    done = cli("--host", server.url, "--api", "v1", "--user", "alice", "login", env=env)
     assert done.returncode == 0, done.stderr
     assert server.credentials["alice"] not in done.stdout + done.stderr
     stored = json.loads((tmp_path / "ring.json").read_text())
@@ -163,9 +165,9 @@ def test_login_and_logout_use_the_keyring(server: LocalArchive, tmp_path: Path) 
     # later commands find the password in the keyring
     env.pop("ISICARCHIVE_PASSWORD")
     private = next(d["name"] for d in server.data.datasets if not d["public"])
-    shown = cli("--host", server.url, "--user", "alice", "--json", "dataset", "show", private, env=env)
+    shown = cli("--host", server.url, "--api", "v1", "--user", "alice", "--json", "dataset", "show", private, env=env)
     assert shown.returncode == 0, shown.stderr
-    removed = cli("--host", server.url, "--user", "alice", "logout", env=env)
+    removed = cli("--host", server.url, "--api", "v1", "--user", "alice", "logout", env=env)
     assert removed.stdout.startswith("Password or token removed")
-    refused = cli("--host", server.url, "--user", "alice", "dataset", "show", private, env=env)
+    refused = cli("--host", server.url, "--api", "v1", "--user", "alice", "dataset", "show", private, env=env)
     assert refused.returncode == 3 and "not interactive" in refused.stderr

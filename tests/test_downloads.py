@@ -27,7 +27,7 @@ def public_names(server: LocalArchive) -> list[str]:
 
 
 def test_interrupted_transfer_resumes_with_range(big_files: LocalArchive, tmp_path: Path) -> None:
-    api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False, backoff=0.001)
+    api = IsicApi(hostname=big_files.url, api_version=1, cache_folder=tmp_path, progress=False, backoff=0.001)
     name = public_names(big_files)[0]
     record = big_files.data.images_by_name[name]
     size = big_files.data.image_file_size(record["_id"])
@@ -49,7 +49,7 @@ def test_connection_reset_mid_body_still_completes(big_files: LocalArchive, tmp_
     name = public_names(big_files)[2]
     record = big_files.data.images_by_name[name]
     big_files.faults.add("reset", r"/download$", times=2, fraction=0.5)
-    api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False, backoff=0.001)
+    api = IsicApi(hostname=big_files.url, api_version=1, cache_folder=tmp_path, progress=False, backoff=0.001)
     api.image(name).load_imagedata()
     cached = next(tmp_path.glob(f"?/image_{record['_id']}_*.jpg"))
     assert cached.read_bytes() == big_files.data.image_jpeg(record["_id"])
@@ -59,7 +59,7 @@ def test_partial_file_from_an_earlier_run_is_resumed(big_files: LocalArchive, tm
     name = public_names(big_files)[1]
     record = big_files.data.images_by_name[name]
     full = big_files.data.image_jpeg(record["_id"])
-    api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False)
+    api = IsicApi(hostname=big_files.url, api_version=1, cache_folder=tmp_path, progress=False)
     part = api.context.store._image_job(record).part
     part.write_bytes(full[: len(full) // 2])  # as a killed process leaves it
     big_files.clear_log()
@@ -75,7 +75,7 @@ def test_a_whole_part_file_is_put_in_place_without_fetching_it_again(big_files: 
     name = public_names(big_files)[3]
     record = big_files.data.images_by_name[name]
     full = big_files.data.image_jpeg(record["_id"])
-    api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False)
+    api = IsicApi(hostname=big_files.url, api_version=1, cache_folder=tmp_path, progress=False)
     part = api.context.store._image_job(record).part
     part.write_bytes(full)
     big_files.clear_log()
@@ -105,7 +105,7 @@ def test_a_whole_part_file_of_a_presigned_link_is_checked_by_its_announced_size(
 
 def test_duplicates_are_fetched_once_and_complete_files_skipped(big_files: LocalArchive, tmp_path: Path) -> None:
     names = public_names(big_files)[:5]
-    api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False, workers=8)
+    api = IsicApi(hostname=big_files.url, api_version=1, cache_folder=tmp_path, progress=False, workers=8)
     big_files.clear_log()
     result = api.download_images(names + names + names)
     paths = [r.path for r in big_files.requests(r"/download$")]
@@ -119,7 +119,7 @@ def test_duplicates_are_fetched_once_and_complete_files_skipped(big_files: Local
 def test_429_storm_completes_with_every_file_intact(big_files: LocalArchive, tmp_path: Path) -> None:
     names = public_names(big_files)
     big_files.faults.add("status", r"/download$", probability=0.6, status=429, retry_after=0)
-    api = IsicApi(hostname=big_files.url, progress=False, retries=12, backoff=0.001, workers=6)
+    api = IsicApi(hostname=big_files.url, api_version=1, progress=False, retries=12, backoff=0.001, workers=6)
     result = api.download_images(names, folder=tmp_path)
     assert result.ok and len(result.downloaded) == len(names)
     assert big_files.faults.rules[0].fired > 3
@@ -133,7 +133,8 @@ def test_429_storm_completes_with_every_file_intact(big_files: LocalArchive, tmp
 def test_failures_are_reported_together_and_strict_raises(big_files: LocalArchive, tmp_path: Path) -> None:
     names = public_names(big_files)[:4]
     big_files.faults.add("status", r"/download$", status=503)
-    api = IsicApi(hostname=big_files.url, cache_folder=tmp_path, progress=False, retries=1, backoff=0.001)
+    api = IsicApi(hostname=big_files.url, api_version=1, cache_folder=tmp_path, progress=False, retries=1,
+                  backoff=0.001)
     result = api.download_images(names)
     assert isinstance(result, DownloadResult) and len(result.failed) == 4 and not result.ok
     assert all("503" in reason for reason in result.failed.values())
@@ -164,7 +165,7 @@ def test_memory_stays_bounded_for_a_200_mb_file(tmp_path: Path) -> None:
             import resource, sys
             from isicarchive import IsicApi
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            api = IsicApi(hostname={server.url!r}, progress=False)
+            api = IsicApi(hostname={server.url!r}, api_version=1, progress=False)
             result = api.download_images([{name!r}], folder={str(tmp_path)!r})
             after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             print(result.bytes, (after - before) // 1024)
@@ -183,7 +184,7 @@ def test_folder_done_check_is_exact_not_a_prefix(big_files: LocalArchive, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / f"{name}.5.jpg").write_bytes(b"someone else's file")
-    api = IsicApi(hostname=big_files.url, progress=False, backoff=0.001)
+    api = IsicApi(hostname=big_files.url, api_version=1, progress=False, backoff=0.001)
     result = api.download_images([name], folder=out)
     assert result.downloaded == [big_files.data.images_by_name[name]["_id"]] and not result.skipped
     assert (out / f"{name}.jpg").read_bytes() == big_files.data.image_jpeg(big_files.data.images_by_name[name]["_id"])

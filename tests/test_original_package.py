@@ -33,7 +33,7 @@ from isicarchive.api import IsicApi
 
 def walk(host, user, password, cache):
     seen = {}
-    api = IsicApi(user, password, hostname=host, cache_folder=cache)
+    api = IsicApi(user, password, hostname=host, api_version=1, cache_folder=cache)
     seen["logged_in"] = bool(api._auth_token)
     api.cache_images()
     seen["images"] = sorted(r["name"] for r in api.image_cache.values())
@@ -153,7 +153,7 @@ def test_original_walkthrough_logged_in_and_its_caches_serve_our_session(
     _, url, ca, accounts = served
     os.environ["REQUESTS_CA_BUNDLE"] = ca
     try:
-        ours = IsicApi("admin", accounts["admin"], hostname=url, cache_folder=cache, progress=False)
+        ours = IsicApi("admin", accounts["admin"], hostname=url, api_version=1, cache_folder=cache, progress=False)
         before = ours.request_count
         records = ours.cache_images()
         assert sorted(r["name"] for r in records.values()) == seen["images"]
@@ -165,7 +165,7 @@ def test_original_walkthrough_logged_in_and_its_caches_serve_our_session(
         # are asked for, not one markup
         assert ours.request_count - before == 1 + seen["annotations"]
         assert len(mine.annotations) == seen["annotations"]
-        again = IsicApi("admin", accounts["admin"], hostname=url, cache_folder=cache, progress=False)
+        again = IsicApi("admin", accounts["admin"], hostname=url, api_version=1, cache_folder=cache, progress=False)
         before = again.request_count
         again.study(study["_id"]).load_annotations()
         assert again.request_count - before == 2  # the study and the listing: everything else from the cache

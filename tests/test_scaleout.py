@@ -71,8 +71,8 @@ def test_results_identical_to_the_serial_loop(archive: LocalArchive, client: obj
                                               capsys: pytest.CaptureFixture[str],
                                               caplog: pytest.LogCaptureFixture) -> None:
     ids = visible(archive)
-    expected = serial_loop(IsicApi(hostname=archive.url, progress=False), ids)
-    api = IsicApi(hostname=archive.url, cache_folder=tmp_path, progress=True)
+    expected = serial_loop(IsicApi(hostname=archive.url, api_version=1, progress=False), ids)
+    api = IsicApi(hostname=archive.url, api_version=1, cache_folder=tmp_path, progress=True)
     frame = api.map_images(colours, ids, client=client, load=("imagedata", "superpixels"))
     assert list(frame.index) == ids and frame.index.name == "id"
     assert list(frame.columns) == ["superpixels", "red", "height", "error"]
@@ -94,7 +94,7 @@ def test_failures_become_rows_unless_strict(archive: LocalArchive, client: objec
             raise ValueError(f"no luck with {image.id}")
         return {"rows": int(image.data.shape[0])}
 
-    api = IsicApi(hostname=archive.url, progress=False)
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
     frame = api.map_images(sometimes, ids, client=client)
     failed = frame[frame["error"].notna()]
     assert set(failed.index) == doomed
@@ -117,10 +117,10 @@ def test_a_killed_worker_costs_only_its_tasks(archive: LocalArchive, client: obj
         return colours(image)
 
     cache = tmp_path / "cache"
-    api = IsicApi(hostname=archive.url, cache_folder=cache, progress=False)
+    api = IsicApi(hostname=archive.url, api_version=1, cache_folder=cache, progress=False)
     frame = api.map_images(dies_once, ids, client=client, load=("imagedata", "superpixels"), npartitions=6)
     assert marker.exists()
-    assert rows(frame) == serial_loop(IsicApi(hostname=archive.url, progress=False), ids)
+    assert rows(frame) == serial_loop(IsicApi(hostname=archive.url, api_version=1, progress=False), ids)
     assert_cache_valid(cache)
 
 
@@ -145,7 +145,7 @@ def test_two_clusters_share_one_cache_folder(archive: LocalArchive, client: obje
                                   silence_logs=40) as other, distributed.Client(other) as second:
 
         def run(name: str, dask_client: object) -> None:
-            api = IsicApi(hostname=archive.url, cache_folder=cache, progress=False)
+            api = IsicApi(hostname=archive.url, api_version=1, cache_folder=cache, progress=False)
             outcomes[name] = api.map_images(colours, ids, client=dask_client, load=("imagedata", "superpixels"))
 
         threads = [threading.Thread(target=run, args=pair) for pair in (("first", client), ("second", second))]
@@ -153,7 +153,7 @@ def test_two_clusters_share_one_cache_folder(archive: LocalArchive, client: obje
             thread.start()
         for thread in threads:
             thread.join(120)
-    expected = serial_loop(IsicApi(hostname=archive.url, progress=False), ids)
+    expected = serial_loop(IsicApi(hostname=archive.url, api_version=1, progress=False), ids)
     assert rows(outcomes["first"]) == expected == rows(outcomes["second"])
     assert len(list(cache.rglob("image_*.jpg"))) == len(ids)
     assert_cache_valid(cache)
@@ -163,7 +163,7 @@ def test_credentials_of_a_signed_in_session_reach_the_workers(archive: LocalArch
     hidden = {d["_id"] for d in archive.data.datasets if not d["public"]}
     private = [r["_id"] for r in archive.data.images if r["dataset"]["_id"] in hidden][:4]
     assert private
-    alice = IsicApi("alice", archive.credentials["alice"], hostname=archive.url, progress=False)
+    alice = IsicApi("alice", archive.credentials["alice"], hostname=archive.url, api_version=1, progress=False)
     frame = alice.map_images(lambda image: {"rows": image.data.shape[0]}, private, client=client)
     assert frame["error"].isna().all() and (frame["rows"] > 0).all()
     # the token travels only inside the tasks' argument: not in its repr, not in the task names
@@ -172,14 +172,14 @@ def test_credentials_of_a_signed_in_session_reach_the_workers(archive: LocalArch
     lazy = alice.map_images(lambda image: {"rows": image.data.shape[0]}, private, compute=False)
     assert token not in str(list(dict(lazy.__dask_graph__()).keys()))
     # an anonymous session's workers cannot read them
-    anonymous = IsicApi(hostname=archive.url, progress=False)
+    anonymous = IsicApi(hostname=archive.url, api_version=1, progress=False)
     records = [alice.image(i).as_json() for i in private]
     refused = anonymous.map_images(lambda image: {"rows": image.data.shape[0]}, records, client=client)
     assert refused["error"].str.startswith("AuthenticationError").all()
 
 
 def test_a_function_that_cannot_travel_is_refused_before_any_work(archive: LocalArchive) -> None:
-    api = IsicApi(hostname=archive.url, progress=False)
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
     lock = threading.Lock()
     before = api.request_count
     with pytest.raises(IsicError, match="cannot be sent to Dask workers"):
@@ -192,7 +192,7 @@ def test_a_function_that_cannot_travel_is_refused_before_any_work(archive: Local
 
 
 def test_lazy_form_and_selection_dataframes(archive: LocalArchive) -> None:
-    api = IsicApi(hostname=archive.url, progress=False)
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
     ids = visible(archive, 10)
     lazy = api.map_images(colours, ids, load=("imagedata", "superpixels"), compute=False, npartitions=3)
     assert lazy.npartitions == 3 and list(lazy.columns) == ["superpixels", "red", "height", "error"]
@@ -218,7 +218,7 @@ def test_cluster_workers_run_without_the_profiler_and_with_fixed_allocator_thres
     # each slowed CPU-bound per-image work in a worker below the same work in one process (docs/benchmarks.md);
     # an earlier cluster of this process leaves Dask's threshold in its environment, which Dask lets win
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
-    api = IsicApi(hostname=archive.url, progress=False)
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
     frame = api.map_images(worker_settings, visible(archive, 4), client="cluster", load=(), progress=False)
     assert frame["error"].isna().all() and len(frame) == 4
     assert set(frame["profiler"]) == {False}

@@ -33,7 +33,7 @@ from .v2framework import decimal_text
 
 __all__ = ["ArchiveConfig", "ArchiveData", "User", "object_id", "superpixel_labels"]
 
-_EPOCH = _dt.datetime(2015, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH = _dt.datetime(2015, 1, 1, tzinfo=_dt.UTC)
 
 DIAGNOSES = [
     ("nevus", True, "benign", 0.70),
@@ -45,6 +45,17 @@ DIAGNOSES = [
     ("vascular lesion", False, "benign", 0.02),
     ("actinic keratosis", False, "malignant", 0.02),
     ("dermatofibroma", False, "benign", 0.01),
+]
+#: the first images of the first (public) dataset, whatever the seed: every diagnosis, melanomas
+#: invasive (one to the fourth level of today's hierarchy) and in situ, aged 50-70 where malignant, so
+#: that the examples of the README and the docs select something from an archive of the default size
+SHOWCASE: list[dict[str, Any]] = [
+    {"diagnosis": "melanoma", "mel_class": "invasive melanoma", "mel_type": "superficial spreading melanoma",
+     "age_approx": 55},
+    {"diagnosis": "melanoma", "mel_class": "invasive melanoma", "age_approx": 65},
+    {"diagnosis": "melanoma", "mel_class": "melanoma in situ", "age_approx": 60},
+    *({"diagnosis": term, "age_approx": 55 if benign_malignant == "malignant" else 40}
+      for term, _, benign_malignant, _ in DIAGNOSES if term != "melanoma"),
 ]
 SITES = ["posterior torso", "lower extremity", "anterior torso", "upper extremity",
          "head/neck", "lateral torso", "palms/soles", None]
@@ -350,6 +361,9 @@ class ArchiveData:
             acc += share
             if pick <= acc:
                 break
+        shown = self._showcase(i)
+        if shown:
+            diagnosis, melanocytic, benign_malignant, _ = next(d for d in DIAGNOSES if d[0] == shown["diagnosis"])
         width, height = self.config.image_size or (1022, 767)
         clinical: dict[str, Any] = {
             "age_approx": rng.choice([None] + list(range(5, 90, 5))),
@@ -369,6 +383,10 @@ class ArchiveData:
         if diagnosis == "melanoma" and rng.random() < 0.3:
             clinical.update(mel_class=rng.choice(["invasive melanoma", "melanoma in situ"]),
                             mel_thick_mm=round(rng.uniform(0.1, 4.0), 2))
+        if shown:
+            clinical.update({key: value for key, value in shown.items() if key != "diagnosis"})
+            if "mel_class" in shown:
+                clinical.setdefault("mel_thick_mm", 0.8)
         if diagnosis == "nevus" and rng.random() < 0.1:
             clinical["nevus_type"] = rng.choice(["nevus NOS", "blue", "halo", None])
         acquisition: dict[str, Any] = {
@@ -401,6 +419,14 @@ class ArchiveData:
                       "tags": tags},
             "updated": _iso(created + 7200),
         }
+
+    def _showcase(self, i: int) -> dict[str, Any] | None:
+        """What :data:`SHOWCASE` sets for image ``i`` (None: a random image)."""
+        datasets = len(self.datasets)
+        if not datasets or i % datasets or self.datasets[0].get("public") is False:
+            return None
+        k = i // datasets
+        return SHOWCASE[k] if k < len(SHOWCASE) else None
 
     def _adopt_records(self, records: dict[str, dict]) -> None:
         by_dataset: dict[Any, dict] = {}
@@ -540,6 +566,8 @@ class ArchiveData:
         if diagnosis == "melanoma" and clinical_v1.get("mel_class"):
             levels = levels[:2] + (("Melanoma Invasive",) if clinical_v1["mel_class"] == "invasive melanoma"
                                    else ("Melanoma in situ",))
+            if levels[2] == "Melanoma Invasive" and clinical_v1.get("mel_type") == "superficial spreading melanoma":
+                levels += ("Melanoma Invasive, Superficial spreading",)
         for n, level in enumerate(levels, start=1):
             clinical[f"diagnosis_{n}"] = level
         if levels[:1] != ("Malignant",) or levels[2:3] == ("Melanoma in situ",):

@@ -45,7 +45,7 @@ def register(archive: LocalArchive) -> None:
         if user is None or user.password != password:
             raise ApiError(401, "Login failed.", "access")
         token = archive.issue_token(user)
-        expires = (_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(days=30)).isoformat()
+        expires = (_dt.datetime.now(_dt.UTC) + _dt.timedelta(days=30)).isoformat()
         return Response.json({"authToken": {"token": token, "expires": expires, "scope": ["core.user_auth"]},
                               "user": _user_full(user)})
 

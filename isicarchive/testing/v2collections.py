@@ -295,4 +295,4 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
 def _now() -> Any:
     import datetime as _dt
 
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()

@@ -67,14 +67,14 @@ def test_sigkill_during_cache_images_then_rerun(slow_server: LocalArchive, tmp_p
         from isicarchive import IsicApi
         from isicarchive.backends import v1
         v1.IMAGE_PAGE = 100  # many small pages, so that the kill lands mid-way
-        api = IsicApi(hostname={slow_server.url!r}, cache_folder={str(tmp_path)!r}, progress=False)
+        api = IsicApi(hostname={slow_server.url!r}, api_version=1, cache_folder={str(tmp_path)!r}, progress=False)
         for _ in range(50):
             api.image_cache = {{}}
             api.cache_images()
     """)
     kill_midway(script, tmp_path / "0", "imcache_*.json.gz")
     verify_every_file(tmp_path)
-    api = IsicApi(hostname=slow_server.url, cache_folder=tmp_path, progress=False)
+    api = IsicApi(hostname=slow_server.url, api_version=1, cache_folder=tmp_path, progress=False)
     assert len(api.cache_images()) == len(slow_server.data.visible_images(None))
     assert verify_every_file(tmp_path) >= 1
     record("crash safety", "cache_images", "child SIGKILLed mid-sync, then rerun",
@@ -92,14 +92,15 @@ def test_sigkill_during_bulk_download_then_rerun(slow_server: LocalArchive, tmp_
     names = [im["name"] for im in slow_server.data.visible_images(None)[:60]]
     script = textwrap.dedent(f"""
         from isicarchive import IsicApi
-        api = IsicApi(hostname={slow_server.url!r}, cache_folder={str(tmp_path)!r}, progress=False, workers=4)
+        api = IsicApi(hostname={slow_server.url!r}, api_version=1, cache_folder={str(tmp_path)!r},
+                      progress=False, workers=4)
         api.download_images({names!r})
     """)
     kill_midway(script, tmp_path, "?/image_*.jpg", minimum=10)
     complete_before = len(list(tmp_path.glob("?/image_*.jpg")))
     assert 0 < complete_before < len(names)
     verify_every_file(tmp_path)
-    api = IsicApi(hostname=slow_server.url, cache_folder=tmp_path, progress=False)
+    api = IsicApi(hostname=slow_server.url, api_version=1, cache_folder=tmp_path, progress=False)
     ids = [slow_server.data.images_by_name[name]["_id"] for name in names]
     kept = {i: api.context.store._image_job(slow_server.data.images_by_id[i]).part for i in ids}
     kept_bytes = {i: size for i, part in kept.items() if (size := _partial_bytes(part))}
@@ -120,12 +121,12 @@ def test_sigkill_during_bulk_download_then_rerun(slow_server: LocalArchive, tmp_
 
 def test_corrupt_study_annotations_file_is_refetched(tmp_path: Path) -> None:
     with LocalArchive(seed=8) as server:
-        api = IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False)
+        api = IsicApi(hostname=server.url, api_version=1, cache_folder=tmp_path, progress=False)
         study = api.study("ISIC Annotation Study 0")
         expected = sorted((a.id, sorted(a.features)) for a in study.load_annotations())
         stann = tmp_path / study.id[-1] / f"stann_{study.id}.json.gz"
         stann.write_bytes(stann.read_bytes()[:30])
-        again = IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False).study(study.id)
+        again = IsicApi(hostname=server.url, api_version=1, cache_folder=tmp_path, progress=False).study(study.id)
         with pytest.warns(CacheCorruptionWarning) as caught:
             got = sorted((a.id, sorted(a.features)) for a in again.load_annotations())
         assert got == expected and len(caught) == 1
@@ -135,12 +136,13 @@ def test_corrupt_study_annotations_file_is_refetched(tmp_path: Path) -> None:
 
 def test_corrupt_image_cache_file_is_refetched(tmp_path: Path) -> None:
     with LocalArchive(seed=8) as server:
-        api = IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False)
+        api = IsicApi(hostname=server.url, api_version=1, cache_folder=tmp_path, progress=False)
         expected = api.cache_images()
         imcache = tmp_path / "0" / f"imcache_{IMCACHE_ID}.json.gz"
         imcache.write_bytes(b"\x1f\x8b garbage")
         with pytest.warns(CacheCorruptionWarning):
-            assert IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False).cache_images() == expected
+            again = IsicApi(hostname=server.url, api_version=1, cache_folder=tmp_path, progress=False)
+            assert again.cache_images() == expected
     record("corruption", "imcache_ (image records)", "garbled file", "detected, warned once, rebuilt")
     for kind in ("spidx_ (npz)", "spimg_ (PNG)", "image_ (JPEG)"):
         record("corruption", kind, "truncated file", "detected, warned, refetched (tests/test_cache.py)")
@@ -151,7 +153,7 @@ def test_corrupt_image_cache_file_is_refetched(tmp_path: Path) -> None:
 def test_disk_errors_are_clear_and_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         code: int, words: str) -> None:
     with LocalArchive(seed=9) as server:
-        api = IsicApi(hostname=server.url, cache_folder=tmp_path, progress=False)
+        api = IsicApi(hostname=server.url, api_version=1, cache_folder=tmp_path, progress=False)
         real_replace = os.replace
 
         def failing_replace(src: str, dst: str) -> None:

@@ -81,8 +81,8 @@ def server() -> LocalArchive:
 
 
 def make_api(server: LocalArchive, folder: Path, retries: int = 4) -> IsicApi:
-    return IsicApi(hostname=server.url, cache_folder=folder, progress=False, backoff=0.001, retries=retries,
-                   timeout=(2.0, READ_TIMEOUT), workers=4)
+    return IsicApi(hostname=server.url, api_version=1, cache_folder=folder, progress=False, backoff=0.001,
+                   retries=retries, timeout=(2.0, READ_TIMEOUT), workers=4)
 
 
 def context(server: LocalArchive, tmp_path: Path) -> dict:

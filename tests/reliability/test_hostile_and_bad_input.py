@@ -33,6 +33,7 @@ def fast(server: LocalArchive, *args: Any, **kw: Any) -> IsicApi:
     kw.setdefault("progress", False)
     kw.setdefault("backoff", 0.001)
     kw.setdefault("retries", 2)
+    kw.setdefault("api_version", 1)  # the legacy API unless a test asks for v2
     return IsicApi(*args, hostname=server.url, **kw)
 
 
@@ -133,7 +134,8 @@ BAD_INPUTS: list[tuple[str, Callable[[IsicApi], Any], type]] = [
     ("IsicApi(username=5)", lambda api: IsicApi(5), IsicError),  # type: ignore[arg-type]
     ("IsicApi(api_version=3)", lambda api: IsicApi(api_version=3), IsicError),
     ("IsicApi(hostname='')", lambda api: IsicApi(hostname=" "), IsicError),
-    ("IsicApi('bob', 'wrong')", lambda api: IsicApi("bob", "wrong", hostname=api.hostname), AuthenticationError),
+    ("IsicApi('bob', 'wrong')", lambda api: IsicApi("bob", "wrong", hostname=api.hostname, api_version=1),
+     AuthenticationError),
 ]
 
 
@@ -149,7 +151,7 @@ def test_bad_input_gets_one_clear_error(server: LocalArchive, label: str, call: 
 
 def test_no_password_and_nobody_to_ask_fails_fast(server: LocalArchive) -> None:
     with pytest.raises(AuthenticationError, match="not interactive"):
-        IsicApi("alice", hostname=server.url)
+        IsicApi("alice", hostname=server.url, api_version=1)
     record("credentials", "IsicApi('alice') with no password anywhere", "no TTY (CI)",
            "AuthenticationError at once, never a hang")
 
@@ -184,7 +186,7 @@ def test_credentials_in_the_hostname_are_refused_without_echoing_them() -> None:
     from isicarchive import IsicApi, IsicError
 
     with pytest.raises(IsicError, match="must not carry a user name or password") as caught:
-        IsicApi(hostname="https://alice:s3cret-pw@isic.example.org", progress=False)
+        IsicApi(hostname="https://alice:s3cret-pw@isic.example.org", api_version=1, progress=False)
     assert "s3cret-pw" not in str(caught.value) and "alice" not in str(caught.value)
     record("bad input", "hostname https://user:password@host", "from the user",
            "IsicError naming neither the user nor the password")
@@ -195,7 +197,7 @@ def test_metadata_csv_cells_never_read_as_formulas(server: LocalArchive, tmp_pat
 
     from isicarchive import IsicApi
 
-    api = IsicApi(hostname=server.url, progress=False)
+    api = IsicApi(hostname=server.url, api_version=1, progress=False)
     record_ = dict(api.image(server.data.visible_images(None)[0]["name"]).as_json())
     record_["meta"] = {**record_["meta"], "clinical": {**record_["meta"]["clinical"], "sex": "=HYPERLINK(\"x\")",
                                                        "note": "+1", "other": "-2", "at": "@SUM(A1)"}}

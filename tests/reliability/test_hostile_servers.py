@@ -35,6 +35,7 @@ def quick(url: str, deadline: float = 3.0) -> Transport:
 
 
 def quick_api(url: str, **kw: object) -> IsicApi:
+    kw.setdefault("api_version", 1)  # the legacy API unless a test asks for v2
     return IsicApi(hostname=url, progress=False, retries=1, backoff=0.001, timeout=(2.0, 2.0), **kw)  # type: ignore[arg-type]
 
 
