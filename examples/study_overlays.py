@@ -10,7 +10,7 @@ from _archive import archive_url
 from isicarchive import IsicApi
 
 with archive_url(__doc__) as (url, args):
-    api = IsicApi(hostname=url, cache_folder=Path(args.out) / "cache")
+    api = IsicApi(hostname=url, api_version=1, cache_folder=Path(args.out) / "cache")  # studies: the legacy API
     study = api.study(api.study()[0]["_id"])
     study.cache_imagedata()
     out = Path(args.out) / "overlays"

@@ -29,7 +29,7 @@ def test_counts_melanomas(archive):
 
 
 def test_survives_a_flaky_archive(archive):
-    archive.faults.add("status", r"/api/v1/image$", probability=0.5, status=503)
+    archive.faults.add("status", r"/api/v2/images/", probability=0.5, status=503)
     api = IsicApi(hostname=archive.url, progress=False, backoff=0.01, retries=10)
     assert count_melanomas(api) >= 0
     assert archive.faults.rules[0].fired >= 1

@@ -179,7 +179,7 @@ def django_datetime_position(text: str) -> _dt.datetime:
     except ValueError:
         day = _dt.date.fromisoformat(text.strip())
         moment = _dt.datetime(day.year, day.month, day.day)
-    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)
 
 
 def _link(req: Request, offset: int, reverse: bool, position: Any) -> str:

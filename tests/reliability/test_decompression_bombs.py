@@ -56,6 +56,7 @@ def small_limit() -> Iterator[int]:
 
 
 def quick_api(url: str, **kw: object) -> IsicApi:
+    kw.setdefault("api_version", 1)  # the legacy API unless a test asks for v2
     return IsicApi(hostname=url, progress=False, retries=1, backoff=0.001, timeout=(2.0, 5.0), **kw)  # type: ignore[arg-type]
 
 
