@@ -310,7 +310,7 @@ def create_lock(parts: Mapping[str | None, Iterable[dict]], *, origin: Origin | 
     digests = image_digests(session.context.store, [record for record, _ in rows], progress=progress)
     shapes = {_shape(record) for record, _ in rows}
     lock = Lock(host=session.hostname, api=session.api_uri if not session.hostname.startswith("file:") else "",
-                api_version=session.api_version, created=_dt.datetime.now(_dt.timezone.utc).isoformat(
+                api_version=session.api_version, created=_dt.datetime.now(_dt.UTC).isoformat(
                     timespec="seconds"),
                 selection=(origin or Origin()).describe(), split=split,
                 metadata_shape=shapes.pop() if len(shapes) == 1 else "v2",

@@ -31,7 +31,7 @@ def no_cell_is_a_formula(rows: list[list[str]]) -> None:
 
 def test_the_header_row_of_an_exported_metadata_csv_is_guarded(tmp_path: Path) -> None:
     with LocalArchive(seed=54) as server:
-        api = IsicApi(hostname=server.url, progress=False)
+        api = IsicApi(hostname=server.url, api_version=1, progress=False)
         hostile = dict(api.image(server.data.visible_images(None)[0]["name"]).as_json())
         hostile["meta"] = {**hostile["meta"], "clinical": {**hostile["meta"]["clinical"], FORMULA: "x",
                                                            "note": "fine\r=1+1"}}

@@ -16,6 +16,7 @@ from isicarchive.transport import RetryPolicy, Transport
 
 
 def quick_api(url: str, *args: object, **kw: object) -> IsicApi:
+    kw.setdefault("api_version", 1)  # the legacy API (passwords) unless a test asks for v2
     return IsicApi(*args, hostname=url, progress=False, retries=1, backoff=0.001, timeout=(2.0, 2.0), **kw)  # type: ignore[arg-type]
 
 
