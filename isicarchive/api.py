@@ -763,7 +763,11 @@ class IsicApi:
             self._index = ImageIndex(self.image_cache)
         return self._index
 
-    def select_images(self, criteria: Any, sub_select: bool = False) -> Selection:
+    #: raise :class:`QueryError` instead of warning when a selection or search is empty by an apparent
+    #: mistake (see :mod:`isicarchive.empty`); ``select_images(strict=...)`` decides for one call
+    strict_selection: bool = False
+
+    def select_images(self, criteria: Any, sub_select: bool = False, *, strict: bool | None = None) -> Selection:
         """Select image records by criteria (see :mod:`isicarchive.selection`).
 
         Parameters
@@ -772,6 +776,12 @@ class IsicApi:
             ``[field, op, value]`` or a list of them (all must hold).
         sub_select : bool
             Narrow the previous selection instead of starting from every image.
+        strict : bool, optional
+            An empty selection caused by a field no record has, a value of
+            the wrong type or a value that never occurs (named with close
+            matches) raises :class:`QueryError`; otherwise it warns
+            (:class:`~isicarchive.empty.EmptySelectionWarning`).  Default:
+            :attr:`strict_selection`.
 
         Returns
         -------
@@ -784,6 +794,10 @@ class IsicApi:
         within = self.image_selection.keys() if sub_select else None
         before = self.image_selection.origin.criteria if sub_select and self.image_selection.origin else None
         self.image_selection = index.select(parsed, within=within)
+        if not self.image_selection:
+            from .empty import check_empty_selection
+
+            check_empty_selection(index, parsed, self.strict_selection if strict is None else strict, within)
         self.image_selection.session = self
         self.image_selection.origin = Origin(self, criteria=[*(before or []), *parsed])
         return self.image_selection
@@ -918,10 +932,20 @@ class IsicApi:
             Path(path).write_text(text, encoding="utf-8")
         return pd.read_csv(io.StringIO(text), dtype={"isic_id": str, "lesion_id": str, "patient_id": str})
 
-    def search_images(self, query: str, collections: Iterable[int] | None = None, limit: int | None = None
-                      ) -> Selection:
-        """Server-side search (v2 query language); the result becomes :attr:`image_selection`."""
+    def search_images(self, query: str, collections: Iterable[int] | None = None, limit: int | None = None, *,
+                      strict: bool | None = None) -> Selection:
+        """Server-side search (v2 query language); the result becomes :attr:`image_selection`.
+
+        A search that finds nothing while a case variant of one of its terms
+        would (``diagnosis_1:malignant``) warns, or raises :class:`QueryError`
+        under ``strict`` (default :attr:`strict_selection`).
+        """
         records = self._backend.search_images(query, collections=collections, limit=limit)
+        if not records and query:
+            from .empty import check_empty_search
+
+            check_empty_search(query, lambda q: len(self._backend.search_images(q, collections=collections, limit=1)),
+                               self.strict_selection if strict is None else strict)
         self.image_selection = Selection({record_id(r): r for r in records}, session=self)
         self.image_selection.origin = Origin(self, query=query, collections=[int(c) for c in collections or ()]
                                              or None)

@@ -521,6 +521,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    def one_line(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"isicarchive: warning: {_for_the_command_line(str(message))}", file=sys.stderr)
+
+    warnings.showwarning = one_line  # the library's warnings without a source line under them
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -20,14 +20,15 @@ files already complete, and reports downloaded / skipped / failed at the end.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import os
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -407,6 +408,66 @@ def jobs_for(records: Iterable[dict], make: Callable[[dict], Job]) -> tuple[list
     return jobs, unusable
 
 
+class _Stopped(Exception):
+    """The download was interrupted: a transfer in flight ends at its next chunk."""
+
+
+#: how long an interrupted download waits for its transfers in flight to reach their next chunk
+STOP_GRACE = 0.5
+
+
+def _run_interruptibly(jobs: list[Job], work: Callable[[Job], tuple[Path, bool]],
+                       finished: Callable[[Job, tuple[Path, bool] | None, BaseException | None], None],
+                       stop: threading.Event, workers: int) -> None:
+    """Run ``work`` on every job on daemon threads; ``finished`` reports each, on the calling thread.
+
+    Ctrl-C (or any exception on the calling thread) sets ``stop``: queued jobs
+    never start, transfers in flight end at their next chunk (their part
+    files stay, so a second run resumes them), and the interrupt is re-raised
+    after at most :data:`STOP_GRACE` seconds.  Daemon threads, unlike a
+    ``ThreadPoolExecutor``'s, are not joined when the interpreter exits, so a
+    transfer blocked on a silent server cannot hold the process open.
+    """
+    if not jobs:
+        return
+    pending = collections.deque(jobs)
+    pending_lock = threading.Lock()
+    outcomes: queue.SimpleQueue[tuple[Job, tuple[Path, bool] | None, BaseException | None]] = queue.SimpleQueue()
+
+    def worker() -> None:
+        while not stop.is_set():
+            with pending_lock:
+                if not pending:
+                    return
+                job = pending.popleft()
+            try:
+                outcomes.put((job, work(job), None))
+            except BaseException as exc:  # reported on the calling thread, which decides
+                outcomes.put((job, None, exc))
+
+    threads = [threading.Thread(target=worker, name=f"isic-download-{n}", daemon=True)
+               for n in range(min(workers, len(jobs)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(len(jobs)):
+            while True:
+                try:  # a short timeout: the calling thread stays responsive to Ctrl-C
+                    job, outcome, error = outcomes.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    continue
+            finished(job, outcome, None if isinstance(error, _Stopped) else error)
+    except BaseException:
+        stop.set()
+        with pending_lock:
+            pending.clear()  # queued transfers are cancelled
+        deadline = time.monotonic() + STOP_GRACE
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        raise
+
+
 class Downloader:
     """Runs many :class:`Job` s on a thread pool.
 
@@ -452,7 +513,11 @@ class Downloader:
         bar = _progress(len(todo), desc, unit="file", enabled=self.progress and bool(todo))
         received = [0]
 
+        stop = threading.Event()
+
         def on_bytes(n: int) -> None:
+            if stop.is_set():  # interrupted: the transfer ends at this chunk, its part file kept for a resume
+                raise _Stopped()
             with lock:
                 received[0] += n
 
@@ -464,26 +529,27 @@ class Downloader:
                     return existing, False
                 return fetch_file(self.transport, job, on_bytes)[0], True
 
+        def finished(job: Job, outcome: tuple[Path, bool] | None, error: BaseException | None) -> None:
+            try:
+                if isinstance(error, IsicError):
+                    result.failed[job.key] = str(error)
+                elif isinstance(error, OSError):  # the file system refused a name or a write
+                    result.failed[job.key] = f"cannot write {job.part.name}: {error.strerror or error}"
+                elif error is not None:
+                    raise error
+                elif outcome is not None:
+                    path, fetched = outcome
+                    (result.downloaded if fetched else result.skipped).append(job.key)
+                    result.paths[job.key] = path
+                    if fetched and job.sha256 is not None:
+                        result.sha256[job.key] = job.sha256
+            finally:
+                self._release(job.part)
+            bar.update(1)
+            bar.set_postfix_str(f"{received[0] / 1e6:.1f} MB", refresh=False)
+
         try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="isic-download") as pool:
-                futures = {pool.submit(one, job): job for job in todo}
-                for future in as_completed(futures):
-                    job = futures[future]
-                    try:
-                        path, fetched = future.result()
-                    except IsicError as exc:
-                        result.failed[job.key] = str(exc)
-                    except OSError as exc:  # the file system refused a name or a write
-                        result.failed[job.key] = f"cannot write {job.part.name}: {exc.strerror or exc}"
-                    else:
-                        (result.downloaded if fetched else result.skipped).append(job.key)
-                        result.paths[job.key] = path
-                        if fetched and job.sha256 is not None:
-                            result.sha256[job.key] = job.sha256
-                    finally:
-                        self._release(job.part)
-                    bar.update(1)
-                    bar.set_postfix_str(f"{received[0] / 1e6:.1f} MB", refresh=False)
+            _run_interruptibly(todo, one, finished, stop, self.workers)
         finally:
             bar.close()
         result.bytes = received[0]

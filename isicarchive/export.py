@@ -75,6 +75,22 @@ def metadata_rows(records: list[dict]) -> tuple[list[str], list[dict[str, Any]]]
     return ["isic_id", "attribution", "copyright_license"] + keys, rows
 
 
+def export_locks(folder: Path) -> Path:
+    """Where the cross-process locks of an export into ``folder`` live: the user's temporary folder,
+    one subfolder per export folder, so the folder the user asked for holds only their files.
+
+    (Processes on other machines writing into one shared folder are not kept apart; each writes
+    a file whole, by rename, all the same.)
+    """
+    import tempfile
+
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:24]
+    locks = Path(tempfile.gettempdir()) / f"isicarchive-locks-{user}" / key
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return locks
+
+
 def download_to_folder(store: Store, records: list[dict], folder: Path, workers: int, progress: bool, *,
                        licenses: frozenset[str] | None = None, origin: Any = None) -> DownloadResult:
     """Download images as ``<name>.<ext>`` into ``folder`` and write ``metadata.csv``.
@@ -87,8 +103,7 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
 
         records = [r for r in records if isinstance(r, dict) and license_of(r) in licenses]
     folder.mkdir(parents=True, exist_ok=True)
-    locks = folder / ".isicarchive-locks"  # out of sight of the user's files
-    locks.mkdir(exist_ok=True)
+    locks = export_locks(folder)
     names = _FileNames()
 
     def job(record: dict) -> Job:
@@ -131,7 +146,8 @@ def _write_attribution_and_licenses(store: Store, rows: list[dict[str, Any]], fo
     ``licenses/<licence>.txt`` per licence in use: the rest of the official CLI's layout."""
     counts = Counter(str(row["attribution"]) for row in rows if row.get("attribution"))
     ordered = sorted(counts.items(), key=lambda item: (item[0] == "Anonymous", -item[1], item[0]))
-    (folder / "attribution.txt").write_text("\n\n".join(name for name, _ in ordered), encoding="utf-8")
+    text = "\n\n".join(name for name, _ in ordered)
+    (folder / "attribution.txt").write_text(text + "\n" if text else "", encoding="utf-8")
     licences = sorted({str(row["copyright_license"]) for row in rows if row.get("copyright_license")})
     if licences:
         (folder / "licenses").mkdir(exist_ok=True)

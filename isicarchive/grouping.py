@@ -61,15 +61,18 @@ def split_ids(records: Mapping[str, dict], fractions: Mapping[str, float], by: s
     ------
     QueryError
         Fractions that are not positive or do not add up to 1; a grouping
-        field no record has.
+        or stratifying field no record has (with close matches).
     """
     if not fractions or any(not isinstance(f, (int, float)) or f <= 0 for f in fractions.values()):
         raise QueryError(f"split fractions must be positive numbers, e.g. {{'train': 0.8, 'test': 0.2}}; got "
                          f"{dict(fractions)!r}")
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
         raise QueryError(f"split fractions must add up to 1, not {sum(fractions.values()):g}: {dict(fractions)!r}")
-    if records and all(field_of(r, by) is None for r in records.values()):
-        raise QueryError(f"no record has a value of {by!r} to group by (v2 names: patient_id, lesion_id)")
+    from .empty import field_problem
+
+    for field, purpose in ((by, "group by"), (stratify, "stratify by")):
+        if field is not None and records and all(field_of(r, field) is None for r in records.values()):
+            raise field_problem(records.values(), field, purpose, _SECTIONS)
     groups: dict[Any, list[str]] = {}
     for key, record in records.items():
         value = field_of(record, by)

@@ -854,7 +854,8 @@ class Selection(MutableMapping):
         Raises
         ------
         QueryError
-            Fractions that do not add up to 1; a field no image has.
+            Fractions that do not add up to 1; a ``by`` or ``stratify`` field
+            no image has (named with its close matches, the same error for both).
         """
         from .grouping import split_ids
 

@@ -33,7 +33,7 @@ from isicarchive.api import IsicApi
 
 def walk(host, user, password, cache):
     seen = {}
-    api = IsicApi(user, password, hostname=host, api_version=1, cache_folder=cache)
+    api = IsicApi(user, password, hostname=host, cache_folder=cache)
     seen["logged_in"] = bool(api._auth_token)
     api.cache_images()
     seen["images"] = sorted(r["name"] for r in api.image_cache.values())

@@ -55,7 +55,9 @@ SHOWCASE: list[dict[str, Any]] = [
     {"diagnosis": "melanoma", "mel_class": "invasive melanoma", "age_approx": 65},
     {"diagnosis": "melanoma", "mel_class": "melanoma in situ", "age_approx": 60},
     *({"diagnosis": term, "age_approx": 55 if benign_malignant == "malignant" else 40}
-      for term, _, benign_malignant, _ in DIAGNOSES if term != "melanoma"),
+      for term, _, benign_malignant, _ in DIAGNOSES if term not in ("melanoma", "actinic keratosis")),
+    # today's hierarchy puts it under Indeterminate, which the legacy benign_malignant then says too
+    {"diagnosis": "actinic keratosis", "benign_malignant": "indeterminate", "age_approx": 65},
 ]
 SITES = ["posterior torso", "lower extremity", "anterior torso", "upper extremity",
          "head/neck", "lateral torso", "palms/soles", None]
@@ -384,7 +386,7 @@ class ArchiveData:
             clinical.update(mel_class=rng.choice(["invasive melanoma", "melanoma in situ"]),
                             mel_thick_mm=round(rng.uniform(0.1, 4.0), 2))
         if shown:
-            clinical.update({key: value for key, value in shown.items() if key != "diagnosis"})
+            clinical.update(shown)
             if "mel_class" in shown:
                 clinical.setdefault("mel_thick_mm", 0.8)
         if diagnosis == "nevus" and rng.random() < 0.1:

@@ -1,0 +1,323 @@
+"""A researcher's first day (issue #25): every trap they met, replayed with its message and its bounds.
+
+Each test names the trap it replays.  The bounds are generous (a busy machine
+runs the suite): "fails fast" is under 2 s where retries used to take 31 s,
+"Ctrl-C stops" is under 2 s where the queue used to drain for minutes.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from isicarchive import ArchiveUnavailableError, IsicApi, QueryError
+from isicarchive.empty import EmptySelectionWarning
+from isicarchive.testing import ArchiveConfig, LocalArchive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "isicarchive.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+
+
+def ends_cleanly(done: subprocess.CompletedProcess[str], code: int) -> None:
+    """The documented exit code, one line on stderr, no traceback."""
+    assert done.returncode == code, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr and "Error:" not in done.stderr.split("isicarchive: ", 1)[0], done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.fixture(scope="module")
+def archive() -> Iterator[LocalArchive]:
+    with LocalArchive(seed=0, config=ArchiveConfig(images=400)) as server:
+        yield server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------ 1. defaults
+def test_python_311_is_the_floor_and_torch_is_in_no_default_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["requires-python"] == ">=3.11"
+    assert project["tool"]["mypy"]["python_version"] == "3.11"
+    assert project["tool"]["ruff"]["target-version"] == "py311"
+    extras = project["project"]["optional-dependencies"]
+
+    def resolved(name: str) -> set[str]:
+        found: set[str] = set()
+        for requirement in extras[name]:
+            nested = re.match(r"isicarchive\[(.*)\]", requirement)
+            if nested:
+                for inner in nested.group(1).split(","):
+                    found |= resolved(inner.strip())
+            else:
+                found.add(re.split(r"[<>=\[; ]", requirement, maxsplit=1)[0].lower())
+        return found
+
+    assert "torch" not in {re.split(r"[<>=\[; ]", d, maxsplit=1)[0] for d in project["project"]["dependencies"]}
+    for name in ("all", "test", "dev"):
+        assert "torch" not in resolved(name), name
+    users = set(extras) - {"all", "torch", "docs", "test", "dev"}
+    assert {dep for name in users for dep in resolved(name)} <= resolved("all")
+    # one table in the README and on the docs' first page names every extra
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        text = page.read_text()
+        assert "3.11" in text
+        for name in extras:
+            assert re.search(rf"^\| [^|]*`{name}`[^|]*\|", text, re.M), (page.name, name)
+
+
+def test_one_default_api_v2_also_for_the_local_archive(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, progress=False)
+    assert api.api_version == 2 and api.base_url == archive.url + "/api/v2"
+    assert len(api.search_images('diagnosis_3:"Melanoma Invasive" AND age_approx:[50 TO 70]')) > 0
+
+
+def test_a_pasted_api_address_and_a_host_without_scheme(archive: LocalArchive) -> None:
+    pasted = IsicApi(hostname=archive.v2_url, progress=False)  # as `isicarchive serve` prints it
+    assert pasted.base_url == archive.url + "/api/v2" and pasted.api_version == 2
+    legacy = IsicApi(hostname=archive.v1_url + "/", progress=False)
+    assert legacy.base_url == archive.url + "/api/v1" and legacy.api_version == 1
+    bare = IsicApi(hostname=archive.url.removeprefix("http://"), progress=False)  # 127.0.0.1:PORT
+    assert bare.base_url == archive.url + "/api/v2"
+    assert next(iter(bare.image_list({"limit": 1})))["isic_id"]
+    assert IsicApi(hostname="isic-archive.com", progress=False).base_url.startswith("https://")
+
+
+class _LegacyOnly(http.server.BaseHTTPRequestHandler):
+    """A mirror of the legacy API only: 404 for everything under /api/v2."""
+
+    asked: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        self.asked.append(self.path)
+        status, body = (200, b"[]") if self.path.startswith("/api/v1/") else (404, b'{"detail": "Not Found"}')
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_host_that_serves_only_v1_is_spoken_to_in_v1() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LegacyOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        api = IsicApi(hostname=url, progress=False)
+        assert api.api_version == 1 and api.base_url == url + "/api/v1"
+        assert [p for p in _LegacyOnly.asked if p.startswith("/api/v2")] == ["/api/v2/images/?limit=1"]
+        IsicApi(hostname=url, progress=False)  # asked once per host
+        assert len([p for p in _LegacyOnly.asked if p.startswith("/api/v2")]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_cli_defaults_to_v2_and_names_a_missing_extra_in_one_line(archive: LocalArchive, tmp_path: Path) -> None:
+    done = cli("--host", archive.url, "--json", "images", "search", "-s", "diagnosis_1:Malignant")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["count"] > 0
+    # a missing extra: pyarrow made unimportable, an archive on disk opened (the `disk` extra)
+    (tmp_path / "folder").mkdir()
+    code = ("import sys; sys.modules['pyarrow'] = None; from isicarchive.cli import main; "
+            f"sys.exit(main(['--host', {(tmp_path / 'folder').as_uri()!r}, 'images', 'search', '-s', '']))")
+    blocked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    ends_cleanly(blocked, 1)
+    assert "isicarchive[disk]" in blocked.stderr
+
+
+# ----------------------------------------------------- 2. network errors
+def test_a_refused_connection_fails_fast_and_says_so() -> None:
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(ArchiveUnavailableError) as caught:
+        IsicApi(hostname=f"http://127.0.0.1:{port}", progress=False).image("ISIC_0000000")
+    took = time.monotonic() - started
+    assert took < 2.0, took
+    assert f"connection refused by 127.0.0.1:{port}" in str(caught.value)
+    assert "rate-limit" not in str(caught.value)
+
+
+def test_a_name_that_does_not_resolve_fails_fast_and_says_so() -> None:
+    started = time.monotonic()
+    with pytest.raises(ArchiveUnavailableError) as caught:
+        IsicApi(hostname="https://isic-archive.invalid", api_version=2, progress=False).image("ISIC_0000000")
+    assert time.monotonic() - started < 5.0  # one resolver query, not 31 s of retries
+    assert "cannot resolve isic-archive.invalid" in str(caught.value)
+    assert "rate-limit" not in str(caught.value)
+
+
+def test_rate_limiting_is_named_only_after_a_429_or_503() -> None:
+    with LocalArchive(seed=1, config=ArchiveConfig(images=20)) as server:
+        server.faults.add("status", r"/api/v2/images/", status=503)
+        api = IsicApi(hostname=server.url, api_version=2, progress=False, retries=1, backoff=0.001)
+        with pytest.raises(ArchiveUnavailableError, match="rate-limiting"):
+            api.image("ISIC_0000000")
+        server.faults.clear()
+        server.faults.add("status", r"/api/v2/images/", status=500)
+        with pytest.raises(ArchiveUnavailableError) as caught:
+            api.image("ISIC_0000001")
+        assert "rate-limit" not in str(caught.value) and "HTTP 500" in str(caught.value)
+
+
+def test_https_to_a_plain_http_server_says_what_to_write(archive: LocalArchive) -> None:
+    https = archive.url.replace("http://", "https://")
+    with pytest.raises(ArchiveUnavailableError, match=r"write http://127\.0\.0\.1:PORT"):
+        IsicApi(hostname=https, api_version=2, progress=False, retries=0).image("ISIC_0000000")
+
+
+# ---------------------------------------------------------------- 3. Ctrl-C
+def _files(folder: Path) -> int:
+    return len(list(folder.glob("ISIC_*.jpg"))) if folder.exists() else 0
+
+
+def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> tuple[float, str, str]:
+    """SIGINT once ``ready()``; (seconds until the process ended, its stdout, its stderr)."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not ready():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    proc.wait(timeout=30)
+    took = time.monotonic() - sent
+    stdout, stderr = proc.communicate(timeout=30)
+    return took, stdout, stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_bulk_download_within_a_second_and_it_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with LocalArchive(seed=3, config=ArchiveConfig(images=160), latency=0.2) as slow:
+        names = [im["name"] for im in slow.data.visible_images(None)]
+        command = [sys.executable, "-m", "isicarchive.cli", "--host", slow.url, "--quiet", "images", "download",
+                   *names, "--out", str(out), "--workers", "4"]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        took, _, stderr = _interrupt_when(proc, lambda: _files(out) >= 5)
+        assert took < 2.0, took  # queued transfers cancelled, those in flight stopped
+        assert proc.returncode == 130 and stderr.strip() == "interrupted", stderr
+        kept = _files(out)
+        assert 5 <= kept < len(names)
+        assert not (out / ".isicarchive-locks").exists()
+        again = subprocess.run(command[:6] + ["--json"] + command[6:], capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        summary = json.loads(again.stdout)
+        assert summary["skipped"] >= kept and summary["downloaded"] + summary["skipped"] == len(names)
+        assert _files(out) == len(names) and not list(out.glob(".*.part"))
+        assert (out / "attribution.txt").read_text().endswith("\n")
+        # the same from Python: KeyboardInterrupt within a second, no threading traceback at exit
+        script = (f"import time\nfrom isicarchive import IsicApi\n"
+                  f"api = IsicApi(hostname={slow.url!r}, progress=False, workers=4)\n"
+                  f"try:\n    api.download_images({names!r}, folder={str(tmp_path / 'py')!r})\n"
+                  f"except KeyboardInterrupt:\n    print('stopped', flush=True)\n")
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        took, stdout, stderr = _interrupt_when(proc, lambda: _files(tmp_path / "py") >= 3)
+        assert took < 2.0, took
+        assert proc.returncode == 0 and "stopped" in stdout, stderr
+        assert "Traceback" not in stderr, stderr
+
+
+# ------------------------------------------------------------------- 6. CLI
+def test_a_closed_pipe_ends_quietly(archive: LocalArchive) -> None:
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v1",
+                             "--json", "images", "select", "meta.clinical.age_approx", ">=", "0"],
+                            stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        reader.read(10)  # `| head -c 10`
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "BrokenPipe" not in stderr and "Traceback" not in stderr, stderr
+
+
+def test_cli_errors_name_flags_and_end_without_a_traceback(archive: LocalArchive, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    unusable = cli("--host", archive.url, "--cache-folder", str(blocker / "cache"), "images", "select",
+                   "meta.clinical.diagnosis", "==", "melanoma")
+    ends_cleanly(unusable, 1)
+    assert "--cache-folder" in unusable.stderr and "cache_folder" not in unusable.stderr
+    refused = cli("--host", archive.url, "images", "download", "ISIC_0000000", "--out", "/sys/isicarchive-test")
+    ends_cleanly(refused, 1)
+    assert "/sys/isicarchive-test" in refused.stderr
+    not_a_folder = cli("--host", archive.url, "images", "download", "ISIC_0000000", "--out", str(blocker / "x"))
+    ends_cleanly(not_a_folder, 1)
+    nowhere = cli("--host", f"127.0.0.1:{free_port()}", "images", "search", "-s", "")
+    ends_cleanly(nowhere, 1)
+    assert "connection refused" in nowhere.stderr
+
+
+# ------------------------------------------------ 4. no silently empty selection
+@pytest.mark.parametrize(("criterion", "named"), [
+    (["meta.clinical.diagnossis", "==", "melanoma"], "'meta.clinical.diagnosis'"),   # a field no record has
+    (["meta.clinical.age_approx", ">=", "50"], "write 50 without quotes"),            # a value of the wrong type
+    (["meta.clinical.diagnosis", "==", "melanomma"], "'melanoma'"),                   # a value that never occurs
+    (["metadata.clinical.diagnosis_1", "==", "malignant"], "'Malignant'"),            # a case variant (v2 names)
+])
+def test_an_empty_selection_says_why_with_close_matches(archive: LocalArchive, criterion: list, named: str) -> None:
+    api = IsicApi(hostname=archive.url, api_version=1 if criterion[0].startswith("meta.") else 2, progress=False)
+    with pytest.warns(EmptySelectionWarning, match="close matches|without quotes") as caught:
+        assert len(api.select_images(criterion)) == 0  # the original semantics: still empty
+    assert named in str(caught[0].message)
+    with pytest.raises(QueryError, match=re.escape(named)):
+        api.select_images(criterion, strict=True)
+    api.strict_selection = True
+    with pytest.raises(QueryError):
+        api.select_images(criterion)
+
+
+def test_empty_by_design_is_not_a_mistake(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(api.select_images([["meta.clinical.diagnosis", "==", "melanoma"],
+                                      ["meta.clinical.diagnosis", "==", "nevus"]])) == 0
+        assert len(api.select_images(["meta.clinical.nothing_here", "is None", None])) > 0  # missing is None
+
+
+def test_a_v2_search_in_the_wrong_case_names_the_right_one(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, progress=False)
+    with pytest.warns(EmptySelectionWarning, match="diagnosis_1:Malignant does"):
+        assert len(api.search_images("diagnosis_1:malignant AND age_approx:[50 TO *]")) == 0
+    with pytest.raises(QueryError, match='diagnosis_3:"Melanoma Invasive"'):
+        api.search_images('diagnosis_3:"melanoma invasive"', strict=True)
+    done = cli("--host", archive.url, "images", "search", "-s", "diagnosis_1:malignant")
+    assert done.returncode == 0 and "isicarchive: warning: the search found nothing" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_stratify_errors_exactly_as_by_does(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, progress=False)
+    selection = api.select_images(["metadata.clinical.age_approx", ">=", 0])
+    with pytest.raises(QueryError, match="'diagnossis' to stratify by.*close matches: 'diagnosis'"):
+        selection.split({"train": 0.8, "test": 0.2}, stratify="diagnossis")
+    with pytest.raises(QueryError, match="'patiant_id' to group by.*close matches: 'patient_id'"):
+        selection.split({"train": 0.8, "test": 0.2}, by="patiant_id")
+    parts = selection.split({"train": 0.8, "test": 0.2}, stratify="diagnosis_1")
+    assert sum(len(p) for p in parts.values()) == len(selection)
