@@ -637,3 +637,19 @@ def test_the_official_split_hands_over_to_training(tmp_path: Path) -> None:
         assert np.array_equal(samples.mask(n), disc(n))
         assert samples.pixels(n).shape == (SIZE, SIZE, 3)
     session.close()
+
+
+def test_a_session_opened_again_reads_the_same_release(tmp_path: Path) -> None:
+    """A worker's session (SessionSpec, a forked data-loader worker) opens the release by name again, without
+    warning again, where detection alone would find two releases in the folder."""
+    from isicarchive.scaleout import SessionSpec
+
+    build_2018_tasks12(tmp_path / "r", zipped=False)
+    session = open_quietly("isic2018-task2", tmp_path / "r", splits=["validation", "test"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReleaseCountWarning)
+        again = SessionSpec.of(session)._open()
+    assert again.layout == "isic2018-task2"
+    assert list(releases.splits(again)) == ["validation", "test"]
+    again.close()
+    session.close()

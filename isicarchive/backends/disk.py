@@ -40,9 +40,10 @@ def _release(location: str | Path, named: bool) -> OpenedRelease | None:
     from ..releases.session import named as release_named
     from ..releases.session import open_release
 
-    if named and not release_named():
+    path = Path(location).expanduser().resolve()
+    if named and not release_named(path):
         return None
-    return open_release(Path(location).expanduser().resolve())
+    return open_release(path)
 
 
 class DiskBackend(Backend):

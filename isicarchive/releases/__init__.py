@@ -112,7 +112,7 @@ def open(name: str, root: str | os.PathLike[str], *, splits: Any = None, check_c
     if not location.exists():
         raise MissingFilesError(f"{location} does not exist; {item.name} needs: " + "; ".join(
             f"{part.split} {what}: {' or '.join(names)}" for part in item.parts for what, names in part.needed()))
-    with requested(ReleaseChoice(item, wanted, check_counts)):
+    with requested(ReleaseChoice(item, wanted, check_counts), location):
         return IsicApi(hostname=location.as_uri(), cache_folder=cache_folder, progress=progress)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +41,20 @@ _REQUESTED: contextvars.ContextVar[ReleaseChoice | None] = contextvars.ContextVa
                                                                                    default=None)
 
 
+#: folder → the release last opened there by name in this process: a session opened again on the same
+#: folder (a forked data-loader worker, SessionSpec.session) reads the same release and splits
+_OPENED: dict[Path, ReleaseChoice] = {}
+_OPENED_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
-def requested(choice: ReleaseChoice) -> Iterator[None]:
+def requested(choice: ReleaseChoice, location: Path) -> Iterator[None]:
     """The release the next disk session opened in this context reads (see :func:`open_release`)."""
     token = _REQUESTED.set(choice)
     try:
         yield
+        with _OPENED_LOCK:
+            _OPENED[location] = dataclasses.replace(choice, check_counts=False)  # warned once is enough
     finally:
         _REQUESTED.reset(token)
 
@@ -81,9 +91,9 @@ class OpenedRelease:
     parts: dict[str, PartContents]
 
 
-def named() -> bool:
-    """Whether :func:`isicarchive.releases.open` named the release the disk session now opening reads."""
-    return _REQUESTED.get() is not None
+def named(location: Path) -> bool:
+    """Whether :func:`isicarchive.releases.open` named the release a disk session on ``location`` reads."""
+    return _REQUESTED.get() is not None or location in _OPENED
 
 
 def open_release(location: Path) -> OpenedRelease | None:
@@ -96,7 +106,7 @@ def open_release(location: Path) -> OpenedRelease | None:
         Several releases there and none named; a named release's files missing
         (:class:`~isicarchive.releases.reader.MissingFilesError`).
     """
-    choice = _REQUESTED.get()
+    choice = _REQUESTED.get() or _OPENED.get(location)
     files = ReleaseFiles(location)
     try:
         if choice is None:
