@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -267,6 +268,9 @@ class Samples:
         self.targets: list[int] = []
         #: per sample, where its mask is (a segmentation id, a file inside an archive on disk), None: none
         self._mask_sources: list[Any] | None = None
+        #: id -> the image's file in the cache, listed once per process (see _cached_path)
+        self._paths: dict[str, Path] | None = None
+        self._paths_pid = 0
         if target != MASK:
             self._encode(classes)
         else:
@@ -356,8 +360,32 @@ class Samples:
     def image_bytes(self, index: int) -> bytes:
         """The encoded image file of sample ``index``: from the cache (fetched once when missing), from an
         archive on disk, or, without a cache folder, downloaded."""
+        path = self._cached_path(index)
+        if path is not None:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:  # the cache was cleaned meanwhile: look it up (and fetch it) again
+                self._paths.pop(self.ids[index], None)  # type: ignore[union-attr]
         source = image_source(self.api, self.records[index])
+        if isinstance(source, Path) and self._paths is not None:
+            self._paths[self.ids[index]] = source
         return source.read_bytes() if isinstance(source, Path) else source
+
+    def _cached_path(self, index: int) -> Path | None:
+        """The sample's file in the cache folder, from one listing of the cache's folders per process
+        (a look-up per sample lists a folder each time: about 0.8 ms, 5% of decoding a 640x480 JPEG)."""
+        if self._paths is None or self._paths_pid != os.getpid():
+            store = _store(self.api)
+            if store.cache is None or store.backend.local:
+                return None
+            self._paths = store.cache.find_images(self.ids)
+            self._paths_pid = os.getpid()
+        return self._paths.get(self.ids[index])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_paths"] = None  # another process lists the cache itself
+        return state
 
     def pixels(self, index: int) -> np.ndarray:
         """Decoded pixels of sample ``index``: ``uint8``, height × width × channels."""

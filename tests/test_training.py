@@ -231,3 +231,21 @@ def test_a_pickled_session_reopens_with_its_credentials(server: LocalArchive, tm
     # the session itself pickles the same way
     again = pickle.loads(pickle.dumps(api))
     assert again.authenticated and again.base_url == api.base_url and again is not api
+
+
+def test_cached_files_are_listed_once_and_refetched_when_cleaned(fresh_archive: LocalArchive, tmp_path: Path) -> None:
+    api = make_api(fresh_archive, api_version=2, cache_folder=tmp_path)
+    samples = Samples(_diagnosed(api), target="benign_malignant")
+    cache = api.context.cache
+    assert cache is not None and cache.find_images(samples.ids) == {}
+    first = [samples.image_bytes(i) for i in range(3)]
+    cached = cache.find_images(samples.ids)
+    assert set(cached) == set(samples.ids[:3])
+    assert all(cache.find_image(key) == path for key, path in cached.items())
+    stray = cache.path("image", samples.ids[5], "_x.jpg.lock")  # a lock is no image
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"")
+    assert cache.find_images(samples.ids[:2] + samples.ids[5:6]) == {k: cached[k] for k in samples.ids[:2]}
+    cached[samples.ids[0]].unlink()  # the cache was cleaned meanwhile
+    fresh_archive.clear_log()
+    assert samples.image_bytes(0) == first[0] and len(fresh_archive.requests("storage|download")) == 1
