@@ -35,7 +35,7 @@ from .layouts import (
     LayoutError,
     detect,
     header_summary,
-    image_files,
+    layout_spec,
     records,
 )
 
@@ -109,7 +109,7 @@ class ArchiveIndex:
 def _build(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
     import pyarrow as pa
 
-    images = image_files(files)
+    images = layout_spec(layout.name).images(files)
     problems = list(files.problems)
     seen: set[str] = set()
     duplicates: list[str] = []
@@ -143,7 +143,7 @@ def _build(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
     return pa.table(arrays), problems
 
 
-def _build_official(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
+def build_official_index(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
     """The index of an official-CLI folder straight from its CSV with pyarrow's reader: the row-by-row
     build takes minutes at archive scale, this seconds.  Values are typed as the row-by-row reading
     types them (``_typed`` in :mod:`isicarchive.disk.layouts`)."""
@@ -175,7 +175,7 @@ def _build_official(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]
     if repeated:
         extra = pc.sum(pc.subtract(pc.filter(counts.field("counts"), pc.greater(counts.field("counts"), 1)), 1))
         raise _listed_twice(name, files.root, int(extra.as_py()), repeated)
-    images = image_files(files)
+    images = layout_spec(layout.name).images(files)
     id_list = ids.to_pylist()
     arrays: dict[str, Any] = {"isic_id": ids, "file": pa.array([images.get(i) for i in id_list], pa.string())}
     for fixed in ("attribution", "copyright_license"):
@@ -307,7 +307,7 @@ def open_index(files: ArchiveFiles, cache_root: Path | None) -> ArchiveIndex:
         index = _read(location, fingerprint)
         if index is not None:
             return index
-    table, problems = (_build_official if layout.name == "official" else _build)(files, layout)
+    table, problems = (layout_spec(layout.name).build or _build)(files, layout)
     for problem in problems:
         log.warning("%s: %s", files.root, problem)
     try:

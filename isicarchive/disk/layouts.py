@@ -1,5 +1,23 @@
 """Archives on disk: which layout a folder or zip has, and its metadata as v2 records.
 
+Each layout is one entry of a registry (:class:`LayoutSpec`, :func:`register`):
+how to recognise it, how to read its metadata as records and find its image
+files, and (optionally) a faster way to build its columnar index.  A new
+layout is one new entry::
+
+    from isicarchive.disk.layouts import Layout, LayoutSpec, register
+
+    def detect_mine(files):            # the metadata files if the folder has this layout, else None
+        found = files.find("labels.tsv")
+        return [found] if found else None
+
+    def records_mine(files, layout):   # v2 records: isic_id, metadata.acquisition / clinical
+        for line in files.text(layout.metadata[0]).splitlines()[1:]:
+            isic_id, diagnosis = line.split("\t")
+            yield make_record(isic_id, {"diagnosis_1": diagnosis})
+
+    register(LayoutSpec("mine", "labels.tsv (isic_id, diagnosis_1) and JPEGs", detect_mine, records_mine))
+
 Known layouts (a zip of any of them is read in place, never extracted):
 
 ``official``
@@ -42,7 +60,7 @@ import re
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -52,8 +70,10 @@ from ..errors import LayoutError
 from ..legacy import V2_DIAGNOSIS_PATHS, V2_SITE_PATHS, V2_SPECIAL_SITES
 from ..search import BOOLEAN, FIELDS, NUMBER
 
-__all__ = ["CHALLENGE_CLASSES", "LAYOUTS", "ArchiveFiles", "Layout", "LayoutError", "canonical_id", "detect",
-           "header_summary", "image_files", "open_files", "records", "ACQUISITION", "FLOAT_FIELDS", "INTEGER_FIELDS"]
+__all__ = ["CHALLENGE_CLASSES", "LAYOUTS", "REGISTRY", "ArchiveFiles", "Layout", "LayoutError", "LayoutSpec",
+           "canonical_id", "detect", "detection_order", "header_summary", "image_files", "layout_spec",
+           "make_record", "open_files", "records", "register", "unregister", "ACQUISITION", "FLOAT_FIELDS",
+           "INTEGER_FIELDS"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _ISIC_ID = re.compile(r"^(ISIC_\d{7})(?:_downsampled)?$")
@@ -287,37 +307,6 @@ def image_files(files: ArchiveFiles) -> dict[str, str]:
     return found
 
 
-#: layout name → how to recognise it: a file whose presence decides it
-LAYOUTS: dict[str, str] = {
-    "official": "metadata.csv with isic_id, attribution, copyright_license (official CLI, archive zips, exports)",
-    "challenge-2020": "ISIC_2020_Training_GroundTruth.csv (or _v2.csv) and JPEGs",
-    "challenge-2019": "ISIC_2019_Training_GroundTruth.csv, ISIC_2019_Training_Metadata.csv, ISIC_2019_Training_Input/",
-    "challenge-2018": "ISIC2018_Task3_Training_GroundTruth.csv and ISIC2018_Task3_Training_Input/",
-}
-
-
-def detect(files: ArchiveFiles) -> Layout:
-    """The layout of an archive on disk; :class:`LayoutError` listing the known ones otherwise."""
-    for name in ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv"):
-        found = files.find(name)
-        if found:
-            return Layout("challenge-2020", [found])
-    truth = files.find("ISIC_2019_Training_GroundTruth.csv")
-    if truth:
-        extra = files.find("ISIC_2019_Training_Metadata.csv")
-        return Layout("challenge-2019", [truth] + ([extra] if extra else []))
-    truth = files.find("ISIC2018_Task3_Training_GroundTruth.csv")
-    if truth:
-        groups = files.find("ISIC2018_Task3_Training_LesionGroupings.csv")
-        return Layout("challenge-2018", [truth] + ([groups] if groups else []))
-    metadata = files.find("metadata.csv")
-    if metadata:
-        return Layout("official", [metadata])
-    known = "; ".join(f"{name}: {what}" for name, what in LAYOUTS.items())
-    raise LayoutError(f"{files.root} holds no archive layout this library knows (no metadata file found). "
-                      f"Known layouts — {known}")
-
-
 # ---------------------------------------------------------------- records
 def _rows(files: ArchiveFiles, name: str, required: tuple[str, ...]) -> list[dict[str, str]]:
     reader = csv.DictReader(io.StringIO(files.text(name), newline=""))
@@ -404,34 +393,213 @@ def _one_hot_class(row: dict[str, str], classes: list[str]) -> str | None:
     return chosen[0] if len(chosen) == 1 else None
 
 
+def _official_records(files: ArchiveFiles, layout: Layout) -> Iterator[dict]:
+    for row in _rows(files, layout.metadata[0], ("isic_id",)):
+        values: dict[str, Any] = {k: _typed(k, v or "") for k, v in row.items()
+                                  if k not in ("isic_id", "attribution", "copyright_license") and k}
+        yield _record(row["isic_id"].strip(), row.get("attribution"), row.get("copyright_license"), values)
+
+
+def _challenge_2020_records(files: ArchiveFiles, layout: Layout) -> Iterator[dict]:
+    for row in _rows(files, layout.metadata[0], ("image_name",)):
+        values: dict[str, Any] = {k: _typed(k, row.get(k) or "") for k in ("patient_id", "lesion_id", "sex",
+                                                                            "age_approx")}
+        values.update(_site(row.get("anatom_site_general_challenge")))
+        diagnosis = (row.get("diagnosis") or "").strip()
+        values.update(_diagnosis(diagnosis))
+        if "diagnosis_1" not in values and (row.get("benign_malignant") or "").strip():
+            values["diagnosis_1"] = row["benign_malignant"].strip().capitalize()
+        yield _record(canonical_id(row["image_name"]), None, None, values)
+
+
+def _one_hot_records(files: ArchiveFiles, layout: Layout) -> Iterator[dict]:
+    """A one-hot ground truth (``image`` and class columns) and optional per-image metadata (2018, 2019)."""
+    truth = _rows(files, layout.metadata[0], ("image",))
+    classes = [c for c in CHALLENGE_CLASSES if truth and c in truth[0]]
+    extra: dict[str, dict[str, str]] = {}
+    if len(layout.metadata) > 1:
+        extra = {row["image"].strip(): row for row in _rows(files, layout.metadata[1], ("image",))}
+    for row in truth:
+        image = row["image"].strip()
+        more = extra.get(image, {})
+        values: dict[str, Any] = {k: _typed(k, more.get(k) or "") for k in ("age_approx", "sex", "lesion_id",
+                                                                            "diagnosis_confirm_type") if k in more}
+        values.update(_site(more.get("anatom_site_general")))
+        values.update(_diagnosis(CHALLENGE_CLASSES.get(_one_hot_class(row, classes) or "")))
+        yield _record(canonical_id(image), None, None, values)
+
+
+def make_record(isic_id: str, values: dict[str, Any], attribution: str | None = None,
+                licence: str | None = None) -> dict:
+    """A v2 record for an image: ``values`` (v2 field names) are sorted into acquisition and clinical."""
+    return _record(isic_id, attribution, licence, values)
+
+
+# --------------------------------------------------------------- registry
+#: (files, layout) → (pyarrow table, problems): a layout's own way to build its columnar index
+IndexBuilder = Callable[[ArchiveFiles, Layout], tuple[Any, list[str]]]
+
+
+@dataclass(frozen=True)
+class LayoutSpec:
+    """One layout of an archive on disk: everything the library needs to know about it.
+
+    Parameters
+    ----------
+    name : str
+        The layout's name (``api.layout`` of a session on it; kept in its index).
+    description : str
+        How a person recognises it: listed in the :class:`LayoutError` for a folder of no known layout.
+    detect : callable
+        ``detect(files) -> list of str or None``: the layout's metadata files inside the archive (the
+        first is the main one; :class:`ArchiveFiles.find` finds a file by name), or None when the
+        folder or zip does not have this layout.
+    records : callable
+        ``records(files, layout) -> iterator of dict``: the metadata as v2 records (``isic_id``,
+        ``metadata.acquisition`` / ``clinical`` with today's field names; :func:`make_record`).
+        :class:`LayoutError` for metadata that cannot be read.
+    images : callable
+        ``images(files) -> {isic_id: path inside the archive}``; default :func:`image_files`
+        (``ISIC_…`` image files anywhere in it).
+    build : callable, optional
+        ``build(files, layout) -> (pyarrow.Table, problems)``: a faster way to the columnar index
+        (see :mod:`isicarchive.disk.index`); default: built from :attr:`records` row by row.
+    priority : int
+        Detection order, lowest first: a layout recognised by a more specific file comes before one
+        recognised by a generic one (``official``, by ``metadata.csv``, is 100).
+    """
+
+    name: str
+    description: str
+    detect: Callable[[ArchiveFiles], list[str] | None]
+    records: Callable[[ArchiveFiles, Layout], Iterator[dict]]
+    images: Callable[[ArchiveFiles], dict[str, str]] = image_files
+    build: IndexBuilder | None = None
+    priority: int = 50
+
+
+#: layout name → its entry, in the order registered (detection goes by :attr:`LayoutSpec.priority`)
+REGISTRY: dict[str, LayoutSpec] = {}
+
+
+def register(spec: LayoutSpec, *, replace: bool = False) -> LayoutSpec:
+    """Add a layout to the registry (``replace=True`` to swap an entry of the same name)."""
+    if spec.name in REGISTRY and not replace:
+        raise ValueError(f"a layout named {spec.name!r} is registered already (replace=True swaps it)")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def detection_order() -> list[LayoutSpec]:
+    """The entries as :func:`detect` tries them: by priority, ties in the order registered."""
+    return sorted(REGISTRY.values(), key=lambda spec: spec.priority)
+
+
+def unregister(name: str) -> None:
+    """Remove a layout from the registry (tests; a plug-in replaced)."""
+    REGISTRY.pop(name, None)
+
+
+def layout_spec(name: str) -> LayoutSpec:
+    """The registry entry of a layout; :class:`LayoutError` for a name none has."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise LayoutError(f"no layout named {name!r} is registered (known: {', '.join(REGISTRY)})") from None
+
+
+class _Descriptions(dict):
+    """``LAYOUTS``: layout name → how to recognise it, read from the registry (kept for older code)."""
+
+    def _current(self) -> dict[str, str]:
+        return {name: spec.description for name, spec in REGISTRY.items()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._current()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __contains__(self, key: object) -> bool:
+        return key in REGISTRY
+
+    def items(self) -> Any:
+        return self._current().items()
+
+    def keys(self) -> Any:
+        return self._current().keys()
+
+    def values(self) -> Any:
+        return self._current().values()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._current().get(key, default)
+
+    def __repr__(self) -> str:
+        return repr(self._current())
+
+
+#: layout name → how to recognise it (a view of :data:`REGISTRY`)
+LAYOUTS: dict[str, str] = _Descriptions()
+
+
+def detect(files: ArchiveFiles) -> Layout:
+    """The layout of an archive on disk (the first registry entry that recognises it);
+    :class:`LayoutError` listing the known ones otherwise."""
+    for spec in detection_order():
+        metadata = spec.detect(files)
+        if metadata:
+            return Layout(spec.name, list(metadata))
+    known = "; ".join(f"{name}: {spec.description}" for name, spec in REGISTRY.items())
+    raise LayoutError(f"{files.root} holds no archive layout this library knows (no metadata file found). "
+                      f"Known layouts — {known}")
+
+
 def records(files: ArchiveFiles, layout: Layout) -> Iterator[dict]:
     """The layout's metadata as v2 records (``isic_id``, ``metadata.acquisition``/``clinical``, …)."""
-    if layout.name == "official":
-        for row in _rows(files, layout.metadata[0], ("isic_id",)):
-            values: dict[str, Any] = {k: _typed(k, v or "") for k, v in row.items()
-                      if k not in ("isic_id", "attribution", "copyright_license") and k}
-            yield _record(row["isic_id"].strip(), row.get("attribution"), row.get("copyright_license"), values)
-    elif layout.name == "challenge-2020":
-        for row in _rows(files, layout.metadata[0], ("image_name",)):
-            values = {k: _typed(k, row.get(k) or "") for k in ("patient_id", "lesion_id", "sex",
-                                                                                "age_approx")}
-            values.update(_site(row.get("anatom_site_general_challenge")))
-            diagnosis = (row.get("diagnosis") or "").strip()
-            values.update(_diagnosis(diagnosis))
-            if "diagnosis_1" not in values and (row.get("benign_malignant") or "").strip():
-                values["diagnosis_1"] = row["benign_malignant"].strip().capitalize()
-            yield _record(canonical_id(row["image_name"]), None, None, values)
-    else:
-        truth = _rows(files, layout.metadata[0], ("image",))
-        classes = [c for c in CHALLENGE_CLASSES if truth and c in truth[0]]
-        extra: dict[str, dict[str, str]] = {}
-        if len(layout.metadata) > 1:
-            extra = {row["image"].strip(): row for row in _rows(files, layout.metadata[1], ("image",))}
-        for row in truth:
-            image = row["image"].strip()
-            more = extra.get(image, {})
-            values = {k: _typed(k, more.get(k) or "") for k in ("age_approx", "sex", "lesion_id",
-                                                                "diagnosis_confirm_type") if k in more}
-            values.update(_site(more.get("anatom_site_general")))
-            values.update(_diagnosis(CHALLENGE_CLASSES.get(_one_hot_class(row, classes) or "")))
-            yield _record(canonical_id(image), None, None, values)
+    return layout_spec(layout.name).records(files, layout)
+
+
+def _first(*names: str) -> Callable[[ArchiveFiles], list[str] | None]:
+    """Detected by the first of ``names`` found."""
+    def detect_by(files: ArchiveFiles) -> list[str] | None:
+        found = next((f for f in map(files.find, names) if f), None)
+        return [found] if found else None
+    return detect_by
+
+
+def _with_optional(main: str, optional: str) -> Callable[[ArchiveFiles], list[str] | None]:
+    """Detected by ``main``; ``optional`` read too when it is there."""
+    def detect_by(files: ArchiveFiles) -> list[str] | None:
+        found = files.find(main)
+        if not found:
+            return None
+        extra = files.find(optional)
+        return [found] + ([extra] if extra else [])
+    return detect_by
+
+
+def _build_official(files: ArchiveFiles, layout: Layout) -> tuple[Any, list[str]]:
+    from .index import build_official_index  # the columnar CSV reader: seconds, not minutes, at archive scale
+
+    return build_official_index(files, layout)
+
+
+register(LayoutSpec(
+    "official", "metadata.csv with isic_id, attribution, copyright_license (official CLI, archive zips, exports)",
+    _first("metadata.csv"), _official_records, build=_build_official, priority=100))
+register(LayoutSpec(
+    "challenge-2020", "ISIC_2020_Training_GroundTruth.csv (or _v2.csv) and JPEGs",
+    _first("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv"),
+    _challenge_2020_records, priority=10))
+register(LayoutSpec(
+    "challenge-2019", "ISIC_2019_Training_GroundTruth.csv, ISIC_2019_Training_Metadata.csv, ISIC_2019_Training_Input/",
+    _with_optional("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"),
+    _one_hot_records, priority=20))
+register(LayoutSpec(
+    "challenge-2018", "ISIC2018_Task3_Training_GroundTruth.csv and ISIC2018_Task3_Training_Input/",
+    _with_optional("ISIC2018_Task3_Training_GroundTruth.csv", "ISIC2018_Task3_Training_LesionGroupings.csv"),
+    _one_hot_records, priority=30))
