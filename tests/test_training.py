@@ -249,3 +249,42 @@ def test_cached_files_are_listed_once_and_refetched_when_cleaned(fresh_archive: 
     cached[samples.ids[0]].unlink()  # the cache was cleaned meanwhile
     fresh_archive.clear_log()
     assert samples.image_bytes(0) == first[0] and len(fresh_archive.requests("storage|download")) == 1
+
+
+def _fill(samples: Samples, queue: Any) -> None:
+    try:
+        queue.put([samples.image_bytes(i) for i in range(len(samples))])
+    except BaseException as exc:  # noqa: BLE001  (reported to the parent)
+        queue.put(repr(exc))
+
+
+def test_workers_share_one_cache_and_fetch_each_file_once(fresh_archive: LocalArchive, tmp_path: Path) -> None:
+    api = make_api(fresh_archive, api_version=2, cache_folder=tmp_path)
+    samples = Samples(list(_diagnosed(api).values())[:6], api=api, target="benign_malignant")
+    fresh_archive.clear_log()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_fill, args=(samples, queue)) for _ in range(3)]
+    for child in children:
+        child.start()
+    answers = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+    assert all(not isinstance(a, str) for a in answers), answers
+    assert answers[0] == answers[1] == answers[2]
+    # three processes, one cache: every file fetched once (the others waited on its lock, then read it)
+    assert len(fresh_archive.requests("/storage/")) == len(samples)
+
+
+def test_credentials_stay_out_of_logs(server: LocalArchive, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    token = server.token_for("alice")
+    caplog.set_level(logging.DEBUG)
+    api = make_api(server, api_version=1, token=token, debug=True)
+    private = [k for k, r in api.cache_images().items() if not server.data.dataset_public(r["dataset"]["_id"])]
+    samples = Samples(private[:2], api=api, target="benign_malignant", missing="keep")
+    reopened = pickle.loads(pickle.dumps(samples))
+    assert [reopened.pixels(i).shape for i in range(2)] == [samples.pixels(i).shape for i in range(2)]
+    assert "GET" in caplog.text and token not in caplog.text
+    assert token not in repr(samples) + repr(reopened.session) + repr(samples.session)
