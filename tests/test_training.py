@@ -288,3 +288,14 @@ def test_credentials_stay_out_of_logs(server: LocalArchive, caplog: pytest.LogCa
     assert [reopened.pixels(i).shape for i in range(2)] == [samples.pixels(i).shape for i in range(2)]
     assert "GET" in caplog.text and token not in caplog.text
     assert token not in repr(samples) + repr(reopened.session) + repr(samples.session)
+
+
+def test_an_unpickled_transport_opens_its_own_pool(server: LocalArchive) -> None:
+    api = make_api(server, api_version=1, token=server.token_for("alice"))
+    transport = api.context.transport
+    transport.get_json("user/me")
+    copy = pickle.loads(pickle.dumps(transport))
+    assert copy.session is not transport.session and copy.authenticated
+    assert not copy.session.adapters["http://"].poolmanager.pools  # type: ignore[attr-defined]
+    assert copy.get_json("user/me")["login"] == "alice"
+    assert transport.get_json("user/me")["login"] == "alice"  # the original's connections are untouched
