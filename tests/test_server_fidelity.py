@@ -389,6 +389,12 @@ def test_quick_find(server: LocalArchive) -> None:
     assert (short["msg"], short["ctx"]) == ("Value error, Query too short.", {"error": "Query too short."})
     assert get(server, "quickfind/", query="SIC_").json()["detail"][0]["msg"] == "Value error, Query too common."
     assert get(server, "quickfind/").json()["detail"][0]["type"] == "missing"
+    # studies as get_visible_objects("studies.view_study") has them: public ones for anyone, all for staff
+    studies = [f["title"] for f in get(server, "quickfind/", query="study").json() if f["result_type"] == "Study"]
+    assert studies == ["ISIC Annotation Study 0"]
+    staff = get(server, "quickfind/", server.token_for("admin"), query="study").json()
+    assert sorted(f["title"] for f in staff if f["result_type"] == "Study") == [
+        "ISIC Annotation Study 0", "Private study 1"]
 
 
 def test_collection_autocompletes(server: LocalArchive) -> None:

@@ -177,12 +177,14 @@ def register(archive: LocalArchive, add: Callable[..., None], cohort_record: Cal
                         "icon": "ri-stack-line", "url": f"/collections/{collection['id']}/",
                         "yours": req.user is not None and collection.get("creator") == req.user.id,
                         "result_type": "Collection"})
-        # studies: get_visible_objects("studies.view_study"); cohorts, contributors, users: staff only
-        if req.user is not None and req.user.admin:
-            studies = [s for s in data.studies if query.lower() in s["name"].lower()]
-            for study in best(studies, lambda s: s["name"]):
-                out.append({"title": study["name"], "subtitle": "Created by ISIC Staff", "icon": "ri-microscope-line",
-                            "url": f"/studies/{int(study['_id'][-6:], 16)}/", "yours": False, "result_type": "Study"})
+        # studies: get_visible_objects("studies.view_study"): public ones for everyone, all for staff
+        staff_user = req.user is not None and req.user.admin
+        studies = [s for s in data.studies if query.lower() in s["name"].lower() and (s.get("public") or staff_user)]
+        for study in best(studies, lambda s: s["name"]):
+            out.append({"title": study["name"], "subtitle": "Created by ISIC Staff", "icon": "ri-microscope-line",
+                        "url": f"/studies/{int(study['_id'][-6:], 16)}/", "yours": False, "result_type": "Study"})
+        # cohorts, contributors and users: staff only ("Regular users can only search images/studies/collections")
+        if staff_user:
             cohorts = [(n, ds) for n, ds in enumerate(data.datasets, start=1) if query.lower() in ds["name"].lower()]
             for number, ds in best(cohorts, lambda item: item[1]["name"]):
                 out.append({"title": ds["name"], "subtitle": ds["attribution"], "icon": "ri-group-line",
