@@ -131,6 +131,10 @@ class Cache:
             if identity is not None:
                 digest = hashlib.sha256(f"{self.base_url}\n{identity}".encode()).hexdigest()[:16]
                 self.layer = self.root / f"@{digest}"
+                # a user's layer holds private records and images: its owner's alone
+                self.layer.mkdir(mode=0o700, exist_ok=True)
+                with contextlib.suppress(OSError):
+                    self.layer.chmod(0o700)
             for layer in {self.root, self.layer}:
                 for shard in SHARDS:
                     (layer / shard).mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .errors import AuthenticationError, IsicError, NotFoundError, QueryError
+from .errors import AuthenticationError, CacheError, IsicError, NotFoundError, QueryError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 _EXIT_CODES = ((AuthenticationError, EXIT_AUTH), (NotFoundError, EXIT_NOT_FOUND), (QueryError, EXIT_USAGE),
@@ -290,7 +290,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     root = Path(args.cache_folder).expanduser()
     if not root.is_dir():
         raise NotFoundError(f"no cache folder at {root}")
-    files = [p for p in root.rglob("*") if p.is_file() and p.name != MARKER]
+    if args.action != "info" and not (root / MARKER).is_file():
+        # clean and verify delete files: never in a folder this library did not make a cache
+        raise CacheError(f"{root} is not a cache folder of this library (it has no {MARKER}): nothing removed")
+    # links are not followed: a link inside the cache must not make clean delete what it points to
+    files = [Path(folder, name) for folder, _, names in os.walk(root) for name in names
+             if name != MARKER and not Path(folder, name).is_symlink()]
     if args.action == "info":
         kinds: dict[str, list[int]] = {}
         for path in files:

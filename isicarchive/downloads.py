@@ -99,6 +99,8 @@ class Job:
     on_digest: Callable[[Path, str], None] | None = None
     #: the SHA-256 of the file, set once it is complete (computed as the bytes stream in)
     sha256: str | None = None
+    #: readable by its owner only (0600): a signed-in session's cache may hold private images
+    private: bool = False
 
 
 @dataclass
@@ -181,6 +183,18 @@ class _TooLong(Exception):
     pass
 
 
+def _open_part(job: Job, append: bool) -> Any:
+    """The part file for writing; created 0600 (and kept so) for a private job."""
+    if not job.private:
+        return open(job.part, "ab" if append else "wb")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | getattr(os, "O_BINARY", 0)
+    handle = os.open(job.part, flags, 0o600)
+    if hasattr(os, "fchmod"):
+        with contextlib.suppress(OSError):
+            os.fchmod(handle, 0o600)  # a part file left by an earlier run
+    return os.fdopen(handle, "ab" if append else "wb")
+
+
 def fetch_file(transport: Transport, job: Job, on_bytes: Callable[[int], None] | None = None) -> tuple[Path, int]:
     """Fetch one file with resume; returns (final path, bytes transferred).
 
@@ -257,7 +271,7 @@ def _fetch(transport: Transport, job: Job, on_bytes: Callable[[int], None] | Non
             # resumed transfer reads back the part it kept, once)
             digest = _digest_of_part(job.part, have)
             try:
-                with open(job.part, "ab" if have else "wb") as fh:
+                with _open_part(job, append=bool(have)) as fh:
                     for chunk in response.iter_content(CHUNK):
                         written += len(chunk)
                         if written > limit:

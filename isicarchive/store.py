@@ -99,7 +99,8 @@ class Store:
         cache = self.cache
         return Job(image_id, self.backend.image_file(record),
                    lambda ctype: cache.image_path(image_id, name, extension_for(ctype)), part, size,
-                   renew=self.backend.image_file_renewer(record), on_digest=cache.record_digest)
+                   renew=self.backend.image_file_renewer(record), on_digest=cache.record_digest,
+                   private=cache.identity is not None)
 
     def image_path(self, record: dict) -> Path | None:
         """The cached image file, fetched first when missing (None without cache).
@@ -170,7 +171,7 @@ class Store:
                 target = cache.path("spimg", image_id, ".png")
                 sp_jobs.append(Job(image_id + ":superpixels", self.backend.superpixels_endpoint(image_id),
                                    functools.partial(_fixed_path, target),
-                                   target.with_name("." + target.name + ".part")))
+                                   target.with_name("." + target.name + ".part"), private=cache.identity is not None))
             sp_result = downloader.run(
                 sp_jobs, done=lambda job: cache.find("spimg", job.key.split(":")[0], ".png"), desc="Superpixels")
             result.downloaded += sp_result.downloaded

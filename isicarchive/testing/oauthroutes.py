@@ -58,6 +58,16 @@ def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+#: the redirect URIs registered for the clients, as the archive's OAuth application lists them: a code
+#: is sent nowhere else (the official CLI and this library use the out-of-band one)
+REGISTERED_REDIRECT_URIS: set[str] = {OOB}
+
+
+def _same_secret(given: str, known: str) -> bool:
+    """A constant-time comparison that takes any text (compare_digest refuses non-ASCII str)."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), known.encode("utf-8", "surrogatepass"))
+
+
 def _form(req: Request) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True).items()}
 
@@ -98,6 +108,8 @@ def register(archive: LocalArchive) -> None:
             raise ApiError(400, "invalid_request: client_id is missing")
         if params.get("code_challenge_method") != "S256" or not params.get("code_challenge"):
             raise ApiError(400, "invalid_request: PKCE with code_challenge_method=S256 is required")
+        if (params.get("redirect_uri") or OOB) not in REGISTERED_REDIRECT_URIS:
+            raise ApiError(400, "invalid_request: Mismatching redirect URI (it is not registered for this client)")
 
     def authorize_page(req: Request) -> Response:
         params = dict(req.query)
@@ -108,7 +120,7 @@ def register(archive: LocalArchive) -> None:
         form = _form(req)
         check_request(form)
         user = data.users_by_login.get(form.get("login", ""))
-        if user is None or not secrets.compare_digest(user.password, form.get("password", "")):
+        if user is None or not _same_secret(form.get("password", ""), user.password):
             return _sign_in_form(form, "Login or password is incorrect.")
         code = secrets.token_urlsafe(24)
         redirect_uri = form.get("redirect_uri") or OOB
@@ -150,7 +162,7 @@ def register(archive: LocalArchive) -> None:
             return tokens_for(user)
         if grant_type == "password":
             user = data.users_by_login.get(form.get("username", ""))
-            if user is None or not secrets.compare_digest(user.password, form.get("password", "")):
+            if user is None or not _same_secret(form.get("password", ""), user.password):
                 return _oauth_error("invalid_grant", "Invalid credentials given.")
             return tokens_for(user)
         return _oauth_error("unsupported_grant_type", f"Grant type {grant_type!r} is not offered.")

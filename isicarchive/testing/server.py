@@ -84,6 +84,10 @@ class Request:
                            "validation", name) from None
 
 
+#: largest request body read (uploads of the official CLI go to storage in parts far smaller)
+MAX_REQUEST_BODY = 64 * 1024 * 1024
+
+
 @dataclass
 class Response:
     """A route's answer."""
@@ -480,7 +484,17 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit() or len(declared) > 15 or int(declared) > MAX_REQUEST_BODY:
+            # a negative, unreadable or huge length: answered, never read until the connection closes
+            self.close_connection = True
+            too_large = declared.isdigit()
+            status = 413 if too_large else 400
+            reason = (f"the request body may be at most {MAX_REQUEST_BODY} bytes" if too_large
+                      else "Content-Length is not a length")
+            sent = self._send(method, Response.json({"detail": reason}, status), None)
+            return RequestRecord(method, path, query, sent[0], None, sent[1], None, started, None, False)
+        length = int(declared)
         body = self.rfile.read(length) if length else b""
         api, route = _split_api(path)
         user = archive.user_for_token(_token_from(self.headers))
