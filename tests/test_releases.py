@@ -653,3 +653,29 @@ def test_a_session_opened_again_reads_the_same_release(tmp_path: Path) -> None:
     assert list(releases.splits(again)) == ["validation", "test"]
     again.close()
     session.close()
+
+
+def test_the_index_is_kept_and_built_again_when_the_truth_changes(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from isicarchive.releases import reader
+
+    build_2017(tmp_path / "r", zipped=True)
+    session = open_quietly("isic2017-task3", tmp_path / "r")
+    first = {k: v["metadata"] for k, v in session.cache_images().items()}
+    session.close()
+    kept = list((tmp_path / "disk-indexes").glob("*.isic2017-task3.parquet"))
+    assert len(kept) == 1
+
+    readers = dict(reader._READERS)
+    monkeypatch.setattr(reader, "_READERS", {})  # a second open that parsed a CSV would fail
+    session = open_quietly("isic2017-task3", tmp_path / "r")
+    assert {k: v["metadata"] for k, v in session.cache_images().items()} == first
+    assert releases.truth(session, "validation").loc["ISIC_0000004", "seborrheic_keratosis"] == 1.0
+    session.close()
+
+    monkeypatch.setattr(reader, "_READERS", readers)
+    (tmp_path / "r/ISIC-2017_Test_v2_Part3_GroundTruth.csv").write_text(
+        "image_id,melanoma,seborrheic_keratosis\nISIC_0000006,0.0,1.0\nISIC_0000007,0.0,1.0\nISIC_0000008,0.0,0.0\n")
+    session = open_quietly("isic2017-task3", tmp_path / "r")
+    assert session.cache_images()["ISIC_0000006"]["metadata"]["challenge"]["label"] == "seborrheic_keratosis"
+    session.close()

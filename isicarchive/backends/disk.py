@@ -36,14 +36,14 @@ if TYPE_CHECKING:
 _ISIC_ID = re.compile(r"^ISIC_\d{7}$")
 
 
-def _release(location: str | Path, named: bool) -> OpenedRelease | None:
+def _release(location: str | Path, named: bool, cache_root: Path | None) -> OpenedRelease | None:
     from ..releases.session import named as release_named
     from ..releases.session import open_release
 
     path = Path(location).expanduser().resolve()
     if named and not release_named(path):
         return None
-    return open_release(path)
+    return open_release(path, cache_root)
 
 
 class DiskBackend(Backend):
@@ -60,7 +60,7 @@ class DiskBackend(Backend):
         except ImportError:
             raise ImportError("archives on disk need pyarrow: pip install 'isicarchive[disk]'") from None
         # a challenge release (isicarchive.releases): named by releases.open, else found when no other layout is
-        release = _release(location, named=True)
+        release = _release(location, named=True, cache_root=cache_root)
         if release is None:
             files: ArchiveFiles | None = None
             try:
@@ -70,7 +70,7 @@ class DiskBackend(Backend):
             except LayoutError:
                 if files is not None:
                     files.close()
-                release = _release(location, named=False)
+                release = _release(location, named=False, cache_root=cache_root)
                 if release is None:
                     raise
         if release is not None:

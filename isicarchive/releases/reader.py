@@ -16,7 +16,7 @@ import csv
 import io
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,11 +268,10 @@ def read_mask(files: ReleaseFiles, name: str) -> np.ndarray:
     check_pixels(data, f"{name} in {files.root}")  # the pixel limit of every decode (isicarchive.limits)
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.mode == "1":
-                image = image.convert("L")
-            if image.mode not in ("L", "P"):
+            if image.mode not in ("1", "L", "P"):
                 raise LayoutError(f"{name} in {files.root} is not a single-channel mask (mode {image.mode})")
-            array = np.asarray(image, dtype=np.uint8)
+            # a bit or palette image as the grey values it shows (a palette's indices are not its values)
+            array = np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as exc:
         raise LayoutError(f"{name} in {files.root} is not a readable PNG mask ({exc})") from None
     values = set(np.unique(array).tolist())
@@ -287,7 +286,6 @@ def read_mask(files: ReleaseFiles, name: str) -> np.ndarray:
 def _read_segmentation(release: Release, part: Part, files: ReleaseFiles, contents: PartContents) -> None:
     meta_name = files.find_any(part.metadata) if part.metadata else None
     extra = _by_id(_dict_rows(files, meta_name, ("image_id",)), "image_id") if meta_name else {}
-    contents.masks = _masks(files, release, part)
     for isic_id in sorted(contents.images):
         more = extra.get(isic_id, {})
         clinical = {"age_approx": _number(more.get("age_approximate")), "sex": _text(more.get("sex"))}
@@ -469,18 +467,36 @@ _READERS = {"segmentation": _read_segmentation, "isic2016-task3": _read_2016, "i
             "one-hot": _read_one_hot, "isic2020": _read_2020, "isic2024": _read_2024, "ham10000": _read_ham10000}
 
 
-def read_part(release: Release, part: Part, files: ReleaseFiles) -> PartContents:
-    """The images, records and masks of one split."""
+def list_part(release: Release, part: Part, files: ReleaseFiles) -> PartContents:
+    """The images, masks and truth file of one split, from the listing alone (no CSV parsed)."""
     contents = PartContents(part.split)
     contents.images = _part_images(part, files)
     contents.truth_file = files.find_any(part.truth) if part.truth else None
+    if part.masks:
+        contents.masks = _masks(files, release, part)
+    return contents
+
+
+def parse_part(release: Release, part: Part, files: ReleaseFiles, contents: PartContents) -> None:
+    """The split's records (or, for 2024, its index columns), from its truth and metadata."""
     _READERS[release.reader](release, part, files, contents)
+
+
+def read_part(release: Release, part: Part, files: ReleaseFiles) -> PartContents:
+    """The images, records and masks of one split."""
+    contents = list_part(release, part, files)
+    parse_part(release, part, files, contents)
     return contents
 
 
 def read_release(release: Release, files: ReleaseFiles, splits: list[str] | None = None, *,
-                 check_counts: bool = True) -> dict[str, PartContents]:
+                 check_counts: bool = True,
+                 parse: Callable[[dict[str, PartContents]], None] | None = None) -> dict[str, PartContents]:
     """Every split of the release that is there (or those asked for), checked whole.
+
+    ``parse`` replaces the reading of the truth and metadata CSVs (given the
+    listed splits, it fills their records or tables: the index kept from an
+    earlier open does).
 
     Raises
     ------
@@ -492,11 +508,14 @@ def read_release(release: Release, files: ReleaseFiles, splits: list[str] | None
         listed = "\n  ".join(missing)
         raise MissingFilesError(f"{release.name} at {files.root}: files missing —\n  {listed}\n"
                                 f"(folders may be unzipped or still zips of the same name, at any depth)")
-    out = {}
-    for split in there:
+    out = {split: list_part(release, release.part(split), files) for split in there}
+    if parse is not None:
+        parse(out)
+    else:
+        for split, contents in out.items():
+            parse_part(release, release.part(split), files, contents)
+    for split, contents in out.items():
         part = release.part(split)
-        contents = read_part(release, part, files)
-        out[split] = contents
         if check_counts and part.count is not None:
             _check_count(release, part, len(contents.ids) or len(contents.images))
     return out

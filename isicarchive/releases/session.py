@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from typing import Any
 from ..disk.layouts import LayoutError
 from .catalog import RELEASES, Release
 from .files import ReleaseFiles
-from .reader import PartContents, iter_records, read_release
+from .reader import PartContents, iter_records, parse_part, read_release
 
 __all__ = ["OpenedRelease", "ReleaseChoice", "detect", "named", "open_release", "requested"]
 
@@ -96,7 +97,7 @@ def named(location: Path) -> bool:
     return _REQUESTED.get() is not None or location in _OPENED
 
 
-def open_release(location: Path) -> OpenedRelease | None:
+def open_release(location: Path, cache_root: Path | None = None) -> OpenedRelease | None:
     """The release at ``location`` — the one :func:`requested` named, else the only one detected; None
     when no release was named and none is there.
 
@@ -119,9 +120,27 @@ def open_release(location: Path) -> OpenedRelease | None:
                 raise LayoutError(f"{location} holds several challenge releases ({names}): open one with "
                                   f"isicarchive.releases.open(name, {str(location)!r})")
             choice = ReleaseChoice(found[0])
-        parts = read_release(choice.release, files, list(choice.splits) if choice.splits else None,
-                             check_counts=choice.check_counts)
-        index = _index(choice.release, files, parts)
+        release = choice.release
+        kept: list[Any] = []
+
+        def parse(listed: dict[str, PartContents]) -> None:
+            # the index kept from an earlier open when the release's listing and CSVs are unchanged
+            fingerprint = _fingerprint(release, files, listed)
+            where = _index_location(release, files.root, cache_root)
+            index = _read_index(where, fingerprint)
+            if index is not None:
+                for split, contents in listed.items():
+                    contents.table = _rows_of(index.table, split)
+            else:
+                for split, contents in listed.items():
+                    parse_part(release, release.part(split), files, contents)
+                index = _index(release, files, listed)
+                _keep_index(where, index, fingerprint, files.root)
+            kept.append(index)
+
+        parts = read_release(release, files, list(choice.splits) if choice.splits else None,
+                             check_counts=choice.check_counts, parse=parse)
+        index = kept[0]
     except BaseException:
         files.close()
         raise
@@ -198,3 +217,61 @@ def _index(release: Release, files: ReleaseFiles, parts: dict[str, PartContents]
         table = table.drop_columns(["public"])
     table = table.append_column("public", pa.repeat(True, table.num_rows))
     return ArchiveIndex(table, release.name, problems)
+
+
+#: bumped when the columns of a release's index change meaning: an older kept index is built again
+INDEX_FORMAT = "releases-1"
+
+
+def _fingerprint(release: Release, files: ReleaseFiles, listed: dict[str, PartContents]) -> str:
+    """What the index is made from: the release and its splits, every image and mask file by name, and the
+    bytes of its truth, metadata and extra CSVs (a SHA-256 of all of it)."""
+    digest = hashlib.sha256(f"{INDEX_FORMAT}\0{release.name}\0{sorted(listed)}".encode())
+    for split, contents in sorted(listed.items()):
+        part = release.part(split)
+        digest.update(f"\0{split}\0".encode())
+        for isic_id, name in sorted(contents.images.items()):
+            digest.update(f"{isic_id}={name}\n".encode("utf-8", "surrogatepass"))
+        for isic_id, found in sorted(contents.masks.items()):
+            digest.update(f"{isic_id}~{sorted(found.items()) if isinstance(found, dict) else found}\n".encode(
+                "utf-8", "surrogatepass"))
+        for name in part.truth + part.metadata + part.extras:
+            found_name = files.find(name)
+            if found_name is not None:
+                digest.update(f"\0{found_name}\0".encode("utf-8", "surrogatepass"))
+                digest.update(files.read(found_name))
+    return "sha256:" + digest.hexdigest()
+
+
+def _index_location(release: Release, root: Path, cache_root: Path | None) -> Path:
+    from ..disk.index import index_location
+
+    where = index_location(root, cache_root)
+    return where.with_name(f"{where.stem}.{release.name}.parquet")  # one per release: a folder may hold several
+
+
+def _read_index(where: Path, fingerprint: str) -> Any:
+    from ..disk.index import _read
+
+    if not where.exists():
+        return None
+    index = _read(where, fingerprint)
+    if index is None or "challenge.split" not in index.table.column_names:
+        return None
+    return index
+
+
+def _keep_index(where: Path, index: Any, fingerprint: str, root: Path) -> None:
+    from ..disk.index import _write
+
+    try:
+        _write(where, index.table, index.layout, fingerprint, index.problems)
+    except OSError as exc:
+        log.warning("the index of %s could not be kept at %s (%s): built again next time", root, where,
+                    exc.strerror or exc)
+
+
+def _rows_of(table: Any, split: str) -> Any:
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table.column("challenge.split"), split))
