@@ -24,6 +24,7 @@ from .backends.v1 import V1Backend
 from .backends.v2 import V2Backend
 from .cache import Cache
 from .context import SessionContext
+from .disk.snapshot import is_snapshot_url
 from .downloads import DEFAULT_WORKERS, DownloadResult
 from .errors import (
     AuthenticationError,
@@ -52,8 +53,11 @@ DEFAULTS = {1: ("https://isic-archive.com", "/api/v1"), 2: ("https://api.isic-ar
 BACKENDS: dict[int, type[Backend]] = {1: V1Backend, 2: V2Backend}
 
 
-def _disk_location(hostname: str | None) -> Path | None:
-    """The folder or zip a ``file://`` host names (None for an http(s) host)."""
+def _disk_location(hostname: str | None) -> Path | str | None:
+    """The folder or zip a ``file://`` host names, the URL of an http(s) host naming a snapshot zip
+    (isicarchive.disk.snapshot), or None for an archive's API."""
+    if isinstance(hostname, str) and is_snapshot_url(hostname.strip()):
+        return hostname.strip()
     if not isinstance(hostname, str) or not hostname.strip().lower().startswith("file:"):
         return None
     location = unquote(urlsplit(hostname.strip()).path)
@@ -67,7 +71,7 @@ def _normalise_host(hostname: str) -> str:
     if not hostname:
         raise IsicError("hostname must not be empty")
     location = _disk_location(hostname)
-    if location is not None:
+    if isinstance(location, Path):
         return location.as_uri()
     parts = urlsplit(with_scheme(hostname))
     if parts.username is not None or parts.password is not None:

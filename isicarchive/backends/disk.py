@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..disk.index import ArchiveIndex, open_index
 from ..disk.layouts import ArchiveFiles, LayoutError, open_files
+from ..disk.snapshot import SnapshotFiles, is_snapshot_url, open_snapshot
 from ..errors import NotFoundError, UnsupportedError
 from ..legacy import check_legacy_terms
 from ..search import column_mask, parse
@@ -60,17 +61,20 @@ class DiskBackend(Backend):
         except ImportError:
             raise ImportError("archives on disk need pyarrow: pip install 'isicarchive[disk]'") from None
         # a challenge release (isicarchive.releases): named by releases.open, else found when no other layout is
-        release = _release(location, named=True, cache_root=cache_root)
+        release = None if is_snapshot_url(location) else _release(location, named=True, cache_root=cache_root)
         if release is None:
-            files: ArchiveFiles | None = None
+            files: ArchiveFiles | SnapshotFiles | None = None
             try:
-                files = open_files(location)
-                self.files: ArchiveFiles | ReleaseFiles = files
-                self.index: ArchiveIndex = open_index(files, cache_root)
+                # a snapshot zip over HTTP (isicarchive.disk.snapshot) is read as a zip on disk is
+                files = open_snapshot(str(location), cache_root) if is_snapshot_url(location) else \
+                    open_files(location)
+                self.files: ArchiveFiles | ReleaseFiles | SnapshotFiles = files
+                self.index: ArchiveIndex = open_index(files, cache_root)  # type: ignore[arg-type]
             except LayoutError:
                 if files is not None:
                     files.close()
-                release = _release(location, named=False, cache_root=cache_root)
+                release = None if is_snapshot_url(location) else _release(location, named=False,
+                                                                          cache_root=cache_root)
                 if release is None:
                     raise
         if release is not None:

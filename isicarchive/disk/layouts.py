@@ -329,7 +329,7 @@ def header_summary(columns: Sequence[str]) -> str:
 
 
 #: number fields that are not search fields, and the number fields that keep their fractions
-INTEGER_FIELDS = frozenset({"pixels_x", "pixels_y"})
+INTEGER_FIELDS = frozenset({"pixels_x", "pixels_y", "acquisition_day"})
 FLOAT_FIELDS = frozenset({"clin_size_long_diam_mm", "mel_thick_mm"})
 
 

@@ -271,6 +271,9 @@ class LocalArchive:
             v1routes.register(self)
         v2routes.register(self)
         oauthroutes.register(self)
+        from . import snapshot
+
+        snapshot.register(self)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> LocalArchive:
