@@ -299,7 +299,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.action == "info":
         kinds: dict[str, list[int]] = {}
         for path in files:
-            kind = path.name.split("_", 1)[0]
+            kind = "sha256" if path.name.endswith(".sha256") else path.name.split("_", 1)[0]  # digests apart
             kinds.setdefault(kind, [0, 0])
             kinds[kind][0] += 1
             kinds[kind][1] += path.stat().st_size

@@ -107,11 +107,22 @@ class Origin:
 
     def describe(self) -> dict[str, Any]:
         """What is written to a lock (no session, no secrets)."""
-        criteria = [list(c) for c in self.criteria] if self.criteria is not None else None
+        criteria = [[_plain(part) for part in c] for c in self.criteria] if self.criteria is not None else None
         found = {"query": self.query, "collections": self.collections, "criteria": criteria, "doi": self.doi}
         if self.collection_name:
             found["collection_name"] = self.collection_name
         return found
+
+
+def _plain(value: Any) -> Any:
+    """A criterion's value as JSON can hold it (sets and tuples as lists, a compiled pattern as its text)."""
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    if isinstance(value, (set, frozenset)):
+        return sorted((_plain(v) for v in value), key=repr)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def isic_id_of(record: dict) -> str:

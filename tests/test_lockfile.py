@@ -166,6 +166,18 @@ def test_lock_cli_create_materialise_verify(server: LocalArchive, tmp_path: Path
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
+def test_criteria_with_sets_and_patterns_are_written_as_json(server: LocalArchive, tmp_path: Path) -> None:
+    import re
+
+    api = IsicApi(hostname=server.url, api_version=1, progress=False, backoff=0.001)
+    selection = api.select_images([["meta.clinical.sex", "in", {"female", "male"}],
+                                   ["name", "match", re.compile(r"ISIC_000000[0-4]")]])
+    lock = selection.lock(tmp_path / "c.json")
+    assert read_lock(tmp_path / "c.json").selection["criteria"] == [
+        ["meta.clinical.sex", "in", ["female", "male"]], ["name", "match", r"ISIC_000000[0-4]"]]
+    assert verify_lock(lock, api=api).ok
+
+
 def test_not_a_lock_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text('{"images": []}')
     with pytest.raises(QueryError, match="not an isicarchive lock"):
