@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import subprocess
@@ -46,7 +45,8 @@ print(json.dumps({"seconds": opened, "rows": len(api.context.backend.index), "pe
 
 
 def write_folder(records: int, folder: Path) -> list[dict]:
-    from isicarchive.export import _cell, metadata_rows
+    from isicarchive.csvguard import write_csv
+    from isicarchive.export import metadata_rows
     from isicarchive.testing.generator import ArchiveConfig, ArchiveData
 
     data = ArchiveData(seed=3, config=ArchiveConfig(images=records, datasets=1, private_datasets=0))
@@ -54,9 +54,7 @@ def write_folder(records: int, folder: Path) -> list[dict]:
     columns, rows = metadata_rows(found)
     folder.mkdir(parents=True)
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        write_csv(fh, columns, ([row.get(key) for key in columns] for row in rows))
     return found
 
 
@@ -100,10 +98,14 @@ def search_runs(folder: Path, records: list[dict]) -> None:
 
 
 def zip_runs(images: int, scratch: Path) -> None:
+    import isicarchive.limits
     from isicarchive import IsicApi
     from isicarchive.testing import LocalArchive
     from isicarchive.testing.generator import ArchiveConfig, ArchiveData
 
+    # the generated images are padded with zeros to their sizes: they deflate far more than JPEGs do,
+    # past the zip-bomb ratio a real archive never comes near
+    isicarchive.limits.configure(zip_ratio=100_000)
     config = ArchiveConfig(images=images, datasets=1, private_datasets=0, image_bytes=(300_000, 1_500_000))
     with LocalArchive(data=ArchiveData(seed=4, config=config)) as archive:
         online = IsicApi(hostname=archive.url, api_version=2, progress=False)
