@@ -188,6 +188,9 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
         os.replace(job.part, final)
         return job, final, None, len(data)
 
+    prefetch = getattr(store.backend, "prefetch_images", None)
+    if prefetch is not None:  # a snapshot over HTTP: neighbouring members in one request (isicarchive.disk.snapshot)
+        prefetch([records[job.key] for job in jobs if done(job) is None])
     with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:
         for job, path, problem, size in pool.map(one, jobs):
             if problem is not None:

@@ -177,6 +177,14 @@ class DiskBackend(Backend):
         except (OSError, KeyError) as exc:
             raise NotFoundError(f"cannot read {path} in {self.root}: {exc}") from None
 
+    def prefetch_images(self, records: list[dict], workers: int = 8) -> None:
+        """Bring many images of a snapshot read over HTTP into the cache at once (nothing to do elsewhere)."""
+        if isinstance(self.files, SnapshotFiles):
+            table = self.index.table.column("file")
+            paths = [self._path_in_archive(r) or (table[row].as_py() if (row := self.index.rows.get(
+                str(r.get("isic_id")))) is not None else None) for r in records]
+            self.files.prefetch([p for p in paths if p], workers=workers)
+
     def local_path(self, record: dict) -> Path | None:
         """The image file itself in a folder (None inside a zip)."""
         path = self._path_in_archive(record)

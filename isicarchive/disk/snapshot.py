@@ -200,7 +200,7 @@ class SnapshotFiles:
         if info.file_size > bounds.archive_file_bytes:
             raise LayoutError(f"{name} in {self.url} is larger than the {bounds.archive_file_bytes} bytes a file of "
                               "an archive may be (isicarchive.limits.configure(archive_file_bytes=…))")
-        kept = None if self._folder is None else self._folder / "members" / hashlib.sha256(name.encode()).hexdigest()
+        kept = self._kept(name)
         if kept is not None:
             try:
                 data = kept.read_bytes()
@@ -213,15 +213,28 @@ class SnapshotFiles:
             self._keep(kept, data)
         return data
 
+    def _span(self, info: zipfile.ZipInfo) -> tuple[int, int]:
+        """The bytes that hold a member's local header and data (a local extra field of up to
+        ``_LOCAL_EXTRA`` bytes included; a longer one costs a second request)."""
+        encoded = info.filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        start = info.header_offset
+        return start, min(self._size, start + 30 + len(encoded) + _LOCAL_EXTRA + info.compress_size)
+
+    def _get(self, name: str, start: int, end: int) -> bytes:
+        try:
+            return self._fs.cat_file(self.url, start=start, end=end)
+        except Exception as exc:  # the connection's errors: the member is not read, the next run tries again
+            raise OSError(f"{name} in {self.url}: the transfer failed ({type(exc).__name__}: {exc})") from None
+
     def _fetch(self, info: zipfile.ZipInfo) -> bytes:
+        start, end = self._span(info)
+        return self._member(info, self._get(info.filename, start, end))
+
+    def _member(self, info: zipfile.ZipInfo, raw: bytes) -> bytes:
+        """A member's bytes out of the bytes fetched from its local header on, checked against its entry."""
         name = info.filename
         encoded = name.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
         start = info.header_offset
-        end = min(self._size, start + 30 + len(encoded) + _LOCAL_EXTRA + info.compress_size)
-        try:
-            raw = self._fs.cat_file(self.url, start=start, end=end)
-        except Exception as exc:  # the connection's errors: the member is not read, the next run tries again
-            raise OSError(f"{name} in {self.url}: the transfer failed ({type(exc).__name__}: {exc})") from None
         if len(raw) < 30 or raw[:4] != b"PK\x03\x04":
             raise LayoutError(f"{self.url}: its central directory lies (no local header of {name[:80]} where it "
                               "says)")
@@ -231,10 +244,7 @@ class SnapshotFiles:
             raise LayoutError(f"{self.url}: its central directory lies (the local header at {start} names another "
                               f"file than {name[:80]})")
         if data_start + info.compress_size > len(raw):
-            try:
-                raw += self._fs.cat_file(self.url, start=start + len(raw), end=start + data_start + info.compress_size)
-            except Exception as exc:
-                raise OSError(f"{name} in {self.url}: the transfer failed ({type(exc).__name__}: {exc})") from None
+            raw += self._get(name, start + len(raw), start + data_start + info.compress_size)
         packed = raw[data_start:data_start + info.compress_size]
         if info.compress_type == zipfile.ZIP_STORED:
             data = packed
@@ -249,6 +259,60 @@ class SnapshotFiles:
             raise LayoutError(f"{name} in {self.url}: the member's bytes are not those its directory entry "
                               "describes (size or CRC-32 differ)")
         return data
+
+    def _kept(self, name: str) -> Path | None:
+        return None if self._folder is None else self._folder / "members" / hashlib.sha256(name.encode()).hexdigest()
+
+    def prefetch(self, names: list[str], workers: int = 8, span_bytes: int = 8 << 20) -> int:
+        """Bring members into the cache ahead of their reads; the number fetched.
+
+        Members that follow one another in the zip are fetched together, one
+        Range request for up to ``span_bytes`` (a whole snapshot: a few
+        hundred requests instead of one per image), several requests at
+        once.  Nothing but the members' own headers and bytes is asked for.
+        A span that fails is left to the members' own reads, which try again.
+        """
+        if self._folder is None:
+            return 0
+        wanted = []
+        for name in dict.fromkeys(names):
+            info = self._infos.get(name)
+            kept = self._kept(name)
+            if info is None or name not in self.names or kept is None or kept.is_file():
+                continue
+            wanted.append(info)
+        wanted.sort(key=lambda info: info.header_offset)
+        spans: list[list[zipfile.ZipInfo]] = []
+        end = -1
+        for info in wanted:
+            start, stop = self._span(info)
+            if spans and start <= end and stop - spans[-1][0].header_offset <= span_bytes:
+                spans[-1].append(info)
+            else:
+                spans.append([info])
+            end = stop
+
+        def fetch(members: list[zipfile.ZipInfo]) -> int:
+            first = members[0].header_offset
+            try:
+                raw = self._get(members[0].filename, first, self._span(members[-1])[1])
+            except OSError:
+                return 0
+            done = 0
+            for info in members:
+                kept = self._kept(info.filename)
+                assert kept is not None
+                try:
+                    self._keep(kept, self._member(info, raw[info.header_offset - first:]))
+                except (LayoutError, OSError):
+                    continue  # its own read reports what is wrong
+                done += 1
+            return done
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return sum(pool.map(fetch, spans))
 
     def text(self, name: str) -> str:
         try:
