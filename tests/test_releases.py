@@ -434,6 +434,10 @@ def test_a_release_folder_opens_without_naming_it(tmp_path: Path) -> None:
     assert session.layout == "isic2016-task3"
     assert len(session.cache_images()) == 8
     session.close()
+    (tmp_path / "neither").mkdir()
+    (tmp_path / "neither/notes.txt").write_text("no release here")
+    with pytest.raises(LayoutError, match="nor is it a challenge release \\(isicarchive.releases.list\\(\\)"):
+        IsicApi(hostname=(tmp_path / "neither").as_uri(), progress=False)
     build_2018_tasks12(tmp_path / "both", zipped=False)
     with pytest.raises(LayoutError, match="several challenge releases \\(isic2018-task1, isic2018-task2\\)"):
         IsicApi(hostname=(tmp_path / "both").as_uri(), progress=False)

@@ -70,13 +70,15 @@ class DiskBackend(Backend):
                     open_files(location)
                 self.files: ArchiveFiles | ReleaseFiles | SnapshotFiles = files
                 self.index: ArchiveIndex = open_index(files, cache_root)  # type: ignore[arg-type]
-            except LayoutError:
+            except LayoutError as exc:
                 if files is not None:
                     files.close()
-                release = None if is_snapshot_url(location) else _release(location, named=False,
-                                                                          cache_root=cache_root)
-                if release is None:
+                if is_snapshot_url(location):
                     raise
+                release = _release(location, named=False, cache_root=cache_root)
+                if release is None:
+                    raise LayoutError(f"{exc}; nor is it a challenge release (isicarchive.releases.list() names "
+                                      "their files)") from None
         if release is not None:
             self.files, self.index = release.files, release.index
         #: the release read (its splits' images, records and masks), for isicarchive.releases
