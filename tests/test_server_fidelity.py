@@ -124,7 +124,7 @@ def test_client_reads_string_decimals_as_numbers(server: LocalArchive) -> None:
     query = "mel_thick_mm:[1 TO 2}"
     expected = sorted(i for i, v in thick.items() if 1 <= v < 2)
     assert sorted(r["isic_id"] for r in isic_search.select(query, raw)) == expected
-    assert sorted(r["isic_id"] for r in api.search_images(query)) == expected
+    assert sorted(api.search_images(query)) == expected  # a Selection: id -> record
 
 
 def test_string_decimal_columns_search_as_numbers() -> None:
@@ -528,3 +528,15 @@ def test_pin_sort_positions_carry_both_fields(server: LocalArchive) -> None:
         walked += [r["isic_id"] for r in page["results"]]
         url = page["next"]
     assert walked == [r["isic_id"] for r in every(server, "images/")]
+
+
+def test_oauth_views_answer_options_and_wrong_methods_as_django_views(server: LocalArchive) -> None:
+    """django-oauth-toolkit's views are Django class-based views (django/views/generic/base.py ``View``):
+    ``options`` answers 200 with the methods the view has (HEAD wherever GET is), another method is
+    ``http_method_not_allowed``'s empty 405; CORS still applies (CorsMiddleware wraps every path)."""
+    token = requests.options(f"{server.url}/oauth/token/", timeout=10)
+    assert (token.status_code, token.headers["Allow"], token.content) == (200, "POST, OPTIONS", b"")
+    page = requests.options(f"{server.url}/oauth/authorize/", timeout=10, headers={"Origin": "https://x.org"})
+    assert page.headers["Allow"] == "GET, POST, HEAD, OPTIONS" and page.headers["access-control-allow-origin"] == "*"
+    wrong = requests.get(f"{server.url}/oauth/token/", timeout=10)
+    assert (wrong.status_code, wrong.headers["Allow"], wrong.content) == (405, "POST, OPTIONS", b"")

@@ -158,6 +158,10 @@ class Router:
         return None
 
 
+    def methods_for(self, api: str, route: str) -> set[str]:
+        """The methods some route of ``api`` answers at ``route``."""
+        return {m for a, m, regex, _ in self._routes if a == api and regex.match(route)}
+
     def _resolve_path(self, method: str, route: str) -> tuple[Handler, dict[str, str]] | None:
         """Django's way: the path alone picks one pattern (a literal one before one with parameters, as the
         archive orders its routes), then that pattern's operations the method; another method is a 405."""
@@ -560,6 +564,10 @@ class _Handler(BaseHTTPRequestHandler):
                 from .v2framework import not_allowed
 
                 return not_allowed(exc.message)
+            if api == "oauth" and exc.status == 405:
+                from .v2framework import django_view_not_allowed
+
+                return django_view_not_allowed(method, self.archive.router.methods_for(api, route))
             response = _error_response(api, exc)
         if fault is not None and fault.kind == "malformed" and response.content_type.startswith("application/json"):
             response.body = response.body[: max(1, len(response.body) // 2)] + b"<<not json"

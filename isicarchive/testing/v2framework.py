@@ -22,8 +22,8 @@ from .. import search as _search
 if TYPE_CHECKING:  # server imports the generator, which renders values with this module's helpers
     from .server import Response
 
-__all__ = ["DJANGO_JSON_RESPONSE", "decimal_text", "django_datetime", "django_json", "finish", "not_allowed",
-           "preflight"]
+__all__ = ["DJANGO_JSON_RESPONSE", "decimal_text", "django_datetime", "django_json", "django_view_not_allowed",
+           "finish", "not_allowed", "preflight"]
 
 #: corsheaders/defaults.py ``default_headers`` and ``default_methods``; conf.py ``CORS_PREFLIGHT_MAX_AGE``
 CORS_ALLOW_HEADERS = "accept, authorization, content-type, user-agent, x-csrftoken, x-requested-with"
@@ -85,6 +85,17 @@ def not_allowed(methods: str) -> Response:
     from .server import Response
 
     return Response(405, b"Method not allowed", "text/html; charset=utf-8", {"Allow": methods})
+
+
+def django_view_not_allowed(method: str, methods: set[str]) -> Response:
+    """A Django class-based view (django-oauth-toolkit's ``oauth/`` views): ``View.options`` answers OPTIONS
+    with 200 and ``Allow`` (HEAD wherever GET is), another method is an empty ``HttpResponseNotAllowed``."""
+    from .server import Response
+
+    allowed = [name for name in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+               if name in methods or name == "OPTIONS" or (name == "HEAD" and "GET" in methods)]
+    status = 200 if method == "OPTIONS" else 405
+    return Response(status, b"", "text/html; charset=utf-8", {"Allow": ", ".join(allowed)})
 
 
 def _vary(response: Response, *names: str) -> None:
