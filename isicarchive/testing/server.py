@@ -499,8 +499,8 @@ class _Handler(BaseHTTPRequestHandler):
             status = 413 if too_large else 400
             reason = (f"the request body may be at most {MAX_REQUEST_BODY} bytes" if too_large
                       else "Content-Length is not a length")
-            sent = self._send(method, Response.json({"detail": reason}, status), None)
-            return RequestRecord(method, path, query, sent[0], None, sent[1], None, started, None, False)
+            answered = self._send(method, Response.json({"detail": reason}, status), None)
+            return RequestRecord(method, path, query, answered[0], None, answered[1], None, started, None, False)
         length = int(declared)
         body = self.rfile.read(length) if length else b""
         api, route = _split_api(path)
