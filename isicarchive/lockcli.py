@@ -1,4 +1,4 @@
-"""``isicarchive lock create | verify | materialise``: lock files from the command line.
+"""``isicarchive lock create | verify | materialise | audit``: lock files from the command line.
 
 Kept apart from :mod:`isicarchive.cli` (which adds them with one call) so
 that the two change independently.
@@ -20,7 +20,8 @@ EXAMPLES = """examples:
   isicarchive --api v2 lock create paper.lock.json.gz --doi 10.34970/151324
   isicarchive lock materialise melanoma.lock.json.gz --to ./melanoma-images
   isicarchive lock verify melanoma.lock.json.gz --folder ./melanoma-images
-exit codes: verify 0 no drift, 1 drift; materialise 0 every hash matched, 1 not"""
+  isicarchive lock audit melanoma.lock.json.gz
+exit codes: verify 0 no drift, 1 drift; materialise 0 every hash matched, 1 not; audit 0 no findings, 1 some"""
 
 
 def _fractions(text: str) -> dict[str, float]:
@@ -60,6 +61,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
         cli._print(args, {"lock": str(args.out), "images": len(lock), "bytes": Path(args.out).stat().st_size},
                    lambda: f"{lock!r} written to {args.out} ({Path(args.out).stat().st_size} bytes)")
         return cli.EXIT_OK
+    if args.lock_command == "audit":
+        from .leakage import audit
+        from .lockfile import read_lock
+
+        found = audit(read_lock(args.lock))
+        cli._print(args, found.as_dict(), lambda: str(found))
+        return cli.EXIT_OK if found.ok else cli.EXIT_ERROR
     session = cli._api(args) if args.host else None
     if args.lock_command == "verify":
         report = verify_lock(args.lock, api=session, folder=args.folder, deep=args.deep)
@@ -106,6 +114,9 @@ def add_lock_commands(sub: Any, common: argparse.ArgumentParser,
     p.add_argument("--folder", help="also check the files of a folder `lock materialise` filled")
     p.add_argument("--deep", action="store_true", help="compare every image's SHA-256, not only its size "
                                                        "(fetches what is not cached)")
+    p = action("audit", "the leakage audit of a split's lock: patients, lesions and identical files in several "
+                        "parts (offline: the lock holds them)")
+    p.add_argument("lock")
     p = action("materialise", "fetch exactly a lock's images into a folder, checking every SHA-256")
     p.add_argument("lock")
     p.add_argument("--to", required=True, dest="out", help="the folder")

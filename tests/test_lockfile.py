@@ -164,6 +164,8 @@ def test_lock_cli_create_materialise_verify(server: LocalArchive, tmp_path: Path
     assert json.loads(capsys.readouterr().out)["verified"] == created["images"]
     assert main(["--json", "lock", "verify", str(out), "--folder", str(tmp_path / "imgs")]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main(["--json", "lock", "audit", str(out)]) == 0  # split by patient: nothing shared
+    assert json.loads(capsys.readouterr().out)["parts"].keys() == {"train", "test"}
 
 
 def test_criteria_with_sets_and_patterns_are_written_as_json(server: LocalArchive, tmp_path: Path) -> None:
