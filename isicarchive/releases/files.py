@@ -17,10 +17,9 @@ Everything here is untrusted input: links leading out of the root are not
 followed, zip members with absolute or ``..`` paths are left out (and reported
 in :attr:`ReleaseFiles.problems`), and every read is bounded by :mod:`isicarchive.limits`
 (zips are read by the disk backend's own reader, with its bounds on sizes and inflation).
-The view has the interface of :class:`isicarchive.disk.layouts.ArchiveFiles`
-(``names``, ``find``, ``read``, ``text``, ``path_of``, ``fingerprint``,
-``close``), so the disk index and backend read a release as they read any
-archive on disk.
+The view has the reading interface of :class:`isicarchive.disk.layouts.ArchiveFiles`
+(``names``, ``find``, ``read``, ``text``, ``path_of``, ``close``), so the disk
+backend reads a release's images as it reads any archive on disk.
 """
 
 from __future__ import annotations
@@ -201,22 +200,6 @@ class ReleaseFiles:
         if tobytes is None:
             raise LayoutError(f"{container}/{key} in {self.root} holds no image bytes")
         return bytes(tobytes())
-
-    # ------------------------------------------------------------- identity
-    def fingerprint(self, metadata: list[str]) -> str:
-        """What changes when the release's metadata does: the files' (or their containers') sizes and times."""
-        parts = []
-        for name in metadata:
-            if name in self._plain:
-                path = self._plain[name]
-            elif name in self._zip_members:
-                container = self._zip_members[name][0]
-                path = self.root if self.is_zip else self.root / container
-            else:
-                continue
-            stat = path.stat()
-            parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
-        return "|".join(parts)
 
     def close(self) -> None:
         with self._lock:
