@@ -39,7 +39,8 @@ def test_cache_clean_refuses_a_folder_that_is_no_cache(tmp_path: Path) -> None:
 
 def test_cache_clean_never_follows_a_link_out_of_the_cache(archive: LocalArchive, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    IsicApi(hostname=archive.url, progress=False, cache_folder=str(cache)).image(archive.data.images[0]["_id"])
+    IsicApi(hostname=archive.url, api_version=1, progress=False, cache_folder=str(cache)).image(
+        archive.data.images[0]["_id"])
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("mine")
@@ -53,7 +54,7 @@ def test_cache_clean_never_follows_a_link_out_of_the_cache(archive: LocalArchive
 
 def test_a_signed_in_sessions_images_are_its_owners_alone(archive: LocalArchive, tmp_path: Path) -> None:
     login, password = next(iter(archive.credentials.items()))
-    api = IsicApi(login, password, hostname=archive.url, progress=False, cache_folder=str(tmp_path))
+    api = IsicApi(login, password, hostname=archive.url, api_version=1, progress=False, cache_folder=str(tmp_path))
     user = archive.data.users_by_login[login]
     private = [im for im in archive.data.visible_images(user) if not im.get("public", True)]
     image = api.image((private or archive.data.visible_images(user))[0]["_id"])
