@@ -53,7 +53,7 @@ from .csvguard import write_csv
 from .downloads import sniffed_type
 from .errors import QueryError
 from .export import metadata_rows
-from .training import MASK, UNLABELLED, Samples, image_source
+from .training import MASK, UNLABELLED, Samples
 
 if TYPE_CHECKING:
     from .api import IsicApi
@@ -221,7 +221,7 @@ def _imagefolder(samples: Samples, where: Path, link: bool, result: ExportResult
             continue
         folder = folders[samples.classes[samples.targets[index]]]
         (where / folder).mkdir(exist_ok=True)
-        source = image_source(samples.api, samples.records[index])
+        source = samples.source(index)
         suffix = _suffix(source)
         destination = where / folder / f"{_key(samples.ids[index])}{suffix}"
         if _place(source, destination, link):
@@ -324,16 +324,37 @@ def _webdataset(samples: Samples, where: Path, seed: int, shuffle: bool, shard_b
         old.unlink()
     writer = _ShardWriter(where, shard_bytes, shard_samples)
     try:
-        for index, data in samples.stream(order, read=lambda i: _bytes(image_source(samples.api,
-                                                                                    samples.records[i]))):
+        for index, image in samples.stream(order, read=lambda i: _opened(samples.source(i))):
             key = _key(samples.ids[index])
-            members = [(key + _extension(data), data),
-                       (f"{key}.json", _json.dumps(samples.records[index]))]
+            members: list[tuple[str, bytes | _File]] = [
+                (key + _extension(image.head if isinstance(image, _File) else image), image),
+                (f"{key}.json", _json.dumps(samples.records[index]))]
             if samples.target != MASK and samples.targets[index] != UNLABELLED:
                 members.append((f"{key}.cls", str(samples.targets[index]).encode()))
             writer.add(members)
     finally:
         result.files.extend(writer.close())
+
+
+@dataclass
+class _File:
+    """An image file opened for copying into a shard: the kernel copies it (no pass through Python)."""
+
+    fd: int
+    size: int
+    head: bytes
+
+
+def _opened(source: Path | bytes) -> _File | bytes:
+    if not isinstance(source, Path):
+        return source
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        # the size of what was opened: a cache file replaced meanwhile is a new file, this one stays whole
+        return _File(fd, os.fstat(fd).st_size, os.pread(fd, 16, 0))
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _extension(data: bytes) -> str:
@@ -342,6 +363,10 @@ def _extension(data: bytes) -> str:
 
 def _bytes(source: Path | bytes) -> bytes:
     return source.read_bytes() if isinstance(source, Path) else source
+
+
+def _blocks(size: int) -> int:
+    return tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
 class _ShardWriter:
@@ -356,27 +381,37 @@ class _ShardWriter:
         self._size = 0
         self._count = 0
 
-    def add(self, members: list[tuple[str, bytes]]) -> None:
-        size = sum(tarfile.BLOCKSIZE + -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for _, data in members)
-        if self._fh is not None and (self._count >= self.shard_samples or
-                                     self._size + size + 2 * tarfile.BLOCKSIZE > self.shard_bytes):
-            self._finish()
-        if self._fh is None:
-            self._fh = open(self._part(), "wb")  # noqa: SIM115  (closed in _finish)
-            self._size = self._count = 0
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 0
-            info.uname = info.gname = ""
-            self._fh.write(info.tobuf(format=tarfile.USTAR_FORMAT))
-            self._fh.write(data)
-            padding = -len(data) % tarfile.BLOCKSIZE
-            if padding:
-                self._fh.write(b"\0" * padding)
-        self._size += size
-        self._count += 1
+    def add(self, members: list[tuple[str, bytes | _File]]) -> None:
+        try:
+            size = sum(_blocks(data.size if isinstance(data, _File) else len(data)) for _, data in members)
+            if self._fh is not None and (self._count >= self.shard_samples or
+                                         self._size + size + 2 * tarfile.BLOCKSIZE > self.shard_bytes):
+                self._finish()
+            if self._fh is None:
+                # unbuffered: headers and records go straight to the file, between the kernel's copies
+                self._fh = open(self._part(), "wb", buffering=0)  # noqa: SIM115  (closed in _finish)
+                self._size = self._count = 0
+            for name, data in members:
+                length = data.size if isinstance(data, _File) else len(data)
+                info = tarfile.TarInfo(name)
+                info.size = length
+                info.mode = 0o644
+                info.mtime = 0
+                info.uname = info.gname = ""
+                header = info.tobuf(format=tarfile.USTAR_FORMAT)
+                padding = b"\0" * (-length % tarfile.BLOCKSIZE)
+                if isinstance(data, _File):
+                    self._fh.write(header)
+                    _copy_into(self._fh.fileno(), data)
+                    self._fh.write(padding)
+                else:
+                    self._fh.write(header + data + padding)
+            self._size += size
+            self._count += 1
+        finally:
+            for _, data in members:
+                if isinstance(data, _File):
+                    os.close(data.fd)
 
     def _part(self) -> Path:
         return self.where / f".shard-{len(self.written):06d}.tar.part"
@@ -395,6 +430,26 @@ class _ShardWriter:
         return self.written
 
 
+def _copy_into(out: int, source: _File) -> None:
+    """``source.size`` bytes of an open file appended to ``out``: by the kernel where it can (sendfile)."""
+    offset = 0
+    if hasattr(os, "sendfile"):
+        try:
+            while offset < source.size:
+                sent = os.sendfile(out, source.fd, offset, source.size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        except OSError:  # a file system that refuses sendfile: copy what is left by reading
+            pass
+    while offset < source.size:
+        chunk = os.pread(source.fd, min(1 << 20, source.size - offset), offset)
+        if not chunk:
+            raise OSError(f"the file shrank while it was copied ({offset} of {source.size} bytes)")
+        os.write(out, chunk)
+        offset += len(chunk)
+
+
 # ----------------------------------------------------------- Hugging Face
 def to_hf_dataset(selection: Any, *, target: str | None = "diagnosis_1", path: str | os.PathLike[str] | None = None,
                   classes: list[Any] | None = None, missing: str = "keep", api: IsicApi | None = None) -> Any:
@@ -409,8 +464,7 @@ def to_hf_dataset(selection: Any, *, target: str | None = "diagnosis_1", path: s
         raise ImportError("to_hf_dataset needs datasets: pip install 'isicarchive[hf]'") from None
     samples = Samples(selection, target=target or MASK, classes=classes, missing=missing, api=api)
     columns, rows = metadata_rows(samples.records)
-    images = [data for _, data in samples.stream(range(len(samples)), read=lambda i: _bytes(
-        image_source(samples.api, samples.records[i])))]
+    images = [data for _, data in samples.stream(range(len(samples)), read=samples.image_bytes)]
     table: dict[str, list[Any]] = {"image": [{"bytes": data, "path": _key(i) + _extension(data)}
                                              for i, data in zip(samples.ids, images, strict=True)]}
     features: dict[str, Any] = {"image": datasets.Image()}

@@ -128,9 +128,9 @@ def decode_pixels(data: bytes, what: str = "image") -> np.ndarray:
                 width, height = image.size
                 if width * height > limits.current().max_pixels or getattr(image, "n_frames", 1) > 1:
                     check_pixels(data, what)  # the limit's own message (a TIFF's pages added up)
-                if image.mode not in ("L", "RGB", "RGBA"):
-                    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-                pixels = np.array(image)  # writable (asarray's view of Pillow's bytes is not; torch warns of it)
+                converted = image if image.mode in ("L", "RGB", "RGBA") else \
+                    image.convert("RGBA" if "A" in image.getbands() else "RGB")
+                pixels = np.array(converted)  # writable (asarray's view of Pillow's bytes is not; torch warns of it)
     except ImageTooLargeError:
         raise
     except PILImage.DecompressionBombError as exc:  # Pillow's own limit, where it is lower than ours
@@ -366,10 +366,19 @@ class Samples:
                 return path.read_bytes()
             except FileNotFoundError:  # the cache was cleaned meanwhile: look it up (and fetch it) again
                 self._paths.pop(self.ids[index], None)  # type: ignore[union-attr]
+        source = self.source(index)
+        return source.read_bytes() if isinstance(source, Path) else source
+
+    def source(self, index: int) -> Path | bytes:
+        """Where sample ``index``'s file is: a path (the cache, fetched into it first when missing; a folder
+        on disk), else its bytes (inside a zip; downloaded without a cache folder)."""
+        path = self._cached_path(index)
+        if path is not None and path.is_file():
+            return path
         source = image_source(self.api, self.records[index])
         if isinstance(source, Path) and self._paths is not None:
             self._paths[self.ids[index]] = source
-        return source.read_bytes() if isinstance(source, Path) else source
+        return source
 
     def _cached_path(self, index: int) -> Path | None:
         """The sample's file in the cache folder, from one listing of the cache's folders per process
