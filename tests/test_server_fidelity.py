@@ -540,3 +540,12 @@ def test_oauth_views_answer_options_and_wrong_methods_as_django_views(server: Lo
     assert page.headers["Allow"] == "GET, POST, HEAD, OPTIONS" and page.headers["access-control-allow-origin"] == "*"
     wrong = requests.get(f"{server.url}/oauth/token/", timeout=10)
     assert (wrong.status_code, wrong.headers["Allow"], wrong.content) == (405, "POST, OPTIONS", b"")
+
+
+def test_cohorts_are_visible_to_staff_and_their_contributors_owners(server: LocalArchive) -> None:
+    """isic/ingest/models/cohort.py ``CohortPermissions.view_cohort_list``: staff see every cohort, others
+    those whose contributor they own; access to a cohort's private images does not show the cohort."""
+    alice = server.token_for("alice")  # may see the private dataset's images
+    assert get(server, "cohorts/", alice).json() == {"count": 0, "next": None, "previous": None, "results": []}
+    assert get(server, "cohorts/4/", alice).json() == {"detail": "Not Found"}
+    assert get(server, "cohorts/", server.token_for("admin")).json()["count"] == len(server.data.datasets)

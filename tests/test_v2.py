@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import os
 import re
 import socket
@@ -472,6 +473,25 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         (tmp_path / "gone.txt").write_text("\n".join(public[:3]) + "\n")
         isic_run("collection", "remove-images", cid, "--from-isic-ids", "gone.txt")
         assert set(owner.search_images("", collections=[int(cid)])) == set(public[3:6])
+        # `isic accession upload`: alice owns no cohort (CohortPermissions: staff or the contributor's owners), so
+        # the CLI's cohort look-up is refused; staff upload through django-s3-file-field, then POST accessions/
+        (tmp_path / "lesion.jpg").write_bytes(b"\xff\xd8\xff\xe0 a local test upload")
+        refused = subprocess.run([str(isic), "--no-version-check", "accession", "upload", "1", "lesion.jpg"],
+                                 capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+                                 stdin=subprocess.DEVNULL)
+        assert refused.returncode != 0 and "Cohort 1 does not exist or you don't have access to it" in refused.stderr
+        isic_run("user", "logout")
+        login = subprocess.Popen([str(isic), "--no-version-check", "user", "login"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=login_env)
+        assert login.stdout is not None
+        url = ""
+        while not url.startswith("http"):
+            url = login.stdout.readline().strip()
+            assert url or login.poll() is None, login.stderr.read() if login.stderr else ""
+        out, err = login.communicate(sign_in_code(url, "admin", accounts["admin"]) + "\n", timeout=120)
+        assert login.returncode == 0, out + err
+        uploaded = isic_run("accession", "upload", "1", "lesion.jpg", "--json")
+        assert isinstance(json.loads(uploaded.stdout)["id"], int)
         isic_run("user", "logout")
     finally:
         server.terminate()

@@ -200,9 +200,10 @@ def register(archive: LocalArchive) -> None:
     def visible_cohorts(req: Request) -> list[tuple[int, dict]]:
         if req.user is None:
             raise ApiError(401, "Unauthorized")
+        # CohortPermissions.view_cohort_list (isic/ingest/models/cohort.py): staff, or the contributor's
+        # owners (here: the dataset's owner); seeing a cohort's images does not make it visible
         return [(n, ds) for n, ds in enumerate(data.datasets, start=1)
-                if req.user.admin or req.user.id in ds.get("access_users", []) or ds.get("owner", {}).get(
-                    "_id") == req.user.id]
+                if req.user.admin or ds.get("owner", {}).get("_id") == req.user.id]
 
     def cohort_list(req: Request) -> Response:
         # CursorPagination's default ordering, -created: newest first, position str(created)
