@@ -35,6 +35,7 @@ from .errors import (
     UnsupportedError,
 )
 from .hosts import OFFICIAL_HOSTS, is_loopback, serves_only_v1, split_api_address, with_scheme
+from .listing import Listing
 from .lockfile import Origin
 from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
 from .oauth import OAuthToken
@@ -590,8 +591,9 @@ class IsicApi:
         records = {**self._image_records([k for k in wanted if k not in in_hand]), **in_hand}
         return [self._image_objects.get(k) or self._image_object(records[k]) for k in wanted]
 
-    def _image_records(self, keys: list[str]) -> dict[str, dict]:
-        """key → record for every key: known ones first, the rest in bulk.
+    def _image_records(self, keys: list[str], unknown: list[str] | None = None) -> dict[str, dict]:
+        """key → record for every key: known ones first, the rest in bulk (keys that name no image go
+        into ``unknown`` when it is given, instead of raising).
 
         Raises
         ------
@@ -618,7 +620,9 @@ class IsicApi:
                     self.images[record["name"]] = record_id(record)
             found.update(fetched)
         absent = [k for k in keys if k not in found]
-        if absent:
+        if absent and unknown is not None:
+            unknown.extend(dict.fromkeys(absent))
+        elif absent:
             raise _images_not_found(absent, len(keys))
         return found
 
@@ -665,8 +669,9 @@ class IsicApi:
             return self._listed(self._backend.studies, self.studies, params)
         return self._named(object_id, "study", self.studies, self._backend.studies, self._backend.study, Study)
 
-    def study_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
-        return self._backend.studies(dict(params or {}))
+    def study_list(self, params: Mapping[str, Any] | None = None) -> Listing:
+        """Every study record (``params``: the archive's listing parameters), as a list that shows their names."""
+        return Listing("study", self._backend.studies(dict(params or {})))
 
     @overload
     def dataset(self, object_id: str | dict, *, params: Mapping[str, Any] | None = None,
@@ -686,8 +691,9 @@ class IsicApi:
                               Dataset)
         return dataset.load() if load else dataset
 
-    def dataset_list(self, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
-        return self._backend.datasets(dict(params or {}))
+    def dataset_list(self, params: Mapping[str, Any] | None = None) -> Listing:
+        """Every dataset (v2: collection) record, as a list that shows their names."""
+        return Listing("dataset", self._backend.datasets(dict(params or {})))
 
     def annotation(self, object_id: str | dict) -> Annotation:
         """An :class:`Annotation` by id."""
@@ -807,19 +813,21 @@ class IsicApi:
         return self.image_selection
 
     # ------------------------------------------------------------ downloads
-    def _records_for(self, images: Any) -> list[dict]:
+    def _records_for(self, images: Any, unknown: list[str] | None = None) -> list[dict]:
+        """The records of ids, names, records or Images; with ``unknown``, keys that name no image are
+        put there instead of raising :class:`NotFoundError`."""
         if isinstance(images, Mapping):
             images = list(images.values())
         items = list(images)
         keys = [self._key(item, "image") for item in items if not isinstance(item, (Image, dict))]
-        looked_up = self._image_records(keys) if keys else {}
+        looked_up = self._image_records(keys, unknown) if keys else {}
         records = []
         for item in items:
             if isinstance(item, Image):
                 records.append(item.as_json())
             elif isinstance(item, dict):
                 records.append(item)
-            else:
+            elif self._key(item, "image") in looked_up:
                 records.append(looked_up[self._key(item, "image")])
         return records
 
@@ -883,7 +891,7 @@ class IsicApi:
 
     def download_images(self, images: Any = None, folder: str | os.PathLike[str] | None = None, *,
                         workers: int | None = None, superpixels: bool = False, progress: bool | None = None,
-                        strict: bool = False) -> DownloadResult:
+                        strict: bool = False, missing: str = "raise") -> DownloadResult:
         """Download many images at once: in parallel, resumable, verified.
 
         Parameters
@@ -898,10 +906,23 @@ class IsicApi:
             Also the superpixel PNGs (v1, cache only).
         strict : bool
             Raise :class:`ArchiveUnavailableError` if any file failed.
+        missing : {"raise", "skip"}
+            Ids or names the archive does not know (withdrawn images, or
+            ones you may not see): ``"raise"`` (the default) stops before
+            anything is fetched with a :class:`NotFoundError` listing them;
+            ``"skip"`` downloads the rest and lists them in
+            :attr:`DownloadResult.missing`.
         """
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise QueryError(f"workers must be a whole number of at least 1, not {workers!r}")
-        records = self._records_for(self.image_selection if images is None else images)
+        if missing not in ("raise", "skip"):
+            raise QueryError(f"missing= is 'raise' or 'skip', not {missing!r}")
+        absent: list[str] | None = [] if missing == "skip" else None
+        try:
+            records = self._records_for(self.image_selection if images is None else images, absent)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc.args[0]}; nothing was downloaded. missing='skip' downloads the rest and "
+                                "lists these in the result's .missing") from None
         if folder is None:
             result = self._store.download_images(records, superpixels=superpixels, workers=workers, progress=progress)
         else:
@@ -909,6 +930,7 @@ class IsicApi:
 
             result = download_to_folder(self._store, records, Path(folder), workers=workers or self.workers,
                                         progress=self.progress if progress is None else progress)
+        result.missing = absent or []
         if strict:
             result.raise_for_failures()
         return result

@@ -76,6 +76,40 @@ def _api_version(args: argparse.Namespace) -> int | None:
     return {"v1": 1, "v2": 2}.get(args.api or "")
 
 
+def user_cache_root() -> Path:
+    """The platform's user cache folder for isicarchive: ``$XDG_CACHE_HOME/isicarchive`` (default
+    ``~/.cache/isicarchive``) on Linux and other Unix systems, ``~/Library/Caches/isicarchive`` on macOS,
+    ``%LOCALAPPDATA%\\isicarchive\\Cache`` on Windows; ``$ISICARCHIVE_CACHE_DIR`` overrides them all."""
+    chosen = os.environ.get("ISICARCHIVE_CACHE_DIR")
+    if chosen:
+        return Path(chosen).expanduser()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "isicarchive" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "isicarchive"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache") / "isicarchive"
+
+
+def default_cache_folder(hostname: str | None, api_version: int | None) -> Path:
+    """The cache folder the command line uses without ``--cache-folder``: one per archive and API
+    (a cache folder belongs to one archive address), under :func:`user_cache_root`."""
+    import hashlib
+
+    from .api import DEFAULTS, _version_of
+    from .hosts import split_api_address
+
+    host, api_uri = split_api_address(hostname, None)
+    version = _version_of(api_uri, api_version, host)
+    where = (host or DEFAULTS[version][0]).strip().rstrip("/")
+    if where.lower().startswith("file:"):
+        name = "disk-" + hashlib.sha256(where.encode()).hexdigest()[:16]
+    else:
+        name = re.sub(r"[^A-Za-z0-9.-]+", "_", where.split("://", 1)[-1]).strip("_") + f"-v{version}"
+    return user_cache_root() / name
+
+
 def _api(args: argparse.Namespace) -> Any:
     from .api import IsicApi
 
@@ -83,7 +117,8 @@ def _api(args: argparse.Namespace) -> Any:
     api_version = _api_version(args)
     if hostname and hostname.strip().lower().startswith("file:"):
         api_version = None  # an archive on disk: today's records, whatever --api says
-    return IsicApi(args.user, None, hostname=hostname, cache_folder=args.cache_folder, api_version=api_version,
+    cache_folder = args.cache_folder or default_cache_folder(hostname, api_version)
+    return IsicApi(args.user, None, hostname=hostname, cache_folder=cache_folder, api_version=api_version,
                    progress=not args.json and not args.quiet)
 
 
@@ -242,9 +277,14 @@ def cmd_images_download(args: argparse.Namespace) -> int:
                          "or (v2) --search QUERY")
     if args.limit is not None and args.search is None:
         images = list(images)[:args.limit]
-    result = api.download_images(images, folder=args.out, workers=args.workers, superpixels=args.superpixels)
+    result = api.download_images(images, folder=args.out, workers=args.workers, superpixels=args.superpixels,
+                                 missing="skip" if args.skip_missing else "raise")
     payload = {"downloaded": len(result.downloaded), "skipped": len(result.skipped), "failed": result.failed,
-               "bytes": result.bytes, "seconds": round(result.seconds, 3)}
+               "missing": result.missing, "bytes": result.bytes, "seconds": round(result.seconds, 3)}
+    if result.missing:
+        listed = ", ".join(result.missing[:20]) + (" …" if len(result.missing) > 20 else "")
+        print(f"isicarchive: {len(result.missing)} images not found (withdrawn, or not visible to you), "
+              f"left out: {listed}", file=sys.stderr)
     _print(args, payload, lambda: repr(result))
     return EXIT_OK if result.ok else EXIT_ERROR
 
@@ -264,9 +304,41 @@ def cmd_study(args: argparse.Namespace) -> int:
         _print(args, payload, lambda: "\n".join(f"{a['id']} {a['state']:9} image {a['image']} "
                                                 f"features: {', '.join(a['features']) or '-'}" for a in payload))
         return EXIT_OK
+    # the number of annotations is the length of the study's annotation list (their markups are not loaded)
+    count = len(api.context.backend.annotations(study.id)) if api.api_version == 1 else None
     summary = {"id": study.id, "name": study.name, "description": study.description, "images": study.image_names(),
-               "features": study.feature_list(), "questions": [q.get("id") for q in study.questions]}
-    _print(args, summary, lambda: str(study))
+               "features": study.feature_list(), "questions": [q.get("id") for q in study.questions],
+               "annotations": count}
+    _print(args, summary, lambda: str(study) + (f"\n  annotations: {count}" if count is not None else ""))
+    return EXIT_OK
+
+
+def cmd_metadata_download(args: argparse.Namespace) -> int:
+    """The metadata CSV of a search (or collections), as ``isic metadata download`` writes it."""
+    import io
+
+    from .csvguard import write_csv
+    from .export import metadata_rows
+
+    api = _api(args)
+    if api.api_version != 2:
+        raise QueryError("metadata download is a feature of today's API: leave --api out, or write --api v2")
+    collections = _collections(args.collections)
+    try:
+        text = api.context.backend.metadata_csv(args.search or "", collections)
+    except AuthenticationError:
+        raise
+    except IsicError:  # no zip-download flow here: the same rows from the paged search
+        columns, rows = metadata_rows(sorted(api.search_images(args.search or "", collections=collections).values(),
+                                             key=lambda r: str(r.get("isic_id") or r.get("_id"))))
+        buffer = io.StringIO()
+        write_csv(buffer, columns, ([row.get(key) for key in columns] for row in rows))
+        text = buffer.getvalue()
+    if args.outfile and args.outfile != "-":
+        Path(args.outfile).write_text(text, encoding="utf-8")
+        print(f"metadata of {max(0, len(text.splitlines()) - 1)} images written to {args.outfile}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
@@ -285,12 +357,15 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from .cache import MARKER, Cache
 
-    if not args.cache_folder:
-        raise QueryError("cache commands need --cache-folder DIR")
-    root = Path(args.cache_folder).expanduser()
+    root = Path(args.cache_folder).expanduser() if args.cache_folder else user_cache_root()
     if not root.is_dir():
         raise NotFoundError(f"no cache folder at {root}")
     if args.action != "info" and not (root / MARKER).is_file():
+        if not args.cache_folder:
+            # the default cache holds one folder per archive: each of them (links not followed)
+            folders = sorted(Path(folder) for folder, _, names in os.walk(root) if MARKER in names)
+            codes = [cmd_cache(argparse.Namespace(**{**vars(args), "cache_folder": str(folder)})) for folder in folders]
+            return max(codes, default=EXIT_OK)
         # clean and verify delete files: never in a folder this library did not make a cache
         raise CacheError(f"{root} is not a cache folder of this library (it has no {MARKER}): nothing removed")
     # links are not followed: a link inside the cache must not make clean delete what it points to
@@ -367,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                             **defaults(None))
         common.add_argument("--user", help="log in as this user (v1: password from keyring/netrc/prompt; "
                                            "v2: the token `login` stored)")
-        common.add_argument("--cache-folder", help="cache folder")
+        common.add_argument("--cache-folder", help="cache folder (default: one per archive in the user cache "
+                                                   "folder, ~/.cache/isicarchive on Linux, $XDG_CACHE_HOME respected)")
         common.add_argument("--json", action="store_true", help="machine-readable output", **defaults(False))
         common.add_argument("--quiet", action="store_true", help="no progress bars", **defaults(False))
         return common
@@ -435,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--select", nargs="+", metavar="WORD", help="criteria instead of ids")
         add_search_options(p, required=False)
         p.add_argument("--workers", type=int)
+        p.add_argument("--skip-missing", action="store_true",
+                       help="download the rest when some ids are unknown (withdrawn) and list those on stderr")
 
     p = images_sub.add_parser("search", help="v2: find images with the archive's search language",
                               parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -470,6 +548,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["show", "download", "annotations"])
     p.add_argument("study", help="study id or name")
 
+    metadata = sub.add_parser("metadata", help="the metadata CSV of a search or collections (v2)")
+    metadata_sub = metadata.add_subparsers(dest="metadata_command", metavar="ACTION", required=True)
+    p = metadata_sub.add_parser("download", help="write the metadata CSV of a search (as `isic metadata download`)",
+                                parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  isicarchive metadata download -s 'diagnosis_1:Malignant' "
+                                       "-o meta.csv\n  isicarchive metadata download -c 70 | head")
+    p.add_argument("--search", "-s", metavar="QUERY", help="the archive's search language (default: every image)")
+    p.add_argument("--collections", "-c", metavar="IDS", help="only these collections (ids, comma separated)")
+    p.add_argument("--outfile", "-o", metavar="FILE", help="the CSV file (default: standard output)")
+    p.set_defaults(func=cmd_metadata_download)
+
     p = command("dataset", cmd_dataset, "list datasets or show one", "isicarchive dataset show HAM10000")
     p.add_argument("action", choices=["show", "list"])
     p.add_argument("dataset", nargs="?", help="dataset id or name")
@@ -493,6 +582,9 @@ _FLAG_NAMES = (
     (re.compile(r"IsicApi\(api_version=2\)|api_version=2"), "--api v2"),
     (re.compile(r"IsicApi\(api_version=1\)|api_version=1"), "--api v1"),
     (re.compile(r"raise `?retries`?|raise `deadline`"), "retry later"),
+    (re.compile(r"missing='skip' downloads the rest and lists these in the result's \.missing"),
+     "--skip-missing downloads the rest and lists these"),
+    (re.compile(r"Log in \(IsicApi\(username\)\)"), "Log in (--user NAME)"),
 )
 
 

@@ -115,9 +115,12 @@ class DownloadResult:
     sha256: dict[str, str] = field(default_factory=dict)
     bytes: int = 0
     seconds: float = 0.0
+    #: ids or names the archive did not know (withdrawn, or not visible), left out by ``missing="skip"``
+    missing: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No transfer failed (ids left out as :attr:`missing` do not count: they were asked to be skipped)."""
         return not self.failed
 
     def raise_for_failures(self) -> None:
@@ -133,8 +136,10 @@ class DownloadResult:
 
     def __repr__(self) -> str:
         rate = self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+        missing = f", missing={len(self.missing)}" if self.missing else ""
         return (f"DownloadResult(downloaded={len(self.downloaded)}, skipped={len(self.skipped)}, "
-                f"failed={len(self.failed)}, bytes={self.bytes}, seconds={self.seconds:.2f}, MB/s={rate:.1f})")
+                f"failed={len(self.failed)}{missing}, bytes={self.bytes}, seconds={self.seconds:.2f}, "
+                f"MB/s={rate:.1f})")
 
 
 #: slowest transfer rate a download's deadline allows for (bytes per second, on top of the

@@ -659,6 +659,27 @@ class ImageIndex:
         return Selection.of_rows(self, np.flatnonzero(self.mask(parsed, within)))
 
 
+#: the default columns of :meth:`Selection.to_dataframe` on today's API: column name -> dotted path
+V2_FRAME_FIELDS = {
+    "patient_id": "metadata.clinical.patient_id",
+    "lesion_id": "metadata.clinical.lesion_id",
+    **{f"diagnosis_{n}": f"metadata.clinical.diagnosis_{n}" for n in range(1, 6)},
+    "diagnosis_confirm_type": "metadata.clinical.diagnosis_confirm_type",
+    "age_approx": "metadata.clinical.age_approx",
+    "sex": "metadata.clinical.sex",
+    "anatom_site_general": "metadata.clinical.anatom_site_general",
+    "anatom_site_1": "metadata.clinical.anatom_site_1",
+    "anatom_site_2": "metadata.clinical.anatom_site_2",
+    "image_type": "metadata.acquisition.image_type",
+    "dermoscopic_type": "metadata.acquisition.dermoscopic_type",
+    "image_manipulation": "metadata.acquisition.image_manipulation",
+    "pixels_x": "metadata.acquisition.pixels_x",
+    "pixels_y": "metadata.acquisition.pixels_y",
+    "copyright_license": "copyright_license",
+    "attribution": "attribution",
+}
+
+
 class Splits(dict):
     """The parts of :meth:`Selection.split`: a dict name → :class:`Selection`, that also exports them.
 
@@ -922,20 +943,36 @@ class Selection(MutableMapping):
 
         return to_hf_dataset(self, target=target, path=path, **options)
 
+    def _speaks_v2(self) -> bool:
+        """Whether the selection holds today's (v2) records: its session's API, else the records' shape."""
+        version = getattr(self.session, "api_version", None)
+        if version is not None:
+            return bool(version == 2)
+        first = next(iter(self.values()), None)
+        return isinstance(first, dict) and "metadata" in first
+
     def to_dataframe(self, fields: Sequence[str] | None = None) -> Any:
         """A pandas DataFrame (index = id) of the chosen dotted fields (``pandas`` extra).
 
-        Without ``fields``: name, dataset, diagnosis, age, sex, site, size.
+        Without ``fields``, on today's API (v2): the columns of
+        :data:`V2_FRAME_FIELDS` (patient_id, lesion_id, diagnosis_1..5, age,
+        sex, site, the acquisition fields, licence and attribution), named
+        without their ``metadata.…`` prefix; on the legacy v1 API: name,
+        dataset, diagnosis, age, sex, site, size.
         """
         try:
             import pandas as pd
         except ImportError as exc:
             raise ImportError("to_dataframe needs pandas: pip install 'isicarchive[pandas]'") from exc
+        names: list[str] | None = None
+        if fields is None and self._speaks_v2():
+            fields, names = list(V2_FRAME_FIELDS.values()), list(V2_FRAME_FIELDS)
         fields = list(fields or ["name", "dataset.name", "meta.clinical.diagnosis", "meta.clinical.age_approx",
                                  "meta.clinical.sex", "meta.clinical.anatom_site_general",
                                  "meta.acquisition.pixelsX", "meta.acquisition.pixelsY"])
         rows = [[get_path(rec, f) for f in fields] for rec in self.values()]
-        frame = pd.DataFrame(rows, index=pd.Index(list(self.keys()), name="id"), columns=fields)
+        frame = pd.DataFrame(rows, index=pd.Index(list(self.keys()), name="id"), columns=names or fields)
+        fields = names or fields
         for column in fields:
             if column.rsplit(".", 1)[-1] in DECIMAL_FIELDS:
                 # the archive's decimals are numbers here (float64, NaN where missing), even in a column

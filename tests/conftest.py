@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from isicarchive.testing import ArchiveConfig, LocalArchive
 
 # Nobody answers prompts in the test suite.
 os.environ.setdefault("ISICARCHIVE_NO_PROMPT", "1")
+# The command line's default cache folder (the user's cache folder) is a temporary one here.
+os.environ.setdefault("ISICARCHIVE_CACHE_DIR", tempfile.mkdtemp(prefix="isicarchive-test-cache-"))
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from isicarchive import ArchiveUnavailableError, IsicApi, QueryError
+from isicarchive import ArchiveUnavailableError, IsicApi, NotFoundError, QueryError
 from isicarchive.empty import EmptySelectionWarning
 from isicarchive.testing import ArchiveConfig, LocalArchive
 
@@ -321,3 +321,88 @@ def test_stratify_errors_exactly_as_by_does(archive: LocalArchive) -> None:
         selection.split({"train": 0.8, "test": 0.2}, by="patiant_id")
     parts = selection.split({"train": 0.8, "test": 0.2}, stratify="diagnosis_1")
     assert sum(len(p) for p in parts.values()) == len(selection)
+
+
+# ------------------------------------------- 5. withdrawn ids, DataFrames on v2
+def test_withdrawn_ids_can_be_left_out_and_are_reported(archive: LocalArchive, tmp_path: Path) -> None:
+    api = IsicApi(hostname=archive.url, progress=False)
+    ids = ["ISIC_0000000", "ISIC_9999998", "ISIC_0000001", "ISIC_9999999"]
+    with pytest.raises(NotFoundError, match="ISIC_9999998, ISIC_9999999.*missing='skip'"):
+        api.download_images(ids, folder=tmp_path / "strict")
+    assert not (tmp_path / "strict").exists()  # nothing written
+    result = api.download_images(ids, folder=tmp_path / "rest", missing="skip")
+    assert result.ok and result.missing == ["ISIC_9999998", "ISIC_9999999"]
+    assert sorted(p.name for p in (tmp_path / "rest").glob("ISIC_*")) == ["ISIC_0000000.jpg", "ISIC_0000001.jpg"]
+    done = cli("--host", archive.url, "--json", "images", "download", *ids, "--out", str(tmp_path / "cli"),
+               "--skip-missing")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["missing"] == ["ISIC_9999998", "ISIC_9999999"]
+    assert "2 images not found" in done.stderr and "Traceback" not in done.stderr
+    refused = cli("--host", archive.url, "images", "download", *ids, "--out", str(tmp_path / "cli2"))
+    ends_cleanly(refused, 4)
+    assert "--skip-missing" in refused.stderr
+
+
+def test_a_v2_dataframe_has_todays_columns(archive: LocalArchive) -> None:
+    pytest.importorskip("pandas")
+    api = IsicApi(hostname=archive.url, progress=False)
+    frame = api.search_images("diagnosis_1:Malignant").to_dataframe()
+    for column in ("patient_id", "lesion_id", *(f"diagnosis_{n}" for n in range(1, 6)), "image_type",
+                   "pixels_x", "pixels_y"):
+        assert column in frame.columns, column
+    assert set(frame["diagnosis_1"]) == {"Malignant"} and frame["patient_id"].notna().any()
+    legacy = IsicApi(hostname=archive.url, api_version=1, progress=False)
+    assert "meta.clinical.diagnosis" in legacy.select_images(["meta.clinical.age_approx", ">=", 0]).to_dataframe()
+
+
+# ---------------------------------------------------------------- 6. more CLI
+def test_metadata_download_and_study_show(archive: LocalArchive, tmp_path: Path) -> None:
+    done = cli("--host", archive.url, "metadata", "download", "-s", "diagnosis_1:Malignant", "-o",
+               str(tmp_path / "m.csv"))
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "m.csv").read_text().splitlines()
+    expected = IsicApi(hostname=archive.url, progress=False).search_images("diagnosis_1:Malignant")
+    assert rows[0].startswith("isic_id,") and sorted(r.split(",")[0] for r in rows[1:]) == sorted(expected)
+    study = archive.data.studies[0]
+    annotated = [a for a in archive.data.annotations if a["studyId"] == study["_id"]]
+    shown = cli("--host", archive.url, "--api", "v1", "--json", "study", "show", study["name"])
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["annotations"] == len(annotated) > 0
+    listed = repr(IsicApi(hostname=archive.url, api_version=1, progress=False).study_list())
+    assert re.fullmatch(r"<\d+ stud(y|ies): .*>", listed) and repr(study["name"]) in listed, listed
+
+
+def test_the_cli_caches_in_the_users_cache_folder(archive: LocalArchive, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ISICARCHIVE_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    done = cli("--host", archive.url, "images", "select", "meta.clinical.diagnosis", "==", "melanoma", env=env)
+    assert done.returncode == 0, done.stderr
+    folders = list((tmp_path / "xdg" / "isicarchive").iterdir())
+    assert [f.name for f in folders] == [f"127.0.0.1_{archive.port}-v2"]
+    assert list(folders[0].rglob("imcache_*.json.gz"))
+
+
+# ------------------------------------------------------- 7. the local archive
+def test_the_default_archive_has_every_diagnosis_level_and_the_readmes_examples_select_something() -> None:
+    with LocalArchive(seed=0) as default:
+        api = IsicApi(hostname=default.url, progress=False)
+        records = api.cache_images().values()
+        levels = {n: {r["metadata"]["clinical"].get(f"diagnosis_{n}") for r in records} - {None} for n in (1, 2, 3, 4)}
+        assert levels[1] == {"Benign", "Malignant", "Indeterminate"}
+        assert "Melanoma Invasive" in levels[3] and "Melanoma in situ" in levels[3] and levels[4]
+        for query in ('diagnosis_3:"Melanoma Invasive" AND age_approx:[50 TO 70]',
+                      "diagnosis_1:Malignant AND age_approx:[50 TO *] AND -sex:male", "diagnosis_1:Malignant"):
+            assert len(api.search_images(query)) > 0, query
+        assert len(api.select_images([["meta.clinical.diagnosis", "==", "melanoma"],
+                                      ["meta.clinical.age_approx", ">=", 50]])) > 0
+
+
+def test_a_script_with_a_fixed_cache_folder_runs_twice(tmp_path: Path) -> None:
+    script = ("from isicarchive import IsicApi\nfrom isicarchive.testing import LocalArchive\n"
+              "with LocalArchive(seed=4) as archive:\n"
+              f"    api = IsicApi(hostname=archive.url, cache_folder={str(tmp_path / 'cache')!r}, progress=False)\n"
+              "    print(archive.url, len(api.cache_images()))\n")
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+            for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
+    assert runs[0].stdout == runs[1].stdout  # the same address, the same records

@@ -250,7 +250,7 @@ def allocator_state(image) -> dict:
 def test_a_plain_clusters_workers_get_the_allocator_thresholds(archive: LocalArchive, client: object) -> None:
     # the module's cluster is made as Dask's docs show: its workers start with Dask's MALLOC_TRIM_THRESHOLD_=65536,
     # which gives every freed block back to the system; the library sets its thresholds inside them
-    api = IsicApi(hostname=archive.url, progress=False)
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
     frame = api.map_images(allocator_state, visible(archive, 4), client=client, load=(), progress=False)
     assert frame["error"].isna().all() and len(frame) == 4
     assert os.getpid() not in set(frame["pid"])

@@ -64,8 +64,9 @@ class Study(Model):
         return len(self.features)
 
     @property
-    def annotation_count(self) -> int:
-        return len(self.annotations)
+    def annotation_count(self) -> int | None:
+        """Annotations loaded by :meth:`load_annotations`; None before (not 0: the study may have many)."""
+        return len(self.annotations) if self.annotations else None
 
     def image_names(self) -> list[str]:
         return [str(im.get("name") or "") for im in self.images]

@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import secrets
@@ -193,8 +194,12 @@ class LocalArchive:
         Ready content, e.g. ``ArchiveData.from_dump(...)`` for real metadata.
     host : str
         Interface to bind; loopback by default.
-    port : int
-        0 picks a free port.
+    port : int, optional
+        0 picks a free port.  None (the default): a port derived from the
+        seed and the size of the data (in 18000-19999), so that a script
+        run twice meets the archive at the same address and its cache folder
+        is accepted again (the cache is keyed by the archive's address); a
+        free port when that one is taken.
     https : bool
         Serve TLS with a throwaway certificate authority (needs ``trustme``);
         its CA bundle is :attr:`ca_file`.
@@ -235,7 +240,7 @@ class LocalArchive:
         config: ArchiveConfig | None = None,
         data: ArchiveData | None = None,
         host: str = "127.0.0.1",
-        port: int = 0,
+        port: int | None = None,
         https: bool = False,
         latency: float = 0.0,
         bandwidth: float | None = None,
@@ -244,7 +249,8 @@ class LocalArchive:
         self.data = data if data is not None else ArchiveData(seed=seed, config=config)
         self.legacy_v1 = legacy_v1
         self.host = host
-        self.port = port
+        self.port = port if port is not None else 0
+        self._stable_port = port is None
         self.https = https
         self.latency = latency
         self.bandwidth = bandwidth
@@ -285,7 +291,14 @@ class LocalArchive:
         if self._server is not None:
             return self
         handler = type("BoundHandler", (_Handler,), {"archive": self})
-        server = _Server((self.host, self.port), handler)
+        server = None
+        if self._stable_port and not self.port:
+            try:
+                server = _Server((self.host, self.stable_port()), handler)
+            except OSError:  # taken (another archive of the same data, or another program): any free port
+                server = None
+        if server is None:
+            server = _Server((self.host, self.port), handler)
         if self.https:
             server.socket = self._tls_context().wrap_socket(server.socket, server_side=True)
         self._server = server
@@ -294,6 +307,11 @@ class LocalArchive:
                                         name=f"LocalArchive:{self.port}", daemon=True)
         self._thread.start()
         return self
+
+    def stable_port(self) -> int:
+        """The port this archive's data asks for when no port is given (18000-19999)."""
+        key = f"{self.data.seed}:{len(self.data.images)}:{self.data.config}:{self.https}:{self.legacy_v1}"
+        return 18000 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 2000
 
     def stop(self) -> None:
         """Stop serving and release the port."""
