@@ -123,20 +123,26 @@ class SessionSpec:
     backoff: float
     deadline: float
     credential: str | None = field(default=None)
+    #: the challenge release and splits a session on a release reads (isicarchive.releases), else None
+    release: tuple[str, tuple[str, ...]] | None = field(default=None)
 
     @classmethod
     def of(cls, api: IsicApi) -> SessionSpec:
+        from .releases.session import release_of
+
         http = api.context.transport
         oauth = api.oauth_token
         credential = oauth.to_json() if oauth is not None else http._token
         return cls(api.base_url, api.hostname, api.api_uri, api.api_version, api.cache_folder, http._verify,
-                   http.timeout, http.policy.retries, http.policy.backoff, http.deadline, credential)
+                   http.timeout, http.policy.retries, http.policy.backoff, http.deadline, credential,
+                   release_of(api))
 
     @property
     def key(self) -> str:
         """A digest of everything, the credential included: one worker session per distinct spec."""
         text = "\n".join(str(v) for v in (self.base_url, self.api_version, self.cache_folder, self.verify,
-                                          self.timeout, self.retries, self.backoff, self.deadline, self.credential))
+                                          self.timeout, self.retries, self.backoff, self.deadline, self.credential,
+                                          self.release))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def __dask_tokenize__(self) -> str:
@@ -156,13 +162,15 @@ class SessionSpec:
 
     def _open(self) -> IsicApi:
         from .api import IsicApi
+        from .releases.session import reopened
 
         token: str | OAuthToken | None = self.credential
         if self.credential is not None and self.api_version == 2:
             token = OAuthToken.from_json(self.credential)
-        return IsicApi(hostname=self.hostname, api_uri=self.api_uri, api_version=self.api_version,
-                       cache_folder=self.cache_folder, token=token, verify=self.verify, timeout=self.timeout,
-                       retries=self.retries, backoff=self.backoff, deadline=self.deadline, progress=False)
+        with reopened(self.release):  # a spawned worker reads the same release and splits as the caller
+            return IsicApi(hostname=self.hostname, api_uri=self.api_uri, api_version=self.api_version,
+                           cache_folder=self.cache_folder, token=token, verify=self.verify, timeout=self.timeout,
+                           retries=self.retries, backoff=self.backoff, deadline=self.deadline, progress=False)
 
 
 _SESSIONS: dict[str, IsicApi] = {}

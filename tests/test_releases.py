@@ -683,3 +683,26 @@ def test_the_index_is_kept_and_built_again_when_the_truth_changes(tmp_path: Path
     session = open_quietly("isic2017-task3", tmp_path / "r")
     assert session.cache_images()["ISIC_0000006"]["metadata"]["challenge"]["label"] == "seborrheic_keratosis"
     session.close()
+
+
+def test_a_spawned_process_opens_the_same_release(tmp_path: Path) -> None:
+    """A session pickled to a fresh process (a spawned data-loader worker, a Dask worker) carries the release's
+    name and splits: the folder holds two releases, so detection alone would refuse it."""
+    import pickle
+    import subprocess
+    import sys
+
+    build_2018_tasks12(tmp_path / "r", zipped=True)
+    session = open_quietly("isic2018-task2", tmp_path / "r", splits=["test"])
+    script = ("import pickle, sys, warnings\n"
+              "warnings.simplefilter('error')\n"
+              "import isicarchive.releases as releases\n"
+              "api = pickle.loads(sys.stdin.buffer.read())\n"
+              "print(api.layout, sorted(releases.splits(api)['test']), sorted(releases.masks(api, 'ISIC_0000004')))\n")
+    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(session), capture_output=True,
+                          timeout=120, check=False)
+    session.close()
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split("\n")[0] == (
+        "isic2018-task2 ['ISIC_0000004', 'ISIC_0000005'] "
+        "['globules', 'milia_like_cyst', 'negative_network', 'pigment_network', 'streaks']")

@@ -24,7 +24,8 @@ from .catalog import RELEASES, Release
 from .files import ReleaseFiles
 from .reader import PartContents, iter_records, parse_part, read_release
 
-__all__ = ["OpenedRelease", "ReleaseChoice", "detect", "named", "open_release", "requested"]
+__all__ = ["OpenedRelease", "ReleaseChoice", "detect", "named", "open_release", "release_of", "reopened",
+           "requested"]
 
 log = logging.getLogger("isicarchive.releases")
 
@@ -56,6 +57,29 @@ def requested(choice: ReleaseChoice, location: Path) -> Iterator[None]:
         yield
         with _OPENED_LOCK:
             _OPENED[location] = dataclasses.replace(choice, check_counts=False)  # warned once is enough
+    finally:
+        _REQUESTED.reset(token)
+
+
+def release_of(api: Any) -> tuple[str, tuple[str, ...]] | None:
+    """(release name, splits read) of a session on a release, for a worker to open the same; else None."""
+    opened = getattr(getattr(getattr(api, "context", None), "backend", None), "release", None)
+    if not isinstance(opened, OpenedRelease):
+        return None
+    return opened.release.name, tuple(opened.parts)
+
+
+@contextlib.contextmanager
+def reopened(release: tuple[str, tuple[str, ...]] | None) -> Iterator[None]:
+    """A session opened in this context reads the release :func:`release_of` described (counts not
+    warned about again); nothing changes for None."""
+    if release is None:
+        yield
+        return
+    name, splits = release
+    token = _REQUESTED.set(ReleaseChoice(RELEASES[name], splits or None, check_counts=False))
+    try:
+        yield
     finally:
         _REQUESTED.reset(token)
 
