@@ -299,3 +299,19 @@ def test_an_unpickled_transport_opens_its_own_pool(server: LocalArchive) -> None
     assert not copy.session.adapters["http://"].poolmanager.pools  # type: ignore[attr-defined]
     assert copy.get_json("user/me")["login"] == "alice"
     assert transport.get_json("user/me")["login"] == "alice"  # the original's connections are untouched
+
+
+def test_masks_of_a_release_on_disk(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from isicarchive import releases
+    from isicarchive.releases import sample
+
+    sample.write("isic2018-task1", tmp_path / "release")
+    session = releases.open("isic2018-task1", tmp_path / "release", cache_folder=tmp_path / "cache", check_counts=False)
+    selection = session.select_images([["isic_id", "not is None"]])
+    masks = Samples(selection, target="mask", missing="drop")
+    assert 0 < len(masks) <= len(selection)
+    for index, image_id in enumerate(masks.ids):
+        assert np.array_equal(masks.mask(index), releases.mask(session, image_id))
+        assert masks.pixels(index).shape[:2] == masks.mask(index).shape
+    assert session.request_count == 0
