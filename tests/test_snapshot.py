@@ -104,17 +104,20 @@ def test_a_cut_transfer_resumes_with_the_members_it_lacks(archive: LocalArchive,
     session = IsicApi(hostname=snapshot_url(archive), cache_folder=cache, progress=False)
     chosen = session.search_images("")
     archive.clear_log()
-    # the first requests are cut mid-body: the bulk request of the export and the reads of two members after it
-    rule = archive.faults.add("reset", r"snapshots", fraction=0.3, times=3, methods=("GET",))
+    # most requests are cut mid-body (seeded): the export's bulk requests, then the reads of single members
+    rule = archive.faults.add("reset", r"snapshots", fraction=0.3, probability=0.7, methods=("GET",))
     first = session.download_images(chosen, tmp_path / "first", workers=4)
     archive.faults.remove(rule)
-    assert rule.fired == 3 and len(first.failed) == 2
+    assert rule.fired > 0 and first.failed
     complete = len(first.downloaded)
     archive.clear_log()
     second = session.download_images(chosen, tmp_path / "second", workers=4)
     assert second.ok and len(second.downloaded) == len(chosen)
-    # only the members the first run lacked crossed the network again
+    # only the members the first run lacked crossed the network again (neighbours in one request)
     assert len(archive.requests("snapshots", method="GET")) <= len(chosen) - complete
+    lacked = len(chosen) - complete
+    largest = max(len(path.read_bytes()) for path in (tmp_path / "second").glob("*.jpg"))
+    assert archive.bytes_sent("snapshots") <= lacked * (largest + 1024)
 
 
 def lying(data: bytes, how: str) -> bytes:
@@ -151,5 +154,8 @@ def test_neighbouring_members_travel_in_one_request(archive: LocalArchive, tmp_p
     archive.clear_log()
     result = session.download_images(everything, tmp_path / "all")
     assert result.ok and len(result.downloaded) == len(everything) > 30
-    # the images lie one after another in the zip (a few MB here): one request, not one per image
-    assert len(archive.requests("snapshots", method="GET")) == 1
+    # the images lie one after another in the zip: a request per 256 kB span at most (the smallest span, a few
+    # MB here cut for 8 workers), not one per image
+    total = sum(len((tmp_path / "all" / f"{isic_id}.jpg").read_bytes()) for isic_id in everything)
+    requests = len(archive.requests("snapshots", method="GET"))
+    assert requests <= total // (256 << 10) + 2 and requests < len(everything) / 4

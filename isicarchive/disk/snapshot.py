@@ -267,9 +267,10 @@ class SnapshotFiles:
         """Bring members into the cache ahead of their reads; the number fetched.
 
         Members that follow one another in the zip are fetched together, one
-        Range request for up to ``span_bytes`` (a whole snapshot: a few
-        hundred requests instead of one per image), several requests at
-        once.  Nothing but the members' own headers and bytes is asked for.
+        Range request for up to ``span_bytes`` (less when there is little to
+        fetch, so that every worker gets two spans or more; a whole snapshot:
+        a few thousand requests instead of one per image), ``workers``
+        requests at once.  Nothing but the members' own headers and bytes is asked for.
         A span that fails is left to the members' own reads, which try again.
         """
         if self._folder is None:
@@ -282,6 +283,8 @@ class SnapshotFiles:
                 continue
             wanted.append(info)
         wanted.sort(key=lambda info: info.header_offset)
+        # spans small enough that every worker has two or more of them, large enough to cost few requests
+        span_bytes = max(256 << 10, min(span_bytes, sum(i.compress_size for i in wanted) // (2 * max(1, workers))))
         spans: list[list[zipfile.ZipInfo]] = []
         end = -1
         for info in wanted:
