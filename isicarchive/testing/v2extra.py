@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .server import ApiError, Request, Response
 from .v2collections import can_see
 from .v2framework import django_datetime, django_json
-from .v2paging import invalid, paginate, path_int
+from .v2paging import by_created, descending_datetime_position, invalid, paginate, path_int
 
 if TYPE_CHECKING:
     from .generator import User
@@ -264,8 +264,8 @@ def register(archive: LocalArchive, add: Callable[..., None], cohort_record: Cal
 
     def contributor_list(req: Request) -> Response:
         # isic/ingest/api.py contributor_list (auth=is_authenticated); CursorPagination orders by -created
-        items = visible_contributors(req)[::-1]
-        return paginate(req, items, lambda item: item[1], [f"{k:09d}" for k in range(len(items))])
+        items, keys = by_created(visible_contributors(req), lambda item: data.datasets[item[0] - 1]["created"])
+        return paginate(req, items, lambda item: item[1], keys, parse=descending_datetime_position)
 
     def contributor_detail(req: Request, cid: str) -> Response:
         items = visible_contributors(req)
@@ -290,8 +290,8 @@ def register(archive: LocalArchive, add: Callable[..., None], cohort_record: Cal
 
     def annotation_list(req: Request) -> Response:
         staff(req)  # isic/studies/api.py annotation_list: auth=is_staff
-        items = sorted(data.annotations, key=lambda a: a["_id"])
-        return paginate(req, items, annotation_out, [a["_id"] for a in items])
+        items, keys = by_created(data.annotations, _annotation_created)  # -created, the paginator's default
+        return paginate(req, items, annotation_out, keys, parse=descending_datetime_position)
 
     def annotation_detail(req: Request, aid: str) -> Response:
         staff(req)
@@ -308,8 +308,8 @@ def register(archive: LocalArchive, add: Callable[..., None], cohort_record: Cal
 
     def study_task_list(req: Request) -> Response:
         staff(req)
-        items = sorted(data.annotations, key=lambda a: a["_id"])
-        return paginate(req, items, task_out, [a["_id"] for a in items])
+        items, keys = by_created(data.annotations, _annotation_created)
+        return paginate(req, items, task_out, keys, parse=descending_datetime_position)
 
     def study_task_detail(req: Request, tid: str) -> Response:
         staff(req)
@@ -415,6 +415,11 @@ def register(archive: LocalArchive, add: Callable[..., None], cohort_record: Cal
         return Response.json({"id": len(accessions)}, 201)
 
     add("POST", r"accessions", accession_create)
+
+
+def _annotation_created(annotation: dict) -> str:
+    """When an annotation (a study task) was made: its start, or the study's epoch for a task not begun."""
+    return str(annotation.get("startTime") or "2015-01-01T00:00:00+00:00")
 
 
 def _negated(text: str) -> str:
