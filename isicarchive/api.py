@@ -928,8 +928,10 @@ class IsicApi:
         else:
             from .export import download_to_folder
 
+            # a selection's origin (its collections' DOIs) goes into the folder's CITATION.cff
             result = download_to_folder(self._store, records, Path(folder), workers=workers or self.workers,
-                                        progress=self.progress if progress is None else progress)
+                                        progress=self.progress if progress is None else progress,
+                                        origin=getattr(images, "origin", None))
         result.missing = absent or []
         if strict:
             result.raise_for_failures()

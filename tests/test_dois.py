@@ -60,6 +60,9 @@ def test_a_minted_doi_locks_the_collection_and_gives_its_images(server: LocalArc
     assert lock.selection["doi"] == detail["doi"] and lock.selection["collections"] == [cid]
     cited = selection.cite("bibtex")
     assert f"doi = {{{detail['doi']}}}" in cited and "Paper 2026" in cited
+    selection.export(tmp_path / "exported")
+    cff = (tmp_path / "exported" / "CITATION.cff").read_text()
+    assert f'value: "{detail["doi"]}"' in cff and 'description: "Paper 2026"' in cff
     assert materialise(tmp_path / "paper.lock.json", tmp_path / "imgs").ok
     assert verify_lock(tmp_path / "paper.lock.json").ok  # the query is the DOI: run again, nothing added
 
