@@ -537,6 +537,10 @@ def test_classification_scores_are_the_packages(tmp_path: Path) -> None:
         releases.score("isic2019", predictions.iloc[:8], session)
     with pytest.raises(ScoringError, match="outside \\[0, 1\\]"):
         releases.score("isic2019", predictions * 2, session)
+    # the training truth has no UNK image (nor AK … in this small copy): the package cannot score it
+    train = releases.truth(session, "train")
+    with pytest.raises(ScoringError, match="no positive \\(or no negative\\) image of \\['AK',"):
+        releases.score("isic2019", train[classes], session, split="train")
     session.close()
 
     # 2017: mean AUC of melanoma and seborrheic keratosis

@@ -156,6 +156,12 @@ def score_classification(release: Any, split: str, truth: Any, weights: Any, pre
     truth, weights = truth.copy(), weights.sort_index()
     sort_rows(truth)
     sort_rows(frame)
+    absent = [c for c in categories if not (truth[c] > 0.5).any() or (truth[c] > 0.5).all()]
+    if absent:
+        # the package scores every class (its AUC and partial AUC per class) and fails on one without both
+        # positive and negative images, as 2019's UNK in the training truth
+        raise ScoringError(f"the truth of {release.name} {split} has no positive (or no negative) image of "
+                           f"{absent}: the official scorer cannot score such a class; score another split")
     with warnings.catch_warnings():
         # one-class releases (2016, 2020): the package's balanced accuracy asks scikit-learn for a confusion
         # matrix of a single label, which it warns about; that figure is not the one these releases ranked by
