@@ -549,3 +549,18 @@ def test_cohorts_are_visible_to_staff_and_their_contributors_owners(server: Loca
     assert get(server, "cohorts/", alice).json() == {"count": 0, "next": None, "previous": None, "results": []}
     assert get(server, "cohorts/4/", alice).json() == {"detail": "Not Found"}
     assert get(server, "cohorts/", server.token_for("admin")).json()["count"] == len(server.data.datasets)
+
+
+def test_the_client_says_studies_are_for_staff(server: LocalArchive) -> None:
+    """With the archive's 401 for a signed-in non-staff user (isic/studies/api.py study_list: auth=is_staff),
+    the client's error names the reason instead of only asking to sign in."""
+    from isicarchive import AuthenticationError
+
+    bob = IsicApi("bob", server.credentials["bob"], hostname=server.url, api_version=2, progress=False)
+    with pytest.raises(AuthenticationError, match="staff accounts only") as raised:
+        bob.study()
+    assert raised.value.status == 401
+    stranger = IsicApi(hostname=server.url, api_version=2, progress=False)
+    with pytest.raises(AuthenticationError) as anonymous:
+        stranger.study()
+    assert "staff accounts only" not in str(anonymous.value)

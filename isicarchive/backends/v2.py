@@ -509,14 +509,28 @@ class V2Backend(Backend):
         raise NotFoundError(f"no collection with the DOI {doi} (or you may not see it)")
 
     # -------------------------------------------------------------- studies
+    def _staff_only(self, exc: AuthenticationError) -> AuthenticationError:
+        """The archive answers 401 to a signed-in user who is not staff, as to a stranger (isic/auth.py
+        ``is_staff``): say which it was."""
+        if self.oauth_token is None:
+            return exc
+        return AuthenticationError(f"{exc} Studies are for staff accounts only: this session is signed in, "
+                                   "and the archive declines its account here.", status=exc.status, url=exc.url)
+
     def studies(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
         params = dict(params or {})
         params.pop("detail", None)
-        for s in self._cursor_pages("studies/", params):
-            yield {**s, "_id": str(s["id"])}
+        try:
+            for s in self._cursor_pages("studies/", params):
+                yield {**s, "_id": str(s["id"])}
+        except AuthenticationError as exc:
+            raise self._staff_only(exc) from None
 
     def study(self, study_id: str) -> dict:
-        s = self._get(f"studies/{study_id}/", what=f"study {study_id!r}")
+        try:
+            s = self._get(f"studies/{study_id}/", what=f"study {study_id!r}")
+        except AuthenticationError as exc:
+            raise self._staff_only(exc) from None
         questions = [{"id": q.get("prompt"), "type": q.get("type", "select"),
                       "choices": [c.get("text") if isinstance(c, dict) else c for c in q.get("choices", [])]}
                      for q in s.get("questions", [])]
