@@ -80,12 +80,11 @@ def graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
 #: the layers of docs/architecture.md, bottom first: tier → modules (a package name covers its modules)
 TIERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("errors", "_version", "_json", "_gc", "deadlines", "limits", "progress", "csvguard", "hosts",
-                     "allocator", "regex", "context", "superpixels", "slic", "disk", "models.base")),
-    ("vocabulary", ("legacy", "search", "licenses", "pixels", "empty", "selection", "grouping", "releases.catalog",
-                    "releases.scoring")),
+                     "allocator", "regex", "context", "superpixels", "slic", "models.base")),
+    ("vocabulary", ("legacy", "search", "licenses", "pixels", "empty", "listing", "selection", "grouping",
+                    "releases.catalog", "releases.scoring")),
     ("HTTP and files", ("transport", "oauth", "credentials", "locking", "cache", "downloads", "digests")),
-    ("sources of records", ("backends", "disk.layouts", "disk.index", "releases.files", "releases.reader",
-                            "releases.session")),
+    ("sources of records", ("backends", "disk", "releases.files", "releases.reader", "releases.session")),
     ("models and store", ("models", "store")),
     ("facade", ("api", "isicarchive")),
     ("work for a session", ("scaleout", "export", "exports", "lockfile", "collections", "citations", "leakage",
