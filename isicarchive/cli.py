@@ -277,6 +277,10 @@ def cmd_images_download(args: argparse.Namespace) -> int:
                          "or (v2) --search QUERY")
     if args.limit is not None and args.search is None:
         images = list(images)[:args.limit]
+    if getattr(args, "commercial", False):  # export --commercial: no CC-BY-NC image is written
+        from .licenses import keep
+
+        images = keep(api.context.records_for(images), commercial=True)
     result = api.download_images(images, folder=args.out, workers=args.workers, superpixels=args.superpixels,
                                  missing="skip" if args.skip_missing else "raise")
     payload = {"downloaded": len(result.downloaded), "skipped": len(result.skipped), "failed": result.failed,
@@ -541,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_image_options(p, "image ids or names (default: every image)")
     p.add_argument("--to", required=True, dest="out", help="the folder")
+    p.add_argument("--commercial", action="store_true", help="only images licensed for commercial use (CC-0, "
+                                                             "CC-BY): no CC-BY-NC image is written")
     p.set_defaults(func=cmd_images_download, superpixels=False, everything=True)
 
     p = command("study", cmd_study, "show a study, download its images, or list its annotations",

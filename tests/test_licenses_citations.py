@@ -87,6 +87,20 @@ def test_commercial_search_and_export_never_write_a_cc_by_nc_image(server: Local
     assert set(searched) == allowed
 
 
+def test_cli_export_commercial_writes_no_cc_by_nc_image(server: LocalArchive, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from isicarchive.cli import main
+
+    assert main(["--host", server.url, "--api", "v2", "--json", "images", "export", "-s", "sex:*", "--to",
+                 str(tmp_path / "out"), "--commercial"]) == 0
+    capsys.readouterr()
+    records = {k: r for k, r in IsicApi(hostname=server.url, api_version=2, progress=False).search_images(
+        "sex:*").items()}
+    written = {p.stem for p in (tmp_path / "out").glob("ISIC_*")}
+    assert written == {k for k, r in records.items() if r["copyright_license"] != "CC-BY-NC"}
+    assert len(written) < len(records)
+
+
 def test_exports_write_citation_cff_beside_attribution(server: LocalArchive, tmp_path: Path) -> None:
     api = IsicApi(hostname=server.url, api_version=2, progress=False, backoff=0.001)
     selection = api.search_images("sex:female")
