@@ -99,10 +99,10 @@ def labelled(api: Any, images: int) -> Any:
     return Selection({k: r for k, r in found.items() if target_value(r, "diagnosis_1")}, session=api)
 
 
-def epoch(dataset: Any, workers: int, batch_size: int = 32) -> tuple[float, int]:
+def epoch(dataset: Any, workers: int, batch_size: int = 32, context: str | None = None) -> tuple[float, int]:
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, multiprocessing_context=context)
     started = time.perf_counter()
     count = sum(len(images) for images, _ in loader)
     return time.perf_counter() - started, count
@@ -113,10 +113,27 @@ def best(runs: int, call: Any) -> tuple[float, int]:
     return min(r[0] for r in results), results[0][1]
 
 
+class BarePIL:
+    """The baseline a user writes: Pillow, then a tensor, then the transform (a torch Dataset by duck typing;
+    at module level, so that spawned workers can unpickle it)."""
+
+    def __init__(self, paths: list[Path], transform: Any) -> None:
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from PIL import Image
+        from torchvision.transforms.functional import pil_to_tensor
+
+        with Image.open(self.paths[index]) as image:
+            return self.transform(pil_to_tensor(image.convert("RGB"))), 0
+
+
 def warm(args: argparse.Namespace, folder: Path, epochs: bool = True) -> dict[str, Any]:
     import torch
-    from PIL import Image
-    from torch.utils.data import Dataset
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
     from torchvision.transforms.functional import pil_to_tensor
@@ -136,22 +153,9 @@ def warm(args: argparse.Namespace, folder: Path, epochs: bool = True) -> dict[st
         exported = selection.export(folder / "imagefolder", layout="imagefolder", target="diagnosis_1")
         resize = v2.Resize((224, 224), antialias=True)
 
-        class BarePIL(Dataset):
-            """The baseline a user writes: Pillow, then a tensor, then the transform."""
-
-            def __init__(self, paths: list[Path]) -> None:
-                self.paths = paths
-
-            def __len__(self) -> int:
-                return len(self.paths)
-
-            def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-                with Image.open(self.paths[index]) as image:
-                    return resize(pil_to_tensor(image.convert("RGB"))), 0
-
         ours = IsicDataset(selection, target="diagnosis_1", transform=resize)
         theirs = ImageFolder(str(folder / "imagefolder"), transform=lambda image: resize(pil_to_tensor(image)))
-        bare = BarePIL(list(exported.files))
+        bare = BarePIL(list(exported.files), resize)
         plain = IsicDataset(selection, target="diagnosis_1")
         position = {image_id: index for index, image_id in enumerate(plain.samples.ids)}
         same = sum(torch.equal(pil_to_tensor(theirs.loader(path)), plain[position[Path(path).stem]][0])
@@ -159,6 +163,8 @@ def warm(args: argparse.Namespace, folder: Path, epochs: bool = True) -> dict[st
         before = server.requests()
         figures = {"ours_2": best(2, lambda: epoch(ours, 2)), "imagefolder_2": best(2, lambda: epoch(theirs, 2)),
                    "bare_2": best(2, lambda: epoch(bare, 2)), "ours_0": best(1, lambda: epoch(ours, 0)),
+                   "ours_2_spawn": best(1, lambda: epoch(ours, 2, context="spawn")),
+                   "bare_2_spawn": best(1, lambda: epoch(bare, 2, context="spawn")),
                    "bare_0": best(1, lambda: epoch(bare, 0))}
         requests = server.requests() - before
         webdataset = shards(api, selection, folder)
@@ -243,6 +249,9 @@ def main() -> None:
             print(f"  bare PIL Dataset           {w['bare_2']:7.2f} s   ours {w['bare_2'] / w['ours_2']:.2f}x")
             print(f"  no workers: IsicDataset {w['ours_0']:.2f} s, bare PIL {w['bare_0']:.2f} s; 2 workers vs 0: "
                   f"ours {w['ours_0'] / w['ours_2']:.2f}x, bare {w['bare_0'] / w['bare_2']:.2f}x")
+            print(f"  spawned workers (each imports torch anew): IsicDataset {w['ours_2_spawn']:.2f} s, bare PIL "
+                  f"{w['bare_2_spawn']:.2f} s; ours {w['bare_2_spawn'] / w['ours_2_spawn']:.2f}x, "
+                  f"{w['ours_0'] / w['ours_2_spawn']:.2f}x no workers")
             print(f"  tensors identical to ImageFolder's decode of the exported files: {w['identical_of_50']}/50")
             s = w["webdataset"]
             print(f"WebDataset export of {s['images']} images ({s['shards']} shard(s), "

@@ -324,7 +324,7 @@ def _webdataset(samples: Samples, where: Path, seed: int, shuffle: bool, shard_b
         old.unlink()
     writer = _ShardWriter(where, shard_bytes, shard_samples)
     try:
-        for index, image in samples.stream(order, read=lambda i: _opened(samples.source(i))):
+        for index, image in _sources(samples, order, _opened):
             key = _key(samples.ids[index])
             members: list[tuple[str, bytes | _File]] = [
                 (key + _extension(image.head if isinstance(image, _File) else image), image),
@@ -334,6 +334,22 @@ def _webdataset(samples: Samples, where: Path, seed: int, shuffle: bool, shard_b
             writer.add(members)
     finally:
         result.files.extend(writer.close())
+
+
+def _sources(samples: Samples, order: list[int], read: Any) -> Iterator[tuple[int, Any]]:
+    """``(index, read(source))`` in order: files missing from the cache are fetched first, all at once
+    with the download engine's parallel transfers; files at hand are then read in turn (a thread pool
+    for files already on disk cost more than it saved); without a cache folder, the downloads run ahead
+    on a pool."""
+    store = samples.api.context.store
+    if not store.backend.local and store.cache is not None:
+        cached = store.cache.find_images(samples.ids)
+        missing = [samples.records[i] for i in order if samples.ids[i] not in cached]
+        if missing:
+            samples.api.download_images(missing, strict=True)
+    if store.backend.local or store.cache is not None:
+        return ((index, read(samples.source(index))) for index in order)
+    return samples.stream(order, read=lambda i: read(samples.source(i)))
 
 
 @dataclass
@@ -365,6 +381,29 @@ def _bytes(source: Path | bytes) -> bytes:
     return source.read_bytes() if isinstance(source, Path) else source
 
 
+def ustar_header(name: str, size: int) -> bytes:
+    """The ustar header of a regular file as ``tarfile.TarInfo(name).tobuf(format=USTAR_FORMAT)`` writes it
+    with mode 0644, owner and group 0 and no names, time 0 (a shard's every member has those) — built
+    directly, at a tenth of the cost, for names of up to 100 ASCII characters."""
+    encoded = name.encode("ascii")
+    if len(encoded) > 100 or size >= 8**11:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime, info.uname, info.gname = size, 0o644, 0, "", ""
+        return info.tobuf(format=tarfile.USTAR_FORMAT)
+    header = bytearray(tarfile.BLOCKSIZE)
+    header[0:len(encoded)] = encoded
+    header[100:108] = b"0000644\0"
+    header[108:116] = b"0000000\0"
+    header[116:124] = b"0000000\0"
+    header[124:136] = b"%011o\0" % size
+    header[136:148] = b"00000000000\0"
+    header[148:156] = b"        "
+    header[156:157] = b"0"
+    header[257:265] = b"ustar\x0000"
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
 def _blocks(size: int) -> int:
     return tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
@@ -391,21 +430,18 @@ class _ShardWriter:
                 # unbuffered: headers and records go straight to the file, between the kernel's copies
                 self._fh = open(self._part(), "wb", buffering=0)  # noqa: SIM115  (closed in _finish)
                 self._size = self._count = 0
+            pending: list[bytes] = []  # written together: one write between two kernel copies
             for name, data in members:
                 length = data.size if isinstance(data, _File) else len(data)
-                info = tarfile.TarInfo(name)
-                info.size = length
-                info.mode = 0o644
-                info.mtime = 0
-                info.uname = info.gname = ""
-                header = info.tobuf(format=tarfile.USTAR_FORMAT)
-                padding = b"\0" * (-length % tarfile.BLOCKSIZE)
+                pending.append(ustar_header(name, length))
                 if isinstance(data, _File):
-                    self._fh.write(header)
+                    self._fh.write(b"".join(pending))
+                    pending = []
                     _copy_into(self._fh.fileno(), data)
-                    self._fh.write(padding)
                 else:
-                    self._fh.write(header + data + padding)
+                    pending.append(data)
+                pending.append(b"\0" * (-length % tarfile.BLOCKSIZE))
+            self._fh.write(b"".join(pending))
             self._size += size
             self._count += 1
         finally:

@@ -200,3 +200,21 @@ def test_a_split_exports_its_parts_as_splits(session: Any, selection: Any, tmp_p
     assert sorted(p.name for p in (tmp_path / "o").iterdir() if p.is_dir()) == sorted(parts)
     assert official.counts == result.counts
     assert sorted(f.stem for f in (tmp_path / "o" / "test").glob("ISIC_*.jpg")) == sorted(parts["test"])
+
+
+@pytest.mark.parametrize("name, size", [("ISIC_0000000.jpg", 0), ("ISIC_0000000.json", 1), ("k.cls", 512),
+                                        ("x" * 100, 123_456_789), ("d" * 99 + "/long", 5), ("big.jpg", 8**11)])
+def test_shard_headers_are_tarfiles_own(name: str, size: int) -> None:
+    from isicarchive.exports import ustar_header
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime, info.uname, info.gname = size, 0o644, 0, "", ""
+    try:
+        expected = info.tobuf(format=tarfile.USTAR_FORMAT)
+    except ValueError:  # a size ustar cannot state
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError):
+            ustar_header(name, size)
+    else:
+        assert ustar_header(name, size) == expected
