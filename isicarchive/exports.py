@@ -53,6 +53,7 @@ from .csvguard import write_csv
 from .downloads import sniffed_type
 from .errors import QueryError
 from .export import metadata_rows
+from .locking import own_partial
 from .training import MASK, UNLABELLED, Samples
 
 if TYPE_CHECKING:
@@ -291,7 +292,7 @@ def _place(source: Path | bytes, destination: Path, link: bool) -> bool:
     """Put an image at ``destination``: a hard link to ``source`` where allowed, else a copy (atomically).
 
     Returns whether it is a link."""
-    part = destination.with_name(f".{destination.name}.part")
+    part = own_partial(destination.with_name(f".{destination.name}.part"))  # no second writer shares it
     part.unlink(missing_ok=True)
     linked = False
     if isinstance(source, Path):

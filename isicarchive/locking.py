@@ -42,7 +42,7 @@ import filelock
 from .errors import CacheError
 
 __all__ = ["DEFAULT_TIMEOUT", "LOG_EVERY", "STALE_PARTIAL_SECONDS", "adopt_partial", "file_lock",
-           "lock_timeout", "release_partial"]
+           "lock_timeout", "own_partial", "release_partial"]
 
 log = logging.getLogger("isicarchive")
 
@@ -123,6 +123,12 @@ def _stem(part: Path) -> str:
 
 def _own_name(part: Path) -> Path:
     return part.with_name(f"{_stem(part)}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.part")
+
+
+def own_partial(part: Path) -> Path:
+    """A fresh partial file name of this writer's own for the shared name ``part`` (nothing adopted):
+    for a writer that starts from nothing and must not share its file with another."""
+    return _own_name(part)
 
 
 def _others(folder: Path) -> dict[str, list[str]]:
