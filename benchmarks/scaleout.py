@@ -103,7 +103,7 @@ def main() -> None:
     server, url = start(args.images, args.size, 0.0)
     try:
         with tempfile.TemporaryDirectory() as cache:
-            api = IsicApi(hostname=url, cache_folder=cache, progress=False)
+            api = IsicApi(hostname=url, api_version=1, cache_folder=cache, progress=False)
             records = list(api.cache_images().values())[: args.images]
             api.download_images(records, superpixels=True).raise_for_failures()
             serial(api, records, load)  # once untimed: it writes the spidx index files every run below reads
@@ -167,13 +167,13 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as cold_serial, \
                 tempfile.TemporaryDirectory() as cold_dask:
-            records = list(IsicApi(hostname=url, progress=False).cache_images().values())[: args.download_images]
+            records = list(IsicApi(hostname=url, api_version=1, progress=False).cache_images().values())[: args.download_images]
             # the local archive renders each image on its first request: render them all before timing, so
             # that both runs measure waiting on the archive, not its rendering
-            IsicApi(hostname=url, cache_folder=warm, progress=False).download_images(records).raise_for_failures()
-            api = IsicApi(hostname=url, cache_folder=cold_serial, progress=False)
+            IsicApi(hostname=url, api_version=1, cache_folder=warm, progress=False).download_images(records).raise_for_failures()
+            api = IsicApi(hostname=url, api_version=1, cache_folder=cold_serial, progress=False)
             t_serial, expected = timed(lambda: {r["_id"]: mean_colour(loaded(api, r)) for r in records})
-            api2 = IsicApi(hostname=url, cache_folder=cold_dask, progress=False)
+            api2 = IsicApi(hostname=url, api_version=1, cache_folder=cold_dask, progress=False)
             t_dask, frame = timed(lambda: api2.map_images(mean_colour, records, progress=False))
             got = {i: {"red": r.red, "green": r.green, "blue": r.blue} for i, r in frame.iterrows()}
             print(f"Download-bound, {len(records)} images of {args.download_size}, {args.latency * 1000:.0f} ms per "
