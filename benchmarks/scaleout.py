@@ -167,10 +167,12 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as cold_serial, \
                 tempfile.TemporaryDirectory() as cold_dask:
-            records = list(IsicApi(hostname=url, api_version=1, progress=False).cache_images().values())[: args.download_images]
+            listing = IsicApi(hostname=url, api_version=1, progress=False)
+            records = list(listing.cache_images().values())[: args.download_images]
             # the local archive renders each image on its first request: render them all before timing, so
             # that both runs measure waiting on the archive, not its rendering
-            IsicApi(hostname=url, api_version=1, cache_folder=warm, progress=False).download_images(records).raise_for_failures()
+            warming = IsicApi(hostname=url, api_version=1, cache_folder=warm, progress=False)
+            warming.download_images(records).raise_for_failures()
             api = IsicApi(hostname=url, api_version=1, cache_folder=cold_serial, progress=False)
             t_serial, expected = timed(lambda: {r["_id"]: mean_colour(loaded(api, r)) for r in records})
             api2 = IsicApi(hostname=url, api_version=1, cache_folder=cold_dask, progress=False)
