@@ -21,7 +21,6 @@ in; images not cached are fetched) or from a lock file, which holds both:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,6 +235,8 @@ def _near_duplicates(entries: list[_Entry], distance: int, report: AuditReport) 
         return
     import io
 
+    from .pixels import check_pixels
+
     hashes: list[int] = []
     kept: list[_Entry] = []
     for entry in entries:
@@ -245,7 +246,8 @@ def _near_duplicates(entries: list[_Entry], distance: int, report: AuditReport) 
         path = store.image_path(entry.record)
         data = path.read_bytes() if path is not None else store.backend.read_image(entry.record) \
             if store.backend.local else store.http.get_bytes(store.backend.image_file(entry.record))[0]
-        with PILImage.open(io.BytesIO(data) if path is None else os.fspath(path)) as image:
+        check_pixels(data, f"image {entry.record.get('isic_id') or entry.record.get('_id')}")  # the pixel limit
+        with PILImage.open(io.BytesIO(data)) as image:
             hashes.append(int(str(imagehash.phash(image)), 16))
         kept.append(entry)
     if len(kept) < len(entries):

@@ -99,3 +99,16 @@ def test_the_pixel_limit_applies_to_every_decoder_and_path(kind: str, archive: L
         disk.image("ISIC_0000001").load_imagedata()
     record("decompression bomb", f"load_imagedata of a {kind}", "max_pixels=5,000 configured; a 120x90 image from "
            "the network, the cache and an archive on disk", "ImageTooLargeError on each of the three paths")
+
+
+def test_the_audit_of_near_duplicates_decodes_under_the_limit(archive: LocalArchive, tmp_path: Path,
+                                                            small_limit: int) -> None:
+    pytest.importorskip("imagehash")
+    from isicarchive.leakage import audit
+
+    api = quick_api(archive.url, api_version=2, cache_folder=str(tmp_path))
+    parts = api.search_images("", limit=4).split({"a": 0.5, "b": 0.5})
+    with pytest.raises(IsicError, match="more than the limit of 5,000"):
+        audit(parts, near_duplicates=True, check_bytes=False)
+    record("decompression bomb", "audit(near_duplicates=True) (perceptual hashes)", "max_pixels=5,000 configured",
+           "ImageTooLargeError before Pillow decodes an image over the limit")
