@@ -364,6 +364,13 @@ def test_openapi_document_and_docs_page(server: LocalArchive) -> None:
         "images/", "images/search/", "images/{isic_id}/", "images/{isic_id}/similar/", "collections/",
         "collections/{id}/", "lesions/", "lesions/{id}/", "users/me/"))
     assert document["paths"]["/api/v2/images/"]["get"]["operationId"] == "isic_core_api_image_image_list"
+    schemas = document["components"]["schemas"]
+    assert sorted(schemas["ImageOut"]["properties"]) == sorted(  # ImageOut: ModelSchema "public" + its fields
+        ["public", "isic_id", "copyright_license", "attribution", "files", "metadata"])
+    assert set(schemas["UserOut"]["properties"]) == {"id", "email", "first_name", "last_name", "created",
+                                                     "accepted_terms", "hash_id", "full_name"}
+    refs = re.findall(r'"#/components/schemas/(\w+)"', requests.get(f"{server.v2_url}/openapi.json", timeout=10).text)
+    assert refs and set(refs) <= set(schemas)
     page = requests.get(f"{server.url}/api/docs/swagger/", timeout=10)
     assert page.status_code == 200 and "/api/v2/openapi.json" in page.text and "<title>ISIC Archive" in page.text
 

@@ -495,6 +495,58 @@ def _field_value(value: Any) -> bool:
         return False
 
 
+def _output_schemas() -> dict[str, Any]:
+    """The output schemas' fields as the archive declares them (isic/core/api/image.py ImageOut, FileOut,
+    ImageFilesOut; collection.py CollectionOut; user.py UserOut; isic/ingest/api.py LesionOut), in
+    pydantic's JSON-schema form (titles from the field names, nullable fields as ``anyOf``)."""
+    def field(name: str, kind: str | None = None, *, nullable: bool = False, fmt: str | None = None,
+              **extra: Any) -> tuple[str, dict]:
+        body: dict[str, Any] = {"type": kind} if kind else {}
+        if fmt:
+            body["format"] = fmt
+        body.update(extra)
+        if nullable:
+            body = {"anyOf": [body, {"type": "null"}]}
+        return name, {**body, "title": name.replace("_", " ").title()}
+
+    def model(name: str, fields: list[tuple[str, dict]], required: list[str]) -> dict:
+        return {"title": name, "type": "object", "properties": dict(fields), "required": required}
+
+    image_fields = [field("public", "boolean", default=False), field("isic_id", "string"),
+                    field("copyright_license", "string"), field("attribution", "string"),
+                    ("files", {"$ref": "#/components/schemas/ImageFilesOut"}),
+                    field("metadata", "object", additionalProperties=True)]
+    image_required = ["isic_id", "copyright_license", "attribution", "files", "metadata"]
+    return {
+        "FileOut": model("FileOut", [field("url", "string"), field("size", "integer")], ["url", "size"]),
+        "ImageFilesOut": model("ImageFilesOut", [("full", {"$ref": "#/components/schemas/FileOut"}),
+                                                 ("thumbnail_256", {"$ref": "#/components/schemas/FileOut"})],
+                               ["full", "thumbnail_256"]),
+        "ImageOut": model("ImageOut", image_fields, image_required),
+        "SimilarImageOut": model("SimilarImageOut", image_fields + [field("distance", "number")],
+                                 image_required + ["distance"]),
+        "CollectionOut": model("CollectionOut", [
+            field("id", "integer", nullable=True), field("name", "string"), field("description", "string"),
+            field("public", "boolean", default=False), field("pinned", "boolean", default=False),
+            field("locked", "boolean", default=False), field("doi", "string", nullable=True, default=None),
+            field("doi_url", "string", nullable=True, default=None)], ["name", "description"]),
+        "UserOut": model("UserOut", [
+            field("id", "integer", nullable=True), field("email", "string"), field("first_name", "string"),
+            field("last_name", "string"), field("created", "string", fmt="date-time"),
+            field("accepted_terms", "string", nullable=True, fmt="date-time"),
+            field("hash_id", "string", nullable=True), field("full_name", "string")],
+            ["email", "created", "accepted_terms", "hash_id", "full_name"]),
+        "LesionOut": model("LesionOut", [
+            field("id", "string"), ("images", {"items": {"$ref": "#/components/schemas/ImageOut"}, "type": "array",
+                                               "title": "Images"}),
+            field("images_count", "integer"), field("longitudinally_monitored", "boolean"),
+            field("index_image_id", "string", nullable=True), field("outcome_diagnosis", "string", nullable=True),
+            field("outcome_diagnosis_1", "string", nullable=True)],
+            ["id", "images", "images_count", "longitudinally_monitored", "index_image_id", "outcome_diagnosis",
+             "outcome_diagnosis_1"]),
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The operations the archive publishes (``include_in_schema=True``), as django-ninja 1.4.5's
     ``get_schema`` lays them out: OpenAPI 3.1.0, ``info`` from ``NinjaAPI(title="ISIC Archive",
@@ -547,7 +599,7 @@ def openapi_document() -> dict[str, Any]:
             [path_param("isic_id", "string"),
              {"in": "query", "name": "limit", "schema": {"default": 10, "maximum": 50, "title": "Limit",
                                                           "type": "integer"}, "required": False}],
-            {"items": image, "type": "array"}),
+            {"items": {"$ref": "#/components/schemas/SimilarImageOut"}, "type": "array"}),
         "/api/v2/collections/": operation(
             "isic.core.api.collection", "collection_list", "collections", "Return a list of collections.",
             [{"in": "query", "name": "pinned", "schema": {"anyOf": [{"type": "boolean"}, {"type": "null"}],
@@ -565,9 +617,8 @@ def openapi_document() -> dict[str, Any]:
         "/api/v2/users/me/": operation("isic.core.api.user", "user_me", "users",
                                        "Retrieve the currently logged in user.", [], user),
     }
-    schemas: dict[str, Any] = {}
+    schemas: dict[str, Any] = _output_schemas()
     for name in ("ImageOut", "CollectionOut", "LesionOut", "UserOut"):
-        schemas[name] = {"title": name, "type": "object"}
         schemas[f"Paged{name}"] = {"title": f"Paged{name}", "type": "object", "required": ["results", "count",
                                                                                         "next", "previous"],
                                    "properties": {"results": {"items": {"$ref": f"#/components/schemas/{name}"},
