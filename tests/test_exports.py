@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import make_api
+from tests.conftest import make_api
 from PIL import Image as PILImage
 
 from isicarchive.errors import MissingTargetError, QueryError
