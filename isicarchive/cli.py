@@ -645,11 +645,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except IsicError as exc:
         return _fail(str(exc), next(code for kind, code in _EXIT_CODES if isinstance(exc, kind)))
-    except ImportError as exc:  # an optional dependency: the library's messages name the extra
-        text = str(exc)
-        if "isicarchive[" not in text:
-            text += " (an optional dependency: pip install 'isicarchive[all]'; see the extras in the README)"
-        return _fail(text, EXIT_ERROR)
+    except ImportError as exc:  # an optional dependency: the line names the extra that installs it
+        from .extras import missing_message
+
+        return _fail(missing_message(exc), EXIT_ERROR)
     except OSError as exc:  # permissions, a full disk, a missing file: what and where, in one line
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}", EXIT_ERROR)
