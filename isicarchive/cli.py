@@ -28,12 +28,14 @@ _EXIT_CODES = ((AuthenticationError, EXIT_AUTH), (NotFoundError, EXIT_NOT_FOUND)
 EPILOG = """examples:
   isicarchive demo                                  run the offline demo (local archive)
   isicarchive serve --port 8000                     serve a local archive (v1 and v2)
-  isicarchive --host http://127.0.0.1:8000 images select meta.clinical.diagnosis == melanoma
-  isicarchive images download --select meta.acquisition.pixelsX '>=' 2048 --out ./big
-  isicarchive --api v2 login --user me              sign in on the archive's page (token kept in the keyring)
-  isicarchive --api v2 --user me images download -s 'diagnosis_3:Melanoma*' -l 100 --out ./melanomas
-  isicarchive study show "ISIC Annotation Study 0" --json
-  isicarchive cache info --cache-folder ~/isic-cache
+  isicarchive --host http://127.0.0.1:8000/api/v2 images search -s 'diagnosis_1:Malignant'
+  isicarchive --host 127.0.0.1:8000 images select meta.clinical.diagnosis == melanoma
+  isicarchive login --user me                       sign in on the archive's page (token kept in the keyring)
+  isicarchive --user me images download -s 'diagnosis_3:Melanoma*' -l 100 --out ./melanomas
+  isicarchive metadata download -s 'diagnosis_1:Malignant' -o malignant.csv
+  isicarchive --api v1 study show "ISIC Annotation Study 0" --json
+  isicarchive cache info                            the default cache folder (or --cache-folder DIR)
+API: v2 (today's) unless --api v1 or the host serves only v1
 exit codes: 0 ok, 1 error, 2 usage, 3 authentication, 4 not found, 130 interrupted"""
 
 

@@ -432,7 +432,7 @@ class _Stopped(Exception):
 
 
 #: how long an interrupted download waits for its transfers in flight to reach their next chunk
-STOP_GRACE = 0.5
+STOP_GRACE = 0.3
 
 
 def _run_interruptibly(jobs: list[Job], work: Callable[[Job], tuple[Path, bool]],
