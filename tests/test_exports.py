@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import make_api
 from PIL import Image as PILImage
 
 from isicarchive.errors import MissingTargetError, QueryError
 from isicarchive.exports import card_tables
 from isicarchive.testing import ArchiveConfig, LocalArchive
 from isicarchive.training import target_value
+from tests.conftest import make_api
 
 
 @pytest.fixture(scope="module")

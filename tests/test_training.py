@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import make_api
 from PIL import Image as PILImage
 
 from isicarchive import IsicApi
@@ -20,6 +19,7 @@ from isicarchive.errors import MissingTargetError, QueryError
 from isicarchive.legacy import V2_DIAGNOSIS_PATHS
 from isicarchive.testing import ArchiveConfig, LocalArchive
 from isicarchive.training import Samples, SessionHandle, decode_pixels, epoch_order, shard_indices, target_value
+from tests.conftest import make_api
 
 
 @pytest.fixture(scope="module")
