@@ -38,9 +38,11 @@ images, port, latency, stats = int(sys.argv[1]), int(sys.argv[2]), float(sys.arg
 config = ArchiveConfig(images=images, private_datasets=0, image_size=(640, 480), segmentations_per_image=0.0)
 archive = LocalArchive(seed=3, config=config, port=port, latency=latency).start()
 print("ready", flush=True)
-while True:  # the number of requests served so far, for the parent to read
-    with open(stats, "w") as fh:
+import os
+while True:  # the number of requests served so far, for the parent to read (replaced whole: never half-written)
+    with open(stats + ".tmp", "w") as fh:
         fh.write(str(len(archive.log)))
+    os.replace(stats + ".tmp", stats)
     time.sleep(0.1)
 """
 
