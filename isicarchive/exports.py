@@ -344,10 +344,11 @@ def _sources(samples: Samples, order: list[int], read: Any) -> Iterator[tuple[in
     on a pool."""
     store = samples.api.context.store
     if not store.backend.local and store.cache is not None:
-        cached = store.cache.find_images(samples.ids)
-        missing = [samples.records[i] for i in order if samples.ids[i] not in cached]
+        # the samples' own listing of the cache (one per process), then relisted only if something came
+        missing = [samples.records[i] for i in order if samples._cached_path(i) is None]
         if missing:
             samples.api.download_images(missing, strict=True)
+            samples._paths = None
     if store.backend.local or store.cache is not None:
         return ((index, read(samples.source(index))) for index in order)
     return samples.stream(order, read=lambda i: read(samples.source(i)))
