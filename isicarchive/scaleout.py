@@ -16,8 +16,9 @@ stays valid because every cache write is atomic and locked across processes.
 Credentials: the session's token travels inside the :class:`SessionSpec`,
 which is an argument of the tasks, so it goes exactly where the tasks go — to
 the cluster the caller chose — and nowhere else.  Its ``repr`` hides the
-token, task names are ``isic-map-images-<hash>`` (the hash covers a digest of
-the token, never the token), and workers log as the library always does,
+token, task names are ``isic-map-images-<part>-<hash><call>`` (the hash covers
+a digest of the token, never the token; ``<call>`` is new for every call, so
+that two calls over one session never share a task's result), and workers log as the library always does,
 without secrets.  A v2 token that expires during a long run is renewed in
 each worker from the refresh token it carries.
 
@@ -32,6 +33,7 @@ import math
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -173,6 +175,16 @@ class SessionSpec:
                            retries=self.retries, backoff=self.backoff, deadline=self.deadline, progress=False)
 
 
+def _call_token() -> str:
+    """A part of the task names new for every call.
+
+    Names made of the partition and the session alone were the same for two
+    calls over one session: a cluster still holding the first call's results
+    handed them to the second (other images, another function).
+    """
+    return uuid.uuid4().hex[:12]
+
+
 _SESSIONS: dict[str, IsicApi] = {}
 _SESSIONS_LOCK = threading.Lock()
 
@@ -299,8 +311,9 @@ def map_images(api: IsicApi, func: Callable[[Image], Any], records: list[dict], 
             raise QueryError("client is a distributed.Client or one of 'threads', 'cluster', 'processes', 'sync'; "
                              f"not {client!r}")
         chunks = _partitions(records, npartitions, os.cpu_count() or 1)
+        call = _call_token()
         tasks = [dask.delayed(run_partition)(chunk, spec, func, parts, strict,
-                                             dask_key_name=f"isic-map-images-{i}-{spec.key}")
+                                             dask_key_name=f"isic-map-images-{i}-{spec.key}{call}")
                  for i, chunk in enumerate(chunks)]
         with _TaskBar(len(records), chunks, progress):
             frames = dask.compute(*tasks, scheduler=client)
@@ -348,8 +361,9 @@ def _on_cluster(client: Any, spec: SessionSpec, func: Callable[[Image], Any], re
     chunks = _partitions(records, npartitions, workers)
     # the spec goes to the cluster once, not with every task
     [shared] = client.scatter([spec], broadcast=False, hash=False)
-    futures = [client.submit(run_partition, chunk, shared, func, parts, strict, key=f"isic-map-images-{i}-{spec.key}",
-                             pure=False) for i, chunk in enumerate(chunks)]
+    call = _call_token()
+    futures = [client.submit(run_partition, chunk, shared, func, parts, strict,
+                             key=f"isic-map-images-{i}-{spec.key}{call}", pure=False) for i, chunk in enumerate(chunks)]
     order = {future.key: i for i, future in enumerate(futures)}
     frames: list[Any] = [None] * len(futures)
     bar = _progress(len(records), "Images", unit="image", enabled=progress)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import platform
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +261,24 @@ def test_a_plain_clusters_workers_get_the_allocator_thresholds(archive: LocalArc
     assert frame["faults"].max() < 50, frame["faults"].tolist()
     applied = client.run(lambda: __import__("isicarchive.allocator").allocator.applied())  # type: ignore[attr-defined]
     assert all(state == {"M_TRIM_THRESHOLD": True, "M_MMAP_THRESHOLD": True} for state in applied.values())
+
+
+
+def slow_label(label: str) -> Callable[[object], dict]:
+    def run(image: object) -> dict:
+        time.sleep(0.3)  # both calls' tasks are on the cluster at once
+        return {"which": label}
+    return run
+
+
+def test_two_calls_over_one_session_get_their_own_results(archive: LocalArchive, client: object) -> None:
+    # task names were the partition and the session alone: while the first call's tasks were still on the
+    # cluster, a second call over the same session was handed their results (other images, another function)
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
+    first, second = visible(archive, 8)[:4], visible(archive, 8)[4:]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        one = pool.submit(api.map_images, slow_label("first"), first, client=client, load=(), progress=False)
+        two = pool.submit(api.map_images, slow_label("second"), second, client=client, load=(), progress=False)
+        one_frame, two_frame = one.result(timeout=60), two.result(timeout=60)
+    assert list(one_frame.index) == first and set(one_frame["which"]) == {"first"}
+    assert list(two_frame.index) == second and set(two_frame["which"]) == {"second"}
