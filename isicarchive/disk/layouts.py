@@ -380,7 +380,8 @@ def _diagnosis(term: str | None) -> dict[str, str]:
     return {f"diagnosis_{n}": node for n, node in enumerate(path or (), 1)}
 
 
-def _site(site: str | None) -> dict[str, str]:
+def site_fields(site: str | None) -> dict[str, str]:
+    """A challenge's anatomic site on today's v2 fields (anatom_site_1.., anatom_site_special)."""
     site = (site or "").strip()
     out = {f"anatom_site_{n}": node for n, node in enumerate(V2_SITE_PATHS.get(site) or (), 1)}
     if site in V2_SPECIAL_SITES:
@@ -404,7 +405,7 @@ def _challenge_2020_records(files: ArchiveFiles, layout: Layout) -> Iterator[dic
     for row in _rows(files, layout.metadata[0], ("image_name",)):
         values: dict[str, Any] = {k: _typed(k, row.get(k) or "") for k in ("patient_id", "lesion_id", "sex",
                                                                             "age_approx")}
-        values.update(_site(row.get("anatom_site_general_challenge")))
+        values.update(site_fields(row.get("anatom_site_general_challenge")))
         diagnosis = (row.get("diagnosis") or "").strip()
         values.update(_diagnosis(diagnosis))
         if "diagnosis_1" not in values and (row.get("benign_malignant") or "").strip():
@@ -424,7 +425,7 @@ def _one_hot_records(files: ArchiveFiles, layout: Layout) -> Iterator[dict]:
         more = extra.get(image, {})
         values: dict[str, Any] = {k: _typed(k, more.get(k) or "") for k in ("age_approx", "sex", "lesion_id",
                                                                             "diagnosis_confirm_type") if k in more}
-        values.update(_site(more.get("anatom_site_general")))
+        values.update(site_fields(more.get("anatom_site_general")))
         values.update(_diagnosis(CHALLENGE_CLASSES.get(_one_hot_class(row, classes) or "")))
         yield _record(canonical_id(image), None, None, values)
 

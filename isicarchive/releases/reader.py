@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..disk.layouts import CHALLENGE_CLASSES, canonical_id
+from ..disk.layouts import CHALLENGE_CLASSES, canonical_id, site_fields
 from ..errors import LayoutError, MissingFilesError
-from ..legacy import V2_DIAGNOSIS_PATHS, V2_SITE_PATHS, V2_SPECIAL_SITES
+from ..legacy import V2_DIAGNOSIS_PATHS
 from ..search import FIELDS, NUMBER
 from .catalog import Part, Release
 from .files import ReleaseFiles
@@ -131,14 +131,6 @@ def _diagnosis(term: str | None) -> dict[str, str]:
 def _class_diagnosis(label: str | None) -> dict[str, str]:
     """A challenge class (MEL, NV, …; HAM10000's mel, nv, …) on the v2 hierarchy."""
     return _diagnosis(CHALLENGE_CLASSES.get((label or "").upper()))
-
-
-def _site(site: str | None) -> dict[str, str]:
-    site = (site or "").strip()
-    out = {f"anatom_site_{n}": node for n, node in enumerate(V2_SITE_PATHS.get(site) or (), 1)}
-    if site in V2_SPECIAL_SITES:
-        out["anatom_site_special"] = V2_SPECIAL_SITES[site]
-    return out
 
 
 def _number(text: str | None) -> int | float | None:
@@ -354,7 +346,7 @@ def _read_one_hot(release: Release, part: Part, files: ReleaseFiles, contents: P
         clinical = {**_class_diagnosis(label), "age_approx": _number(more.get("age_approx")),
                     "sex": _text(more.get("sex")), "lesion_id": _text(more.get("lesion_id")),
                     "diagnosis_confirm_type": _text(more.get("diagnosis_confirm_type")),
-                    **_site(more.get("anatom_site_general"))}
+                    **site_fields(more.get("anatom_site_general"))}
         contents.records.append(_record(isic_id, release, part.split, label, clinical))
 
 
@@ -383,7 +375,8 @@ def _read_2020(release: Release, part: Part, files: ReleaseFiles, contents: Part
         clinical: dict[str, Any] = {"patient_id": _text(row.get("patient_id") or row.get("patient")),
                                     "lesion_id": _text(row.get("lesion_id")), "sex": _text(row.get("sex")),
                                     "age_approx": _number(row.get("age_approx")),
-                                    **_site(row.get("anatom_site_general_challenge") or row.get("anatom_site_general")),
+                                    **site_fields(row.get("anatom_site_general_challenge")
+                                                  or row.get("anatom_site_general")),
                                     **_diagnosis(diagnosis)}
         if "diagnosis_1" not in clinical and _text(row.get("benign_malignant")):
             clinical["diagnosis_1"] = str(row["benign_malignant"]).strip().capitalize()
@@ -438,7 +431,7 @@ def _read_2024(release: Release, part: Part, files: ReleaseFiles, contents: Part
         if f"iddx_{level}" in names:
             columns[f"clinical.diagnosis_{level}"] = pc.cast(table.column(f"iddx_{level}"), pa.string())
     if "anatom_site_general" in names:
-        sites = [_site(s) for s in table.column("anatom_site_general").to_pylist()]
+        sites = [site_fields(s) for s in table.column("anatom_site_general").to_pylist()]
         for key in sorted({k for site in sites for k in site}):
             columns[f"clinical.{key}"] = pa.array([site.get(key) for site in sites], pa.string())
     for key in ("attribution", "copyright_license"):
