@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from . import credentials as _credentials
 from ._gc import collector_paused
@@ -24,7 +24,6 @@ from .backends.v1 import V1Backend
 from .backends.v2 import V2Backend
 from .cache import Cache
 from .context import SessionContext
-from .disk.snapshot import is_snapshot_url
 from .downloads import DEFAULT_WORKERS, DownloadResult
 from .errors import (
     AuthenticationError,
@@ -34,7 +33,7 @@ from .errors import (
     QueryError,
     UnsupportedError,
 )
-from .hosts import OFFICIAL_HOSTS, is_loopback, serves_only_v1, split_api_address, with_scheme
+from .hosts import DEFAULTS, OFFICIAL_HOSTS, disk_location, normalise_host, split_api_address, version_of
 from .listing import Listing
 from .lockfile import Origin
 from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
@@ -48,45 +47,8 @@ __all__ = ["DEFAULTS", "OFFICIAL_HOSTS", "IsicApi"]
 
 log = logging.getLogger("isicarchive")
 
-#: API version → (default host, default API path)
-DEFAULTS = {1: ("https://isic-archive.com", "/api/v1"), 2: ("https://api.isic-archive.com", "/api/v2")}
 #: API version → the backend that speaks it
 BACKENDS: dict[int, type[Backend]] = {1: V1Backend, 2: V2Backend}
-
-
-def _disk_location(hostname: str | None) -> Path | str | None:
-    """The folder or zip a ``file://`` host names, the URL of an http(s) host naming a snapshot zip
-    (isicarchive.disk.snapshot), or None for an archive's API."""
-    if isinstance(hostname, str) and is_snapshot_url(hostname.strip()):
-        return hostname.strip()
-    if not isinstance(hostname, str) or not hostname.strip().lower().startswith("file:"):
-        return None
-    location = unquote(urlsplit(hostname.strip()).path)
-    if not location:
-        raise IsicError("a file:// host names a folder or zip: file:///path/to/archive")
-    return Path(location).expanduser().resolve()
-
-
-def _normalise_host(hostname: str) -> str:
-    hostname = hostname.strip().rstrip("/")
-    if not hostname:
-        raise IsicError("hostname must not be empty")
-    location = _disk_location(hostname)
-    if isinstance(location, Path):
-        return location.as_uri()
-    parts = urlsplit(with_scheme(hostname))
-    if parts.username is not None or parts.password is not None:
-        # credentials in the address would show in reprs, the cache marker and error messages
-        raise IsicError(f"the hostname must not carry a user name or password ({parts.scheme}://…@"
-                        f"{parts.hostname}); pass them as IsicApi(username, password) or use the keyring")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise IsicError(f"hostname {parts.scheme}://{parts.hostname or ''} is not an http(s) address; write "
-                        "https://host (or http://127.0.0.1:PORT for a local archive)")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise IsicError(f"refusing plain http:// for {parts.hostname}: credentials and tokens would travel "
-                        f"unencrypted. Write https://{parts.netloc} (http is allowed only for a local archive on "
-                        "127.0.0.1).")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def _shown_path(folder: str | None) -> str:
@@ -101,25 +63,6 @@ def _shown_path(folder: str | None) -> str:
         except ValueError:
             continue
     return folder
-
-
-def _version_of(api_uri: str | None, api_version: int | None, hostname: str | None = None,
-                verify: bool | str | None = None) -> int:
-    """Which API a session speaks.
-
-    ``api_version`` when given; else the one ``api_uri`` names; else today's
-    (v2), unless the host serves only the legacy v1 API (one request finds
-    out: see :mod:`isicarchive.hosts`).
-    """
-    if api_version is not None:
-        if api_version not in DEFAULTS:
-            raise IsicError(f"api_version must be 1 or 2, not {api_version!r}")
-        return api_version
-    if api_uri:
-        return 2 if "v2" in api_uri else 1
-    if hostname is None or _disk_location(hostname) is not None:
-        return 2
-    return 1 if serves_only_v1(_normalise_host(hostname), verify) else 2
 
 
 def _images_not_found(absent: list[str], asked: int) -> NotFoundError:
@@ -224,12 +167,12 @@ class IsicApi:
         if password is not None and not isinstance(password, str):
             raise IsicError("password must be a string")
         hostname, api_uri = split_api_address(hostname, api_uri)  # a pasted …/api/v2 address
-        self.api_version = _version_of(api_uri, api_version, hostname, verify)
+        self.api_version = version_of(api_uri, api_version, hostname, verify)
         default_host, default_uri = DEFAULTS[self.api_version]
-        self.hostname = _normalise_host(hostname or default_host)
+        self.hostname = normalise_host(hostname or default_host)
         self.api_uri = "/" + (api_uri or default_uri).strip("/")
         self.base_url = self.hostname + self.api_uri
-        disk = _disk_location(self.hostname)
+        disk = disk_location(self.hostname)
         if disk is not None:
             if self.api_version != 2:
                 raise IsicError("an archive on disk has today's (v2) records: leave api_version out")

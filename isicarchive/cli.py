@@ -99,11 +99,10 @@ def default_cache_folder(hostname: str | None, api_version: int | None) -> Path:
     (a cache folder belongs to one archive address), under :func:`user_cache_root`."""
     import hashlib
 
-    from .api import DEFAULTS, _version_of
-    from .hosts import split_api_address
+    from .hosts import DEFAULTS, split_api_address, version_of
 
     host, api_uri = split_api_address(hostname, None)
-    version = _version_of(api_uri, api_version, host)
+    version = version_of(api_uri, api_version, host)
     where = (host or DEFAULTS[version][0]).strip().rstrip("/")
     if where.lower().startswith("file:"):
         name = "disk-" + hashlib.sha256(where.encode()).hexdigest()[:16]

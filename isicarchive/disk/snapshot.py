@@ -33,11 +33,11 @@ import threading
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Any
 from urllib.parse import urlsplit
 
 from .. import limits
 from ..errors import LayoutError
+from ..hosts import is_snapshot_url
 
 __all__ = ["SnapshotFiles", "is_snapshot_url", "open_snapshot"]
 
@@ -45,12 +45,6 @@ __all__ = ["SnapshotFiles", "is_snapshot_url", "open_snapshot"]
 _BLOCK = 256 << 10
 #: bytes read past a member's data in its one request, for a local header's extra field (larger: a second one)
 _LOCAL_EXTRA = 256
-
-
-def is_snapshot_url(location: Any) -> bool:
-    """Whether a location is an http(s) URL naming a zip (a snapshot read over HTTP)."""
-    return isinstance(location, str) and location.lower().startswith(("http://", "https://")) and \
-        urlsplit(location).path.lower().endswith(".zip")
 
 
 class SnapshotRoot(str):
