@@ -23,9 +23,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+import isicarchive.limits
 import isicarchive.releases as releases
 from isicarchive import IsicApi, IsicError
 from isicarchive.disk.layouts import LayoutError
+from isicarchive.errors import ImageTooLargeError
 from isicarchive.releases import MissingFilesError, ReleaseCountWarning, ScoringError
 
 pytest.importorskip("pyarrow")
@@ -475,6 +477,30 @@ def test_segmentation_score_is_the_packages(tmp_path: Path, name: str, figure: s
     assert releases.score(name, tmp_path / "pred", session).value == pytest.approx(got.value, abs=1e-12)
     with pytest.raises(ScoringError, match=f"no predicted mask for {test_ids[-1]}"):
         releases.score(name, {i: planted[i] for i in test_ids[:-1]}, session)
+    session.close()
+
+
+def test_predicted_mask_files_are_read_within_the_limits(tmp_path: Path) -> None:
+    package()
+    build_2016_task1 = BUILDERS["isic2016-task1"]
+    test_ids = build_2016_task1(tmp_path / "release", zipped=False)["test"]
+    session = open_quietly("isic2016-task1", tmp_path / "release")
+    large = {i: np.kron(disc(n), np.ones((4, 4), np.uint8)) for n, i in enumerate(test_ids)}  # 16x the pixels
+    predictions = write_masks(tmp_path / "pred", large, "_prediction.png")
+    limit = 4 * disc(0).size  # the truth's masks are within it, the predicted ones are not
+    previous = isicarchive.limits.configure(max_pixels=limit)
+    try:
+        with pytest.raises(ImageTooLargeError, match="predicted mask ISIC_"):
+            releases.score("isic2016-task1", predictions, session)
+    finally:
+        isicarchive.limits.configure(**vars(previous))
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(png(disc(0)))
+    first = sorted(predictions.iterdir())[0]
+    first.unlink()
+    first.symlink_to(outside)
+    with pytest.raises(ScoringError, match="not a regular file"):
+        releases.score("isic2016-task1", predictions, session)
     session.close()
 
 

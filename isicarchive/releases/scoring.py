@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import limits, pixels
 from ..errors import ScoringError
 
 __all__ = ["ReleaseScore", "ScoringError", "partial_auc_above_tpr"]
@@ -188,8 +189,6 @@ def score_2024(release: Any, split: str, truth: Any, predictions: Any) -> Releas
 # -------------------------------------------------------------- segmentation
 def _prediction_masks(predictions: Any, ids: list[str], attributes: tuple[str, ...]) -> dict[Any, np.ndarray]:
     """Predicted masks by image id (or (id, attribute)): from a mapping of arrays or a folder of PNGs."""
-    import imageio.v3 as iio
-
     out: dict[Any, np.ndarray] = {}
     if isinstance(predictions, (str, Path)):
         folder = Path(predictions)
@@ -203,7 +202,7 @@ def _prediction_masks(predictions: Any, ids: list[str], attributes: tuple[str, .
                 found = [p for p in files if number in p.stem and (not attributes or key[1] in p.stem)]
                 if len(found) != 1:
                     raise ScoringError(f"{len(found)} predicted masks in {folder} match {key} (one expected)")
-                out[key] = iio.imread(found[0])
+                out[key] = _read_mask(found[0])
         return out
     if not isinstance(predictions, Mapping):
         raise ScoringError("predicted masks must be a mapping image id → array (2018 task 2: id → {attribute: "
@@ -214,6 +213,19 @@ def _prediction_masks(predictions: Any, ids: list[str], attributes: tuple[str, .
         else:
             out[key if isinstance(key, tuple) else str(key)] = np.asarray(value)
     return out
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """A predicted mask file's pixels: a regular file, its bytes and pixels within the limits."""
+    if path.is_symlink() or not path.is_file():
+        raise ScoringError(f"{path} is not a regular file")
+    largest = limits.current().archive_file_bytes
+    with path.open("rb") as handle:
+        data = handle.read(largest + 1)
+    if len(data) > largest:
+        raise ScoringError(f"{path} is larger than {largest:,} bytes "
+                           "(isicarchive.limits.configure(archive_file_bytes=…) raises the limit)")
+    return np.asarray(pixels.decode(data, f"predicted mask {path.name}", ".png"))
 
 
 def _as_8bit(mask: np.ndarray, where: str) -> np.ndarray:
