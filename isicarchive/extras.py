@@ -38,11 +38,15 @@ def missing_message(exc: ImportError) -> str:
     return f"{text} (an optional dependency: pip install 'isicarchive[all]'; see the extras in the README)"
 
 
-def require(module: str, feature: str) -> ModuleType:
-    """Import ``module`` for ``feature``, or raise an ``ImportError`` naming the extra that installs it."""
+def require(module: str, feature: str, extra: str | None = None) -> ModuleType:
+    """Import ``module`` for ``feature``, or raise an ``ImportError`` naming the extra that installs it.
+
+    ``extra`` names the extra of the feature when it is not the module's usual one (pyarrow is in
+    ``disk``, but a challenge release asks for ``releases``, which brings the rest it needs too).
+    """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra = extra_for(module) or "all"
+        extra = extra or extra_for(module) or "all"
         raise ImportError(f"{feature} needs {module.split('.', 1)[0]}: pip install 'isicarchive[{extra}]'",
                           name=module) from exc

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -397,6 +398,16 @@ def test_count_mismatch_warns_with_the_difference(tmp_path: Path) -> None:
     messages = sorted(str(w.message) for w in caught)
     assert messages == ["isic2016-task3 test: 4 images, the published release has 379 (375 fewer)",
                         "isic2016-task3 train: 4 images, the published release has 900 (896 fewer)"]
+
+
+def test_a_missing_optional_module_is_named_with_the_releases_extra(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    BUILDERS["isic2016-task3"](tmp_path / "release", zipped=False)
+    session = open_quietly("isic2016-task3", tmp_path / "release")
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"ground truth needs pandas: pip install 'isicarchive\[releases\]'"):
+        releases.truth(session)
+    session.close()
 
 
 def test_list_says_what_each_release_needs() -> None:

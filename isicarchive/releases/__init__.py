@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import extras
 from ..errors import IsicError
 from . import files, sample
 from .catalog import RELEASES, Part, Release
@@ -206,7 +207,7 @@ def _split_with_truth(opened: OpenedRelease, split: str | None) -> str:
 
 
 def _truth(opened: OpenedRelease, split: str) -> Any:
-    import pandas as pd
+    pd = extras.require("pandas", "a release's ground truth", extra="releases")
 
     item = opened.release
     contents = opened.parts[split]
@@ -291,9 +292,9 @@ def score(name: str, predictions: Any, truth: Any = None, *, split: str | None =
     ReleaseScore
         ``value`` is the figure the challenge ranked by; ``details`` the package's whole result.
     """
-    import pandas as pd
-
     from . import scoring
+
+    pd = extras.require("pandas", "scores", extra="scoring")
 
     item = release(name)
     if truth is None:
