@@ -119,8 +119,10 @@ def _api(args: argparse.Namespace) -> Any:
     if hostname and hostname.strip().lower().startswith("file:"):
         api_version = None  # an archive on disk: today's records, whatever --api says
     cache_folder = args.cache_folder or default_cache_folder(hostname, api_version)
-    return IsicApi(args.user, None, hostname=hostname, cache_folder=cache_folder, api_version=api_version,
-                   progress=not args.json and not args.quiet)
+    api = IsicApi(args.user, None, hostname=hostname, cache_folder=cache_folder, api_version=api_version,
+                  progress=not args.json and not args.quiet)
+    api.strict_selection = bool(getattr(args, "strict", False))
+    return api
 
 
 # ------------------------------------------------------------------ commands
@@ -451,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "folder, ~/.cache/isicarchive on Linux, $XDG_CACHE_HOME respected)")
         common.add_argument("--json", action="store_true", help="machine-readable output", **defaults(False))
         common.add_argument("--quiet", action="store_true", help="no progress bars", **defaults(False))
+        common.add_argument("--strict", action="store_true", help="an empty selection or search is an error "
+                                                                  "(exit 2), not a warning", **defaults(False))
         return common
 
     common = common_options(suppress=True)

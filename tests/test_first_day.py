@@ -310,6 +310,9 @@ def test_a_v2_search_in_the_wrong_case_names_the_right_one(archive: LocalArchive
     done = cli("--host", archive.url, "images", "search", "-s", "diagnosis_1:malignant")
     assert done.returncode == 0 and "isicarchive: warning: the search found nothing" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    done = cli("--host", archive.url, "images", "search", "--strict", "-s", "diagnosis_1:malignant")
+    assert done.returncode == 2 and "isicarchive: the search found nothing" in done.stderr, done.stderr
+    assert "diagnosis_1:Malignant" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_stratify_errors_exactly_as_by_does(archive: LocalArchive) -> None:
