@@ -76,6 +76,9 @@ def test_the_archive_refuses_dois_as_the_real_server_does(server: LocalArchive) 
     assert forbidden.status_code == 403 and forbidden.json() == {"error": "You do not have permission to create a DOI."}
     assert _post(server, "doi/", {**body, "collection_id": 999}, "admin").status_code == 404
     assert _post(server, "doi/", {"collection_id": cid, "description": "d"}, "admin").status_code == 422
+    not_an_object = _post(server, "doi/", [body], "admin")  # type: ignore[arg-type]
+    assert not_an_object.status_code == 422 and not_an_object.json()["detail"] == [
+        {"type": "model_attributes_type", "loc": ["body", "payload"], "msg": "Input should be a valid dictionary"}]
     magic = _post(server, "doi/", {**body, "collection_id": 1}, "admin")  # a dataset's (cohort's) collection
     assert magic.status_code == 400 and magic.json() == {"message": "Magic collections cannot be the basis of a DOI."}
     empty = _new_collection(server, public[:1], "Emptied")

@@ -13,7 +13,6 @@ with 409; someone else's with 403; one you cannot see is a 404.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import search as _search
 from ..errors import QueryError
 from .server import ApiError, Request, Response
-from .v2framework import django_json
+from .v2framework import django_json, json_object_body
 from .v2paging import (
     by_created,
     descending_datetime_position,
@@ -58,19 +57,6 @@ def can_see(data: ArchiveData, user: User | None, cid: int) -> bool:
 
 def _record(collection: dict) -> dict:
     return {key: collection.get(key) for key in _PUBLISHED}
-
-
-def _json_body(req: Request) -> dict:
-    try:
-        body = json.loads(req.body or b"{}")
-    except ValueError:
-        raise ApiError(422, "bad JSON", payload={"detail": [{"type": "json_invalid", "loc": ["body", 0],
-                                                             "msg": "JSON decode error"}]}) from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "bad body", payload={"detail": [{"type": "model_attributes_type",
-                                                             "loc": ["body", "payload"],
-                                                             "msg": "Input should be a valid dictionary"}]})
-    return body
 
 
 def _isic_ids(body: dict, *, at_least: int = 0, at_most: int | None = None) -> list[str]:
@@ -182,7 +168,7 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
 
     def create_from_ids(req: Request) -> Response:
         user = signed_in(req)
-        body = _json_body(req)
+        body = json_object_body(req)
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise ApiError(422, "name", payload={"detail": [{"type": "missing", "loc": ["body", "payload", "name"],
@@ -202,7 +188,7 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
 
     def populate_from_ids(req: Request, cid: str) -> Response:
         collection = writable(req, cid)
-        ids = _isic_ids(_json_body(req), at_least=1)
+        ids = _isic_ids(json_object_body(req), at_least=1)
         found = visible_ids(req.user, ids)
         if collection["public"]:
             found = {k: im for k, im in found.items() if data.dataset_public(im["dataset"]["_id"])}
@@ -211,7 +197,7 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
 
     def populate_from_search(req: Request, cid: str) -> Response:
         collection = writable(req, cid)
-        body = _json_body(req)
+        body = json_object_body(req)
         query = body.get("query") or ""
         collections = body.get("collections") or []
         params = {"query": query} | ({"collections": ",".join(map(str, collections))} if collections else {})
@@ -229,7 +215,7 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
 
     def from_list(req: Request, cid: str, remove: bool) -> Response:
         signed_in(req)
-        ids = _isic_ids(_json_body(req), at_most=500)
+        ids = _isic_ids(json_object_body(req), at_most=500)
         try:
             int(cid)  # the untyped id reaches the database, which refuses text: Django's 500 page
         except ValueError:
@@ -268,7 +254,7 @@ def register(archive: LocalArchive, add: Callable[..., None], searched: Callable
         if not user.admin:
             raise ApiError(401, "Unauthorized")  # auth=is_staff: a non-staff user is declined, as no one is
         collection = readable(req, cid)
-        body = _json_body(req)
+        body = json_object_body(req)
         user_ids = body.get("user_ids")
         if not isinstance(user_ids, list) or not all(isinstance(u, int) for u in user_ids):
             raise ApiError(422, "user_ids", payload={"detail": [{"type": "list_type",

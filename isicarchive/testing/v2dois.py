@@ -25,7 +25,6 @@ the local server answers no PATCH requests.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import unicodedata
@@ -33,6 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .server import ApiError, Request, Response
+from .v2framework import json_object_body
 
 if TYPE_CHECKING:
     from .server import LocalArchive
@@ -56,13 +56,7 @@ def _unprocessable(loc: str, kind: str, message: str) -> ApiError:
 
 
 def _payload(req: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(req.body or b"{}")
-    except ValueError:
-        raise ApiError(422, "bad JSON", payload={"detail": [{"type": "json_invalid", "loc": ["body", 0],
-                                                             "msg": "JSON decode error"}]}) from None
-    if not isinstance(body, dict):
-        raise _unprocessable("payload", "model_attributes_type", "Input should be a valid dictionary")
+    body = json_object_body(req)
     if not isinstance(body.get("collection_id"), int) or isinstance(body.get("collection_id"), bool):
         raise _unprocessable("collection_id", "missing" if "collection_id" not in body else "int_parsing",
                              "Field required" if "collection_id" not in body else "Input should be a valid integer")

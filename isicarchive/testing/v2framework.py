@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from .. import search as _search
 
 if TYPE_CHECKING:  # server imports the generator, which renders values with this module's helpers
-    from .server import Response
+    from .server import Request, Response
 
 __all__ = ["DJANGO_JSON_RESPONSE", "decimal_text", "django_datetime", "django_json", "django_view_not_allowed",
-           "finish", "not_allowed", "preflight"]
+           "finish", "json_object_body", "not_allowed", "preflight"]
 
 #: corsheaders/defaults.py ``default_headers`` and ``default_methods``; conf.py ``CORS_PREFLIGHT_MAX_AGE``
 CORS_ALLOW_HEADERS = "accept, authorization, content-type, user-agent, x-csrftoken, x-requested-with"
@@ -57,6 +57,28 @@ def decimal_text(value: Any) -> str | None:
     ``DjangoJSONEncoder`` writes a Decimal as ``str(o)``: ``"24.10"``.
     """
     return _search.decimal_text(value)
+
+
+def json_object_body(req: Request) -> dict[str, Any]:
+    """The JSON object a route's ``payload: Schema`` parameter receives, or django-ninja's 422.
+
+    Bad JSON fails as ninja's parser reports it (``loc ["body", 0]``); JSON that is not an object
+    fails pydantic's model validation of the parameter (``loc ["body", "payload"]``).
+    """
+    import json
+
+    from .server import ApiError
+
+    try:
+        body = json.loads(req.body or b"{}")
+    except ValueError:
+        raise ApiError(422, "bad JSON", payload={"detail": [{"type": "json_invalid", "loc": ["body", 0],
+                                                             "msg": "JSON decode error"}]}) from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "bad body", payload={"detail": [{"type": "model_attributes_type",
+                                                             "loc": ["body", "payload"],
+                                                             "msg": "Input should be a valid dictionary"}]})
+    return body
 
 
 def django_json(payload: Any, status: int = 200) -> Response:
