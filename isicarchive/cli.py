@@ -142,7 +142,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data = ArchiveData.from_dump(args.from_dump, seed=args.seed, config=config, limit=args.limit)
     else:
         data = ArchiveData(seed=args.seed, config=config)
-    archive = LocalArchive(data=data, host=args.bind, port=args.port, https=args.https, latency=args.latency)
+    archive = LocalArchive(data=data, host=args.bind, port=args.port, https=args.https, latency=args.latency,
+                           bandwidth=args.bandwidth)
     for spec in args.fault or []:
         kind, _, rest = spec.partition(":")
         pattern, _, probability = rest.rpartition(":") if rest.count(":") else (rest, "", "1")
@@ -489,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", type=int, default=4, help="datasets (the last one private)")
     p.add_argument("--image-bytes", type=int, nargs=2, metavar=("MIN", "MAX"), help="image file sizes")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
+    p.add_argument("--bandwidth", type=float, help="bytes per second per connection for response bodies")
     p.add_argument("--fault", action="append", metavar="KIND:PATTERN:P",
                    help="inject a fault, e.g. 429:/storage/:0.3 or status:/api/v2/images:0.1 (repeatable)")
 

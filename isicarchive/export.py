@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
+import threading
 import time
 import unicodedata
 from collections import Counter
@@ -118,12 +120,24 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
 
     jobs, unusable = jobs_for(records, job)
 
+    where = os.fspath(folder)
+
     def done(job: Job) -> Path | None:
         # exactly <name><one of our extensions>: a prefix glob listed the whole folder for every file
-        # (quadratic) and took ISIC_1.5.jpg for ISIC_1
-        stem = job.part.name[1:-5]
-        return next((path for ext in EXTENSIONS if (path := folder / f"{stem}{ext}").is_file()), None)
+        # (quadratic) and took ISIC_1.5.jpg for ISIC_1. Plain strings and os.stat: asked twice per file
+        # (before the transfers start, and again under the file's lock), a Path per extension cost more
+        # than the stat calls themselves
+        start = os.path.join(where, job.part.name[1:-5])
+        for ext in EXTENSIONS:
+            try:
+                if stat.S_ISREG(os.stat(start + ext).st_mode):
+                    return Path(start + ext)
+            except FileNotFoundError:
+                continue
+        return None
 
+    columns, rows = metadata_rows(records)
+    licences = _LicenceTexts(store, rows)  # asked for while the images download: one round trip less at the end
     if store.backend.local:  # an archive on disk: the files are copied, not fetched
         # a job exists only for a usable record, keyed as jobs_for keys it
         in_hand = {record_id(r): r for r in records if isinstance(r, dict)}
@@ -131,29 +145,50 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
     else:
         result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
     result.failed.update(unusable)
-    columns, rows = metadata_rows(records)
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
         write_csv(fh, columns, ([row.get(key) for key in columns] for row in rows))
-    _write_attribution_and_licenses(store, rows, folder)
+    _write_attribution_and_licenses(rows, folder, licences.texts())
     from .citations import write_citation_cff
 
     write_citation_cff(folder, records, origin=origin, archive=store.http.base_url)
     return result
 
 
-def _write_attribution_and_licenses(store: Store, rows: list[dict[str, Any]], folder: Path) -> None:
+class _LicenceTexts:
+    """The archive's texts of the licences in use by ``rows``, fetched on a thread of their own while the
+    images download (a daemon thread: an interrupted download does not wait for it)."""
+
+    def __init__(self, store: Store, rows: list[dict[str, Any]]) -> None:
+        self._store = store
+        self._names = sorted({str(row["copyright_license"]) for row in rows if row.get("copyright_license")})
+        self._texts: dict[str, str] = {}
+        self._thread = threading.Thread(target=self._fetch, name="isic-licence-texts", daemon=True)
+        if self._names:
+            self._thread.start()
+
+    def _fetch(self) -> None:
+        for name in self._names:
+            self._texts[name] = self._store.backend.license_text(name)
+
+    def texts(self) -> dict[str, str]:
+        """Licence name → text, in name order (any the thread did not get is fetched here, failing here)."""
+        if self._names:
+            self._thread.join()
+        return {name: self._texts[name] if name in self._texts else self._store.backend.license_text(name)
+                for name in self._names}
+
+
+def _write_attribution_and_licenses(rows: list[dict[str, Any]], folder: Path, licences: dict[str, str]) -> None:
     """``attribution.txt`` (institutions by number of images, then name; Anonymous last) and one
     ``licenses/<licence>.txt`` per licence in use: the rest of the official CLI's layout."""
     counts = Counter(str(row["attribution"]) for row in rows if row.get("attribution"))
     ordered = sorted(counts.items(), key=lambda item: (item[0] == "Anonymous", -item[1], item[0]))
     text = "\n\n".join(name for name, _ in ordered)
     (folder / "attribution.txt").write_text(text + "\n" if text else "", encoding="utf-8")
-    licences = sorted({str(row["copyright_license"]) for row in rows if row.get("copyright_license")})
     if licences:
         (folder / "licenses").mkdir(exist_ok=True)
-    for licence in licences:
-        (folder / "licenses" / f"{safe_name(licence)}.txt").write_text(store.backend.license_text(licence),
-                                                                        encoding="utf-8")
+    for licence, licence_text in licences.items():
+        (folder / "licenses" / f"{safe_name(licence)}.txt").write_text(licence_text, encoding="utf-8")
 
 
 #: the image type a file name in an archive on disk claims, by its extension
