@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tool_venvs import tool_venv
+from tool_venvs import TEST_CACHE, tool_venv
 
 from isicarchive import IsicApi
 from isicarchive.testing import ArchiveConfig, ArchiveData
@@ -28,7 +28,11 @@ IMAGES = 30
 
 # the walk-through of the original's README, step by step; prints what it saw as JSON
 WALK = r"""
-import json, sys
+import functools, json, sys
+import numba
+# the original's kernels are compiled once into the test cache (NUMBA_CACHE_DIR), not again in every run:
+# numba keys its cache by the kernel's source file, its signature and this CPU, so the machine code is the same
+numba.jit = functools.partial(numba.jit, cache=True)
 from isicarchive.api import IsicApi
 
 def walk(host, user, password, cache):
@@ -110,7 +114,8 @@ def walks(served: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tu
     folders = {who: tmp_path_factory.mktemp(f"original-{who or 'anonymous'}") for who in ("", "admin")}
     runs = [[url, who, accounts.get(who, ""), str(folder)] for who, folder in folders.items()]
     done = subprocess.run([str(python), "-c", WALK, json.dumps(runs)], capture_output=True, text=True, timeout=600,
-                          cwd=folders[""], env={**os.environ, "REQUESTS_CA_BUNDLE": ca})
+                          cwd=folders[""], env={**os.environ, "REQUESTS_CA_BUNDLE": ca,
+                                                     "NUMBA_CACHE_DIR": str(TEST_CACHE / "original-numba")})
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     return {who: (seen, folders[who]) for who, seen in zip(folders, results, strict=True)}
