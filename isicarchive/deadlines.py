@@ -244,6 +244,18 @@ class _UndrainedResponse(HTTPResponse):
         finally:
             watch.read_done(len(data or b""))
 
+    def read1(self, *args: Any, **kwargs: Any) -> Any:
+        watch = self._isic_watch
+        if watch is None:
+            return super().read1(*args, **kwargs)
+        watch.reading()
+        data = b""
+        try:
+            data = super().read1(*args, **kwargs)
+            return data
+        finally:
+            watch.read_done(len(data or b""))
+
     def read_chunked(self, *args: Any, **kwargs: Any) -> Any:
         watch = self._isic_watch
         chunks = super().read_chunked(*args, **kwargs)
