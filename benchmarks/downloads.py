@@ -17,15 +17,17 @@ those renders to whichever client came first.
   ``download_images(list_of_ids)``, against the same ``-l N`` download (the
   official CLI has no list-of-ids option).
 
-``--bandwidth B`` caps every connection of the archive at B bytes/s: the
-transfer then costs both clients the same wall time and what is left is
-each client's own overhead. ``--all`` adds the runs of the first version of
+``--total-bandwidth B`` caps the archive's link at B bytes/s over all its
+connections together: the transfer then costs both clients the same wall
+time, and what each adds on top of the bytes' time is its own (start-up,
+look-ups, the tail); ``--bandwidth B`` caps each connection instead (which
+rewards the client with more connections). ``--all`` adds the runs of the first version of
 this benchmark: a resume (killed at ~50% of the bytes, then completed) and a
 429 storm. The official CLI (package ``isic-cli``) lives in a virtualenv
 made once in the test cache (tests/tool_venvs.py).
 
     python benchmarks/downloads.py [--images 200] [--latency 0.05] [--rounds 2] [--only search|ids]
-                                   [--bandwidth BYTES_PER_S] [--all]
+                                   [--total-bandwidth BYTES_PER_S] [--bandwidth BYTES_PER_S] [--all]
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def official_cli() -> Path | None:
 
 
 def serve(images: int, latency: float, sizes: tuple[int, int], faults: list[str],
-          bandwidth: float | None = None) -> subprocess.Popen:
+          bandwidth: float | None = None, total_bandwidth: float | None = None) -> subprocess.Popen:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", PORT)) == 0:
             sys.exit(f"port {PORT} is taken (the official CLI's dev mode talks to 127.0.0.1:{PORT} only); "
@@ -83,6 +85,8 @@ def serve(images: int, latency: float, sizes: tuple[int, int], faults: list[str]
             "--datasets", "1", "--latency", str(latency), "--image-bytes", str(sizes[0]), str(sizes[1])]
     if bandwidth:
         args += ["--bandwidth", str(bandwidth)]
+    if total_bandwidth:
+        args += ["--total-bandwidth", str(total_bandwidth)]
     for fault in faults:
         args += ["--fault", fault]
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -236,6 +240,8 @@ def main() -> None:
     parser.add_argument("--min-bytes", type=int, default=300_000)
     parser.add_argument("--max-bytes", type=int, default=1_500_000)
     parser.add_argument("--bandwidth", type=float, help="bytes per second per connection the archive sends at most")
+    parser.add_argument("--total-bandwidth", type=float,
+                        help="bytes per second the archive sends at most over all connections together")
     parser.add_argument("--only", choices=["search", "ids"], help="run only one of the two comparisons")
     parser.add_argument("--all", action="store_true", help="also the resume and the 429 storm")
     args = parser.parse_args()
@@ -245,10 +251,12 @@ def main() -> None:
     n = args.images
     tmp = Path(tempfile.mkdtemp(prefix="isic-bench-"))
     cap = f", archive capped at {args.bandwidth / 1e6:g} MB/s per connection" if args.bandwidth else ""
+    if args.total_bandwidth:
+        cap += f", archive capped at {args.total_bandwidth / 1e6:g} MB/s in all"
     print(f"{n} images of {args.min_bytes / 1e6:g}-{args.max_bytes / 1e6:g} MB, {args.latency * 1000:g} ms "
           f"per response{cap}")
     try:
-        server = serve(n, args.latency, (args.min_bytes, args.max_bytes), [], args.bandwidth)
+        server = serve(n, args.latency, (args.min_bytes, args.max_bytes), [], args.bandwidth, args.total_bandwidth)
         try:
             if args.only in (None, "search"):
                 compare("from a search", [sys.executable, "-c", OURS_SEARCH], isic, n, args.rounds, env, tmp, server)

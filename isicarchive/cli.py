@@ -143,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         data = ArchiveData(seed=args.seed, config=config)
     archive = LocalArchive(data=data, host=args.bind, port=args.port, https=args.https, latency=args.latency,
-                           bandwidth=args.bandwidth)
+                           bandwidth=args.bandwidth, total_bandwidth=args.total_bandwidth)
     for spec in args.fault or []:
         kind, _, rest = spec.partition(":")
         pattern, _, probability = rest.rpartition(":") if rest.count(":") else (rest, "", "1")
@@ -491,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-bytes", type=int, nargs=2, metavar=("MIN", "MAX"), help="image file sizes")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
     p.add_argument("--bandwidth", type=float, help="bytes per second per connection for response bodies")
+    p.add_argument("--total-bandwidth", type=float, help="bytes per second for the bodies of all connections together")
     p.add_argument("--fault", action="append", metavar="KIND:PATTERN:P",
                    help="inject a fault, e.g. 429:/storage/:0.3 or status:/api/v2/images:0.1 (repeatable)")
 

@@ -388,3 +388,22 @@ def test_v1_user_summaries_reveal_login_and_names_only_to_those_who_may_read_the
         assert all("login" not in u for u in own if u["_id"] != member.id and not member.admin)
     annotations = get(archive, "annotation", login(archive, "admin"), studyId=study["_id"], detail="true").json()
     assert annotations and all("login" in a["user"] for a in annotations)
+
+
+def test_total_bandwidth_is_shared_by_all_connections() -> None:
+    """Two image files fetched at once over a link of 400 kB/s in all take their bytes' time on it together
+    (a cap per connection would let them arrive in half that)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = ArchiveData(seed=3, config=ArchiveConfig(images=2, datasets=1, private_datasets=0,
+                                                     image_bytes=(60_000, 60_000)))
+    with LocalArchive(data=data, total_bandwidth=400_000) as archive:
+        paths = [f"{archive.url}/api/v1/image/{image['_id']}/download" for image in data.images]
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            bodies = list(pool.map(lambda url: requests.get(url, timeout=30).content, paths))
+        took = time.monotonic() - started
+    assert [len(body) for body in bodies] == [60_000, 60_000]
+    # the link's time for both files, but for the last piece (20 kB: a twentieth of a second's worth), whose
+    # time on the link passes after the client has it; a cap per connection would take half as long
+    assert took >= (120_000 - 20_000) / 400_000, took

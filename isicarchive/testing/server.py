@@ -207,6 +207,11 @@ class LocalArchive:
         Seconds added before every response (a slow network).
     bandwidth : float, optional
         Bytes per second per connection for response bodies.
+    total_bandwidth : float, optional
+        Bytes per second for the response bodies of all connections together
+        (a link the archive shares among its clients): with it, a download
+        takes the same transfer time whatever the client, and what a client
+        adds on top is its own.
     legacy_v1 : bool
         Serve the legacy v1 API too (default).  ``False`` stands in for
         today's official host, where ``/api/v1`` no longer answers (Django's
@@ -245,6 +250,7 @@ class LocalArchive:
         latency: float = 0.0,
         bandwidth: float | None = None,
         legacy_v1: bool = True,
+        total_bandwidth: float | None = None,
     ) -> None:
         self.data = data if data is not None else ArchiveData(seed=seed, config=config)
         self.legacy_v1 = legacy_v1
@@ -254,6 +260,10 @@ class LocalArchive:
         self.https = https
         self.latency = latency
         self.bandwidth = bandwidth
+        self.total_bandwidth = total_bandwidth
+        # when the shared link is next free to send (monotonic seconds), under its lock
+        self._link_free_at = 0.0
+        self._link_lock = threading.Lock()
         self.faults = FaultInjector(seed)
         self._log: list[RequestRecord] = []
         # a handler writes its response before it logs it; readers wait for in-flight handlers
@@ -624,16 +634,24 @@ class _Handler(BaseHTTPRequestHandler):
         return status, len(body)
 
     def _write(self, data: bytes) -> None:
-        bandwidth = self.archive.bandwidth
+        archive = self.archive
+        bandwidth, shared = archive.bandwidth, archive.total_bandwidth
         try:
-            if not bandwidth:
+            if not bandwidth and not shared:
                 self.wfile.write(data)
                 return
-            chunk = max(1024, int(bandwidth / 20))
+            chunk = max(1024, int(min(rate for rate in (bandwidth, shared) if rate) / 20))
+            view = memoryview(data)
             for start in range(0, len(data), chunk):
-                piece = data[start:start + chunk]
+                piece = view[start:start + chunk]
+                if shared:  # the piece waits for its turn on the shared link, and takes its time there
+                    with archive._link_lock:
+                        now = time.monotonic()
+                        turn = max(now, archive._link_free_at)
+                        archive._link_free_at = turn + len(piece) / shared
+                    time.sleep(max(0.0, turn - now))
                 self.wfile.write(piece)
-                time.sleep(len(piece) / bandwidth)
+                time.sleep(len(piece) / (bandwidth or shared))  # type: ignore[operator]
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
