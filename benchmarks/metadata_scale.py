@@ -1,23 +1,64 @@
 """Metadata at archive scale: `cache_images()` and the selection index over a big local archive.
 
-The archive runs in its own process (`isicarchive serve`), so the figures are the
-client's: seconds for the first `cache_images()` (v1 offset pages and v2 cursor
-pages), the index build, and this process's peak memory.  Two sizes are measured
-in the same run, so the ratio shows whether listing stays linear in N.
+The archive runs in its own process (`isicarchive serve`), and each measurement
+in a fresh process of its own, so that each peak memory (VmHWM) is that
+session's alone: the first `cache_images()` (v1 offset pages, v2 cursor pages),
+then the index build with the first selection.  Wall and CPU seconds are both
+shown (CPU time is the steadier figure on a busy machine).
 
-    python benchmarks/metadata_scale.py [--sizes 100000 400000] [--port 8011]
+Baselines measured in the same run:
+
+- the floor: decoding every record's JSON with orjson (what any index built
+  from the records pays), in the same process after the index;
+- with ``--before PATH``: the same session run on another copy of the library
+  (``PATH`` holds its ``isicarchive`` package, e.g. a checkout of the previous
+  release: ``git archive <commit> | tar -x -C PATH``), alternating with ours.
+
+    python benchmarks/metadata_scale.py [--sizes 100000 400000] [--versions 1 2] [--before PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import os
 import subprocess
 import sys
-import tempfile
 import time
+from pathlib import Path
 
+SESSION = r"""
+import json, sys, tempfile, time
+import orjson
 from isicarchive import IsicApi
+
+def status(name):
+    for line in open("/proc/self/status"):
+        if line.startswith(name):
+            return int(line.split()[1]) * 1024
+    return 0
+
+url, version = sys.argv[1], int(sys.argv[2])
+api = IsicApi(hostname=url, api_version=version, progress=False, cache_folder=tempfile.mkdtemp())
+wall, cpu = time.perf_counter(), time.process_time()
+count = len(api.cache_images())
+out = {"count": count, "sync_s": time.perf_counter() - wall, "sync_cpu": time.process_time() - cpu,
+       "sync_peak": status("VmHWM"), "records_rss": status("VmRSS")}
+field = "meta.clinical.age_approx" if version == 1 else "metadata.clinical.age_approx"
+wall, cpu = time.perf_counter(), time.process_time()
+api.select_images([field, ">=", 50])
+out.update(index_s=time.perf_counter() - wall, index_cpu=time.process_time() - cpu, peak=status("VmHWM"),
+           rss=status("VmRSS"))
+# the floor: every record's JSON decoded once (as orjson writes it), a slice at a time
+records = api.image_cache
+held = records.held() if hasattr(records, "held") else [(k, orjson.dumps(r)) for k, r in records.items()]
+blobs = [h if type(h) is bytes else orjson.dumps(h) for _, h in held]
+cpu = time.process_time()
+for start in range(0, len(blobs), 20000):
+    orjson.loads(b"[" + b",".join(blobs[start:start + 20000]) + b"]")
+out["floor_cpu"] = time.process_time() - cpu
+print(json.dumps(out), flush=True)
+"""
 
 
 def serve(images: int, port: int) -> subprocess.Popen:
@@ -28,15 +69,24 @@ def serve(images: int, port: int) -> subprocess.Popen:
     return server
 
 
-def measure(url: str, version: int) -> tuple[int, float, float]:
-    api = IsicApi(hostname=url, api_version=version, progress=False, cache_folder=tempfile.mkdtemp())
+def session(url: str, version: int, library: str | None) -> dict:
+    """One session in a process of its own (``library``: another copy of the package to import instead)."""
+    env = dict(os.environ)
+    if library is not None:
+        env["PYTHONPATH"] = library + os.pathsep + env.get("PYTHONPATH", "")
     started = time.perf_counter()
-    count = len(api.cache_images())
-    listed = time.perf_counter() - started
-    started = time.perf_counter()
-    api.select_images(["meta.clinical.age_approx" if version == 1 else "metadata.clinical.age_approx", ">=", 50])
-    indexed = time.perf_counter() - started
-    return count, listed, indexed
+    done = subprocess.run([sys.executable, "-c", SESSION, url, str(version)], capture_output=True, text=True,
+                          env=env, cwd=library or None, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures["process_s"] = time.perf_counter() - started  # interpreter start, imports and exit included
+    return figures
+
+
+def show(label: str, version: int, f: dict) -> None:
+    print(f"  v{version} {label}: {f['count']} records; cache_images {f['sync_s']:.1f} s (CPU {f['sync_cpu']:.1f} s), "
+          f"peak {f['sync_peak'] / 1e9:.2f} GB; index + first selection {f['index_s']:.2f} s "
+          f"(CPU {f['index_cpu']:.2f} s; decoding the JSON alone: CPU {f['floor_cpu']:.2f} s); "
+          f"peak with the index {f['peak'] / 1e9:.2f} GB; whole process {f['process_s']:.1f} s", flush=True)
 
 
 def main() -> None:
@@ -44,21 +94,34 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 400_000])
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--versions", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--before", help="a folder holding another copy of the isicarchive package, measured "
+                                         "alternately with this one as the baseline")
     args = parser.parse_args()
+    before = str(Path(args.before).resolve()) if args.before else None
+    print(f"load average at the start: {os.getloadavg()[0]:.1f}")
     seconds: dict[tuple[int, int], float] = {}
     for size in args.sizes:
         server = serve(size, args.port)
+        url = f"http://127.0.0.1:{args.port}"
         try:
             for version in args.versions:
-                count, listed, indexed = measure(f"http://127.0.0.1:{args.port}", version)
-                seconds[(version, size)] = listed
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-                print(f"v{version}, {count} records: cache_images {listed:.1f} s ({count / listed:,.0f} records/s), "
-                      f"index + first selection {indexed:.1f} s; this process's peak so far {peak:.2f} GB",
-                      flush=True)
+                ours = session(url, version, None)
+                show("ours", version, ours)
+                seconds[(version, size)] = ours["sync_s"]
+                print(f"    index build: {ours['index_cpu'] / ours['floor_cpu']:.2f}x the CPU of decoding the "
+                      "records' JSON alone")
+                if before is not None:
+                    old = session(url, version, before)
+                    show("before", version, old)
+                    print(f"    ours against before: index CPU {old['index_cpu'] / ours['index_cpu']:.2f}x faster, "
+                          f"cache_images CPU {old['sync_cpu'] / ours['sync_cpu']:.2f}x faster, peak with the index "
+                          f"{ours['peak'] / old['peak']:.2f}x ({old['peak'] / 1e9:.2f} -> "
+                          f"{ours['peak'] / 1e9:.2f} GB), "
+                          f"whole process {old['process_s'] / ours['process_s']:.2f}x faster")
         finally:
             server.terminate()
             server.wait()
+        print(f"load average now: {os.getloadavg()[0]:.1f}", flush=True)
     if len(args.sizes) >= 2:
         small, large = args.sizes[0], args.sizes[-1]
         for version in args.versions:

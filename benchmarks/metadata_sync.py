@@ -28,11 +28,13 @@ SYNC = r"""
 import sys, time
 from isicarchive import IsicApi
 api = IsicApi(hostname=sys.argv[1], api_version=2, cache_folder=sys.argv[2], progress=False)
-if len(sys.argv) > 3:
+if len(sys.argv) > 3 and sys.argv[3] != "0":
     api.context.backend.sync_workers = int(sys.argv[3])
 print("syncing", flush=True)
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 api.cache_images()
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(time.process_time() - cpu, peak, time.time(), flush=True)
 print(time.perf_counter() - started, api.request_count, flush=True)
 """
 
@@ -58,31 +60,53 @@ def serial_walk() -> tuple[int, float, int]:
     return count, time.perf_counter() - started, pages
 
 
-def sync(cache: Path, workers: int | None = None) -> tuple[float, int, float]:
+def sync(cache: Path, workers: int | None = None, library: str | None = None) -> tuple[float, int, float]:
     """The ``cache_images()`` call's seconds (timed in its process, as the serial walk is timed in this one),
-    its requests, and the whole process's seconds (interpreter start, imports and exit included)."""
+    its requests, and the whole process's seconds (interpreter start, imports and exit included).
+
+    ``library``: a folder holding another copy of the isicarchive package, imported instead of this one.
+    """
+    return sync_figures(cache, workers, library)[:3]
+
+
+def sync_figures(cache: Path, workers: int | None = None, library: str | None = None) -> tuple:
+    """:func:`sync`'s figures, then the call's CPU seconds, the process's peak memory and its seconds of exit."""
+    env = dict(os.environ)
+    if library is not None:
+        env["PYTHONPATH"] = library + os.pathsep + env.get("PYTHONPATH", "")
     started = time.perf_counter()
-    extra = [str(workers)] if workers else []
-    done = subprocess.run([sys.executable, "-c", SYNC, URL, str(cache), *extra], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, "-c", SYNC, URL, str(cache), str(workers or 0)], capture_output=True,
+                          text=True, check=True, env=env, cwd=library or None)
+    ended = time.time()
+    cpu, peak, synced = done.stdout.split()[-5:-2]
     seconds, requests_made = done.stdout.split()[-2:]
-    return float(seconds), int(requests_made), time.perf_counter() - started
+    return (float(seconds), int(requests_made), time.perf_counter() - started, float(cpu), int(peak),
+            ended - float(synced))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--before", help="a folder holding another copy of the isicarchive package (e.g. the "
+                                         "previous release), whose whole-process sync is measured alongside")
     args = parser.parse_args()
+    print(f"load average at the start: {os.getloadavg()[0]:.1f}")
     server = serve(args.records, args.latency)
     try:
         count, serial_s, pages = serial_walk()
         print(f"serial cursor walk: {count} records, {pages} pages in {serial_s:.1f} s")
-        with tempfile.TemporaryDirectory() as cache:
-            ours_s, requests_made, process_s = sync(Path(cache))
-        print(f"ours (partitioned, parallel): {ours_s:.1f} s with {requests_made} requests: "
-              f"{serial_s / ours_s:.1f}x the serial walk (the whole process, start and exit included: "
-              f"{process_s:.1f} s, {serial_s / process_s:.1f}x)")
+        runs = [("ours", None)] + ([("before", str(Path(args.before).resolve()))] if args.before else [])
+        for label, library in runs:
+            with tempfile.TemporaryDirectory() as cache:
+                figures = sync_figures(Path(cache), library=library)
+            seconds, requests_made, process_s, cpu, peak, exit_s = figures
+            if library is None:
+                ours_s, ours_requests = seconds, requests_made
+            print(f"{label} (partitioned, parallel): {seconds:.1f} s (CPU {cpu:.1f} s) with {requests_made} "
+                  f"requests: {serial_s / seconds:.1f}x the serial walk; the whole process, start and exit "
+                  f"included: {process_s:.1f} s, {serial_s / process_s:.1f}x (exit {exit_s:.2f} s); "
+                  f"peak memory {peak / 1e9:.2f} GB", flush=True)
         for workers in (8, 32):
             with tempfile.TemporaryDirectory() as cache:
                 other_s, _, _ = sync(Path(cache), workers)
@@ -99,7 +123,7 @@ def main() -> None:
             proc.wait()
             resumed_s, resumed_requests, _ = sync(cache)
             print(f"killed with {saved} partitions kept; the rerun took {resumed_s:.1f} s and {resumed_requests} "
-                  f"requests ({resumed_requests / requests_made:.0%} of a full sync's)")
+                  f"requests ({resumed_requests / ours_requests:.0%} of a full sync's)")
             again_s, again_requests, _ = sync(cache)
             print(f"nothing new: {again_requests} request(s), {again_s:.1f} s")
     finally:

@@ -12,7 +12,7 @@ import html
 import logging
 import os
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
@@ -39,6 +39,7 @@ from .lockfile import Origin
 from .models import Annotation, Dataset, Image, Lesion, Segmentation, Study
 from .oauth import OAuthToken
 from .progress import progress as _progress
+from .records import RecordStore, names_of
 from .selection import ImageIndex, Selection, normalise_criteria
 from .store import Store
 from .transport import RetryPolicy, Transport, record_id
@@ -212,7 +213,7 @@ class IsicApi:
         self.images: dict[str, str] = {}
         self.studies: dict[str, str] = {}
         self.datasets: dict[str, str] = {}
-        self.image_cache: dict[str, dict] = {}
+        self.image_cache: MutableMapping[str, dict] = RecordStore()
         self.image_selection: Selection = Selection({})
         self._index: ImageIndex | None = None
         # the Image a caller still holds is handed out again; released ones (with their
@@ -377,7 +378,7 @@ class IsicApi:
                                 login=self._archive_login())
             self._store.cache = self._cache
         self._context = self._new_context()
-        self.image_cache = {}
+        self.image_cache = RecordStore()
         self.image_selection = Selection({})
         self._index = None
         for names in (self.images, self.studies, self.datasets):
@@ -666,7 +667,7 @@ class IsicApi:
         return self._backend.segmentations(dict(params or {}))
 
     # ----------------------------------------------------------- image cache
-    def cache_images(self, progress: bool | None = None) -> dict[str, dict]:
+    def cache_images(self, progress: bool | None = None) -> MutableMapping[str, dict]:
         """Fill :attr:`image_cache` with every image record the session may see.
 
         The first run pages through all of them (with a progress bar; on v2
@@ -678,7 +679,7 @@ class IsicApi:
         with collector_paused():  # millions of fresh, acyclic dicts: see isicarchive/_gc.py
             return self._cache_images(progress)
 
-    def _cache_images(self, progress: bool | None) -> dict[str, dict]:
+    def _cache_images(self, progress: bool | None) -> MutableMapping[str, dict]:
         if not self.image_cache:
             self.image_cache = self._store.load_image_cache()
         show = self.progress if progress is None else progress
@@ -693,11 +694,10 @@ class IsicApi:
                                                      checkpoint=self._store.sync_checkpoint, on_total=set_total)
         finally:
             bar.close()
+        fresh = new if isinstance(new, RecordStore) else RecordStore((record_id(rec), rec) for rec in new)
         if replace:
-            self.image_cache = {record_id(rec): rec for rec in new}
-            self._index = None
+            self.image_cache, self._index = fresh, None
         elif new:
-            fresh = {record_id(rec): rec for rec in new}
             self.image_cache.update(fresh)
             if self._index is not None:
                 self._index.add(fresh)
@@ -705,7 +705,7 @@ class IsicApi:
             self.image_cache = self._store.save_image_cache(self.image_cache, replace)
             if self._index is not None and len(self._index) != len(self.image_cache):
                 self._index = None
-        self.images.update({name: key for key, rec in self.image_cache.items() if (name := rec.get("name"))})
+        self.images.update(names_of(self.image_cache))
         return self.image_cache
 
     # ------------------------------------------------------------ selection

@@ -50,12 +50,23 @@ import operator
 import os
 import re
 from array import array
-from collections.abc import Container, ItemsView, Iterable, Mapping, MutableMapping, Sequence, ValuesView
+from collections.abc import (
+    Container,
+    ItemsView,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+    ValuesView,
+)
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._gc import collector_paused
 from .errors import QueryError
+from .records import Held, RecordRows, RecordStore, decode
 from .regex import StringValues, string_values
 from .search import DECIMAL_FIELDS
 
@@ -222,6 +233,26 @@ _COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater
 _DENSE_OPS = {**_COMPARE, "==": np.equal, "!=": np.not_equal}
 
 
+#: the kind of a column whose values are told apart by :func:`_freeze`, one at a time
+_GENERAL = object()
+
+
+def _shared_kind(column: Any, values: Any) -> Any:
+    """The kind of a column that held ``column`` values and takes ``values`` (None: they cannot share a dict).
+
+    ``str`` stands for strings and None, which equal nothing else; ``list`` for lists of strings.
+    """
+    if column is _GENERAL:
+        return None
+    if column is None or column is values:
+        return values
+    if column is str and values is not list:
+        return values
+    if values is str and column is not list:
+        return column
+    return None
+
+
 class _Column:
     """One dotted path: a code per record and the distinct values.
 
@@ -230,14 +261,18 @@ class _Column:
     the key exists (dict-key membership needs that).
     """
 
-    __slots__ = ("_arrow_strings", "_dense", "_eq", "_keys", "_none", "_numeric", "_present", "_rows",
-                 "_sorted_strings", "_strings", "_vals", "codes", "uniques")
+    __slots__ = ("_arrow_strings", "_base", "_dense", "_eq", "_keys", "_kind", "_next", "_none", "_numeric",
+                 "_present", "_raw", "_rows", "_sorted_strings", "_strings", "_vals", "codes", "uniques")
 
     def __init__(self) -> None:
         self.uniques: list[Any] = [None]
         # value -> code while records are being added; dropped when they are in (a near-unique column's
         # table is as big as the column: ~50 MB at 400,000 records) and rebuilt if more records come
         self._keys: dict[Any, int] | None = {}
+        # while a column holds one kind of value (see extend): value -> provisional id, and that kind
+        self._raw: dict[Any, int] | None = None
+        self._kind: Any = None
+        self._base = self._next = 1
         self._rows = array("i")
         self._vals = array("i")
         self.codes: np.ndarray = np.zeros(0, np.int32)
@@ -251,6 +286,7 @@ class _Column:
         self._present: np.ndarray | None = None
 
     def append(self, row: int, value: Any) -> None:
+        self._settle()
         keys = self._keys
         if keys is None:
             keys = self._keys = {_freeze(v): c for c, v in enumerate(self.uniques) if c}
@@ -262,57 +298,87 @@ class _Column:
         self._rows.append(row)
         self._vals.append(code)
 
-    def extend(self, rows: np.ndarray, values: list[Any]) -> None:
+    def extend(self, rows: np.ndarray, values: Sequence[Any], kinds: set[type] | None = None) -> None:
         """Append many rows at once (what :meth:`append` does for each, with the per-value work in C).
 
-        Values are told apart by a dict of the values themselves, where that
-        merges exactly what :func:`_freeze` merges: one kind of scalar (with
-        strings and None beside it, which equal nothing else), or lists of
-        strings (keyed by their tuple).  Only the distinct values then go
-        through :func:`_freeze`.  A column of mixed kinds (``1`` and ``1.0``
-        and ``True`` are one dict key) takes :meth:`append` for every value.
+        While the column holds one kind of value, values are told apart by a
+        dict of the values themselves, which merges exactly what
+        :func:`_freeze` merges: one kind of scalar (with strings and None
+        beside it, which equal nothing else), or lists of strings (keyed by
+        their tuple).  Each value gets a provisional id there in C
+        (``dict.setdefault`` with a running count: the id of its first
+        occurrence), made into codes when the records are in
+        (:meth:`_settle`); the dict lives across the slices of records the
+        index reads.  A column of mixed kinds (``1`` and ``1.0`` and ``True``
+        are one dict key) takes :meth:`append` for every value.
         """
-        kinds = set(map(type, values))
+        if kinds is None:
+            kinds = set(map(type, values))
         scalars = kinds - {str, type(None)}
-        if scalars <= {int} or scalars <= {float} or scalars <= {bool}:
-            keyed: Iterable[Any] = values
+        kind: Any
+        keyed: Iterable[Any]
+        if len(scalars) <= 1 and scalars <= {int, float, bool}:
+            kind, keyed = next(iter(scalars), str), values
         elif kinds == {list} and set(map(type, itertools.chain.from_iterable(values))) <= {str}:
-            keyed = map(tuple, values)
+            kind, keyed = list, map(tuple, values)
         else:
+            kind = None
+        if kind is not None and self._kind is not _GENERAL and self._raw is None and len(self.uniques) > 1:
+            self._raw_from_uniques()  # a column finished before (more records added): its values as keys
+        if kind is not None:
+            kind = _shared_kind(self._kind, kind)
+        if kind is None:
+            self._settle()
+            self._kind = _GENERAL
             for row, value in zip(rows.tolist(), values, strict=True):
                 self.append(row, value)
             return
-        first: dict[Any, int] = {}
-        # each value's code is the position of its first occurrence (dict.setdefault with a running count)
-        positions = np.fromiter(map(first.setdefault, keyed, itertools.count()), np.int64, len(values))
-        uniques = self.uniques
-        lookup = np.zeros(len(values), np.int32)
-        if len(uniques) == 1:
-            # a new column: its distinct values are those of the dict, in order (and their look-up table
-            # is built only if more records come)
-            starts = np.fromiter(first.values(), np.int64, len(first))
-            lookup[starts] = np.arange(1, len(first) + 1, dtype=np.int32)
-            uniques.extend(first if keyed is values else [values[p] for p in starts.tolist()])
-            self._keys = None
-            self._rows.frombytes(rows.astype(np.int32).tobytes())
-            self._vals.frombytes(lookup[positions].tobytes())
-            return
-        keys = self._keys
-        if keys is None:
-            keys = self._keys = {_freeze(v): c for c, v in enumerate(uniques) if c}
-        for position in first.values():
-            value = values[position]
-            key = _freeze(value)
-            code = keys.get(key)
-            if code is None:
-                code = keys[key] = len(uniques)
-                uniques.append(value)
-            lookup[position] = code
+        if self._raw is None:
+            self._raw, self._base, self._next = {}, len(self.uniques), len(self.uniques)
+        self._kind = kind
+        ids = np.fromiter(map(self._raw.setdefault, keyed, itertools.count(self._next)), np.int32, len(values))
+        self._next += len(values)
         self._rows.frombytes(rows.astype(np.int32).tobytes())
-        self._vals.frombytes(lookup[positions].tobytes())
+        self._vals.frombytes(ids.tobytes())
+
+    def _raw_from_uniques(self) -> None:
+        """Key the values a finished column already has by themselves, where one kind allows it."""
+        values = self.uniques[1:]
+        kinds = set(map(type, values))
+        scalars = kinds - {str, type(None)}
+        keyed: Iterable[Any]
+        if len(scalars) <= 1 and scalars <= {int, float, bool}:
+            self._kind, keyed = next(iter(scalars), str), values
+        elif kinds == {list} and set(map(type, itertools.chain.from_iterable(values))) <= {str}:
+            self._kind, keyed = list, map(tuple, values)
+        else:
+            self._kind = _GENERAL
+            return
+        self._raw = dict(zip(keyed, range(1, len(self.uniques)), strict=True))
+        self._base = self._next = len(self.uniques)
+        self._keys = None
+
+    def _settle(self) -> None:
+        """Turn the provisional ids of :meth:`extend` into codes (new values appended to ``uniques``)."""
+        raw = self._raw
+        if raw is None:
+            return
+        base = self._base
+        count = len(raw) - (base - 1)
+        lookup = np.arange(self._next, dtype=np.int32)
+        lookup[np.fromiter(itertools.islice(raw.values(), base - 1, None), np.int64, count)] = \
+            np.arange(base, base + count, dtype=np.int32)
+        added = itertools.islice(raw, base - 1, None)
+        self.uniques.extend(map(list, added) if self._kind is list else added)
+        if self._vals:
+            self._vals = array("i", lookup[np.frombuffer(self._vals, dtype=np.int32)].tobytes())
+        self._raw, self._kind, self._keys = None, None, None
+        self._base = self._next = len(self.uniques)
 
     def finish(self, n_rows: int) -> None:
         """Move appended rows into ``codes`` (length ``n_rows``; missing = None)."""
+        self._settle()
+        self._kind = None
         codes = np.zeros(n_rows, np.int32)
         codes[: self.codes.size] = self.codes
         if self._rows:
@@ -486,6 +552,87 @@ class _Missing:
 _MISSING = _Missing()
 
 
+_SHAPES = True
+
+
+def _gather(items: Sequence[Any], positions: list[int]) -> Sequence[Any]:
+    """``[items[p] for p in positions]``, in C."""
+    if len(positions) == 1:
+        return [items[positions[0]]]
+    return operator.itemgetter(*positions)(items)  # type: ignore[no-any-return]
+
+
+def _by_shape(dicts: Sequence[dict], rows: np.ndarray) -> Iterator[tuple[Any, Sequence[Any], np.ndarray]] | None:
+    """Each key of the dicts with its values and their rows, read a group of dicts of one shape at a time.
+
+    Records come in a few shapes (the same keys): for the dicts of one
+    length, one ``itemgetter`` call per dict takes the values of the first
+    one's keys (a dict of that length that has all of them has no other) and
+    ``zip`` turns them into columns, all in C, instead of a pass over every
+    dict per key.  A group where some dict lacks one of those keys is read a
+    key at a time (:func:`_by_key`).  Values come in the order of the rows.
+    None where the dicts have too many lengths for that to pay.
+    """
+    if not _SHAPES or set(map(type, dicts)) != {dict}:  # a subclass (defaultdict) may answer for a key it lacks
+        return None
+    lengths = np.fromiter(map(len, dicts), np.int64, len(dicts))
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]).tolist() if len(dicts) else []
+    if len(starts) > 16 and len(starts) * 8 > len(dicts):
+        return None
+    parts: dict[Any, list[tuple[np.ndarray, Sequence[Any]]]] = {}
+    for start, stop in zip(starts, [*starts[1:], len(dicts)], strict=True):
+        positions = order[start:stop]
+        group = _gather(dicts, positions.tolist())
+        here = rows[positions]
+        keys = tuple(group[0])
+        if not keys:
+            continue
+        try:
+            columns: Iterable[Sequence[Any]]
+            if len(keys) == 1:
+                columns = [list(map(operator.itemgetter(keys[0]), group))]
+            else:
+                columns = zip(*map(operator.itemgetter(*keys), group), strict=True)
+            pairs = [(key, here, values) for key, values in zip(keys, columns, strict=False)]
+        except KeyError:  # dicts of this length with other keys
+            pairs = [(key, where, values) for key, values, where in _by_key(group, here)]
+        for key, where, values in pairs:
+            parts.setdefault(key, []).append((where, values))
+
+    def columns_of() -> Iterator[tuple[Any, Sequence[Any], np.ndarray]]:
+        for key, got in parts.items():
+            if len(got) == 1:
+                yield key, got[0][1], got[0][0]
+                continue
+            here = np.concatenate([r for r, _ in got])
+            values = list(itertools.chain.from_iterable(v for _, v in got))
+            by_row = np.argsort(here, kind="stable")
+            yield key, _gather(values, by_row.tolist()), here[by_row]
+
+    return columns_of()
+
+
+def _by_key(dicts: Sequence[dict], rows: np.ndarray) -> Iterator[tuple[Any, Sequence[Any], np.ndarray]]:
+    """Each key of the dicts with its values and their rows, a pass over all dicts per key (any shapes)."""
+    for key in dict.fromkeys(itertools.chain.from_iterable(dicts)):
+        values = [d.get(key, _MISSING) for d in dicts]  # a comprehension: faster than map(methodcaller)
+        if _Missing in set(map(type, values)):
+            present = np.flatnonzero(np.fromiter(map(operator.is_not, values, itertools.repeat(_MISSING)),
+                                                 bool, len(values)))
+            yield key, [values[i] for i in present.tolist()], rows[present]
+        else:
+            yield key, values, rows
+
+
+class _Held(dict):
+    """Records as the index holds them (JSON bytes or dicts), handed to a rebuilt index as they are."""
+
+    def held(self) -> Any:
+        return self.items()
+
+
 class ImageIndex:
     """A columnar index over image records (id → record), built once.
 
@@ -497,7 +644,9 @@ class ImageIndex:
 
     def __init__(self, records: Mapping[str, dict]) -> None:
         self.ids: list[str] = []
-        self.records: list[dict] = []
+        #: the records by row: a record store's JSON bytes (decoded when read), other mappings' dicts
+        self._held: list[Held] = []
+        self.records: Sequence[dict] = RecordRows(self._held)
         self._position: dict[str, int] = {}
         self._columns: dict[str, _Column] = {}
         self._dict_paths: set[str] = set()
@@ -510,35 +659,50 @@ class ImageIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    #: records decoded and read at once: a slice of a store is ~15 MB of dicts (and memory reused by the next)
+    SLICE = 5000
+
     def add(self, records: Mapping[str, dict]) -> None:
         """Index more records (new ids are appended; known ids are replaced)."""
-        replaced = [key for key in records if key in self._position]
-        if replaced:
+        held: Mapping[str, Held] = dict(records.held()) if isinstance(records, RecordStore) else records
+        if any(key in self._position for key in held):
             # rebuild on fresh lists, so that selections made before keep their view
-            kept = {k: r for k, r in zip(self.ids, self.records, strict=False) if k not in records}
-            self.__init__({**kept, **records})  # type: ignore[misc]
+            kept = {k: h for k, h in zip(self.ids, self._held, strict=True) if k not in held}
+            self.__init__(_Held({**kept, **held}))  # type: ignore[misc]
             return
+        self._add_held(held)
+
+    def _add_held(self, held: Mapping[str, Held]) -> None:
+        with collector_paused():  # the records decoded slice by slice are fresh, acyclic dicts: see _gc.py
+            self._read_held(held)
+
+    def _read_held(self, held: Mapping[str, Held]) -> None:
         start = len(self.ids)
-        self.ids.extend(records)
-        self.records.extend(records.values())
+        self.ids.extend(held)
+        self._held.extend(held.values())
         position = self._position
         for row in range(start, len(self.ids)):
             position[self.ids[row]] = row
-        rows = [row for row in range(start, len(self.ids)) if isinstance(self.records[row], dict)]
-        self._read_level([self.records[row] for row in rows], np.asarray(rows, np.int64), "")
+        for first in range(start, len(self.ids), self.SLICE):
+            stop = min(first + self.SLICE, len(self.ids))
+            records: list[Any] = [decode(h) for h in self._held[first:stop]]
+            rows = [row for row, record in enumerate(records, first) if isinstance(record, dict)]
+            self._read_level([records[row - first] for row in rows] if len(rows) < len(records) else records,
+                             np.asarray(rows, np.int64), "")
+            del records
         for column in self._columns.values():
             column.finish(len(self.ids))
         self._dict_masks.clear()
 
-    def _read_level(self, dicts: list[dict], rows: np.ndarray, prefix: str) -> None:
+    def _read_level(self, dicts: Sequence[dict], rows: np.ndarray, prefix: str) -> None:
         """Index one level of the records, a key at a time over all of them (the per-value work in C).
 
         ``dicts`` are the dicts found at path ``prefix`` and ``rows`` their
-        record numbers.  Each key is read from every dict in one pass, the
-        dicts below it are read the same way, and the other values go into
-        the key's column in one :meth:`_Column.extend`.
+        record numbers.  Each key's values are gathered from every dict (see
+        :func:`_by_shape`), the dicts below it are read the same way, and the
+        other values go into the key's column in one :meth:`_Column.extend`.
         """
-        for key in dict.fromkeys(itertools.chain.from_iterable(dicts)):
+        for key, values, here in _by_shape(dicts, rows) or _by_key(dicts, rows):
             if type(key) is not str:
                 continue
             if "." in key:  # no dotted path names it (a top-level one makes look-ups of its prefix special)
@@ -546,15 +710,8 @@ class ImageIndex:
                     self._dotted_root_keys.add(key)
                 continue
             path = prefix + key
-            values = [d.get(key, _MISSING) for d in dicts]  # a comprehension: faster than map(methodcaller)
-            kinds = set(map(type, values))
-            here = rows
-            if _Missing in kinds:
-                kinds.discard(_Missing)
-                present = np.flatnonzero(np.fromiter(map(operator.is_not, values, itertools.repeat(_MISSING)),
-                                                     bool, len(values)))
-                values = [values[i] for i in present.tolist()]
-                here = rows[present]
+            kinds: set[type] | None = set(map(type, values))
+            assert kinds is not None
             if any(issubclass(kind, dict) for kind in kinds):
                 if all(issubclass(kind, dict) for kind in kinds):
                     inner, inner_rows, values = values, here, []
@@ -563,6 +720,7 @@ class ImageIndex:
                     picked, others = np.flatnonzero(is_dict), np.flatnonzero(~is_dict)
                     inner, inner_rows = [values[i] for i in picked.tolist()], here[picked]
                     values, here = [values[i] for i in others.tolist()], here[others]
+                    kinds = None
                 self._dict_paths.add(path)
                 self._dict_rows.setdefault(path, array("i")).frombytes(inner_rows.astype(np.int32).tobytes())
                 self._read_level(inner, inner_rows, path + ".")
@@ -570,7 +728,7 @@ class ImageIndex:
                 column = self._columns.get(path)
                 if column is None:
                     column = self._columns[path] = _Column()
-                column.extend(here, values)
+                column.extend(here, values, kinds)
 
     def values_of(self, path: str) -> list[Any]:
         """The distinct values records have at a plain path (empty where no record has it)."""
@@ -757,7 +915,7 @@ class Selection(MutableMapping):
         self._data: dict[str, dict] | None = dict(items)
         # a view: the index's (append-only) id and record lists and its row numbers
         self._ids: list[str] = []
-        self._records: list[dict] = []
+        self._records: Sequence[dict] = []
         self._position: dict[str, int] = {}
         self._rows: np.ndarray = np.zeros(0, np.int64)
         self._member: np.ndarray | None = None

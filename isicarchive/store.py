@@ -8,9 +8,10 @@ cache folder everything is fetched into memory.
 from __future__ import annotations
 
 import functools
+import gzip
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .downloads import (
 from .errors import AuthenticationError, IsicError, UnsupportedError
 from .models.annotation import markup_entry
 from .progress import progress as _progress
+from .records import RecordStore, read_lines, write_lines
 from .transport import Transport, record_id
 
 __all__ = ["Store"]
@@ -231,32 +233,44 @@ class Store:
         # an archive on disk keeps its records in its own index: no second copy in the cache
         return self.cache.path("imcache", IMCACHE_ID, ".json.gz") if self.cache and not self.backend.local else None
 
-    def load_image_cache(self) -> dict[str, dict]:
+    def load_image_cache(self) -> RecordStore:
         if self.cache is None or self.backend.local:
-            return {}
+            return RecordStore()
         # a user's layer holds its own list; the shared one (public images only) would not match it
         path = self._imcache_path()
         assert path is not None
         found = self.cache.find_users("imcache", IMCACHE_ID, ".json.gz") if self.cache.identity else \
             self.cache.find("imcache", IMCACHE_ID, ".json.gz")
         if found is None:
-            return {}
+            return RecordStore()
+        try:
+            # a line at a time: the records never exist as dicts all at once
+            records = read_lines(found)
+        except (OSError, EOFError, ValueError):
+            records = None  # damaged, or JSON of another shape: read whole (which drops a corrupt file)
+        if records is not None:
+            return records
         payload = self.cache.read_json_gz(found)
         if not isinstance(payload, dict):
-            return {}
+            return RecordStore()
         # an entry that is no record (a list, text: a damaged or hand-edited file) is left out and fetched again
-        return {key: record for key, record in payload.items() if isinstance(record, dict)}
+        return RecordStore.of_json((key, record) for key, record in payload.items() if isinstance(record, dict))
 
-    def save_image_cache(self, records: dict[str, dict], replace: bool) -> dict[str, dict]:
+    def save_image_cache(self, records: Mapping[str, dict], replace: bool) -> RecordStore:
         """Write the image cache; merges with what another process may have written meanwhile."""
+        merged = RecordStore()
         path = self._imcache_path()
         if path is None:
-            return records
+            merged.update(records)
+            return merged
         assert self.cache is not None
         with self.cache.lock(path):
-            merged = {} if replace else self.load_image_cache()
+            if not replace:
+                merged = self.load_image_cache()
             merged.update(records)
-            self.cache.write_json_gz(path, dict(sorted(merged.items())))
+            with self.cache.atomic_writer(path) as fh, \
+                    gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=1, mtime=0) as gz:
+                write_lines(gz, merged)
         return merged
 
     # ---------------------------------------------------------- annotations

@@ -118,7 +118,7 @@ def test_original_flat_layout_loads_as_is(archive: LocalArchive, api_factory, tm
     for shard in "0123456789abcdef":
         (legacy / shard).mkdir(parents=True)
     with gzip.open(legacy / "0" / f"imcache_{IMCACHE_ID}.json.gz", "wt") as fh:
-        json.dump(records, fh)  # the original wrote with the standard json module
+        json.dump(dict(records), fh)  # the original wrote with the standard json module
     for path in (tmp_path / "ours").glob("?/*"):
         if path.name.startswith(("image_", "spimg_")):
             shutil.copy(path, legacy / path.parent.name / path.name)

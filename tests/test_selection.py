@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from isicarchive import QueryError
+from isicarchive.records import RecordStore
 from isicarchive.selection import ImageIndex, normalise_criteria
 from isicarchive.testing import ArchiveConfig, ArchiveData
 
@@ -333,3 +334,31 @@ def test_mixed_kinds_are_told_apart_as_python_does(split: int | None) -> None:
         index.add(dict(items[split:]))
     for criterion in MIXED_CRITERIA:
         assert set(index.select(criterion)) == ref_select(MIXED, criterion), criterion
+
+
+@pytest.mark.parametrize("slice_size", [2, 7])
+def test_an_index_over_a_record_store_answers_as_over_dicts(monkeypatch: pytest.MonkeyPatch,
+                                                            slice_size: int) -> None:
+    # records kept as JSON bytes, read a few at a time: columns merge across slices (a kind seen first in
+    # a later slice, near-unique strings, lists), and the index's records are equal to the originals
+    monkeypatch.setattr(ImageIndex, "SLICE", slice_size)
+    records = odd_records()
+    store = RecordStore(records)
+    index = ImageIndex(store)
+    for criteria in BATTERY:
+        assert set(index.select(criteria)) == ref_select(records, criteria), criteria
+    mixed = ImageIndex(RecordStore(MIXED))
+    for criterion in MIXED_CRITERIA:
+        assert set(mixed.select(criterion)) == ref_select(MIXED, criterion), criterion
+    # one kind per slice of two: ints, then bools (== 1 and 0), then floats, strings and None; lists then text
+    across = {"r0": {"v": 1, "t": ["x"]}, "r1": {"v": 2, "t": ["x", "y"]}, "r2": {"v": True, "t": "x"},
+              "r3": {"v": False, "t": "y"}, "r4": {"v": 1.0, "t": ["x"]}, "r5": {"v": 2.5}, "r6": {"v": "1"},
+              "r7": {"v": None, "t": ["y"]}}
+    crossed = ImageIndex(RecordStore(across))
+    for criterion in [["v", "==", 1], ["v", "is", True], ["v", "==", 0], ["v", ">", 0.5], ["v", "==", "1"],
+                      ["v", "is None", None], ["t", "ni", "x"], ["t", "==", ["x"]], ["t", "==", "x"]]:
+        assert set(crossed.select(criterion)) == ref_select(across, criterion), criterion
+    chosen = index.select(["meta.clinical.diagnosis", "==", "melanoma"])
+    assert chosen and all(record == records[key] for key, record in chosen.items())
+    assert [index.values_of(path) for path in ("name", "meta.clinical.age_approx", "notes.tags")] == \
+        [ImageIndex(records).values_of(path) for path in ("name", "meta.clinical.age_approx", "notes.tags")]

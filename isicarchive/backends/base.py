@@ -13,12 +13,13 @@ backend maps its records onto the same keys the models read (see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, UnsupportedError
 from ..oauth import OAuthToken
+from ..records import RecordStore
 from ..transport import Transport
 
 __all__ = ["Backend", "ProgressHook"]
@@ -117,10 +118,11 @@ class Backend:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys)))) as pool:
             return {key: record for key, record in pool.map(one, keys) if record is not None}
 
-    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None,
+    def sync_images(self, known: Mapping[str, dict], progress: ProgressHook | None = None,
                     checkpoint: Callable[[str], Any] | None = None,
-                    on_total: Callable[[int], None] | None = None) -> tuple[list[dict], bool]:
-        """Records missing from ``known``; second value True when ``known`` must be replaced."""
+                    on_total: Callable[[int], None] | None = None) -> tuple[Iterable[dict] | RecordStore, bool]:
+        """Records missing from ``known`` (a list, or a :class:`~isicarchive.records.RecordStore` id -> record);
+        second value True when ``known`` must be replaced."""
         raise NotImplementedError
 
     def image_file(self, record: dict) -> str:

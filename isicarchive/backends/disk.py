@@ -15,7 +15,7 @@ where it exists.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +128,7 @@ class DiskBackend(Backend):
         rows = [self.index.rows[k] for k in dict.fromkeys(keys) if k in self.index.rows]
         return {r["isic_id"]: normalise(r) for r in self.index.records(rows)}
 
-    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None,
+    def sync_images(self, known: Mapping[str, dict], progress: ProgressHook | None = None,
                     checkpoint: Callable[[str], Any] | None = None,
                     on_total: Callable[[int], None] | None = None) -> tuple[list[dict], bool]:
         if len(known) == len(self.index) and all(key in known for key in self.index.rows):

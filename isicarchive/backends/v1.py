@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .. import _json
 from ..errors import ArchiveUnavailableError, AuthenticationError, NotFoundError, QueryError
-from ..transport import checked_record, iter_pages
+from ..records import RecordStore
+from ..transport import checked_record, iter_pages, record_id
 from .base import Backend, ProgressHook
 
 __all__ = ["V1Backend"]
@@ -92,8 +93,8 @@ class V1Backend(Backend):
     def images(self, params: dict[str, Any] | None = None) -> Iterator[dict]:
         return self._paged("image", params)
 
-    def sync_images(self, known: dict[str, dict], progress: ProgressHook | None = None,
-                    checkpoint: Any = None, on_total: Any = None) -> tuple[list[dict], bool]:
+    def sync_images(self, known: Mapping[str, dict], progress: ProgressHook | None = None,
+                    checkpoint: Any = None, on_total: Any = None) -> tuple[RecordStore, bool]:
         """Page through records in ``_id`` order, starting where ``known`` ends.
 
         Re-reading the last known record along with what follows costs one
@@ -107,25 +108,26 @@ class V1Backend(Backend):
         page = self._image_page(offset)
         if not page or page[0].get("_id") != max(known):
             return self._pages(0, progress), True
-        new = page[1:]
+        new = RecordStore.of_json((record_id(r), r) for r in page[1:])
         if progress:
             progress(len(new))
         if len(page) == IMAGE_PAGE:
-            new.extend(self._pages(offset + IMAGE_PAGE, progress))
+            new.update(self._pages(offset + IMAGE_PAGE, progress))
         return new, False
 
     def _image_page(self, offset: int) -> list[dict]:
         return self._get("image", {"detail": "true", "limit": IMAGE_PAGE, "offset": offset,
                                    "sort": "_id", "sortdir": 1}, list)
 
-    def _pages(self, offset: int, progress: ProgressHook | None) -> list[dict]:
+    def _pages(self, offset: int, progress: ProgressHook | None) -> RecordStore:
         def page(limit: int, at: int) -> list[dict]:
             records = self._image_page(at)
             if progress:
                 progress(len(records))
             return records
 
-        return list(iter_pages(page, IMAGE_PAGE, offset))
+        # each record kept as JSON as its page comes in: the whole list never exists as dicts at once
+        return RecordStore.of_json((record_id(r), r) for r in iter_pages(page, IMAGE_PAGE, offset))
 
     def image_file(self, record: dict) -> str:
         return f"image/{record['_id']}/download"
