@@ -143,13 +143,26 @@ def _cpu_of(process: subprocess.Popen) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def on_disk(folder: Path) -> int:
+    """Bytes of the files in ``folder``, partial ones included (a file that goes away meanwhile counts 0)."""
+    total = 0
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    total += entry.stat().st_size if entry.is_file() else 0
+                except FileNotFoundError:  # moved into place or cleaned up since the listing
+                    continue
+    except FileNotFoundError:
+        return 0
+    return total
+
+
 def interrupted(cmd: list[str], env: dict, out: Path, stop_at: int) -> None:
     """Start a download and kill it once ``stop_at`` bytes are on disk (partial files included)."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    while proc.poll() is None and (not out.exists() or sum(
-            p.stat().st_size for p in out.glob("*") if p.is_file()) + sum(
-            p.stat().st_size for p in out.glob(".*") if p.is_file()) < stop_at):
+    while proc.poll() is None and on_disk(out) < stop_at:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -196,12 +209,12 @@ def resume_and_storm(isic: Path | None, n: int, args: argparse.Namespace, env: d
                 continue
             out = tmp / f"resume-{label.replace(' ', '-')}"
             interrupted(make(out), env, out, total // 2)
-            on_disk = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+            kept = on_disk(out)
             complete = sum(p.stat().st_size for p in out.glob("ISIC_*.jpg"))
             _, stdout = run(make(out), env)
             # ours reports the bytes it transferred; the official CLI re-fetches every incomplete file
             second = int(stdout.strip().splitlines()[-1]) if label == "ours" else total - complete
-            print(f"resume {label:13}: killed with {on_disk / total:.0%} of the bytes on disk; the second run "
+            print(f"resume {label:13}: killed with {kept / total:.0%} of the bytes on disk; the second run "
                   f"transferred {second / total:.0%} of a full download")
     finally:
         stop(server)
