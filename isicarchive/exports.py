@@ -344,11 +344,11 @@ def _sources(samples: Samples, order: list[int], read: Any) -> Iterator[tuple[in
     on a pool."""
     store = samples.api.context.store
     if not store.backend.local and store.cache is not None:
-        # the samples' own listing of the cache (one per process), then relisted only if something came
-        missing = [samples.records[i] for i in order if samples._cached_path(i) is None]
+        # the files the samples found in the cache when they were made; listed again only if some came
+        missing = [samples.records[i] for i in order if samples.cached_file(i) is None]
         if missing:
             samples.api.download_images(missing, strict=True)
-            samples._paths = None
+            samples.find_files()
     if store.backend.local or store.cache is not None:
         return ((index, read(samples.source(index))) for index in order)
     return samples.stream(order, read=lambda i: read(samples.source(i)))

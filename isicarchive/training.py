@@ -45,11 +45,11 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from .errors import IsicError, MissingTargetError, QueryError
+from .errors import ImageTooLargeError, IsicError, MissingTargetError, QueryError
 from .grouping import field_of
 from .legacy import V2_DIAGNOSIS_PATHS, legacy_clinical
 from .transport import record_id
@@ -106,11 +106,13 @@ def _clinical(record: dict) -> dict:
 
 
 # ------------------------------------------------------------------ pixels
-def decode_pixels(data: bytes, what: str = "image") -> np.ndarray:
+def decode_pixels(data: bytes | BinaryIO, what: str = "image") -> np.ndarray:
     """The pixels of an encoded image as ``uint8`` height × width × channels (1, 3 or 4 channels).
 
-    Pillow decodes (as torchvision's ``ImageFolder`` loader does), once the
-    size its header announces is within :mod:`isicarchive.limits`
+    ``data`` is the file's bytes or the file opened for reading (Pillow then
+    reads it as it decodes, without a copy of the whole file first).  Pillow
+    decodes (as torchvision's ``ImageFolder`` loader does), once the size its
+    header announces is within :mod:`isicarchive.limits`
     (:class:`~isicarchive.pixels.ImageTooLargeError` otherwise); a file that
     is no image is an :class:`~isicarchive.errors.IsicError`.
     """
@@ -119,15 +121,15 @@ def decode_pixels(data: bytes, what: str = "image") -> np.ndarray:
     from PIL import Image as PILImage
 
     from . import limits
-    from .pixels import ImageTooLargeError, check_pixels
+    from .pixels import check_pixels
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our own limit applies
-            with PILImage.open(io.BytesIO(data)) as image:
+            with PILImage.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
                 width, height = image.size
                 if width * height > limits.current().max_pixels or getattr(image, "n_frames", 1) > 1:
-                    check_pixels(data, what)  # the limit's own message (a TIFF's pages added up)
+                    check_pixels(_whole(data), what)  # the limit's own message (a TIFF's pages added up)
                 converted = image if image.mode in ("L", "RGB", "RGBA") else \
                     image.convert("RGBA" if "A" in image.getbands() else "RGB")
                 pixels = np.array(converted)  # writable (asarray's view of Pillow's bytes is not; torch warns of it)
@@ -138,6 +140,17 @@ def decode_pixels(data: bytes, what: str = "image") -> np.ndarray:
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError … for broken files
         raise IsicError(f"{what} does not decode ({type(exc).__name__}: {exc})") from None
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _whole(data: bytes | BinaryIO) -> bytes:
+    """All the bytes of a file (read again from its start) or the bytes themselves."""
+    if isinstance(data, bytes):
+        return data
+    position = data.tell()
+    data.seek(0)
+    whole = data.read()
+    data.seek(position)
+    return whole
 
 
 # ------------------------------------------------------------------ shards
@@ -268,13 +281,14 @@ class Samples:
         self.targets: list[int] = []
         #: per sample, where its mask is (a segmentation id, a file inside an archive on disk), None: none
         self._mask_sources: list[Any] | None = None
-        #: id -> the image's file in the cache, listed once per process (see _cached_path)
-        self._paths: dict[str, Path] | None = None
-        self._paths_pid = 0
+        #: per sample, its image file in the cache as found when the samples were made (None: not there
+        #: then; fetched and noted on first read); None without a cache folder (see find_files)
+        self._files: list[str | None] | None = None
         if target != MASK:
             self._encode(classes)
         else:
             self._find_masks()
+        self.find_files()
 
     def _find_masks(self) -> None:
         """Look up every sample's mask once (a segmentation listing per image on v1, in parallel), so
@@ -360,45 +374,76 @@ class Samples:
     def image_bytes(self, index: int) -> bytes:
         """The encoded image file of sample ``index``: from the cache (fetched once when missing), from an
         archive on disk, or, without a cache folder, downloaded."""
-        path = self._cached_path(index)
+        path = self.cached_file(index)
         if path is not None:
             try:
-                return path.read_bytes()
+                with open(path, "rb") as fh:
+                    return fh.read()
             except FileNotFoundError:  # the cache was cleaned meanwhile: look it up (and fetch it) again
-                self._paths.pop(self.ids[index], None)  # type: ignore[union-attr]
+                self._forget(index)
         source = self.source(index)
         return source.read_bytes() if isinstance(source, Path) else source
 
     def source(self, index: int) -> Path | bytes:
         """Where sample ``index``'s file is: a path (the cache, fetched into it first when missing; a folder
         on disk), else its bytes (inside a zip; downloaded without a cache folder)."""
-        path = self._cached_path(index)
-        if path is not None and path.is_file():
-            return path
+        path = self.cached_file(index)
+        if path is not None and os.path.isfile(path):
+            return Path(path)
         source = image_source(self.api, self.records[index])
-        if isinstance(source, Path) and self._paths is not None:
-            self._paths[self.ids[index]] = source
+        if isinstance(source, Path) and self._files is not None:
+            self._files[index] = str(source)
         return source
 
-    def _cached_path(self, index: int) -> Path | None:
-        """The sample's file in the cache folder, from one listing of the cache's folders per process
-        (a look-up per sample lists a folder each time: about 0.8 ms, 5% of decoding a 640x480 JPEG)."""
-        if self._paths is None or self._paths_pid != os.getpid():
-            store = _store(self.api)
-            if store.cache is None or store.backend.local:
-                return None
-            self._paths = store.cache.find_images(self.ids)
-            self._paths_pid = os.getpid()
-        return self._paths.get(self.ids[index])
+    def find_files(self) -> None:
+        """Find every sample's file in the cache folder at once (one listing per cache folder).
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_paths"] = None  # another process lists the cache itself
-        return state
+        Done when the samples are made, so that the processes they go to (forked
+        or pickled into data-loader workers) read each file at the path found
+        here, with no look-up of their own; call it again after filling the
+        cache by other means (files fetched through the samples themselves are
+        noted as they come).
+        """
+        store = _store(self.api)
+        if store.cache is None or store.backend.local:
+            self._files = None
+            return
+        found = store.cache.find_image_files(self.ids)
+        self._files = [found.get(key) for key in self.ids]
+
+    def cached_file(self, index: int) -> str | None:
+        """Sample ``index``'s file in the cache as last found (it may have been cleaned since), or None."""
+        return self._files[index] if self._files is not None else None
+
+    def _forget(self, index: int) -> None:
+        if self._files is not None:
+            self._files[index] = None
 
     def pixels(self, index: int) -> np.ndarray:
-        """Decoded pixels of sample ``index``: ``uint8``, height × width × channels."""
-        return decode_pixels(self.image_bytes(index), f"image {self.ids[index]}")
+        """Decoded pixels of sample ``index``: ``uint8``, height × width × channels.
+
+        A cached file that does not decode is removed from the cache (with a
+        :class:`~isicarchive.cache.CacheCorruptionWarning`) and fetched again,
+        once, as the session's own reads do.
+        """
+        what = f"image {self.ids[index]}"
+        path = self.cached_file(index)
+        if path is not None:
+            try:
+                with open(path, "rb") as fh:
+                    return decode_pixels(fh, what)
+            except FileNotFoundError:  # the cache was cleaned meanwhile: look it up (and fetch it) again
+                self._forget(index)
+            except ImageTooLargeError:
+                raise
+            except IsicError as exc:  # a broken file in the cache (the archive's own are checked when fetched)
+                _store(self.api).cache.discard_corrupt(Path(path), exc)  # type: ignore[union-attr]
+                self._forget(index)
+        source = self.source(index)
+        if isinstance(source, Path):
+            with open(source, "rb") as fh:
+                return decode_pixels(fh, what)
+        return decode_pixels(source, what)
 
     def mask(self, index: int) -> np.ndarray:
         """The segmentation mask of sample ``index``: ``uint8`` height × width (255 inside the lesion).

@@ -251,6 +251,57 @@ def test_cached_files_are_listed_once_and_refetched_when_cleaned(fresh_archive: 
     assert samples.image_bytes(0) == first[0] and len(fresh_archive.requests("storage|download")) == 1
 
 
+def test_a_corrupt_cached_file_is_fetched_again(fresh_archive: LocalArchive, tmp_path: Path) -> None:
+    from isicarchive.cache import CacheCorruptionWarning
+
+    api = make_api(fresh_archive, api_version=2, cache_folder=tmp_path)
+    selection = _diagnosed(api)
+    api.download_images(selection, strict=True)
+    samples = Samples(selection, target="benign_malignant")
+    path = api.context.store.image_path(samples.records[0])
+    assert path is not None
+    path.write_bytes(b"\xff\xd8\xff\xe0 cut short")  # a JPEG's first bytes, then nothing that decodes
+    fresh_archive.clear_log()
+    with pytest.warns(CacheCorruptionWarning, match="corrupt"):
+        pixels = samples.pixels(0)
+    original = fresh_archive.data.image_jpeg(fresh_archive.data.images_by_name[samples.ids[0]]["_id"])
+    assert np.array_equal(pixels, _decode_file(original))
+    assert len(fresh_archive.requests("/storage/")) == 1 and path.read_bytes() == original
+    assert np.array_equal(samples.pixels(0), pixels) and len(fresh_archive.requests("/storage/")) == 1
+
+
+def _read_without_listing(samples: Samples, queue: Any) -> None:
+    import os
+
+    listed: list[str] = []
+    listdir = os.listdir
+    os.listdir = lambda *args: listed.append(str(args)) or listdir(*args)  # type: ignore[assignment,func-returns-value]
+    try:
+        queue.put(([samples.image_bytes(i) for i in range(len(samples))], listed))
+    except BaseException as exc:  # noqa: BLE001  (reported to the parent)
+        queue.put(repr(exc))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_processes_read_the_files_found_when_the_samples_were_made(
+        fresh_archive: LocalArchive, tmp_path: Path, method: str) -> None:
+    api = make_api(fresh_archive, api_version=2, cache_folder=tmp_path)
+    selection = _diagnosed(api)
+    api.download_images(selection, strict=True)
+    samples = Samples(selection, target="benign_malignant")
+    context = multiprocessing.get_context(method)
+    queue = context.Queue()
+    child = context.Process(target=_read_without_listing, args=(samples, queue))
+    child.start()
+    answer = queue.get(timeout=60)
+    child.join(timeout=30)
+    assert not isinstance(answer, str), answer
+    read, listed = answer
+    # no cache folder listed again in the worker (each listing cost a data-loader worker ~0.1 s per epoch)
+    assert listed == []
+    assert read == [api.context.store.image_path(r).read_bytes() for r in samples.records]  # type: ignore[union-attr]
+
+
 def _fill(samples: Samples, queue: Any) -> None:
     try:
         queue.put([samples.image_bytes(i) for i in range(len(samples))])
