@@ -10,12 +10,18 @@ from pathlib import Path
 import keyring
 import keyring.backend
 import pytest
+from tool_venvs import TEST_CACHE
 
 from isicarchive import IsicApi
 from isicarchive.testing import ArchiveConfig, LocalArchive
 
 # Nobody answers prompts in the test suite.
 os.environ.setdefault("ISICARCHIVE_NO_PROMPT", "1")
+# The suite starts some hundred interpreters (CLI runs, scripts, workers, tools' venvs). Where the shell says
+# not to write bytecode, each of them compiled every module of the package again; their bytecode goes to the
+# test cache instead (never next to the sources), and is compiled once.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(TEST_CACHE / "pycache"))
 # The command line's default cache folder (the user's cache folder) is a temporary one here.
 os.environ.setdefault("ISICARCHIVE_CACHE_DIR", tempfile.mkdtemp(prefix="isicarchive-test-cache-"))
 
