@@ -4,15 +4,18 @@ The local archive runs in its own process with images of a realistic size.
 Runs, each checked to give results identical to the serial loop:
 
 * CPU-bound: decode + superpixel map + mean colour of every superpixel, over
-  N images already in the cache: a LocalCluster of 2 single-threaded worker
-  processes, Dask's threaded scheduler, and the serial loop;
+  N images already in the cache: the serial loop and ``LocalCluster(n_workers=2)``
+  made as Dask's docs show (alternating run by run; wall time and the workers'
+  CPU time per image), the same cluster without the library's run-time worker
+  settings, a cluster started with ``worker_settings()``, Dask's threaded
+  scheduler;
 * machinery overhead: a function that does nothing (ms per image);
 * download-bound: the same work with an empty cache and ``--latency`` per
   response, the default ``map_images`` (a local cluster) against the serial loop;
 * a worker SIGKILLed at about half of the run: the run completes, identical
   results, every cached file still decodes.
 
-    python benchmarks/scaleout.py [--images 1000] [--latency 0.05] [--size 640x480] [--download-images 200]
+    python benchmarks/scaleout.py [--images 300] [--latency 0.05] [--size 640x480] [--download-images 100]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -85,9 +89,9 @@ def start(images: int, size: str, latency: float) -> tuple[subprocess.Popen, str
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--download-images", type=int, default=200,
+    parser.add_argument("--download-images", type=int, default=100,
                         help="images of the download-bound run (at most 256: the local archive keeps as many rendered)")
     parser.add_argument("--size", default="640x480", help="pixels of the CPU-bound run's images")
     parser.add_argument("--download-size", default="320x240",
@@ -107,26 +111,45 @@ def main() -> None:
             records = list(api.cache_images().values())[: args.images]
             api.download_images(records, superpixels=True).raise_for_failures()
             serial(api, records, load)  # once untimed: it writes the spidx index files every run below reads
-            t_serial, expected = timed(lambda: serial(api, records, load), REPEAT)
+            # the target's comparison: the serial loop against a cluster made as Dask's docs show, alternating
+            # run by run (the same load for both), and the same cluster before the library's run-time settings
+            # (mallopt, the slower profiler: isicarchive.allocator), turned off in its workers' environment
+            before = {"ISICARCHIVE_MALLOPT": "0", "ISICARCHIVE_WORKER_PROFILE": "keep"}
+            with plain_cluster({}) as plain, Client(plain) as client, \
+                    plain_cluster(before) as plain_before, Client(plain_before) as client_before:
+                for c in (client, client_before):
+                    api.map_images(nothing, records[:20], load=(), client=c, progress=False)  # sessions opened
+                runs: dict[str, list[tuple[float, float]]] = {"serial": [], "plain": [], "before": []}
+                for _ in range(REPEAT):
+                    cpu = own_cpu()
+                    t, expected = timed(lambda: serial(api, records, load))
+                    runs["serial"].append((t, own_cpu() - cpu))
+                    for name, c in (("plain", client), ("before", client_before)):
+                        cpu = workers_cpu(c)
+                        t, frame = timed(lambda c=c: api.map_images(superpixel_colours, records, load=load, client=c,
+                                                                    progress=False))
+                        runs[name].append((t, workers_cpu(c) - cpu))
+                        if not same(frame, expected):
+                            raise SystemExit(f"{name}: results differ from the serial loop")
+            t_serial = min(t for t, _ in runs["serial"])
+            print(f"CPU-bound, {len(records)} images of {args.size} in the cache, best of {REPEAT} runs each "
+                  "(serial and plain clusters alternating)")
+
+            def row(label: str, name: str) -> None:
+                best = min(t for t, _ in runs[name])
+                per_image = min(c for _, c in runs[name]) / len(records) * 1000
+                print(f"  {label:54s} {best:7.2f} s  {t_serial / best:5.2f}x  CPU {per_image:5.1f} ms/image  "
+                      f"{[round(t, 2) for t, _ in runs[name]]}")
+
+            row("serial loop (this process)", "serial")
+            row("LocalCluster(n_workers=2), as Dask's docs show", "plain")
+            row("the same without mallopt and the slower profiler", "before")
+            cpu_of = {name: min(c for _, c in runs[name]) for name in runs}
+            print(f"  (results identical to the serial loop; CPU an image of all the workers' threads, the figure "
+                  f"least moved by other load: serial / plain cluster {cpu_of['serial'] / cpu_of['plain']:.2f}, "
+                  f"before / plain cluster {cpu_of['before'] / cpu_of['plain']:.2f})")
             t_threads, by_threads = timed(lambda: api.map_images(superpixel_colours, records, load=load,
                                                                  client="threads", progress=False), REPEAT)
-            # a cluster made as Dask's docs show: its workers start with MALLOC_TRIM_THRESHOLD_=65536 and the
-            # profiler on; map_images sets the allocator's thresholds in them with mallopt (isicarchive.allocator),
-            # and with ISICARCHIVE_MALLOPT=0 in their environment it does not (the figure before mallopt)
-            plain_runs = {}
-            for mallopt in ("0", "1"):
-                os.environ["ISICARCHIVE_MALLOPT"] = mallopt
-                try:
-                    with two_workers() as plain, Client(plain) as client:
-                        api.map_images(nothing, records[:20], load=(), client=client, progress=False)
-                        plain_runs[mallopt] = timed(lambda c=client: api.map_images(
-                            superpixel_colours, records, load=load, client=c, progress=False), REPEAT)
-                finally:
-                    os.environ.pop("ISICARCHIVE_MALLOPT", None)
-            for mallopt, label in (("0", "without mallopt"), ("1", "with mallopt (the library's default)")):
-                t_plain, by_plain = plain_runs[mallopt]
-                print(f"  plain LocalCluster(n_workers=2), Dask's worker environment, {label} "
-                      f"{t_plain:7.2f} s  {t_serial / t_plain:5.2f}x  identical={same(by_plain, expected)}")
             with worker_settings(), one_worker() as single, Client(single) as client:
                 api.map_images(nothing, records[:20], load=(), client=client, progress=False)
                 t_single, by_single = timed(lambda: api.map_images(superpixel_colours, records, load=load,
@@ -141,8 +164,6 @@ def main() -> None:
                                                             progress=False))
                 t_default, by_default = timed(lambda: api.map_images(superpixel_colours, records, load=load,
                                                                      progress=False))
-            print(f"CPU-bound, {len(records)} images of {args.size} in the cache, best of {REPEAT} runs each")
-            print(f"  serial loop                     {t_serial:7.2f} s")
             t_owned, by_owned = timed(lambda: api.map_images(superpixel_colours, records, load=load,
                                                              client="cluster", progress=False))
             print(f"  Dask threads                    {t_threads:7.2f} s  {t_serial / t_threads:5.2f}x  "
@@ -189,6 +210,33 @@ def main() -> None:
 
 #: runs of each CPU-bound configuration; the best counts
 REPEAT = 3
+
+
+def plain_cluster(environ: dict[str, str]):
+    """A cluster made as Dask's documentation shows, nothing but the number of workers; ``environ`` for its
+    workers' environment (they inherit this process's when they start)."""
+    from distributed import LocalCluster
+
+    saved = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
+    try:
+        return LocalCluster(n_workers=2)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def workers_cpu(client) -> float:
+    """CPU seconds the cluster's worker processes have used (all their threads: profiler and event loop too)."""
+    return sum(client.run(own_cpu).values())
 
 
 def two_workers():

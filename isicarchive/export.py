@@ -203,14 +203,7 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
     started = time.monotonic()
     result = DownloadResult()
 
-    def one(job: Job) -> tuple[Job, Path | None, str | None, int]:
-        existing = done(job)
-        if existing is not None:
-            return job, existing, None, 0
-        try:
-            data = store.backend.read_image(records[job.key])
-        except IsicError as exc:
-            return job, None, str(exc), 0
+    def write(job: Job, data: bytes) -> tuple[Job, Path | None, str | None, int]:
         kind = sniffed_type(data[:16])
         claimed = _CLAIMED_TYPES.get(PurePosixPath(job.endpoint).suffix.lower())
         if kind is None or (claimed is not None and kind != claimed):
@@ -223,11 +216,34 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
         os.replace(job.part, final)
         return job, final, None, len(data)
 
+    handed: dict[int, tuple[Job, Path | None, str | None, int]] = {}
+
+    def one(position: int, job: Job) -> tuple[Job, Path | None, str | None, int]:
+        if position in handed:
+            return handed[position]
+        existing = done(job)
+        if existing is not None:
+            return job, existing, None, 0
+        try:
+            data = store.backend.read_image(records[job.key])
+        except IsicError as exc:
+            return job, None, str(exc), 0
+        return write(job, data)
+
     prefetch = getattr(store.backend, "prefetch_images", None)
-    if prefetch is not None:  # a snapshot over HTTP: neighbouring members in one request (isicarchive.disk.snapshot)
-        prefetch([records[job.key] for job in jobs if done(job) is None])
+    if prefetch is not None:
+        # a snapshot over HTTP: neighbouring members in one request (isicarchive.disk.snapshot), each checked
+        # by size and CRC-32 and written here as it arrives, not kept in the cache and read back (this folder
+        # is what a cut export resumes from); whatever is not handed over is read below
+        todo = [(position, job) for position, job in enumerate(jobs) if done(job) is None]
+
+        def deliver(index: int, data: bytes) -> None:
+            position, job = todo[index]
+            handed[position] = write(job, data)
+
+        prefetch([records[job.key] for _, job in todo], deliver=deliver)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:
-        for job, path, problem, size in pool.map(one, jobs):
+        for job, path, problem, size in pool.map(one, range(len(jobs)), jobs):
             if problem is not None:
                 result.failed[job.key] = problem
             elif size:

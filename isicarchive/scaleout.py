@@ -69,7 +69,8 @@ PARTITION_MAX = 50
 #: and faults them in again for the next image (about 3,500 page faults a 640x480 image; Dask's own
 #: ``MALLOC_TRIM_THRESHOLD_=65536`` makes it worse), so fixed thresholds that keep up to 128 MB halved
 #: the time per image; and the worker's statistical profiler walks the stacks of its threads a hundred
-#: times a second with the GIL held (about 10% slower; only the dashboard's "Profile" page uses it).
+#: times a second with the GIL held (about 7-10% slower; only the dashboard's "Profile" page uses it).
+#: In a cluster started by someone else, map_images slows that profiler to one sample every 100 ms.
 WORKER_CONFIG: dict[str, Any] = {
     "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 64 << 20,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 128 << 20,
@@ -223,10 +224,10 @@ def run_partition(records: list[dict], spec: SessionSpec, func: Callable[[Image]
     import pandas as pd
 
     if "distributed" in sys.modules:
-        from .allocator import apply, in_dask_worker
+        from .allocator import in_dask_worker, prepare_this_worker
 
-        if in_dask_worker():  # the allocator's thresholds, once per worker process (a no-op after that)
-            apply()
+        if in_dask_worker():  # allocator thresholds and a slower profiler, once per worker process
+            prepare_this_worker()
     api = spec.session()
     _prefetch(api, records, load)
     rows: list[dict[str, Any]] = []

@@ -261,6 +261,14 @@ def test_a_plain_clusters_workers_get_the_allocator_thresholds(archive: LocalArc
     assert frame["faults"].max() < 50, frame["faults"].tolist()
     applied = client.run(lambda: __import__("isicarchive.allocator").allocator.applied())  # type: ignore[attr-defined]
     assert all(state == {"M_TRIM_THRESHOLD": True, "M_MMAP_THRESHOLD": True} for state in applied.values())
+    # Dask's profiler samples every 10 ms in such a worker; the plugin slows it, and puts it back when removed
+    assert set(client.run(profile_period).values()) == {100}
+    client.unregister_worker_plugin("isicarchive-allocator")
+    assert set(client.run(profile_period).values()) == {10}
+
+
+def profile_period(dask_worker: object) -> float:
+    return dask_worker.periodic_callbacks["profile"].callback_time  # type: ignore[attr-defined]
 
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zipfile
@@ -111,12 +112,14 @@ def test_a_cut_transfer_resumes_with_the_members_it_lacks(archive: LocalArchive,
     assert rule.fired > 0 and first.failed
     complete = len(first.downloaded)
     archive.clear_log()
-    second = session.download_images(chosen, tmp_path / "second", workers=4)
-    assert second.ok and len(second.downloaded) == len(chosen)
+    # the same export again: it resumes from what the folder holds
+    second = session.download_images(chosen, tmp_path / "first", workers=4)
+    assert second.ok and len(second.downloaded) == len(chosen) - complete
+    assert len(second.downloaded) + len(second.skipped) == len(chosen)
     # only the members the first run lacked crossed the network again (neighbours in one request)
     assert len(archive.requests("snapshots", method="GET")) <= len(chosen) - complete
     lacked = len(chosen) - complete
-    largest = max(len(path.read_bytes()) for path in (tmp_path / "second").glob("*.jpg"))
+    largest = max(len(path.read_bytes()) for path in (tmp_path / "first").glob("*.jpg"))
     assert archive.bytes_sent("snapshots") <= lacked * (largest + 1024)
 
 
@@ -146,6 +149,27 @@ def test_a_directory_that_lies_is_a_clear_error(how: str, archive: LocalArchive,
     image = session.image(second)
     with pytest.raises(IsicError, match="central directory lies"):
         image.load_imagedata()
+
+
+def test_an_export_checks_each_member_and_writes_it_once(archive: LocalArchive, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    honest = served.snapshot_zip(archive)
+    bundle = zipfile.ZipFile(io.BytesIO(honest))
+    third = bundle.infolist()[2]
+    at = third.header_offset + 30 + len(third.filename) + third.compress_size // 2  # stored: the data's middle
+    damaged = honest[:at] + bytes([honest[at] ^ 0xFF]) + honest[at + 1:]
+    monkeypatch.setitem(served._BUILT, id(archive), (archive, damaged))
+    session = IsicApi(hostname=snapshot_url(archive), cache_folder=tmp_path / "cache", progress=False)
+    everything = session.search_images("")
+    result = session.download_images(everything, tmp_path / "all")
+    broken = third.filename[len("images/"):-len(".jpg")]
+    assert list(result.failed) == [broken] and "CRC-32" in result.failed[broken]
+    assert len(result.downloaded) == len(everything) - 1 and not (tmp_path / "all" / third.filename).exists()
+    for name in result.downloaded[:5]:
+        assert (tmp_path / "all" / f"{name}.jpg").read_bytes() == bundle.read(f"images/{name}.jpg")
+    # handed from the transfer to the export: no copy of the images in the cache (metadata.csv is there)
+    kept = {path.name for path in (tmp_path / "cache").rglob("members/*") if path.is_file()}
+    assert kept == {hashlib.sha256(b"metadata.csv").hexdigest()}
 
 
 def test_neighbouring_members_travel_in_one_request(archive: LocalArchive, tmp_path: Path) -> None:

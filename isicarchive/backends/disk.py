@@ -179,13 +179,26 @@ class DiskBackend(Backend):
         except (OSError, KeyError) as exc:
             raise NotFoundError(f"cannot read {path} in {self.root}: {exc}") from None
 
-    def prefetch_images(self, records: list[dict], workers: int = 8) -> None:
-        """Bring many images of a snapshot read over HTTP into the cache at once (nothing to do elsewhere)."""
+    def prefetch_images(self, records: list[dict], workers: int = 8,
+                        deliver: Callable[[int, bytes], None] | None = None) -> None:
+        """Bring many images of a snapshot read over HTTP into the cache at once (nothing to do elsewhere);
+        with ``deliver``, hand each image's checked bytes to ``deliver(position in records, data)`` instead
+        of the cache (images already in the cache are left to :meth:`read_image`)."""
         if isinstance(self.files, SnapshotFiles):
             table = self.index.table.column("file")
             paths = [self._path_in_archive(r) or (table[row].as_py() if (row := self.index.rows.get(
                 str(r.get("isic_id")))) is not None else None) for r in records]
-            self.files.prefetch([p for p in paths if p], workers=workers)
+            positions: dict[str, list[int]] = {}
+            for position, path in enumerate(paths):
+                if path:
+                    positions.setdefault(path, []).append(position)
+
+            def hand_over(name: str, data: bytes) -> None:
+                assert deliver is not None
+                for position in positions.get(name, ()):
+                    deliver(position, data)
+
+            self.files.prefetch(list(positions), workers=workers, deliver=hand_over if deliver else None)
 
     def local_path(self, record: dict) -> Path | None:
         """The image file itself in a folder (None inside a zip)."""

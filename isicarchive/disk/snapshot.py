@@ -32,6 +32,7 @@ import os
 import threading
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -222,10 +223,13 @@ class SnapshotFiles:
 
     def _fetch(self, info: zipfile.ZipInfo) -> bytes:
         start, end = self._span(info)
-        return self._member(info, self._get(info.filename, start, end))
+        return self._member(info, memoryview(self._get(info.filename, start, end)))
 
-    def _member(self, info: zipfile.ZipInfo, raw: bytes) -> bytes:
-        """A member's bytes out of the bytes fetched from its local header on, checked against its entry."""
+    def _member(self, info: zipfile.ZipInfo, raw: memoryview) -> bytes:
+        """A member's bytes out of the bytes fetched from its local header on, checked against its entry.
+
+        ``raw`` is a view into what was fetched (a span of many members: no copy of the rest of it per member).
+        """
         name = info.filename
         encoded = name.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
         start = info.header_offset
@@ -238,10 +242,10 @@ class SnapshotFiles:
             raise LayoutError(f"{self.url}: its central directory lies (the local header at {start} names another "
                               f"file than {name[:80]})")
         if data_start + info.compress_size > len(raw):
-            raw += self._get(name, start + len(raw), start + data_start + info.compress_size)
+            raw = memoryview(bytes(raw) + self._get(name, start + len(raw), start + data_start + info.compress_size))
         packed = raw[data_start:data_start + info.compress_size]
         if info.compress_type == zipfile.ZIP_STORED:
-            data = packed
+            data = bytes(packed)
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             try:
                 data = zlib.decompressobj(-15).decompress(packed, info.file_size + 1)
@@ -257,23 +261,32 @@ class SnapshotFiles:
     def _kept(self, name: str) -> Path | None:
         return None if self._folder is None else self._folder / "members" / hashlib.sha256(name.encode()).hexdigest()
 
-    def prefetch(self, names: list[str], workers: int = 8, span_bytes: int = 8 << 20) -> int:
-        """Bring members into the cache ahead of their reads; the number fetched.
+    def prefetch(self, names: list[str], workers: int = 8, span_bytes: int = 8 << 20,
+                 deliver: Callable[[str, bytes], None] | None = None) -> int:
+        """Fetch many members at once; the number fetched.
 
         Members that follow one another in the zip are fetched together, one
         Range request for up to ``span_bytes`` (less when there is little to
         fetch, so that every worker gets two spans or more; a whole snapshot:
         a few thousand requests instead of one per image), ``workers``
         requests at once.  Nothing but the members' own headers and bytes is asked for.
-        A span that fails is left to the members' own reads, which try again.
+        Each member is checked (name, size, CRC-32) and kept in the cache, or,
+        with ``deliver``, handed to ``deliver(name, data)`` instead (in the
+        fetching thread; an export that writes it where it is wanted, and
+        resumes from there).  Members already in the cache are not fetched
+        again (nor handed over: read them).  A span that fails is left to
+        the members' own reads, which try again.
         """
-        if self._folder is None:
+        if self._folder is None and deliver is None:
             return 0
         wanted = []
+        largest = limits.current().archive_file_bytes
         for name in dict.fromkeys(names):
             info = self._infos.get(name)
+            if info is None or name not in self.names or info.file_size > largest:
+                continue  # its own read says why
             kept = self._kept(name)
-            if info is None or name not in self.names or kept is None or kept.is_file():
+            if kept is not None and kept.is_file():
                 continue
             wanted.append(info)
         wanted.sort(key=lambda info: info.header_offset)
@@ -292,17 +305,21 @@ class SnapshotFiles:
         def fetch(members: list[zipfile.ZipInfo]) -> int:
             first = members[0].header_offset
             try:
-                raw = self._get(members[0].filename, first, self._span(members[-1])[1])
+                raw = memoryview(self._get(members[0].filename, first, self._span(members[-1])[1]))
             except OSError:
                 return 0
             done = 0
             for info in members:
-                kept = self._kept(info.filename)
-                assert kept is not None
                 try:
-                    self._keep(kept, self._member(info, raw[info.header_offset - first:]))
+                    data = self._member(info, raw[info.header_offset - first:])
+                    if deliver is None:
+                        kept = self._kept(info.filename)
+                        assert kept is not None
+                        self._keep(kept, data)
                 except (LayoutError, OSError):
                     continue  # its own read reports what is wrong
+                if deliver is not None:
+                    deliver(info.filename, data)
                 done += 1
             return done
 
