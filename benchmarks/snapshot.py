@@ -11,14 +11,23 @@ snapshot zip (``storage/snapshots/ISIC_images.zip``).  Measured:
   from the API (records from a search, each image its own request), both into
   empty folders with empty caches; best of ``--repeat`` runs each, alternating.
 
+Images are small (64x48 pixels padded to ``--image-bytes``, 10-30 kB: 20,000
+of them make a 400 MB zip).  The zip is built once and kept in the
+benchmark's cache (``<tmp>/isicarchive-benchmarks``, keyed by the archive's
+settings and the local archive's sources), and the archive serves the API's
+image files from it, so that neither path pays the local archive's rendering.
+
     python benchmarks/snapshot.py [--images 20000] [--select 200] [--latency 0.05]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import os
 import random
+import struct
 import sys
 import tempfile
 import time
@@ -37,21 +46,23 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--select", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--image-bytes", type=int, nargs=2, default=(30_000, 90_000))
+    parser.add_argument("--image-bytes", type=int, nargs=2, default=(10_000, 30_000))
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     config = ArchiveConfig(images=args.images, datasets=1, private_datasets=0, image_size=(64, 48),
                            image_bytes=tuple(args.image_bytes))
     with LocalArchive(seed=5, config=config, latency=args.latency) as archive:
         started = time.perf_counter()
-        data = served.snapshot_zip(archive)  # renders every image once: neither client pays for first renders
+        data, built = kept_snapshot(archive, f"5:{config!r}")
         with zipfile.ZipFile(io.BytesIO(data)) as bundle:
             infos = {i.filename: i for i in bundle.infolist()}
             directory = len(data) - bundle.start_dir
+        serve_images_from(archive, data, infos)
         n_images = sum(name.startswith("images/") for name in infos)
         print(f"snapshot of {n_images} images: {len(data) / 1e6:.1f} MB, central directory "
               f"{directory / 1e3:.0f} kB, metadata.csv {infos['metadata.csv'].compress_size / 1e3:.0f} kB "
-              f"(built in {time.perf_counter() - started:.1f} s); {args.latency * 1000:.0f} ms per response")
+              f"({'built' if built else 'from the benchmark cache'} in {time.perf_counter() - started:.1f} s); "
+              f"{args.latency * 1000:.0f} ms per response")
         url = f"{archive.url}/{served.SNAPSHOT_PATH}"
 
         # --- a selection: bytes on the wire
@@ -98,6 +109,46 @@ def main() -> None:
         print(f"export of all {n_images} images (search included), best of {args.repeat} alternating: "
               f"snapshot {best_snapshot:.2f} s {[round(t, 2) for t in snapshot_runs]}, per-image API "
               f"{best_api:.2f} s {[round(t, 2) for t in api_runs]}: {best_api / best_snapshot:.2f}x (target >= 2x)")
+
+
+def kept_snapshot(archive: LocalArchive, settings: str) -> tuple[bytes, bool]:
+    """The archive's snapshot zip, from the benchmark cache when built before for the same archive (served from
+    then on); whether it was built now."""
+    sources = Path(served.__file__).parent
+    key = hashlib.sha256(settings.encode())
+    for name in ("generator.py", "snapshot.py", "zipdownload.py"):
+        key.update((sources / name).read_bytes())
+    path = Path(tempfile.gettempdir()) / "isicarchive-benchmarks" / f"snapshot-{key.hexdigest()[:20]}.zip"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = served.snapshot_zip(archive)  # renders every image once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.{os.getpid()}.part")
+        part.write_bytes(data)
+        os.replace(part, path)
+        return data, True
+    served.serve_snapshot(archive, data)
+    return data, False
+
+
+def serve_images_from(archive: LocalArchive, data: bytes, infos: dict[str, zipfile.ZipInfo]) -> None:
+    """The archive's image files (the API path) are the snapshot's members, not rendered again on each request
+    (the local archive keeps only a few hundred renders)."""
+    view = memoryview(data)
+    where = {}
+    for name, info in infos.items():
+        if name.startswith("images/"):
+            name_length, extra = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+            start = info.header_offset + 30 + name_length + extra
+            where[name[len("images/"):-len(".jpg")]] = (start, start + info.file_size)
+    images = archive.data.images_by_id
+
+    def image_jpeg(image_id: str) -> bytes:
+        start, end = where[images[image_id]["name"]]
+        return bytes(view[start:end])
+
+    archive.data.image_jpeg = image_jpeg  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ disk whose bytes stay on the server:
 - a member is fetched when first read, with one Range request covering its
   local header and data, checked against the directory (name, method, size,
   CRC-32) and kept in the cache, so a cut run resumes with the members it
-  lacks; exports (``download_images(folder=…)``) read several at once;
+  lacks; exports (``download_images(folder=…)``) fetch neighbouring members
+  in one request and write each, checked, straight into their folder (which
+  a cut export resumes from), without a copy in the cache;
 - the metadata (``metadata.csv``) is read like any member, and the same index,
   search language, selections and exports as for a zip on disk follow.
 

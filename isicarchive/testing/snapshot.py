@@ -23,7 +23,7 @@ from .zipdownload import LICENSES, attributions, metadata_csv
 if TYPE_CHECKING:
     from .server import LocalArchive
 
-__all__ = ["SNAPSHOT_PATH", "register", "snapshot_zip"]
+__all__ = ["SNAPSHOT_PATH", "register", "serve_snapshot", "snapshot_zip"]
 
 #: where the snapshot is, below the archive's URL
 SNAPSHOT_PATH = "storage/snapshots/ISIC_images.zip"
@@ -54,6 +54,13 @@ def snapshot_zip(archive: LocalArchive) -> bytes:
             bundle.writestr("attribution.txt", "\n\n".join(attributions(attribution_of(im) for im in public)))
         _BUILT[id(archive)] = (archive, out.getvalue())
         return _BUILT[id(archive)][1]
+
+
+def serve_snapshot(archive: LocalArchive, data: bytes) -> None:
+    """Serve ``data`` as the archive's snapshot: a zip :func:`snapshot_zip` built earlier from the same
+    archive data (a benchmark keeps one on disk: rendering every image of a large archive takes minutes)."""
+    with _LOCK:
+        _BUILT[id(archive)] = (archive, data)
 
 
 _LOCK = threading.Lock()
