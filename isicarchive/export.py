@@ -141,7 +141,7 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
     if store.backend.local:  # an archive on disk: the files are copied, not fetched
         # a job exists only for a usable record, keyed as jobs_for keys it
         in_hand = {record_id(r): r for r in records if isinstance(r, dict)}
-        result = _copy(store, jobs, done, workers, in_hand)
+        result = _copy(store, jobs, _listed(folder), workers, in_hand)
     else:
         result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
     result.failed.update(unusable)
@@ -196,6 +196,19 @@ _CLAIMED_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/pn
                   ".tiff": "image/tiff"}
 
 
+def _listed(folder: Path) -> Any:
+    """Which image file of a job the folder holds, from one listing of it: a copy out of an archive on disk
+    asks for every job at once, and a look-up per extension and job took seconds at 20,000 images (no
+    other process's files are waited for here: each copy is written whole, by rename, all the same)."""
+    present = {entry.name for entry in os.scandir(folder) if entry.is_file()}
+
+    def done(job: Job) -> Path | None:
+        stem = job.part.name[1:-5]  # as download_to_folder's done: exactly <name><one of our extensions>
+        return next((folder / name for ext in EXTENSIONS if (name := f"{stem}{ext}") in present), None)
+
+    return done
+
+
 def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[str, dict]) -> DownloadResult:
     """The download result of copying each job's image out of an archive on disk (atomically)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -218,9 +231,7 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
 
     handed: dict[int, tuple[Job, Path | None, str | None, int]] = {}
 
-    def one(position: int, job: Job) -> tuple[Job, Path | None, str | None, int]:
-        if position in handed:
-            return handed[position]
+    def one(job: Job) -> tuple[Job, Path | None, str | None, int]:
         existing = done(job)
         if existing is not None:
             return job, existing, None, 0
@@ -243,7 +254,9 @@ def _copy(store: Store, jobs: list[Job], done: Any, workers: int, records: dict[
 
         prefetch([records[job.key] for _, job in todo], deliver=deliver)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:
-        for job, path, problem, size in pool.map(one, range(len(jobs)), jobs):
+        rest = iter(pool.map(one, [job for position, job in enumerate(jobs) if position not in handed]))
+        for position in range(len(jobs)):
+            job, path, problem, size = handed[position] if position in handed else next(rest)
             if problem is not None:
                 result.failed[job.key] = problem
             elif size:
