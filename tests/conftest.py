@@ -26,22 +26,6 @@ if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
 os.environ.setdefault("ISICARCHIVE_CACHE_DIR", tempfile.mkdtemp(prefix="isicarchive-test-cache-"))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Compile the package once, in the controlling process, before any test starts a subprocess.
-
-    Where ``PYTHONDONTWRITEBYTECODE`` is set (as on this project's machines), an editable install
-    never gets its bytecode written, so every command-line run a test starts compiled the whole
-    package again: about 0.2 s of CPU each, over a hundred runs.  Written bytecode is still read.
-    """
-    if hasattr(config, "workerinput"):  # an xdist worker: the controller has compiled already
-        return
-    import compileall
-
-    import isicarchive
-
-    compileall.compile_dir(str(Path(isicarchive.__file__).parent), quiet=1, workers=1)
-
-
 class MemoryKeyring(keyring.backend.KeyringBackend):
     """A keyring that lives in memory, so tests never touch the machine's real one."""
 
