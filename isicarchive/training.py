@@ -284,6 +284,7 @@ class Samples:
         #: per sample, its image file in the cache as found when the samples were made (None: not there
         #: then; fetched and noted on first read); None without a cache folder (see find_files)
         self._files: list[str | None] | None = None
+        self._listed_in = 0  # the process that found them
         if target != MASK:
             self._encode(classes)
         else:
@@ -404,6 +405,7 @@ class Samples:
         cache by other means (files fetched through the samples themselves are
         noted as they come).
         """
+        self._listed_in = os.getpid()
         store = _store(self.api)
         if store.cache is None or store.backend.local:
             self._files = None
@@ -413,7 +415,15 @@ class Samples:
 
     def cached_file(self, index: int) -> str | None:
         """Sample ``index``'s file in the cache as last found (it may have been cleaned since), or None."""
-        return self._files[index] if self._files is not None else None
+        if self._files is None:
+            return None
+        path = self._files[index]
+        if path is None and self._listed_in != os.getpid():
+            # a process the samples were forked or pickled into lists the cache as it is now, once: files
+            # that came after the samples were made (download_images) are then read with no look-up each
+            self.find_files()
+            path = self._files[index]
+        return path
 
     def _forget(self, index: int) -> None:
         if self._files is not None:

@@ -302,6 +302,38 @@ def test_worker_processes_read_the_files_found_when_the_samples_were_made(
     assert read == [api.context.store.image_path(r).read_bytes() for r in samples.records]  # type: ignore[union-attr]
 
 
+def _count_look_ups(samples: Samples, queue: Any) -> None:
+    from isicarchive.cache import Cache
+
+    looked: list[str] = []
+    find_image = Cache.find_image
+    Cache.find_image = lambda self, key: looked.append(key) or find_image(self, key)  # type: ignore[method-assign,func-returns-value]
+    try:
+        queue.put(([samples.image_bytes(i) for i in range(len(samples))], looked))
+    except BaseException as exc:  # noqa: BLE001  (reported to the parent)
+        queue.put(repr(exc))
+
+
+def test_a_cache_filled_after_the_samples_were_made_is_listed_once_per_worker(
+        fresh_archive: LocalArchive, tmp_path: Path) -> None:
+    api = make_api(fresh_archive, api_version=2, cache_folder=tmp_path)
+    selection = _diagnosed(api)
+    samples = Samples(selection, target="benign_malignant")  # on a cold cache
+    api.download_images(selection, strict=True)
+    fresh_archive.clear_log()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_count_look_ups, args=(samples, queue))
+    child.start()
+    answer = queue.get(timeout=60)
+    child.join(timeout=30)
+    assert not isinstance(answer, str), answer
+    read, looked = answer
+    assert looked == []  # one listing of the cache in the worker, not a look-up per sample (a glob each)
+    assert read == [api.context.store.image_path(r).read_bytes() for r in samples.records]  # type: ignore[union-attr]
+    assert fresh_archive.log == []
+
+
 def _fill(samples: Samples, queue: Any) -> None:
     try:
         queue.put([samples.image_bytes(i) for i in range(len(samples))])

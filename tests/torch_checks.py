@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 
 from isicarchive import IsicApi
 from isicarchive.errors import MissingTargetError
-from isicarchive.testing import ArchiveConfig, LocalArchive
 from isicarchive.torch import IsicDataset, IsicIterableDataset
 
 
@@ -35,6 +34,9 @@ def loader_digests(dataset: Any, context: str | None, workers: int = 2) -> list[
 
 
 def main(folder: Path) -> dict[str, Any]:
+    # imported here, not with the module: spawned loader workers import this module again, and need no archive
+    from isicarchive.testing import ArchiveConfig, LocalArchive
+
     found: dict[str, Any] = {}
     with LocalArchive(seed=20, config=ArchiveConfig(images=16)) as server:
         api = IsicApi(hostname=server.url, api_version=2, cache_folder=folder / "cache", progress=False)
