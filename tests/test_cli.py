@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cli_runner import run_cli
 
 from isicarchive.testing import LocalArchive
 
@@ -19,14 +20,31 @@ KEYRING = Path(__file__).parent / "file_keyring.py"
 
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120
         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "isicarchive.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+    # a process of its own per command, forked from one that has imported the package (tests/cli_runner.py)
+    return run_cli(*args, env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def server() -> LocalArchive:
     with LocalArchive(seed=61) as archive:
         yield archive
+
+
+def test_forked_commands_answer_as_a_fresh_interpreter_does(server: LocalArchive, tmp_path: Path) -> None:
+    # the runner the other tests use (tests/cli_runner.py) against `python -m isicarchive.cli` itself: the same
+    # output, errors and exit codes, the environment and working folder of the call, PYTHONPATH on sys.path
+    ring = {"PYTHON_KEYRING_BACKEND": "file_keyring.FileKeyring", "PYTHONPATH": str(KEYRING.parent),
+            "ISICARCHIVE_TEST_KEYRING": str(tmp_path / "ring.json"), "ISICARCHIVE_PASSWORD": "wrong"}
+    for args, env in ((["images", "select", "meta.clinical.diagnosis", "==", "melanoma"], {}),
+                      (["images", "select", "meta.x", "like", "1"], {}),
+                      (["--user", "alice", "login"], ring)):
+        command = ["--host", server.url, "--api", "v1", *args]
+        fresh = subprocess.run([sys.executable, "-m", "isicarchive.cli", *command], capture_output=True, text=True,
+                               env={**os.environ, **env}, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL)
+        forked = cli(*command, env=env, cwd=tmp_path)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+        assert fresh.stdout or fresh.stderr
+    assert {cli("--version").returncode, cli().returncode} == {0, 2}
 
 
 def test_help_lists_commands_and_examples() -> None:

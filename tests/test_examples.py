@@ -24,7 +24,8 @@ def test_example_script(script: str, tmp_path: Path) -> None:
 
 
 def test_pipeline_test_example_passes() -> None:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    # as in the user's own project: without this project's addopts (two xdist workers for three tests)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                            str(EXAMPLES / "test_my_pipeline.py")], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed" in done.stdout

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
 from isicarchive import ArchiveUnavailableError, IsicApi, NotFoundError, QueryError
 from isicarchive.empty import EmptySelectionWarning
@@ -32,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "isicarchive.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+    # a process of its own per command, forked from one that has imported the package (tests/cli_runner.py)
+    return run_cli(*args, timeout=timeout, **kw)  # type: ignore[arg-type]
 
 
 def ends_cleanly(done: subprocess.CompletedProcess[str], code: int) -> None:

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import keyring
 import pytest
 import requests
+from cli_runner import run_cli
 
 from isicarchive import AuthenticationError, IsicApi, credentials
 from isicarchive.oauth import CLIENT_ID, OAuthClient, OAuthToken, pkce_pair
@@ -244,20 +245,16 @@ def test_cli_login_signs_in_through_the_web_page(archive: LocalArchive, tmp_path
     assert json.loads(entry)["refresh_token"]
     assert json.loads(entry)["access_token"] not in out + err
     private = next(d["name"] for d in archive.data.datasets if not d["public"])
-    shown = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2",
-                            "--user", "alice", "--json", "dataset", "show", private],
-                           capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    shown = run_cli("--host", archive.url, "--api", "v2", "--user", "alice", "--json", "dataset", "show", private,
+                    env=env, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    logout = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2",
-                             "--user", "alice", "logout"], capture_output=True, text=True, env=env, timeout=60)
+    logout = run_cli("--host", archive.url, "--api", "v2", "--user", "alice", "logout", env=env, timeout=60)
     assert logout.returncode == 0 and "removed" in logout.stdout
     assert archive.user_for_token(json.loads(entry)["access_token"]) is None
 
 
 def test_cli_login_with_closed_stdin_fails_cleanly(archive: LocalArchive, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2", "login"],
-                          capture_output=True, text=True, env=_cli_env(tmp_path), timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = run_cli("--host", archive.url, "--api", "v2", "login", env=_cli_env(tmp_path), timeout=60)
     assert done.returncode == 3 and "no code was entered" in done.stderr
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from cli_runner import run_cli
 from tool_venvs import tool_venv
 
 from isicarchive import AuthenticationError, IsicApi, NotFoundError, QueryError, UnsupportedError
@@ -514,13 +515,11 @@ def test_cli_login_with_a_token(v2archive: LocalArchive, tmp_path: Path) -> None
     keyring_dir = Path(__file__).parent
     env = {**os.environ, "PYTHON_KEYRING_BACKEND": "file_keyring.FileKeyring", "PYTHONPATH": str(keyring_dir),
            "ISICARCHIVE_TEST_KEYRING": str(tmp_path / "ring.json"), "ISICARCHIVE_TOKEN": v2archive.token_for("bob")}
-    done = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", v2archive.url, "--api", "v2",
-                           "--user", "bob", "login"], capture_output=True, text=True, env=env, timeout=60)
+    done = run_cli("--host", v2archive.url, "--api", "v2", "--user", "bob", "login", env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "stored" in done.stdout and env["ISICARCHIVE_TOKEN"] not in done.stdout
     env["ISICARCHIVE_TOKEN"] = "not-a-token"
-    refused = subprocess.run([sys.executable, "-m", "isicarchive.cli", "--host", v2archive.url, "--api", "v2",
-                              "--user", "bob", "login"], capture_output=True, text=True, env=env, timeout=60)
+    refused = run_cli("--host", v2archive.url, "--api", "v2", "--user", "bob", "login", env=env, timeout=60)
     assert refused.returncode == 3 and "not-a-token" not in refused.stderr
 
 
