@@ -232,17 +232,20 @@ def resume_and_storm(isic: Path | None, n: int, args: argparse.Namespace, env: d
         stop(server)
 
 
-def compiled_like_an_install() -> None:
-    """Our package's bytecode, as ``pip install`` writes it (the official CLI's venv has its own).
+def compiled_like_an_install(env: dict[str, str]) -> None:
+    """Our package's bytecode next to its sources, as ``pip install`` writes it (the official CLI's venv
+    has its own).
 
     A checkout installed in editable mode, run where ``PYTHONDONTWRITEBYTECODE`` is set (this
     machine's shells set it), would otherwise compile every module of ours from source in every run:
-    0.2-0.5 s the official CLI, whose modules pip compiled, never pays.
+    0.2-0.5 s the official CLI, whose modules pip compiled, never pays. (``env`` has no
+    ``PYTHONPYCACHEPREFIX``: with one, both clients would look for every module's bytecode, the
+    standard library's and the official CLI's included, in that folder only.)
     """
     import isicarchive
 
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(isicarchive.__file__).parent)], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, env=env)
 
 
 def main() -> None:
@@ -259,8 +262,9 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="also the resume and the 429 storm")
     args = parser.parse_args()
     isic = official_cli()
-    compiled_like_an_install()
-    env = {**os.environ, "ISIC_DEV": "1", "HOME": tempfile.mkdtemp(prefix="isic-home-")}
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}, "ISIC_DEV": "1",
+           "HOME": tempfile.mkdtemp(prefix="isic-home-")}
+    compiled_like_an_install(env)
     n = args.images
     tmp = Path(tempfile.mkdtemp(prefix="isic-bench-"))
     cap = f", archive capped at {args.bandwidth / 1e6:g} MB/s per connection" if args.bandwidth else ""
