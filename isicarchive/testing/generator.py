@@ -257,7 +257,7 @@ def _make_contiguous(labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 #: bytes of finished image files an archive keeps in memory: a file served again costs a look-up
 #: instead of a render and a fresh copy of its padding (about 1 ms of the server's CPU for a file of
 #: 1 MB, which a benchmark's client on the same cores would pay for)
-SERVED_FILE_BYTES = 384 * 1024**2
+SERVED_FILE_BYTES = 256 * 1024**2
 
 
 class ArchiveData:
