@@ -66,7 +66,7 @@ import numpy as np
 
 from ._gc import collector_paused
 from .errors import QueryError
-from .records import Held, RecordRows, RecordStore, decode
+from .records import Held, RecordRows, RecordStore, decode_many
 from .regex import StringValues, string_values
 from .search import DECIMAL_FIELDS
 
@@ -336,7 +336,12 @@ class _Column:
         if self._raw is None:
             self._raw, self._base, self._next = {}, len(self.uniques), len(self.uniques)
         self._kind = kind
-        ids = np.fromiter(map(self._raw.setdefault, keyed, itertools.count(self._next)), np.int32, len(values))
+        first = values[0]
+        if values[-1] == first and values[len(values) // 2] == first and values.count(first) == len(values):
+            # one value in every record (a dataset's name, a model type): one look-up, not one per record
+            ids = np.full(len(values), self._raw.setdefault(next(iter(keyed)), self._next), np.int32)
+        else:
+            ids = np.fromiter(map(self._raw.setdefault, keyed, itertools.count(self._next)), np.int32, len(values))
         self._next += len(values)
         self._rows.frombytes(rows.astype(np.int32).tobytes())
         self._vals.frombytes(ids.tobytes())
@@ -680,15 +685,15 @@ class ImageIndex:
         start = len(self.ids)
         self.ids.extend(held)
         self._held.extend(held.values())
-        position = self._position
-        for row in range(start, len(self.ids)):
-            position[self.ids[row]] = row
+        self._position.update(zip(held, itertools.count(start)))
         for first in range(start, len(self.ids), self.SLICE):
             stop = min(first + self.SLICE, len(self.ids))
-            records: list[Any] = [decode(h) for h in self._held[first:stop]]
-            rows = [row for row, record in enumerate(records, first) if isinstance(record, dict)]
-            self._read_level([records[row - first] for row in rows] if len(rows) < len(records) else records,
-                             np.asarray(rows, np.int64), "")
+            records = decode_many(self._held[first:stop])
+            if set(map(type, records)) == {dict}:
+                self._read_level(records, np.arange(first, stop, dtype=np.int64), "")
+            else:
+                rows = [row for row, record in enumerate(records, first) if isinstance(record, dict)]
+                self._read_level([records[row - first] for row in rows], np.asarray(rows, np.int64), "")
             del records
         for column in self._columns.values():
             column.finish(len(self.ids))
