@@ -595,14 +595,9 @@ def _by_shape(dicts: Sequence[dict], rows: np.ndarray) -> Iterator[tuple[Any, Se
         if not keys:
             continue
         try:
-            columns: Iterable[Sequence[Any]]
-            if len(keys) == 1:
-                columns = [list(map(operator.itemgetter(keys[0]), group))]
-            else:
-                columns = zip(*map(operator.itemgetter(*keys), group), strict=True)
-            pairs = [(key, here, values) for key, values in zip(keys, columns, strict=False)]
-        except KeyError:  # dicts of this length with other keys
-            pairs = [(key, where, values) for key, values, where in _by_key(group, here)]
+            pairs = _group_columns(group, here, keys)
+        except KeyError:  # dicts of this length with other keys: grouped by their keys
+            pairs = _exact_shapes(group, here)
         for key, where, values in pairs:
             parts.setdefault(key, []).append((where, values))
 
@@ -617,6 +612,36 @@ def _by_shape(dicts: Sequence[dict], rows: np.ndarray) -> Iterator[tuple[Any, Se
             yield key, _gather(values, by_row.tolist()), here[by_row]
 
     return columns_of()
+
+
+def _group_columns(group: Sequence[dict], here: np.ndarray,
+                   keys: tuple) -> list[tuple[Any, np.ndarray, Sequence[Any]]]:
+    """The values of ``keys`` in dicts that all have them, a column per key (KeyError where one lacks one)."""
+    columns: Iterable[Sequence[Any]]
+    if len(keys) == 1:
+        columns = [list(map(operator.itemgetter(keys[0]), group))]
+    else:
+        columns = zip(*map(operator.itemgetter(*keys), group), strict=True)
+    return [(key, here, values) for key, values in zip(keys, columns, strict=False)]
+
+
+def _exact_shapes(group: Sequence[dict], here: np.ndarray) -> list[tuple[Any, np.ndarray, Sequence[Any]]]:
+    """:func:`_group_columns` for each set of dicts with the same keys in the same order (few of them), else
+    :func:`_by_key`."""
+    shapes: dict[tuple, int] = {}
+    first = np.fromiter(map(shapes.setdefault, map(tuple, group), itertools.count()), np.int64, len(group))
+    if len(shapes) > 16 and len(shapes) * 8 > len(group):
+        return [(key, where, values) for key, values, where in _by_key(group, here)]
+    order = np.argsort(first, kind="stable")
+    ordered = first[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]).tolist()
+    out: list[tuple[Any, np.ndarray, Sequence[Any]]] = []
+    # the groups come in the order of their shapes' first dicts, as the shapes do in their dict
+    for shape, start, stop in zip(shapes, starts, [*starts[1:], len(group)], strict=True):
+        if shape:
+            positions = order[start:stop]
+            out += _group_columns(_gather(group, positions.tolist()), here[positions], shape)
+    return out
 
 
 def _by_key(dicts: Sequence[dict], rows: np.ndarray) -> Iterator[tuple[Any, Sequence[Any], np.ndarray]]:
