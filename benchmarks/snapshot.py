@@ -124,6 +124,8 @@ def kept_snapshot(archive: LocalArchive, settings: str) -> tuple[bytes, bool]:
     except OSError:
         data = served.snapshot_zip(archive)  # renders every image once
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob("snapshot-*.zip"):  # hundreds of MB each: the latest one is kept
+            stale.unlink(missing_ok=True)
         part = path.with_name(f".{path.name}.{os.getpid()}.part")
         part.write_bytes(data)
         os.replace(part, path)
