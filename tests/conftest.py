@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,12 @@ os.environ.setdefault("ISICARCHIVE_NO_PROMPT", "1")
 # The suite starts some hundred interpreters (CLI runs, scripts, workers, tools' venvs). Where the shell says
 # not to write bytecode, each of them compiled every module of the package again; their bytecode goes to the
 # test cache instead (never next to the sources), and is compiled once.
+# This process too, for what it imports from here on (pytest rewrites the asserts of plugins such as
+# hypothesis's as it imports them, and caches them only where bytecode is written).
 if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(TEST_CACHE / "pycache"))
+    sys.pycache_prefix = sys.pycache_prefix or os.environ["PYTHONPYCACHEPREFIX"]
+    sys.dont_write_bytecode = False
 # The command line's default cache folder (the user's cache folder) is a temporary one here.
 os.environ.setdefault("ISICARCHIVE_CACHE_DIR", tempfile.mkdtemp(prefix="isicarchive-test-cache-"))
 
