@@ -199,27 +199,27 @@ def superpixel_labels(width: int, height: int, n_segments: int, seed: int) -> np
     # snap seeds to pixel centres so each seed's own pixel is strictly nearest to it
     centre_y = np.floor(centre_y).astype(np.int64)
     centre_x = np.floor(centre_x).astype(np.int64)
-    labels = np.empty((height, width), dtype=np.int32)
+    # each pixel takes the nearest seed of the 3x3 cells around its own, the first of equals in the order
+    # below; all rows at once (one row at a time took 60 ms an image of 160x120, most of a test archive's work)
     xs = np.arange(width)
+    ys = np.arange(height)
     cell_x = np.minimum((xs / cell_w).astype(np.int64), cols - 1)
-    for y in range(height):
-        cy = min(int(y / cell_h), rows - 1)
-        best: np.ndarray = np.full(width, np.inf)
-        best_label: np.ndarray = np.zeros(width, dtype=np.int32)
-        for dy in (-1, 0, 1):
-            ry = cy + dy
-            if not 0 <= ry < rows:
-                continue
-            for dx in (-1, 0, 1):
-                rx = cell_x + dx
-                valid = (rx >= 0) & (rx < cols)
-                rxc = np.clip(rx, 0, cols - 1)
-                dist = (centre_y[ry, rxc] - y) ** 2 + (centre_x[ry, rxc] - xs) ** 2
-                dist = np.where(valid, dist, np.inf)
-                better = dist < best
-                best = np.where(better, dist, best)
-                best_label = np.where(better, ry * cols + rxc, best_label)
-        labels[y] = best_label
+    cell_y = np.minimum((ys / cell_h).astype(np.int64), rows - 1)
+    best: np.ndarray = np.full((height, width), np.inf)
+    best_label: np.ndarray = np.zeros((height, width), dtype=np.int32)
+    for dy in (-1, 0, 1):
+        ry = cell_y + dy
+        ryc = np.clip(ry, 0, rows - 1)[:, None]
+        for dx in (-1, 0, 1):
+            rx = cell_x + dx
+            rxc = np.clip(rx, 0, cols - 1)[None, :]
+            valid = ((ry >= 0) & (ry < rows))[:, None] & ((rx >= 0) & (rx < cols))[None, :]
+            dist = (centre_y[ryc, rxc] - ys[:, None]) ** 2 + (centre_x[ryc, rxc] - xs[None, :]) ** 2
+            dist = np.where(valid, dist, np.inf)
+            better = dist < best
+            best = np.where(better, dist, best)
+            best_label = np.where(better, ryc * cols + rxc, best_label)
+    labels = best_label.astype(np.int32)
     seeds = np.zeros((height, width), dtype=bool)
     seeds[centre_y.ravel(), centre_x.ravel()] = True
     return _make_contiguous(labels, seeds)
