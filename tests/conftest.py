@@ -97,3 +97,17 @@ def make_api(server: LocalArchive, *args: object, **kwargs: object) -> IsicApi:
 @pytest.fixture
 def api_factory() -> object:
     return make_api
+
+
+#: the modules that take longest (wall time, 2026-12: Dask clusters, torch in its venv, the docs site, the
+#: official CLI, sleeping fault tests), run first: xdist hands each worker whole modules in collection order,
+#: and a long module handed out last keeps one core busy while the other has nothing left to do
+LONGEST_FIRST = ["test_scaleout.py", "test_torch.py", "test_v2.py", "test_torchvision.py", "test_docs.py",
+                 "test_static.py", "test_examples.py", "test_original_package.py", "test_superpixels.py",
+                 "test_first_day.py", "test_fault_matrix.py", "test_training.py", "test_cli.py", "test_trickles.py",
+                 "test_crash_and_disk.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's order is kept
