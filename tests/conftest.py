@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -28,7 +30,10 @@ if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
     sys.pycache_prefix = sys.pycache_prefix or os.environ["PYTHONPYCACHEPREFIX"]
     sys.dont_write_bytecode = False
 # The command line's default cache folder (the user's cache folder) is a temporary one here.
-os.environ.setdefault("ISICARCHIVE_CACHE_DIR", tempfile.mkdtemp(prefix="isicarchive-test-cache-"))
+# Made by the first pytest process (xdist's workers inherit it) and removed when that process ends.
+if "ISICARCHIVE_CACHE_DIR" not in os.environ:
+    os.environ["ISICARCHIVE_CACHE_DIR"] = tempfile.mkdtemp(prefix="isicarchive-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ISICARCHIVE_CACHE_DIR"], ignore_errors=True)
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):
