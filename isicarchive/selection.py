@@ -830,7 +830,14 @@ class ImageIndex:
                     mask &= evaluate(None, op, test)
                 else:
                     whole = column.rows(op, test)
-                    mask &= whole if whole is not None else column.truth(op, test)[column.codes]
+                    if whole is not None:
+                        mask &= whole
+                    else:
+                        truth = column.truth(op, test)  # over the column's distinct values
+                        if not truth.any():  # no value meets it: no row does (skips a gather over every row)
+                            mask[:] = False
+                        elif not truth.all():  # (every value meets it: every row does)
+                            mask &= truth[column.codes]
             else:
                 mask &= self._per_record(path, op, test, mask)
         return mask
