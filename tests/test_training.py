@@ -284,6 +284,17 @@ def _read_without_listing(samples: Samples, queue: Any) -> None:
         os.listdir = listdir
 
 
+def _answer_of_a_child(method: str, target: Any, samples: Samples) -> Any:
+    """What ``target(samples, queue)`` puts on the queue, run in a child process started by ``method``."""
+    context = multiprocessing.get_context(method)
+    answers = context.Queue()
+    child = context.Process(target=target, args=(samples, answers))
+    child.start()
+    answer = answers.get(timeout=60)
+    child.join(timeout=30)
+    return answer
+
+
 @pytest.mark.parametrize("method", ["fork", "pickled"])
 def test_worker_processes_read_the_files_found_when_the_samples_were_made(
         fresh_archive: LocalArchive, tmp_path: Path, method: str) -> None:
@@ -298,12 +309,7 @@ def test_worker_processes_read_the_files_found_when_the_samples_were_made(
         _read_without_listing(pickle.loads(pickle.dumps(samples)), answers)
         answer = answers.get_nowait()
     else:
-        context = multiprocessing.get_context(method)
-        answers = context.Queue()
-        child = context.Process(target=_read_without_listing, args=(samples, answers))
-        child.start()
-        answer = answers.get(timeout=60)
-        child.join(timeout=30)
+        answer = _answer_of_a_child(method, _read_without_listing, samples)
     assert not isinstance(answer, str), answer
     read, listed = answer
     # no cache folder listed again in the worker (each listing cost a data-loader worker ~0.1 s per epoch)
@@ -330,12 +336,7 @@ def test_a_cache_filled_after_the_samples_were_made_is_listed_once_per_worker(
     samples = Samples(selection, target="benign_malignant")  # on a cold cache
     api.download_images(selection, strict=True)
     fresh_archive.clear_log()
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_count_look_ups, args=(samples, queue))
-    child.start()
-    answer = queue.get(timeout=60)
-    child.join(timeout=30)
+    answer = _answer_of_a_child("fork", _count_look_ups, samples)
     assert not isinstance(answer, str), answer
     read, looked = answer
     assert looked == []  # one listing of the cache in the worker, not a look-up per sample (a glob each)
