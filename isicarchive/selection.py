@@ -253,6 +253,23 @@ def _shared_kind(column: Any, values: Any) -> Any:
     return None
 
 
+def _keyed_by_kind(values: Sequence[Any], kinds: set[type] | None = None) -> tuple[Any, Iterable[Any]]:
+    """The kind of ``values`` and the dict keys that tell them apart as :func:`_freeze` does.
+
+    One kind of scalar (strings and None beside it, which equal nothing else) keys by the values
+    themselves, lists of strings by their tuples; ``(None, ())`` for mixed kinds (``1``, ``1.0`` and
+    ``True`` are one dict key), which need :func:`_freeze` one value at a time.
+    """
+    if kinds is None:
+        kinds = set(map(type, values))
+    scalars = kinds - {str, type(None)}
+    if len(scalars) <= 1 and scalars <= {int, float, bool}:
+        return next(iter(scalars), str), values
+    if kinds == {list} and set(map(type, itertools.chain.from_iterable(values))) <= {str}:
+        return list, map(tuple, values)
+    return None, ()
+
+
 class _Column:
     """One dotted path: a code per record and the distinct values.
 
@@ -312,17 +329,7 @@ class _Column:
         index reads.  A column of mixed kinds (``1`` and ``1.0`` and ``True``
         are one dict key) takes :meth:`append` for every value.
         """
-        if kinds is None:
-            kinds = set(map(type, values))
-        scalars = kinds - {str, type(None)}
-        kind: Any
-        keyed: Iterable[Any]
-        if len(scalars) <= 1 and scalars <= {int, float, bool}:
-            kind, keyed = next(iter(scalars), str), values
-        elif kinds == {list} and set(map(type, itertools.chain.from_iterable(values))) <= {str}:
-            kind, keyed = list, map(tuple, values)
-        else:
-            kind = None
+        kind, keyed = _keyed_by_kind(values, kinds)
         if kind is not None and self._kind is not _GENERAL and self._raw is None and len(self.uniques) > 1:
             self._raw_from_uniques()  # a column finished before (more records added): its values as keys
         if kind is not None:
@@ -348,17 +355,11 @@ class _Column:
 
     def _raw_from_uniques(self) -> None:
         """Key the values a finished column already has by themselves, where one kind allows it."""
-        values = self.uniques[1:]
-        kinds = set(map(type, values))
-        scalars = kinds - {str, type(None)}
-        keyed: Iterable[Any]
-        if len(scalars) <= 1 and scalars <= {int, float, bool}:
-            self._kind, keyed = next(iter(scalars), str), values
-        elif kinds == {list} and set(map(type, itertools.chain.from_iterable(values))) <= {str}:
-            self._kind, keyed = list, map(tuple, values)
-        else:
+        kind, keyed = _keyed_by_kind(self.uniques[1:])
+        if kind is None:
             self._kind = _GENERAL
             return
+        self._kind = kind
         self._raw = dict(zip(keyed, range(1, len(self.uniques)), strict=True))
         self._base = self._next = len(self.uniques)
         self._keys = None
@@ -557,9 +558,6 @@ class _Missing:
 _MISSING = _Missing()
 
 
-_SHAPES = True
-
-
 def _gather(items: Sequence[Any], positions: list[int]) -> Sequence[Any]:
     """``[items[p] for p in positions]``, in C."""
     if len(positions) == 1:
@@ -578,7 +576,7 @@ def _by_shape(dicts: Sequence[dict], rows: np.ndarray) -> Iterator[tuple[Any, Se
     key at a time (:func:`_by_key`).  Values come in the order of the rows.
     None where the dicts have too many lengths for that to pay.
     """
-    if not _SHAPES or set(map(type, dicts)) != {dict}:  # a subclass (defaultdict) may answer for a key it lacks
+    if set(map(type, dicts)) != {dict}:  # a subclass (defaultdict) may answer for a key it lacks
         return None
     lengths = np.fromiter(map(len, dicts), np.int64, len(dicts))
     order = np.argsort(lengths, kind="stable")
