@@ -35,6 +35,7 @@ import ctypes
 import os
 import platform
 import threading
+from typing import Any
 
 __all__ = ["PROFILE_INTERVAL_MS", "THRESHOLDS", "AllocatorPlugin", "applied", "apply", "slow_profiler"]
 
@@ -77,6 +78,11 @@ def _set_thresholds() -> dict[str, bool]:
     return {name: mallopt(param, value) == 1 for name, (param, value) in THRESHOLDS.items()}
 
 
+def _profile_sampler(worker: object) -> Any:
+    """The worker's periodic callback that samples for its profiler (None: started without one)."""
+    return (getattr(worker, "periodic_callbacks", None) or {}).get("profile")
+
+
 def slow_profiler(worker: object) -> float | None:
     """Sample the worker's profiler every :data:`PROFILE_INTERVAL_MS` at most; the period it had (None: no change).
 
@@ -85,7 +91,7 @@ def slow_profiler(worker: object) -> float | None:
     """
     if os.environ.get("ISICARCHIVE_WORKER_PROFILE", "") == "keep":
         return None
-    sampler = (getattr(worker, "periodic_callbacks", None) or {}).get("profile")
+    sampler = _profile_sampler(worker)
     period = getattr(sampler, "callback_time", None)
     if not isinstance(period, (int, float)) or period >= PROFILE_INTERVAL_MS:
         return None  # the profiler is off (started without it) or already slow enough
@@ -143,6 +149,6 @@ class AllocatorPlugin(_WorkerPlugin):  # type: ignore[misc,valid-type]
 
     def teardown(self, worker: object) -> None:
         period = getattr(self, "profile_period", None)
-        sampler = (getattr(worker, "periodic_callbacks", None) or {}).get("profile")
+        sampler = _profile_sampler(worker)
         if period is not None and sampler is not None:
             sampler.callback_time = period
