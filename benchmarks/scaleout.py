@@ -217,16 +217,10 @@ def plain_cluster(environ: dict[str, str]):
     workers' environment (they inherit this process's when they start)."""
     from distributed import LocalCluster
 
-    saved = {name: os.environ.get(name) for name in environ}
-    os.environ.update(environ)
-    try:
+    from isicarchive.scaleout import environment
+
+    with environment(environ):
         return LocalCluster(n_workers=2)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def own_cpu() -> float:

@@ -93,11 +93,18 @@ def worker_settings() -> Iterator[None]:
 
     prefix = "distributed.nanny.pre-spawn-environ."
     wanted = {key[len(prefix):]: str(value) for key, value in WORKER_CONFIG.items() if key.startswith(prefix)}
-    saved = {name: os.environ.get(name) for name in wanted}
-    os.environ.update(wanted)
+    with environment(wanted), dask.config.set(WORKER_CONFIG):
+        yield
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """These variables set in this process's environment (which worker processes started in the block
+    inherit), and the environment put back as it was when the block ends."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        with dask.config.set(WORKER_CONFIG):
-            yield
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
