@@ -420,8 +420,8 @@ def materialise(lock: Lock | str | os.PathLike[str], folder: str | os.PathLike[s
     ``attribution.txt``, ``licenses/``, ``CITATION.cff``) and a
     ``SHA256SUMS`` of the locked digests (``sha256sum -c SHA256SUMS``).
     Files already there are checked, not fetched again.  A file whose
-    digest differs is fetched once more; if it still differs it is removed
-    and reported.
+    digest differs, or whose transfer failed through every retry, is
+    fetched once more; if it still differs it is removed and reported.
 
     Parameters
     ----------
@@ -452,8 +452,12 @@ def materialise(lock: Lock | str | os.PathLike[str], folder: str | os.PathLike[s
         retry = []
         for key, isic_id in by_key.items():
             if key in download.failed:
+                # a transfer that failed through every retry of the policy may have met a passing
+                # fault (a cut, a 503 burst): it gets the second round too
                 result.failed[isic_id] = download.failed[key]
+                retry.append(records[isic_id])
                 continue
+            result.failed.pop(isic_id, None)
             path = download.paths[key]
             got = download.sha256.get(key) or sha256_of(path)  # files already there are read, once
             if got == wanted[isic_id]:
@@ -465,7 +469,7 @@ def materialise(lock: Lock | str | os.PathLike[str], folder: str | os.PathLike[s
             retry.append(records[isic_id])
         if not retry or attempt:
             break
-        todo = retry  # bytes that differ may have been damaged on the way: once more
+        todo = retry  # bytes that differ may have been damaged on the way, or never came: once more
     _write_sums(target, lock, set(result.verified))
     if strict:
         result.raise_for_problems()

@@ -14,6 +14,7 @@ from isicarchive.cli import main
 from isicarchive.errors import QueryError
 from isicarchive.lockfile import materialise, read_lock, verify_lock
 from isicarchive.testing import ArchiveConfig, LocalArchive
+from isicarchive.transport import RetryPolicy
 
 CONFIG = ArchiveConfig(images=30, image_size=(48, 32), datasets=3, private_datasets=0)
 
@@ -62,6 +63,22 @@ def test_splits_lock_every_part_in_one_file(server: LocalArchive, tmp_path: Path
                           "fractions": {"train": 0.6, "validation": 0.2, "test": 0.2}}
 
 
+def test_materialise_fetches_again_an_image_whose_transfer_failed_through_every_retry(
+        server: LocalArchive, tmp_path: Path) -> None:
+    lock = v2(server).search_images("").lock(tmp_path / "all.lock.json")
+    victim = lock.ids[3]
+    api = v2(server)
+    attempts = RetryPolicy().body_retries + 1  # the session keeps the default policy
+    cuts = server.faults.add("truncate", rf"/storage/images/{victim}\.jpg", times=attempts, fraction=0.4)
+    try:
+        result = materialise(tmp_path / "all.lock.json", tmp_path / "out", api=api)
+    finally:
+        server.faults.clear()
+    assert cuts.fired == attempts  # the first round's transfer of the victim failed on every attempt
+    assert result.ok and not result.failed and sorted(result.verified) == sorted(lock.ids)
+    assert hashlib.sha256((tmp_path / "out" / f"{victim}.jpg").read_bytes()).hexdigest() == sha(server, victim)
+
+
 def test_materialise_checks_every_hash_also_through_faults(server: LocalArchive, tmp_path: Path) -> None:
     lock = v2(server).search_images("").lock(tmp_path / "all.lock.json")
     server.faults.add("truncate", r"/storage/images/", probability=0.3, fraction=0.4)
@@ -71,7 +88,7 @@ def test_materialise_checks_every_hash_also_through_faults(server: LocalArchive,
     finally:
         server.faults.clear()
     assert any(r.fault for r in server.requests(r"/storage/images/"))
-    assert result.ok and sorted(result.verified) == sorted(lock.ids)
+    assert result.ok and sorted(result.verified) == sorted(lock.ids), result.failed
     for isic_id in lock.ids:
         assert hashlib.sha256((tmp_path / "out" / f"{isic_id}.jpg").read_bytes()).hexdigest() == sha(server, isic_id)
     sums = (tmp_path / "out" / "SHA256SUMS").read_text().splitlines()
