@@ -118,3 +118,40 @@ def test_a_killed_writers_own_partial_file_is_adopted_and_a_live_ones_is_not(tmp
     own = adopt_partial(part)
     assert own.read_bytes() == b"d" * 50  # the largest a gone writer left
     assert not dead.exists() and not smaller.exists() and live.read_bytes() == b"l" * 70
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_without_flock_the_lock_falls_back_to_filelock_and_still_excludes(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # a file system without flock (ENOSYS) takes the lock through filelock instead of failing
+    import errno
+    import fcntl
+
+    class NoFlock:
+        LOCK_EX, LOCK_NB, LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_NB, fcntl.LOCK_UN
+
+        @staticmethod
+        def flock(fd: int, operation: int) -> None:
+            raise OSError(errno.ENOSYS, "flock not supported")
+
+    monkeypatch.setattr(locking, "fcntl", NoFlock)
+    lock = tmp_path / "image.part.lock"
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with file_lock(lock):
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(CacheError, match="within 0.3 s"):
+            with file_lock(lock, timeout=0.3):
+                pytest.fail("granted while another thread held it")
+    finally:
+        release.set()
+        holder.join()
+    with file_lock(lock, timeout=5):
+        pass
