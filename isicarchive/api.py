@@ -7,7 +7,6 @@ version, the store and the selection index, owns the session's state
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
 import os
@@ -15,10 +14,9 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
-from urllib.parse import urlsplit
 
-from . import credentials as _credentials
 from ._gc import collector_paused
+from .account import Account
 from .backends.base import Backend
 from .backends.v1 import V1Backend
 from .backends.v2 import V2Backend
@@ -26,9 +24,7 @@ from .cache import Cache
 from .context import SessionContext
 from .downloads import DEFAULT_WORKERS, DownloadResult
 from .errors import (
-    AuthenticationError,
     IsicError,
-    KeyringUnavailableError,
     NotFoundError,
     QueryError,
     UnsupportedError,
@@ -190,25 +186,22 @@ class IsicApi:
         self._http = Transport(self.base_url, timeout=timeout, policy=RetryPolicy(retries=retries, backoff=backoff),
                                pool_size=pool_size, auth_header=backend_class.auth_header, debug=debug,
                                verify=verify, deadline=deadline)
-        self.username: str | None = None
-        self.user: dict | None = None
-        self._token_label: str | None = None  # keyring entry a renewed v2 token is written back to
         if disk is None:
             self._backend: Backend = backend_class(self._http)
-            self._backend.on_token_renewed = self._keep_renewed_token
-            self._backend.load_stored_token = self._stored_token
-            self._authenticate(username, password, token, store_password)
+            self._account = Account(self.base_url, self._http, self._backend, on_change=self._identity_changed)
+            self._account.authenticate(username, password, token, store_password)
         self.cache_folder: str | None = None
         self._cache: Cache | None = None
         if cache_folder is not None:
-            self._cache = Cache(cache_folder, self.base_url, identity=None if disk else self._cache_identity(),
-                                login=None if disk else self._archive_login())
+            self._cache = Cache(cache_folder, self.base_url, identity=None if disk else self._account.cache_identity(),
+                                login=None if disk else self._account.archive_login())
             self.cache_folder = str(self._cache.root)
         if disk is not None:
             from .backends.disk import DiskBackend
 
             # its index lives in the cache folder, or in the user's when there is none (never in the archive)
             self._backend = DiskBackend(self._http, disk, self._cache.root if self._cache else None)
+            self._account = Account(self.base_url, self._http, self._backend, on_change=self._identity_changed)
         self._store = Store(self._backend, self._http, self._cache, workers=workers, progress=progress)
         self.images: dict[str, str] = {}
         self.studies: dict[str, str] = {}
@@ -222,65 +215,20 @@ class IsicApi:
         self._names_loaded: set[str] = set()
         self._context = self._new_context()
 
-    def _authenticate(self, username: str | None, password: str | None, token: str | OAuthToken | None,
-                      store_password: bool) -> None:
-        """A given token; else (v2) the token stored for ``username``; else a password or the sign-in page."""
-        if token is not None:
-            self._use_token(token, username)
-            return
-        if username is None:
-            return
-        if self._backend.token_sign_in and password is None:
-            stored = _credentials.load_token(self.base_url, username)  # from `isicarchive --api v2 login`
-            if stored is not None:
-                try:
-                    self._use_token(stored, username)
-                    return
-                except AuthenticationError as exc:  # revoked or expired for good: the person signs in again
-                    log.warning("the stored token of %s no longer works (%s)", username, str(exc).split(": ")[-1])
-                    self._sign_in_or_explain(username)
-                    return
-            if not _credentials.has_password(self.base_url, username):
-                self._sign_in_or_explain(username)
-                return
-        self.login(username, password, store_password=store_password)
-
-    def _cache_identity(self) -> str | None:
-        """Whose data this session caches: the account the archive names, never a mere label.
-
-        Two sessions of different people must not share a cache layer, even
-        when both came in with a bare token (whose label is just ``token``).
-        """
-        if not self._http.authenticated:
-            return None
-        account = (self.user or {}).get("_id") or (self.user or {}).get("id")
-        if account is not None:
-            return f"account:{account}"
-        if self.username and self.username != "token":
-            return self.username
-        token = self._http._token or ""
-        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
-
-    def _archive_login(self) -> str | None:
-        """The login the archive confirmed for this session (v1 ``user/me``), None when it named none."""
-        login = self.user.get("login") if isinstance(self.user, dict) else None
-        return login if isinstance(login, str) else None
-
     # ------------------------------------------------------------- session
+    @property
+    def username(self) -> str | None:
+        """The name the session signed in under (``token`` for a bare token), None when anonymous."""
+        return self._account.username
+
+    @property
+    def user(self) -> dict | None:
+        """The archive's record of the signed-in account (``users/me``), None when anonymous."""
+        return self._account.user
+
     def login(self, username: str, password: str | None = None, *, store_password: bool = False) -> None:
         """Log in; the password is resolved as described in :mod:`isicarchive.credentials`."""
-        secret, source = _credentials.resolve_password(self.base_url, username, password)
-        token, user = self._backend.login(username, secret)
-        self._http.set_token(token)
-        self.username = username
-        self.user = user
-        self._identity_changed()
-        if store_password and source != "keyring":
-            try:
-                _credentials.store_password(self.base_url, username, secret)
-            except KeyringUnavailableError as exc:  # logged in all the same
-                log.warning("logged in, but the password was not stored: %s", exc)
-        log.info("logged in as %s (password from %s)", username, source)
+        self._account.login(username, password, store_password=store_password)
 
     def sign_in(self, username: str | None = None, *, store: bool = True, ask: Callable[[str], str] | None = None,
                 say: Callable[[str], None] | None = None, open_browser: bool | None = None) -> None:
@@ -302,68 +250,20 @@ class IsicApi:
         open_browser : bool, optional
             Open a web browser; by default only where there is a display.
         """
-        self._backend.sign_in(ask=ask, say=say, open_browser=open_browser)
-        self.user = self._safe_me()
-        self.username = username or (self.user or {}).get("email") or (self.user or {}).get("username") or "token"
-        self._identity_changed()
-        if store and self._backend.oauth_token is not None:
-            try:
-                _credentials.store_token(self.base_url, self.username, self._backend.oauth_token)
-                self._token_label = self.username
-            except KeyringUnavailableError as exc:  # signed in all the same: the token lasts this session
-                log.warning("signed in, but the token was not kept: %s", exc)
-        log.info("signed in as %s", self.username)
+        self._account.sign_in(username, store=store, ask=ask, say=say, open_browser=open_browser)
 
     def revoke(self, token: OAuthToken) -> None:
         """Ask the archive to forget a v2 token and its refresh token (best effort, logged on failure)."""
-        self._backend.revoke(token)
+        self._account.revoke(token)
 
     @property
     def oauth_token(self) -> OAuthToken | None:
         """The v2 session's current OAuth token (its ``repr`` shows no secret), or None."""
-        return self._backend.oauth_token
-
-    def _sign_in_or_explain(self, username: str) -> None:
-        if not _credentials.interactive():
-            raise AuthenticationError(
-                f"no working token or password for {username!r} at {urlsplit(self.base_url).hostname}, and no one "
-                "can be asked (not interactive). Sign in once with `isicarchive --api v2 login --user "
-                f"{username}` (the token is kept in the keyring), or pass token=...")
-        self.sign_in(username)
-
-    def _use_token(self, token: str | OAuthToken, username: str | None) -> None:
-        self._token_label = username  # where a renewed token is written back (backends whose tokens renew)
-        self._backend.use_token(token)
-        self.username = username or "token"
-        self.user = self._safe_me()
-        self._identity_changed()
-
-    def _stored_token(self) -> OAuthToken | None:
-        if not self._token_label:
-            return None
-        try:
-            return _credentials.load_token(self.base_url, self._token_label)
-        except Exception as exc:  # an unreadable keyring entry is no token
-            log.warning("could not read the stored token: %s", type(exc).__name__)
-            return None
-
-    def _keep_renewed_token(self, token: OAuthToken) -> None:
-        if self._token_label:
-            try:
-                _credentials.store_token(self.base_url, self._token_label, token)
-            except Exception as exc:  # a locked keyring must not end the session
-                log.warning("could not store the renewed token: %s", type(exc).__name__)
+        return self._account.oauth_token
 
     def logout(self) -> None:
         """End the session's login (the server forgets the token)."""
-        if self._http.authenticated:
-            try:
-                self._backend.logout()
-            finally:
-                self._http.set_token(None)
-        self.username = None
-        self.user = None
-        self._identity_changed()
+        self._account.logout()
 
     def _identity_changed(self) -> None:
         """After a login or logout the cache layer and what is held in memory follow the new identity.
@@ -374,8 +274,8 @@ class IsicApi:
         if "_store" not in self.__dict__:  # still in __init__: nothing built yet
             return
         if self._cache is not None:
-            self._cache = Cache(self._cache.root, self.base_url, identity=self._cache_identity(),
-                                login=self._archive_login())
+            self._cache = Cache(self._cache.root, self.base_url, identity=self._account.cache_identity(),
+                                login=self._account.archive_login())
             self._store.cache = self._cache
         self._context = self._new_context()
         self.image_cache = RecordStore()
@@ -385,14 +285,6 @@ class IsicApi:
             names.clear()
         self._names_loaded.clear()
         self._image_objects.clear()
-
-    def _safe_me(self) -> dict | None:
-        try:
-            return self._backend.me()
-        except AuthenticationError as exc:
-            raise AuthenticationError(f"the token was refused by the archive: {str(exc).split(': ', 1)[-1]}") from None
-        except IsicError:
-            return None
 
     def _new_context(self) -> SessionContext:
         return SessionContext(self.base_url, self.api_version, self._http, self._backend, self._store, self._cache,
