@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from cli_runner import run_cli
+from cli_runner import CliRunner, run_cli
 from tool_venvs import tool_venv
 
 from isicarchive import AuthenticationError, IsicApi, NotFoundError, QueryError, UnsupportedError
@@ -403,6 +403,13 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
     isic = _official_cli()
     if isic is None:
         pytest.skip("isic-cli could not be installed (package index unreachable)")
+    # its sign-in keeps the token under XDG_DATA_HOME (read when pyxdg is imported), its settings under HOME
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    env.update({"HOME": str(tmp_path / "home"), "ISIC_DEV": "1", "XDG_DATA_HOME": str(tmp_path / "home" / "data")})
+    # the non-interactive commands run forked from one parent that has imported the CLI (0.7 s of CPU a start;
+    # tests/cli_runner.py); the sign-ins below are fresh interpreters, as a user starts them
+    isic_cli = CliRunner(str(isic.parent / "python"), "from isic_cli.cli import main", "main()",
+                         [str(isic), "--no-version-check"], env)
     server = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "serve", "--port", "8000", "--images", "80"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -410,12 +417,10 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         banner = [server.stdout.readline() for _ in range(7)]  # address, counts, four accounts, Ctrl-C
         assert "Local ISIC archive" in banner[0], banner
         accounts = dict(re.findall(r"account (\S+) / (\S+)", "".join(banner)))
-        env = {**os.environ, "HOME": str(tmp_path / "home"), "ISIC_DEV": "1"}
 
-        def isic_run(*args: str) -> subprocess.CompletedProcess[str]:
-            done = subprocess.run([str(isic), "--no-version-check", *args], capture_output=True, text=True,
-                                  timeout=300, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
-            assert done.returncode == 0, done.stdout + done.stderr
+        def isic_run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+            done = isic_cli.run(list(args), cwd=tmp_path, timeout=300)
+            assert done.returncode == 0 or not ok, done.stdout + done.stderr
             return done
 
         isic_run("image", "download", "-l", "20", "OUT")
@@ -447,10 +452,8 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         assert metadata.splitlines()[0].startswith("isic_id,attribution,copyright_license")
         assert len(metadata.splitlines()) == 1 + 60  # every public image of 80
         # `isic user login`: the official OAuth client (PKCE, out-of-band code) against the local sign-in page
-        login_env = {k: v for k, v in env.items() if k != "DISPLAY"}
-        login_env["XDG_DATA_HOME"] = str(tmp_path / "home" / "data")
         login = subprocess.Popen([str(isic), "--no-version-check", "user", "login"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=login_env)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         assert login.stdout is not None and login.stdin is not None
         url = ""
         while not url.startswith("http"):
@@ -459,7 +462,6 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         code = sign_in_code(url, "alice", accounts["alice"])
         out, err = login.communicate(code + "\n", timeout=120)
         assert login.returncode == 0 and "Success" in out, out + err
-        env = login_env
         assert "Hello alice@example.org" in isic_run("user", "login").stdout
         # `isic collection add-images / remove-images` on a collection alice owns
         owner = IsicApi("alice", accounts["alice"], hostname="http://127.0.0.1:8000", api_version=2, progress=False)
@@ -477,13 +479,11 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         # `isic accession upload`: alice owns no cohort (CohortPermissions: staff or the contributor's owners), so
         # the CLI's cohort look-up is refused; staff upload through django-s3-file-field, then POST accessions/
         (tmp_path / "lesion.jpg").write_bytes(b"\xff\xd8\xff\xe0 a local test upload")
-        refused = subprocess.run([str(isic), "--no-version-check", "accession", "upload", "1", "lesion.jpg"],
-                                 capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
-                                 stdin=subprocess.DEVNULL)
+        refused = isic_run("accession", "upload", "1", "lesion.jpg", ok=False)
         assert refused.returncode != 0 and "Cohort 1 does not exist or you don't have access to it" in refused.stderr
         isic_run("user", "logout")
         login = subprocess.Popen([str(isic), "--no-version-check", "user", "login"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=login_env)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         assert login.stdout is not None
         url = ""
         while not url.startswith("http"):
@@ -495,6 +495,7 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         assert isinstance(json.loads(uploaded.stdout)["id"], int)
         isic_run("user", "logout")
     finally:
+        isic_cli.close()
         server.terminate()
         server.wait(10)
 
