@@ -10,7 +10,7 @@ Same local archive (its own process, images of 640x480), same run, ratios agains
 * the WebDataset export of the warm images against ``tar -cf`` over the same cached files.
 
 It needs torch and torchvision: run from any Python, it makes (once, ~5.5 GB, a CUDA build that runs on the
-CPU here) the virtualenv of tests/test_torchvision.py in the test cache and runs itself there.
+CPU here) the torchvision virtualenv of tests/tool_venvs.py in the test cache and runs itself there.
 
     python benchmarks/training.py [--images 2000] [--cold-images 400] [--latency 0.05] [--rounds 3]
                                   [--only warm|cold|webdataset]
@@ -54,8 +54,7 @@ def in_torch_venv() -> None:
         import torchvision  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(ROOT / "tests"))
-        from test_torchvision import TORCHVISION_VENV
-        from tool_venvs import TEST_CACHE, tool_venv
+        from tool_venvs import TEST_CACHE, TORCHVISION_VENV, tool_venv
 
         if not (TEST_CACHE / TORCHVISION_VENV[0] / ".ready").exists():
             print("making the torch + torchvision virtualenv of the test cache (once; minutes)...", flush=True)

@@ -1,9 +1,11 @@
-"""The PyTorch adapter (isicarchive.torch), checked inside a virtualenv with torch built once in the test cache.
+"""The PyTorch adapter (isicarchive.torch) and torchvision's readers of the exports, checked inside a
+virtualenv with torch built once in the test cache.
 
 torch is never part of the package's default install or its test extra (its wheels from the package index
-bring several GB of CUDA libraries): the checks run in ``TEST_CACHE/torch-2.13.0`` (CPU torch 2.13.0,
-webdataset and the package's own dependencies) with this checkout on ``PYTHONPATH``, and skip where that
-virtualenv cannot be made.
+bring several GB of CUDA libraries): the checks run in one interpreter of a virtualenv of the test cache
+(tests/tool_venvs.py: ``torchvision-0.29.1`` where ``python benchmarks/training.py`` has made it, else
+``torch-2.13.0``, CPU torch 2.13.0 and webdataset, made on first use) with this checkout on ``PYTHONPATH``,
+and skip where no such virtualenv can be made; torchvision's checks skip where it is not installed.
 """
 
 from __future__ import annotations
@@ -15,31 +17,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tool_venvs import tool_venv
+from tool_venvs import TEST_CACHE, TORCHVISION_VENV, torch_python
 
 ROOT = Path(__file__).resolve().parents[1]
-#: what the virtualenv holds: torch (a CPU build where one lies on this disk), webdataset, and the
-#: package's own dependencies (the package itself comes from this checkout, on PYTHONPATH)
-TORCH_VENV = ("torch-2.13.0", ["torch==2.13.0", "webdataset>=1.0", "requests>=2.31", "urllib3>=2.0", "numpy>=1.24",
-                               "imageio>=2.31", "pillow>=10.0", "keyring>=24", "tqdm>=4.66", "filelock>=3.12",
-                               "orjson>=3.9", "pyparsing>=3.1"])
-
-
-def torch_python() -> Path | None:
-    name, packages = TORCH_VENV
-    return tool_venv(name, packages)
 
 
 @pytest.fixture(scope="module")
 def found(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    python = torch_python()
-    if python is None:
+    made = torch_python()
+    if made is None:
         pytest.skip("no virtualenv with torch could be made (no package index, or no torch wheel for this Python)")
+    python, with_torchvision = made
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ISICARCHIVE_NO_PROMPT": "1", "PYTHONWARNINGS": "error::UserWarning"}
     done = subprocess.run([str(python), str(ROOT / "tests" / "torch_checks.py"), str(tmp_path_factory.mktemp("torch"))],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    findings: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ("torchvision" in findings) == with_torchvision  # torchvision's checks ran wherever it is installed
+    return findings
+
+
+@pytest.fixture
+def torchvision(found: dict[str, Any]) -> dict[str, Any]:
+    if "torchvision" not in found:
+        pytest.skip(f"no virtualenv with torchvision at {TEST_CACHE / TORCHVISION_VENV[0]} "
+                    "(python benchmarks/training.py makes it)")
+    return found["torchvision"]
 
 
 pytestmark = pytest.mark.slow
@@ -99,3 +102,21 @@ def test_the_training_pages_pytorch_loop_runs(found: dict[str, Any]) -> None:
     docs = found["docs"]
     assert docs["blocks"] == 2
     assert "epoch 1: loss" in docs["output"] and "batches an epoch" in docs["output"]
+
+
+# ------------------------------------------------------------- torchvision
+def test_imagefolder_reads_the_export_as_our_dataset_does(torchvision: dict[str, Any]) -> None:
+    folder = torchvision["imagefolder"]
+    assert folder["classes"] == folder["ours"] == folder["exported"] and folder["class_to_idx"]
+    assert folder["len"] == folder["of"] > 0
+    # every sample: the same class, and the same tensor as torchvision's PIL loader and decode_image give
+    assert folder["same_target"] == folder["same_pixels"] == folder["same_decode"] == folder["len"]
+
+
+def test_a_splits_parts_are_imagefolders(torchvision: dict[str, Any]) -> None:
+    assert all(read == expected > 0 for read, expected in torchvision["split"].values())
+
+
+def test_torchvision_transforms_take_the_tensors(torchvision: dict[str, Any]) -> None:
+    assert torchvision["transform"]["shape"] == [8, 3, 32, 32] and torchvision["transform"]["dtype"] == "torch.float32"
+    assert 0 < torchvision["transform"]["max"] <= 1.0

@@ -1,5 +1,5 @@
 """Virtualenvs of the programs that judge the local archive (the official CLI, the original package,
-isic-metadata), made once from the package index and kept in the test cache.
+isic-metadata) and of torch, made once from the package index and kept in the test cache.
 
 ``ISICARCHIVE_TEST_CACHE`` moves the cache (default ``~/.cache/isicarchive-tests``).  A venv that
 could not be made (no package index, no suitable Python) gives None, and its test skips.
@@ -47,3 +47,28 @@ def tool_venv(name: str, packages: list[str], minimum: tuple[int, int] = (3, 10)
         return None
     ready.write_text("ok")
     return python
+
+
+#: the package's own dependencies, for the virtualenvs that run this checkout (on PYTHONPATH) beside torch
+PACKAGE_DEPENDENCIES = ["requests>=2.31", "urllib3>=2.0", "numpy>=1.24", "imageio>=2.31", "pillow>=10.0", "keyring>=24",
+                        "tqdm>=4.66", "filelock>=3.12", "orjson>=3.9", "pyparsing>=3.1"]
+#: torch (a CPU build where one lies on this disk) and webdataset: made by tests/test_torch.py on first use
+TORCH_VENV = ("torch-2.13.0", ["torch==2.13.0", "webdataset>=1.0", *PACKAGE_DEPENDENCIES])
+#: torchvision from the package index does not import beside the CPU torch 2.13.0; the pair that works here
+#: (torch 2.14.1 + torchvision 0.29.1) is a CUDA build of 5.5 GB, too much to make inside a test run:
+#: ``python benchmarks/training.py`` makes it
+TORCHVISION_VENV = ("torchvision-0.29.1", ["torch==2.14.1", "torchvision==0.29.1", "webdataset>=1.0",
+                                          *PACKAGE_DEPENDENCIES])
+
+
+def torch_python() -> tuple[Path, bool] | None:
+    """The python of a virtualenv with torch, and whether it has torchvision too; None where none can be made.
+
+    The torchvision virtualenv where it has been made (one interpreter then checks torch and torchvision:
+    importing torch costs some 3 s of CPU, and each interpreter pays it), else the torch one, made on first use.
+    """
+    with_torchvision = TEST_CACHE / TORCHVISION_VENV[0]
+    if (with_torchvision / ".ready").exists():
+        return with_torchvision / "bin" / "python", True
+    python = tool_venv(*TORCH_VENV)
+    return None if python is None else (python, False)

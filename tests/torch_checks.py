@@ -2,7 +2,11 @@
 
 Run as ``python torch_checks.py CACHE_FOLDER``: serves a local archive, checks the datasets and
 data loaders (fork and spawn workers, workers x ranks, a missing target, credentials in workers,
-masks, a warm epoch without requests) and prints one JSON object of findings.
+masks, a warm epoch without requests), torchvision's readers over the exports where torchvision
+imports, runs the Training page's PyTorch loop, and prints one JSON object of findings.
+
+One interpreter for all of it: importing torch costs some 3 s of CPU (torchvision and torch's
+optimisers, which import torch._dynamo, as much again), and each interpreter pays it.
 """
 
 from __future__ import annotations
@@ -128,6 +132,47 @@ def main(folder: Path) -> dict[str, Any]:
                           "epoch": loader_digests(masks, "fork") == [digest(masks[i][0]) for i in range(len(masks))],
                           "again": [digest(masks[i][1]) for i in range(len(masks))] == first,
                           "warm_requests": len(server.log)}
+        torchvision = torchvision_checks(selection, folder)
+        if torchvision is not None:
+            found["torchvision"] = torchvision
+    return found
+
+
+def torchvision_checks(selection: Any, folder: Path) -> dict[str, Any] | None:
+    """torchvision's ImageFolder and decode_image over the imagefolder export (a selection, a split's parts),
+    every sample compared with IsicDataset; None where torchvision does not import."""
+    # imported here: spawned loader workers import this module again, and need no torchvision
+    try:
+        from torchvision.datasets import ImageFolder
+        from torchvision.io import decode_image
+        from torchvision.transforms import v2
+        from torchvision.transforms.functional import pil_to_tensor
+    except ImportError:
+        return None
+    found: dict[str, Any] = {}
+    result = selection.export(folder / "out", layout="imagefolder", target="diagnosis_1")
+    ours = IsicDataset(selection, target="diagnosis_1")
+    theirs = ImageFolder(str(folder / "out"))
+    position = {stem: i for i, stem in enumerate(ours.samples.ids)}
+    same_pixels = same_decode = same_target = 0
+    for path, target in theirs.samples:
+        image, label = ours[position[Path(path).stem]]
+        same_pixels += torch.equal(pil_to_tensor(theirs.loader(path)), image)
+        same_decode += torch.equal(decode_image(path), image)
+        same_target += label == target
+    found["imagefolder"] = {"classes": theirs.classes, "ours": ours.classes, "exported": result.classes,
+                            "class_to_idx": theirs.class_to_idx == ours.class_to_idx, "len": len(theirs),
+                            "of": len(ours), "same_pixels": same_pixels, "same_decode": same_decode,
+                            "same_target": same_target}
+    parts = selection.split({"train": 0.7, "test": 0.3}, by="patient_id", seed=2)
+    parts.export(folder / "split", layout="imagefolder", target="diagnosis_1")
+    found["split"] = {name: [len(ImageFolder(str(folder / "split" / name))), len(part)]
+                      for name, part in parts.items()}
+    # torchvision's v2 transforms take the tensors as they come, in loader workers
+    resized = IsicDataset(selection, target="diagnosis_1",
+                          transform=v2.Compose([v2.Resize((32, 32)), v2.ToDtype(torch.float32, scale=True)]))
+    images, labels = next(iter(DataLoader(resized, batch_size=8, num_workers=2, shuffle=True)))
+    found["transform"] = {"shape": list(images.shape), "dtype": str(images.dtype), "max": float(images.max())}
     return found
 
 
