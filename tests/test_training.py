@@ -20,6 +20,7 @@ from isicarchive.legacy import V2_DIAGNOSIS_PATHS
 from isicarchive.testing import ArchiveConfig, LocalArchive
 from isicarchive.training import Samples, SessionHandle, decode_pixels, epoch_order, shard_indices, target_value
 from tests.conftest import make_api
+from tests.training_children import read_in_child
 
 
 @pytest.fixture(scope="module")
@@ -179,15 +180,6 @@ def test_decode_refuses_what_is_no_image() -> None:
 
 
 # ------------------------------------------------------- fork and spawn
-def _read_in_child(samples: Samples, indices: list[int], queue: Any) -> None:
-    try:
-        transport = samples.api.context.transport
-        pools = len(transport.session.adapters["http://"].poolmanager.pools)  # type: ignore[attr-defined]
-        queue.put((pools, [samples.pixels(i).tobytes() for i in indices], samples.api.request_count))
-    except BaseException as exc:  # noqa: BLE001  (reported to the parent)
-        queue.put(repr(exc))
-
-
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_worker_processes_open_their_own_connections(server: LocalArchive, method: str) -> None:
     api = make_api(server, api_version=1)  # no cache folder: every read is a request
@@ -196,7 +188,10 @@ def test_worker_processes_open_their_own_connections(server: LocalArchive, metho
     assert len(api.context.transport.session.adapters["http://"].poolmanager.pools) == 1  # type: ignore[attr-defined]
     context = multiprocessing.get_context(method)
     queue = context.Queue()
-    children = [context.Process(target=_read_in_child, args=(samples, [0, 1, 2, 3], queue)) for _ in range(2)]
+    # two forked children share the parent's memory, sockets included; a spawned child (a new interpreter,
+    # ~0.5 s of CPU) gets a pickled copy, and one shows what that copy opens
+    count = 2 if method == "fork" else 1
+    children = [context.Process(target=read_in_child, args=(samples, [0, 1, 2, 3], queue)) for _ in range(count)]
     for child in children:
         child.start()
     mine = [samples.pixels(i).tobytes() for i in (0, 1, 2, 3)]  # the parent reads meanwhile
@@ -222,7 +217,7 @@ def test_a_pickled_session_reopens_with_its_credentials(server: LocalArchive, tm
     assert isinstance(handle, SessionHandle) and handle.api is not api and handle.api.authenticated
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_read_in_child, args=(samples, [0, 1], queue))
+    child = context.Process(target=read_in_child, args=(samples, [0, 1], queue))
     child.start()
     answer = queue.get(timeout=60)
     child.join(timeout=30)
