@@ -6,7 +6,8 @@
 
 The session, the models and the selection are imported when first named
 (PEP 562), so ``import isicarchive`` and the command line's ``--help`` do
-not pay for numpy and requests; ``from isicarchive import IsicApi`` does.
+not pay for numpy and requests; ``from isicarchive import IsicApi`` pays for
+requests, and numpy waits for the first array (see ``isicarchive._lazy``).
 """
 
 from __future__ import annotations

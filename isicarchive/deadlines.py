@@ -163,13 +163,16 @@ class _Watchdog:
 
     def watch(self, deadline: Deadline) -> None:
         with self._wake:
+            earliest = self._heap[0][0] if self._heap else None
             self._push(deadline.expires_at, deadline, 0.0)
             if deadline.stall is not None:
                 self._push(deadline.started + deadline.stall, deadline, deadline.stall)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="isicarchive-deadlines", daemon=True)
                 self._thread.start()
-            else:
+            elif earliest is None or self._heap[0][0] < earliest:
+                # woken only when its next wake-up comes sooner: a wake-up per request (a thread switch
+                # and a pass over the heap each) cost a bulk download's every request for nothing
                 self._wake.notify()
 
     def _push(self, when: float, deadline: Deadline, what: float) -> None:

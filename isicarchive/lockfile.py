@@ -41,16 +41,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import _json
 from ._gc import collector_paused
+from ._lazy import lazy_module
 from ._version import __version__
 from .digests import image_digests, sha256_of
 from .errors import IsicError, NotFoundError, QueryError, UnsupportedError
 from .grouping import field_of
 from .licenses import attribution_of, license_of
 from .transport import record_id
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
 
 if TYPE_CHECKING:
     from .downloads import DownloadResult

@@ -35,9 +35,15 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from ._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
+
 
 try:  # the parser of Python's own engine: the tree gives each construct's exact meaning
     import re._constants as _sre  # type: ignore[import-not-found,unused-ignore]

@@ -62,13 +62,17 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ._gc import collector_paused
+from ._lazy import lazy_module
 from .errors import QueryError
 from .records import Held, RecordRows, RecordStore, decode_many
 from .regex import StringValues, string_values
 from .search import DECIMAL_FIELDS
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
 
 if TYPE_CHECKING:
     from .leakage import AuditReport
@@ -222,15 +226,14 @@ def _freeze(value: Any) -> Any:
     return (kind, value)
 
 
-#: numpy's vectorised string functions (numpy.strings from 2.0, numpy.char before)
-_NP_STRINGS = getattr(np, "strings", None)
 _REGEX_LITERAL = r"[^\\.^$*+?{}\[\]|()]+"
 _LITERAL_PREFIXES = re.compile(rf"\^\(({_REGEX_LITERAL}(?:\|{_REGEX_LITERAL})*)\)|\^({_REGEX_LITERAL})")
 _LITERAL = re.compile(_REGEX_LITERAL)
 #: fewer distinct values than this: Python's re over them beats the fixed cost of a pass through Arrow
 _RE2_MIN_VALUES = 1000
-_COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
-_DENSE_OPS = {**_COMPARE, "==": np.equal, "!=": np.not_equal}
+#: numpy's function of each comparison, by name (numpy is imported on first use, not with this module)
+_COMPARE = {"<": "less", "<=": "less_equal", ">": "greater", ">=": "greater_equal"}
+_DENSE_OPS = {**_COMPARE, "==": "equal", "!=": "not_equal"}
 
 
 #: the kind of a column whose values are told apart by :func:`_freeze`, one at a time
@@ -429,7 +432,7 @@ class _Column:
                 lookup = np.full(len(self.uniques), np.nan)
                 lookup[numeric[0]] = numeric[1]
                 self._dense = lookup[self.codes]
-            return _DENSE_OPS[op](self._dense, test)
+            return getattr(np, _DENSE_OPS[op])(self._dense, test)
         return None
 
     # per-distinct-value answers
@@ -448,7 +451,7 @@ class _Column:
             if numeric is not None:
                 codes, values = numeric
                 out = np.zeros(n, bool)
-                out[codes] = _COMPARE[op](values, test)
+                out[codes] = getattr(np, _COMPARE[op])(values, test)
                 return out
         if op in ("<", "<=", ">", ">=") and type(test) is str:
             return self._string_range(op, test)
@@ -502,14 +505,15 @@ class _Column:
                 strings[sorted_codes] = True
                 out = strings & ~out
             return out
-        if _NP_STRINGS is None or not _LITERAL.fullmatch(pattern):
+        vectorised = getattr(np, "strings", None)  # numpy's string functions (numpy.strings from 2.0)
+        if vectorised is None or not _LITERAL.fullmatch(pattern):
             return None
         if self._strings is None:
             string_codes = [c for c, v in enumerate(self.uniques) if type(v) is str]
             self._strings = (np.asarray(string_codes, np.int64),
                              np.asarray([self.uniques[c] for c in string_codes], dtype=np.dtypes.StringDType()))
         codes, values = self._strings
-        hit = _NP_STRINGS.find(values, pattern) >= 0
+        hit = vectorised.find(values, pattern) >= 0
         out = np.zeros(len(self.uniques), bool)
         out[codes] = hit if want_match else ~hit
         return out
@@ -956,6 +960,10 @@ class Selection(MutableMapping):
     dict of its own the first time it is changed.
     """
 
+    #: the view's row numbers, set by :meth:`of_rows` (a selection holding a dict of its own has none: and
+    #: making an empty array here imported numpy for every session, in ``IsicApi()``)
+    _rows: np.ndarray
+
     def __init__(self, items: Any = (), *, session: Any = None) -> None:
         #: the IsicApi the records came from (set by select_images, search_images and split): what
         #: training sets and exports read the images with
@@ -967,7 +975,6 @@ class Selection(MutableMapping):
         self._ids: list[str] = []
         self._records: Sequence[dict] = []
         self._position: dict[str, int] = {}
-        self._rows: np.ndarray = np.zeros(0, np.int64)
         self._member: np.ndarray | None = None
 
     @classmethod

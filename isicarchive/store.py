@@ -13,12 +13,11 @@ import logging
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from . import pixels
 from . import superpixels as _sp
+from ._lazy import lazy_module
 from .backends.base import Backend
 from .cache import IMCACHE_ID, Cache, safe_name
 from .downloads import (
@@ -37,6 +36,11 @@ from .models.annotation import markup_entry
 from .progress import progress as _progress
 from .records import RecordStore, read_lines, write_lines
 from .transport import Transport, record_id
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
 
 __all__ = ["Store"]
 

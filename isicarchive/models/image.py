@@ -5,13 +5,17 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .. import superpixels as _sp
+from .._lazy import lazy_module
 from ..errors import UnsupportedError
 from .base import Model
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_module("numpy", globals(), "np")  # imported on first use (see .._lazy)
 
 __all__ = ["Image"]
 
