@@ -88,8 +88,9 @@ def main(folder: Path) -> dict[str, Any]:
         found["missing_expected"] = sum(not r["metadata"]["clinical"].get("sex") for r in selection.values())
 
         # a cold cache streams: the files arrive with parallel transfers while the loader consumes
+        # (over the records in hand: a second metadata sync would show nothing more)
         cold = IsicApi(hostname=server.url, api_version=2, cache_folder=folder / "cold", progress=False)
-        stream = IsicIterableDataset(cold.select_images([["isic_id", "not is None"]]), target="diagnosis_1")
+        stream = IsicIterableDataset(list(selection.values()), api=cold, target="diagnosis_1")
         found["cold_stream"] = sorted(loader_digests(stream, "fork")) == sorted(serial)
 
         # credentials reach the workers: spawned workers of a signed-in v1 session fetch private images
