@@ -537,14 +537,20 @@ class Downloader:
         self._claim_lock = threading.Lock()
 
     def run(self, jobs: Iterable[Job], done: Callable[[Job], Path | None] | None = None,
-            desc: str = "Downloading") -> DownloadResult:
-        """Fetch every job; ``done(job)`` returns the path of a file already complete (skipped)."""
+            desc: str = "Downloading", done_before: Callable[[Job], Path | None] | None = None) -> DownloadResult:
+        """Fetch every job; ``done(job)`` returns the path of a file already complete (skipped).
+
+        ``done`` is asked again under each file's lock (another process may have fetched it meanwhile);
+        ``done_before``, if given, answers the first question, asked of every job before any transfer
+        starts (e.g. from one listing of the folder rather than a look-up per file and extension).
+        """
         started = time.monotonic()
         result = DownloadResult()
         todo: list[Job] = []
+        first_check = done_before or done
         for job in jobs:
             try:
-                existing = done(job) if done else None
+                existing = first_check(job) if first_check else None
             except OSError as exc:  # a name the file system refuses
                 result.failed[job.key] = f"cannot check {job.part.parent}: {exc.strerror or exc}"
                 continue

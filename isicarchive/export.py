@@ -124,9 +124,9 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
 
     def done(job: Job) -> Path | None:
         # exactly <name><one of our extensions>: a prefix glob listed the whole folder for every file
-        # (quadratic) and took ISIC_1.5.jpg for ISIC_1. Plain strings and os.stat: asked twice per file
-        # (before the transfers start, and again under the file's lock), a Path per extension cost more
-        # than the stat calls themselves
+        # (quadratic) and took ISIC_1.5.jpg for ISIC_1. Asked under the file's lock (the question before
+        # the transfers start is answered from one listing of the folder, _listed): plain strings and
+        # os.stat, since a Path per extension cost more than the stat calls themselves
         start = os.path.join(where, job.part.name[1:-5])
         for ext in EXTENSIONS:
             try:
@@ -143,7 +143,8 @@ def download_to_folder(store: Store, records: list[dict], folder: Path, workers:
         in_hand = {record_id(r): r for r in records if isinstance(r, dict)}
         result = _copy(store, jobs, _listed(folder), workers, in_hand)
     else:
-        result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images")
+        result = Downloader(store.http, workers, progress).run(jobs, done=done, desc="Images",
+                                                               done_before=_listed(folder))
     result.failed.update(unusable)
     with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
         write_csv(fh, columns, ([row.get(key) for key in columns] for row in rows))
@@ -198,8 +199,9 @@ _CLAIMED_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/pn
 
 def _listed(folder: Path) -> Any:
     """Which image file of a job the folder holds, from one listing of it: a copy out of an archive on disk
-    asks for every job at once, and a look-up per extension and job took seconds at 20,000 images (no
-    other process's files are waited for here: each copy is written whole, by rename, all the same)."""
+    and a download both ask for every job at once, and a look-up per extension and job took seconds at
+    20,000 images (a download asks again under each file's lock; a copy waits for no other process's
+    files: each copy is written whole, by rename, all the same)."""
     present = {entry.name for entry in os.scandir(folder) if entry.is_file()}
 
     def done(job: Job) -> Path | None:

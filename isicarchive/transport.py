@@ -513,9 +513,10 @@ class Transport:
         for key in [key for key, value in merged.items() if value is None]:  # as requests' merge drops them
             del merged[key]
         if isinstance(params, Mapping):
-            params = {key: value for key, value in params.items() if value is not None}
+            # None: no parameters to encode (an empty mapping costs requests a slow check of a typing Protocol)
+            params = {key: value for key, value in params.items() if value is not None} or None
         prepared.prepare(method=method.upper(), url=url, headers=merged, files=None,
-                         data=data if data is not None else [], params=params if params is not None else {},
+                         data=data if data is not None else [], params=params,
                          auth=auth, cookies=session.cookies, hooks=session.hooks, json=json_body)
         return session.send(prepared, stream=True, timeout=self.timeout,
                             verify=self._verify if self._verify is not None else True, cert=None,
