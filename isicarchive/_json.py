@@ -34,7 +34,7 @@ def loads(data: bytes | str) -> Any:
         if "depth limit" in str(exc):
             raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
         raise
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list)) and _may_nest(data):
         # orjson's encoder stops at MAX_DEPTH levels: the cheapest exact depth check there is
         # (a tenth of the parse), where a walk in Python would cost as much as the parse
         try:
@@ -49,3 +49,13 @@ def dumps(obj: Any) -> bytes:
     if _orjson is not None:
         return _orjson.dumps(obj, option=_orjson.OPT_NON_STR_KEYS)
     return _stdjson.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _may_nest(data: bytes | str) -> bool:
+    """Whether JSON text could nest MAX_DEPTH levels: each level opens a bracket, so text with fewer
+    (a record of the image cache: a few dozen) needs no other check."""
+    if isinstance(data, str):
+        return len(data) >= MAX_DEPTH and data.count("{") + data.count("[") >= MAX_DEPTH
+    if isinstance(data, (bytes, bytearray)):
+        return len(data) >= MAX_DEPTH and data.count(b"{") + data.count(b"[") >= MAX_DEPTH
+    return True  # a buffer of another kind: checked the long way

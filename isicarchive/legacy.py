@@ -78,12 +78,20 @@ _LEGACY_SPECIAL = {special: site for site, special in V2_SPECIAL_SITES.items()}
 _BENIGN_MALIGNANT = {"Benign": "benign", "Malignant": "malignant", "Indeterminate": "indeterminate"}
 
 
+#: (level, key) of a hierarchy's fields, most specific first (made once: legacy_clinical runs on every v2 record)
+_LEVELS = {field: tuple((level, f"{field}_{level}") for level in range(5, 0, -1))
+           for field in ("diagnosis", "anatom_site")}
+
+
 def legacy_term(clinical: dict, field: str, table: dict[tuple[int, str], str]) -> str | None:
     """The legacy value of the most specific node of ``field_1..5`` the table knows."""
-    for level in range(5, 0, -1):
-        value = clinical.get(f"{field}_{level}")
-        if value is not None and (level, value) in table:
-            return table[(level, value)]
+    levels = _LEVELS.get(field) or tuple((level, f"{field}_{level}") for level in range(5, 0, -1))
+    for level, key in levels:
+        value = clinical.get(key)
+        if isinstance(value, str):  # the table's nodes are text: a list or an object from the JSON is none
+            term = table.get((level, value))
+            if term is not None:
+                return term
     return None
 
 
@@ -99,14 +107,16 @@ def legacy_clinical(clinical: dict) -> dict[str, Any]:
     out: dict[str, Any] = {}
     diagnosis = legacy_term(clinical, "diagnosis", LEGACY_DIAGNOSES)
     if diagnosis is None:
-        diagnosis = next((clinical[f"diagnosis_{n}"] for n in range(5, 0, -1) if clinical.get(f"diagnosis_{n}")),
-                         None)
+        diagnosis = next((clinical[key] for _, key in _LEVELS["diagnosis"] if clinical.get(key)), None)
     if diagnosis is not None:
         out["diagnosis"] = diagnosis
-    if clinical.get("diagnosis_1") in _BENIGN_MALIGNANT:
-        out["benign_malignant"] = _BENIGN_MALIGNANT[clinical["diagnosis_1"]]
-    site = legacy_term(clinical, "anatom_site", LEGACY_SITES) or _LEGACY_SPECIAL.get(
-        clinical.get("anatom_site_special") or "")
+    # the fields are text; a list or an object from the JSON names nothing (and is no key of a dict)
+    top = clinical.get("diagnosis_1")
+    if isinstance(top, str) and top in _BENIGN_MALIGNANT:
+        out["benign_malignant"] = _BENIGN_MALIGNANT[top]
+    special = clinical.get("anatom_site_special")
+    site = legacy_term(clinical, "anatom_site", LEGACY_SITES) or (
+        _LEGACY_SPECIAL.get(special) if isinstance(special, str) else None)
     if site is not None:
         out["anatom_site_general"] = site
     return out

@@ -257,27 +257,52 @@ def read_lines(path: Path) -> RecordStore | None:
     Returns None for a file of another shape (the original package's, an
     older one's: one line of JSON), which the caller reads whole.  Raises
     ValueError (or OSError, EOFError) for a damaged file; an entry that is no
-    record (a list, text) is left out.
+    record (a list, text) is left out.  The file is read in blocks of
+    :data:`READ_BLOCK` bytes, whatever its size.
     """
     store = RecordStore()
-    held = store._held
     with gzip.open(path, "rb") as fh:
         if fh.readline() != b"{\n":
             return None
-        for line in fh:
-            if line == b"}":
-                return store
-            entry = line[:-2] if line.endswith(b",\n") else line[:-1] if line.endswith(b"\n") else line
-            parsed = _json.loads(b"{" + entry + b"}")  # checks the depth, as every read of the archive's JSON
+        rest = b""
+        while block := fh.read(READ_BLOCK):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            if lines and lines[-1] == b"}":
+                raise ValueError("an image cache file that goes on after its closing brace")
+            add_lines(store, [line[:-1] if line.endswith(b",") else line for line in lines])
+        if rest != b"}":
+            raise ValueError("the image cache file ends before its closing brace")
+    return store
+
+
+#: how much of an image cache file is decompressed at a time
+READ_BLOCK = 1 << 22
+
+
+def add_lines(store: RecordStore, entries: Iterable[bytes]) -> None:
+    """Add the entries of cache lines (``"<id>":<record JSON>``, no separator) to the store, each checked by
+    a JSON parse; an entry's own JSON is kept as it is.  ValueError for a line that is no entry."""
+    held, names = store._held, store.names
+    for entry in entries:
+        # the key ends at the first '":' unless it holds an escaped character
+        end = entry.find(b'":')
+        value: bytes | None
+        if entry[:1] == b'"' and end > 0 and b"\\" not in entry[:end]:
+            key = _json.loads(entry[:end + 1])
+            value = entry[end + 2:]
+            record = _json.loads(value)  # checks the depth, as every read of the archive's JSON
+        else:
+            parsed = _json.loads(b"{" + entry + b"}")
             if not isinstance(parsed, dict) or len(parsed) != 1:
                 raise ValueError("an image cache line that is not one entry")
             ((key, record),) = parsed.items()
-            if not isinstance(record, dict):
-                continue
             prefix = _json.dumps(key) + b":"
             # the line's own JSON where it starts with the key as written here, else the record written again
-            held[key] = entry[len(prefix):] if entry.startswith(prefix) else encode(record, checked=True)
-            name = record.get("name")
-            if type(name) is str and name:
-                store.names[name] = key
-    raise ValueError("the image cache file ends before its closing brace")
+            value = entry[len(prefix):] if entry.startswith(prefix) else None
+        if not isinstance(record, dict):
+            continue
+        held[key] = value if value is not None else encode(record, checked=True)
+        name = record.get("name")
+        if type(name) is str and name:
+            names[name] = key

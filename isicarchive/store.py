@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import gzip
 import logging
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from .downloads import (
     sniffed_type,
 )
 from .errors import AuthenticationError, IsicError, UnsupportedError
+from .metadata_sync import PartitionGone, SyncCheckpoint, SyncedRecords
 from .models.annotation import markup_entry
 from .progress import progress as _progress
 from .records import RecordStore, read_lines, write_lines
@@ -272,6 +272,15 @@ class Store:
             if not replace:
                 merged = self.load_image_cache()
             merged.update(records)
+            if replace and isinstance(records, SyncedRecords) and records.parts is not None:
+                # a complete v2 sync: the file is its partitions' gzip members joined (isicarchive/metadata_sync.py)
+                try:
+                    with self.cache.atomic_writer(path) as fh:
+                        records.parts.write_file(fh, records.partitions)
+                    records.parts.finish()
+                    return merged
+                except PartitionGone:  # another process finished the same sync meanwhile: written as usual
+                    pass
             with self.cache.atomic_writer(path) as fh, \
                     gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=1, mtime=0) as gz:
                 write_lines(gz, merged)
@@ -336,31 +345,3 @@ class Store:
         if cache is not None:
             cache.write_bytes(cache.path("sgmsk", segmentation_id, ".png"), data)
         return mask
-
-
-class SyncCheckpoint:
-    """The finished partitions of a metadata sync, one gzip JSON file each, until the sync completes.
-
-    An interrupted sync (a kill, a lost network) starts again with the
-    partitions it has; the folder is named after what the archive announced
-    (its record count), so a changed archive starts afresh.
-    """
-
-    def __init__(self, cache: Cache, folder: Path) -> None:
-        self.cache = cache
-        self.folder = folder
-
-    def load(self, name: str) -> list[dict] | None:
-        path = self.folder / f"{safe_name(name)}.json.gz"
-        if not path.is_file():
-            return None
-        records = self.cache.read_json_gz(path)
-        return records if isinstance(records, list) else None
-
-    def save(self, name: str, records: list[dict]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.cache.write_json_gz(self.folder / f"{safe_name(name)}.json.gz", records)
-
-    def finish(self) -> None:
-        """The sync is complete: forget its partitions."""
-        shutil.rmtree(self.folder, ignore_errors=True)

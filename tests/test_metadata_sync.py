@@ -125,3 +125,152 @@ def test_a_collector_the_user_turned_off_stays_off(server: LocalArchive, tmp_pat
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# ------------------------------------------------- partitions as the pieces of the image cache file
+def _cache_file(folder: Path) -> Path:
+    (found,) = folder.rglob("imcache_*.json.gz")
+    return found
+
+
+def _members(data: bytes) -> int:
+    """How many gzip members the bytes hold."""
+    import zlib
+
+    count = 0
+    while data:
+        reader = zlib.decompressobj(wbits=31)
+        reader.decompress(data)
+        assert reader.eof
+        data = reader.unused_data
+        count += 1
+    return count
+
+
+def test_a_complete_sync_writes_the_cache_file_from_its_partitions(server: LocalArchive, tmp_path: Path) -> None:
+    import gzip
+    import io
+    import json
+
+    from isicarchive.records import write_lines
+
+    spread(server)
+    api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False)
+    records = api.cache_images()
+    data = _cache_file(tmp_path).read_bytes()
+    expected = io.BytesIO()
+    write_lines(expected, records)  # type: ignore[arg-type]
+    text = gzip.decompress(data)
+    assert text == expected.getvalue()  # the same file as one written whole (any JSON reader reads it)
+    assert json.loads(text) == dict(records)
+    assert _members(data) > 100  # the partitions' own members, not compressed again
+    assert not list(tmp_path.rglob(".sync/*"))
+
+
+def test_a_damaged_partition_is_fetched_again(server: LocalArchive, tmp_path: Path) -> None:
+    spread(server)
+    api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False, retries=0)
+    api.context.backend.sync_workers = 1  # type: ignore[attr-defined]
+    server.faults.add("status", r"/images/search/$", query=r"isic_id:ISIC_[5-9]", status=500)
+    with pytest.raises(ArchiveUnavailableError):
+        api.cache_images()
+    server.faults.clear()
+    kept = sorted(tmp_path.rglob(".sync/*/*.lines.gz"))
+    assert len(kept) == 50
+    kept[3].write_bytes(kept[3].read_bytes()[:-9] + b"\x00" * 9)  # a torn tail: its CRC fails
+    kept[7].write_bytes(b"not gzip")
+    server.clear_log()
+    with pytest.warns(UserWarning, match="corrupt"):
+        records = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False).cache_images()
+    assert sorted(records) == sorted(im["name"] for im in server.data.visible_images(None))
+    asked = {r.query["query"][len("isic_id:"):len("isic_id:") + 7] for r in server.requests(r"/images/search/$")}
+    damaged = {path.name[:7] for path in (kept[3], kept[7])}
+    assert asked == {f"ISIC_{n:02d}" for n in range(50, 100)} | damaged
+
+
+def test_the_cache_file_is_written_whole_when_a_partition_went_away(server: LocalArchive, tmp_path: Path) -> None:
+    # another process that finished the same sync removes the partitions before this one writes its file
+    import gzip
+    import io
+    import shutil
+
+    from isicarchive.metadata_sync import SyncedRecords
+    from isicarchive.records import write_lines
+
+    spread(server)
+    api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False)
+    backend = api.context.backend
+    saved = api._store.sync_checkpoint("v2-count-1200")
+    records = backend._partitioned(None, saved)  # type: ignore[attr-defined]
+    assert isinstance(records, SyncedRecords) and records.partitions
+    shutil.rmtree(saved.folder)  # type: ignore[union-attr]
+    api._store.save_image_cache(records, replace=True)
+    expected = io.BytesIO()
+    write_lines(expected, records)
+    assert gzip.decompress(_cache_file(tmp_path).read_bytes()) == expected.getvalue()
+
+
+def test_records_outside_their_partition_are_left_out(server: LocalArchive) -> None:
+    # a server that ignores the search would hand every partition the same records: the count check
+    # then sends the sync to the plain walk, and no record is there twice
+    from isicarchive.backends.v2 import _kept
+
+    records = [{"isic_id": "ISIC_0100000", "metadata": {}}, {"isic_id": "ISIC_0200000", "metadata": {}}]
+    assert list(_kept(records, "ISIC_01")) == ["ISIC_0100000"]
+
+
+# --------------------------------------------------------------------------- normalising, remembered
+def test_remembered_legacy_terms_keep_each_records_own_values() -> None:
+    from isicarchive.backends.v2 import normalise
+
+    def clinical(value: Any) -> dict:
+        record = {"isic_id": "ISIC_0000001", "metadata": {"clinical": {"diagnosis_1": "Benign", "diagnosis_2": value}}}
+        return normalise(record)["meta"]["clinical"]
+
+    # 1, True and 1.0 are one key of a dict: each record keeps its own value as its diagnosis
+    assert [type(clinical(v)["diagnosis"]) for v in (1, True, 1.0)] == [int, bool, float]
+    assert clinical("Benign melanocytic proliferations")["diagnosis"] == "Benign melanocytic proliferations"
+    assert clinical(["a list"])["diagnosis"] == ["a list"]  # a TypeError before: no key of the legacy table
+    odd = {"isic_id": "ISIC_0000002", "metadata": {"clinical": {"diagnosis_1": ["x"], "anatom_site_special": {"y": 1}}}}
+    assert normalise(odd)["meta"]["clinical"]["diagnosis"] == ["x"]
+    first = clinical("Benign melanocytic proliferations")
+    first["diagnosis"] = "changed"  # a record's dict is its own: the remembered answer is not changed
+    assert clinical("Benign melanocytic proliferations")["diagnosis"] == "Benign melanocytic proliferations"
+
+
+def test_decimals_an_archive_sends_as_text_become_numbers_once_json_cannot_hold_them_exactly() -> None:
+    from isicarchive.backends.v2 import _kept
+
+    records = [{"isic_id": "ISIC_0000001", "metadata": {"clinical": {"mel_thick_mm": "1e999"}}},
+               {"isic_id": "ISIC_0000002", "metadata": {"clinical": {"mel_thick_mm": "0.80",
+                                                                      "clin_size_long_diam_mm": "x"}}}]
+    store = _kept(records)
+    held = dict(store.held())
+    assert type(held["ISIC_0000001"]) is dict  # an infinity: kept as it is, not as lossy JSON
+    assert store["ISIC_0000001"]["meta"]["clinical"]["mel_thick_mm"] == float("inf")
+    assert type(held["ISIC_0000002"]) is bytes
+    assert store["ISIC_0000002"]["metadata"]["clinical"] == {"mel_thick_mm": 0.8, "clin_size_long_diam_mm": "x"}
+
+
+# ------------------------------------------------------------------------------- reading the cache file
+def test_the_cache_file_is_read_in_blocks_that_split_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    from isicarchive import records as records_module
+    from isicarchive.records import RecordStore, read_lines, write_lines
+
+    store = RecordStore({f"ISIC_{i:07d}": {"name": f"ISIC_{i:07d}", "x": "é" * (i % 7), "quoted\"key": i}
+                         for i in range(300)})
+    store["odd \"id\""] = {"name": "escaped"}  # a key with an escaped quote: the slower path
+    path = tmp_path / "imcache.json.gz"
+    with gzip.open(path, "wb") as fh:
+        write_lines(fh, store)
+    for block in (1, 7, 100, 1 << 20):
+        monkeypatch.setattr(records_module, "READ_BLOCK", block)
+        read = read_lines(path)
+        assert read is not None and dict(read.items()) == dict(store.items()) and read.names == store.names
+    text = gzip.decompress(path.read_bytes())
+    for broken in (text[:-1], text + b"\n", text[:-2] + b"\n}\n}", text.replace(b'"ISIC_0000007":', b'"ISIC_0000007"')):
+        path.write_bytes(gzip.compress(broken))
+        with pytest.raises(ValueError):
+            read_lines(path)

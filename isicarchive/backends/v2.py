@@ -38,7 +38,8 @@ from ..errors import (
     QueryError,
     UnsupportedError,
 )
-from ..legacy import check_legacy_terms, legacy_clinical
+from ..legacy import LEGACY_DIAGNOSES, check_legacy_terms, legacy_clinical, legacy_term
+from ..metadata_sync import SyncCheckpoint, SyncedRecords
 from ..oauth import OAuthClient, OAuthToken, sign_in
 from ..records import RecordStore
 from ..search import DECIMAL_FIELDS, as_number
@@ -66,40 +67,115 @@ def _section(value: Any, isic_id: Any, where: str) -> dict:
 
 def normalise(record: dict) -> dict:
     """A v2 image record with the v1-style keys the models and selections read."""
+    return _normalised(record)[0]
+
+
+def _normalised(record: dict) -> tuple[dict, bool]:
+    """:func:`normalise`'s record, and whether JSON holds it exactly (a record decoded from JSON just now).
+
+    Only the decimals made numbers here can break that (``"1e999"`` is an
+    infinity JSON cannot hold), so the answer costs no walk over the record.
+    """
     # a shallow copy: the record was just decoded for this call, and copying every nested level of
     # hundreds of thousands of records cost more time than the whole page walk
     out = dict(record)
     isic_id = out.get("isic_id")
-    metadata = _section(out.get("metadata"), isic_id, "metadata")
-    acquisition = dict(_section(metadata.get("acquisition"), isic_id, "metadata.acquisition"))
-    clinical = dict(_section(metadata.get("clinical"), isic_id, "metadata.clinical"))
-    decimals = {key: number for key, value in clinical.items()
-                if key in DECIMAL_FIELDS and isinstance(value, str) and (number := as_number(value)) is not None}
+    metadata = out.get("metadata")
+    if type(metadata) is not dict:
+        metadata = _section(metadata, isic_id, "metadata")
+    acquisition = metadata.get("acquisition")
+    acquisition = dict(acquisition) if type(acquisition) is dict else \
+        dict(_section(acquisition, isic_id, "metadata.acquisition"))
+    clinical = metadata.get("clinical")
+    clinical = dict(clinical) if type(clinical) is dict else dict(_section(clinical, isic_id, "metadata.clinical"))
+    exact = True
+    # the archive sends its decimal columns as JSON strings ("24.10"): numbers here, in both views (two fields
+    # looked up, rather than every clinical field tested: this runs on every record of a sync)
+    decimals = None
+    for key in _DECIMAL_ORDER:
+        value = clinical.get(key)
+        if isinstance(value, str) and (number := _decimal(value)) is not None:
+            decimals = decimals or {}
+            decimals[key] = number
     if decimals:
-        # the archive sends its decimal columns as JSON strings ("24.10"): numbers here, in both views
         clinical.update(decimals)
         out["metadata"] = {**metadata, "clinical": {**metadata["clinical"], **decimals}}
+        exact = all(type(v) is not float or v - v == 0.0 for v in decimals.values())
     if "pixels_x" in acquisition:
         acquisition.setdefault("pixelsX", acquisition["pixels_x"])
     if "pixels_y" in acquisition:
         acquisition.setdefault("pixelsY", acquisition["pixels_y"])
     # the original's vocabulary (diagnosis, benign_malignant, anatom_site_general) from the hierarchies
-    for key, value in legacy_clinical(clinical).items():
-        clinical.setdefault(key, value)
+    _add_legacy(clinical)
     out.update(_id=isic_id, name=isic_id,
                meta={"acquisition": acquisition, "clinical": clinical, "unstructured": {}},
                dataset={"name": out.get("attribution"), "license": out.get("copyright_license")},
                notes={"tags": []})
-    return out
+    return out, exact
 
 
-def _kept(records: Iterable[dict]) -> RecordStore:
-    """Records as the archive sent them, normalised and kept as JSON (:class:`~isicarchive.records.RecordStore`)."""
+_DECIMAL_ORDER = tuple(sorted(DECIMAL_FIELDS))
+#: what normalise worked out before, by its input: an archive's records repeat a few thousand decimal texts
+#: ("0.80") and hierarchy paths, and a sync normalises every record (up to this many answers are kept)
+_REMEMBERED = 20_000
+_decimals: dict[str, float | int | None] = {}
+_legacies: dict[tuple, tuple[dict[str, Any], str | None]] = {}
+#: the clinical fields legacy_clinical reads
+_LEGACY_INPUTS = tuple(f"{field}_{level}" for field in ("diagnosis", "anatom_site") for level in range(1, 6)) + \
+    ("anatom_site_special",)
+
+
+def _decimal(text: str) -> float | int | None:
+    """:func:`~isicarchive.search.as_number` of a decimal column's text, remembered."""
+    number = _decimals.get(text, _decimals)
+    if number is _decimals:
+        number = as_number(text)
+        if len(_decimals) < _REMEMBERED:
+            _decimals[text] = number
+    return number  # type: ignore[return-value]
+
+
+def _add_legacy(clinical: dict) -> None:
+    """Add :func:`~isicarchive.legacy.legacy_clinical`'s fields to a record's clinical metadata (those it has
+    not), remembered by the fields it reads."""
+    inputs = tuple(map(clinical.get, _LEGACY_INPUTS))
+    try:
+        found = _legacies.get(inputs)
+    except TypeError:  # a list or an object from the JSON: no key of a dict
+        found = _legacy_of(clinical)
+    if found is None:
+        found = _legacy_of(clinical)
+        if len(_legacies) < _REMEMBERED:
+            _legacies[inputs] = found
+    answer, own = found
+    for key, value in answer.items():
+        # a diagnosis that is the record's own value (no legacy term) is read from the record: 1, 1.0 and True
+        # are one key of a dict, but each record keeps its own
+        clinical.setdefault(key, clinical[own] if own is not None and key == "diagnosis" else value)
+
+
+def _legacy_of(clinical: dict) -> tuple[dict[str, Any], str | None]:
+    """legacy_clinical's answer, and the field its diagnosis is the value of (None: a legacy term)."""
+    answer = legacy_clinical(clinical)
+    own = None
+    if "diagnosis" in answer and legacy_term(clinical, "diagnosis", LEGACY_DIAGNOSES) is None:
+        own = next(key for key in _DIAGNOSIS_FIELDS if clinical.get(key))
+    return answer, own
+
+
+_DIAGNOSIS_FIELDS = tuple(f"diagnosis_{level}" for level in range(5, 0, -1))
+
+
+def _kept(records: Iterable[dict], prefix: str = "") -> RecordStore:
+    """Records as the archive sent them, normalised and kept as JSON (:class:`~isicarchive.records.RecordStore`);
+    those whose id does not start with ``prefix`` are left out."""
     store = RecordStore()
-    for record in map(normalise, records):
-        # JSON's own types, but for the decimals normalise made numbers: "1e999" is an infinity JSON cannot hold
-        exact = all(type(v) is not float or v - v == 0.0 for v in record["meta"]["clinical"].values())
-        store.put(record_id(record), record, checked=exact)
+    put = store.put
+    for record in records:
+        out, exact = _normalised(record)
+        key = record_id(out)
+        if key.startswith(prefix):
+            put(key, out, checked=exact)
     return store
 
 
@@ -385,12 +461,15 @@ class V2Backend(Backend):
         searches (``isic_id:ISIC_00*`` … ``isic_id:ISIC_99*``) whose cursors
         are walked in parallel by :attr:`sync_workers` threads (16; set it on
         ``api.context.backend`` to be gentler or bolder).  With a
-        ``checkpoint`` (the count → a :class:`~isicarchive.store.SyncCheckpoint`)
+        ``checkpoint`` (the count → a :class:`~isicarchive.metadata_sync.SyncCheckpoint`)
         each finished partition is kept, so an interrupted sync resumes where
-        it stopped.  If the partitions do not add up to the count (ids of
-        another form), a plain walk of ``images/`` is done instead.  Only
-        unknown records are returned (all of them, replacing the cache, if
-        some disappeared).
+        it stopped; when all records are returned, as a
+        :class:`~isicarchive.metadata_sync.SyncedRecords`, the partitions are
+        the pieces the image cache file is written from, and the store
+        forgets them once it is written.  If the partitions do not add up to
+        the count (ids of another form), a plain walk of ``images/`` is done
+        instead.  Only unknown records are returned (all of them, replacing
+        the cache, if some disappeared).
         """
         first = self._get("images/", {"limit": 1})
         count = first.get("count")
@@ -399,14 +478,17 @@ class V2Backend(Backend):
         if on_total is not None and isinstance(count, int):
             on_total(count)
         saved = checkpoint(f"v2-count-{count}") if checkpoint is not None and isinstance(count, int) else None
-        records = self._partitioned(progress, saved)
-        if records is None or (isinstance(count, int) and len(records) != count):
+        records: RecordStore = self._partitioned(progress, saved)
+        if isinstance(count, int) and len(records) != count:
             log.info("the partitioned walk did not add up to the archive's count; walking images/ instead")
             records = _kept(self._cursor_pages("images/", progress=progress))
+        if not known or not known.keys() <= records.keys():
+            if saved is not None and not isinstance(records, SyncedRecords):
+                saved.finish()
+            # else the partitions become the image cache file, and are forgotten once it is written
+            return records, True
         if saved is not None:
             saved.finish()
-        if not known or not known.keys() <= records.keys():
-            return records, True
         return records.subset(key for key in records if key not in known), False
 
     #: parallel cursor walks of a metadata sync: a bound for the archive's sake (the official CLI downloads
@@ -415,7 +497,7 @@ class V2Backend(Backend):
     #: a partition with more records than this is split in ten by the next digit of the id
     sync_partition_size = 2000
 
-    def _partitioned(self, progress: ProgressHook | None, saved: Any) -> RecordStore | None:
+    def _partitioned(self, progress: ProgressHook | None, saved: SyncCheckpoint | None) -> SyncedRecords:
         """Every record, read as disjoint ``isic_id`` prefix searches walked in parallel.
 
         A partition whose first page announces more than
@@ -432,7 +514,7 @@ class V2Backend(Backend):
             if done is not None:
                 if progress:
                     progress(len(done))
-                return _kept(done), [], len(done)
+                return done, [], len(done)
             params = {"query": f"isic_id:{prefix}*", "limit": PAGE}
             first = self._get("images/search/", params)
             count = first.get("count")
@@ -447,10 +529,13 @@ class V2Backend(Backend):
                 found += results
                 if progress:
                     progress(len(results))
+            # kept as JSON here, in the walk's own thread: the archive's records never exist as dicts all at once;
+            # an id outside the prefix is no part of this partition (the count check then says something is off)
+            kept = _kept(found, prefix)
+            del found
             if saved is not None:
-                saved.save(prefix, found)
-            # kept as JSON here, in the walk's own thread: the archive's records never exist as dicts all at once
-            return _kept(found), [], count
+                saved.save(prefix, kept)  # compressed here too, where zlib leaves the other walks the interpreter
+            return kept, [], count
 
         parts: dict[str, RecordStore] = {}
         # a split partition's announced count, and what its parts have announced so far: the parts of
@@ -479,7 +564,8 @@ class V2Backend(Backend):
                         pending[pool.submit(walk, sub)] = sub
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        records = RecordStore()
+        # disjoint prefixes in order are ids in order: the partitions with records, joined, are the cache file
+        records = SyncedRecords(saved, [prefix for prefix in sorted(parts) if parts[prefix]])
         for prefix in sorted(parts):
             records.update(parts.pop(prefix))
         return records
