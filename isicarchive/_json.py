@@ -21,8 +21,13 @@ class TooDeep(ValueError):
     """JSON nested deeper than :data:`MAX_DEPTH`."""
 
 
-def loads(data: bytes | str) -> Any:
-    """Decode JSON; raises ValueError on malformed input (:class:`TooDeep` for too deep)."""
+def loads(data: bytes | str, check_depth: bool = True) -> Any:
+    """Decode JSON; raises ValueError on malformed input (:class:`TooDeep` for too deep).
+
+    ``check_depth=False``: the caller checks the depth of what it keeps (a
+    metadata sync encodes every record it keeps, which fails past
+    :data:`MAX_DEPTH` levels), and orjson's own limit (1,024) still holds.
+    """
     if _orjson is None:
         try:
             return _stdjson.loads(data)
@@ -34,7 +39,7 @@ def loads(data: bytes | str) -> Any:
         if "depth limit" in str(exc):
             raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None
         raise
-    if isinstance(value, (dict, list)) and _may_nest(data):
+    if check_depth and isinstance(value, (dict, list)) and _may_nest(data):
         # orjson's encoder stops at MAX_DEPTH levels: the cheapest exact depth check there is
         # (a tenth of the parse), where a walk in Python would cost as much as the parse
         try:

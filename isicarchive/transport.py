@@ -584,7 +584,7 @@ class Transport:
     max_error_bytes = 64 * 1024
 
     def get_json(self, endpoint: str, params: Mapping[str, Any] | None = None,
-                 expect: type | tuple[type, ...] | None = None, **kw: Any) -> Any:
+                 expect: type | tuple[type, ...] | None = None, check_depth: bool = True, **kw: Any) -> Any:
         """GET and decode JSON, retrying a body that does not parse.
 
         Parameters
@@ -592,6 +592,9 @@ class Transport:
         expect : type, optional
             ``dict`` or ``list``: a JSON value of another shape is an error
             (an HTML error page or a wrong answer from a proxy).
+        check_depth : bool
+            False: the caller checks the nesting of what it keeps itself
+            (see :func:`isicarchive._json.loads`).
         """
         attempts = self.policy.body_retries + 1
         for attempt in range(1, attempts + 1):
@@ -603,7 +606,7 @@ class Transport:
                                            f"more than the {self.max_json_bytes} accepted for JSON")
             try:
                 body = self._read_body(response, self.max_json_bytes, "GET", endpoint)
-                payload = _json.loads(body)
+                payload = _json.loads(body, check_depth=check_depth)
             except _BODY_ERRORS as exc:
                 problem = f"cut short ({type(exc).__name__})"
             except ValueError as exc:

@@ -274,3 +274,16 @@ def test_the_cache_file_is_read_in_blocks_that_split_lines(tmp_path: Path, monke
         path.write_bytes(gzip.compress(broken))
         with pytest.raises(ValueError):
             read_lines(path)
+
+
+def test_a_record_nested_too_deep_is_refused_where_the_sync_keeps_it() -> None:
+    # the sync's pages are not encoded again to check their depth: the records it keeps are checked as encoded
+    import orjson
+
+    from isicarchive.backends.v2 import _kept
+    from isicarchive.errors import ArchiveResponseError
+
+    deep = orjson.loads(b"[" * 300 + b"]" * 300)  # as a page parsed without the depth check holds it
+    records = [{"isic_id": "ISIC_0000001", "metadata": {}}, {"isic_id": "ISIC_0000002", "metadata": {"x": deep}}]
+    with pytest.raises(ArchiveResponseError, match="ISIC_0000002.*nested deeper than 254 levels"):
+        _kept(records)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .. import _json
 from ..errors import (
     ArchiveResponseError,
     AuthenticationError,
@@ -170,12 +171,16 @@ def _kept(records: Iterable[dict], prefix: str = "") -> RecordStore:
     """Records as the archive sent them, normalised and kept as JSON (:class:`~isicarchive.records.RecordStore`);
     those whose id does not start with ``prefix`` are left out."""
     store = RecordStore()
-    put = store.put
+    put, held = store.put, store._held
     for record in records:
         out, exact = _normalised(record)
         key = record_id(out)
         if key.startswith(prefix):
             put(key, out, checked=exact)
+            if exact and type(held[key]) is not bytes:
+                # JSON's own types that do not encode: nested deeper than any reader of the records takes
+                raise ArchiveResponseError(f"the archive sent image {key[:40]!r} nested deeper than "
+                                           f"{_json.MAX_DEPTH} levels")
     return store
 
 
@@ -189,9 +194,10 @@ class V2Backend(Backend):
     def is_id(self, value: str) -> bool:
         return bool(_ISIC_ID.match(value)) or value.isdigit()
 
-    def _get(self, endpoint: str, params: dict[str, Any] | None = None, what: str | None = None) -> Any:
+    def _get(self, endpoint: str, params: dict[str, Any] | None = None, what: str | None = None,
+             check_depth: bool = True) -> Any:
         try:
-            return self.http.get_json(endpoint, params=params, expect=dict)
+            return self.http.get_json(endpoint, params=params, expect=dict, check_depth=check_depth)
         except NotFoundError as exc:
             raise NotFoundError(f"{what or endpoint} not found (or you may not see it)",
                                 status=exc.status, url=exc.url) from None
@@ -211,12 +217,14 @@ class V2Backend(Backend):
                 if limit and seen >= limit:
                     return
 
-    def _walk(self, page: dict, key: str = "isic_id") -> Iterator[list[dict]]:
+    def _walk(self, page: dict, key: str = "isic_id", check_depth: bool = True) -> Iterator[list[dict]]:
         """The pages of records of a cursor walk from its first page, checked as they enter.
 
         A page without a list of records, a ``next`` that is not an address,
         a cursor seen before or more records than the first page announced
         end the walk with :class:`ArchiveResponseError` instead of looping on.
+        ``check_depth=False``: the caller checks the records' nesting (see
+        :func:`_kept`).
         """
         cursors: set[str] = set()
         announced = page.get("count")
@@ -243,7 +251,7 @@ class V2Backend(Backend):
                 raise ArchiveResponseError(f"the listing went on past the {announced} records it announced; "
                                            "stopped instead of looping")
             cursors.add(cursor)
-            page = self._get(cursor)
+            page = self._get(cursor, check_depth=check_depth)
 
     # ----------------------------------------------------------------- auth
     def __init__(self, transport: Transport) -> None:
@@ -516,7 +524,8 @@ class V2Backend(Backend):
                     progress(len(done))
                 return done, [], len(done)
             params = {"query": f"isic_id:{prefix}*", "limit": PAGE}
-            first = self._get("images/search/", params)
+            # the pages' nesting is checked where their records are encoded (_kept), not by encoding each page too
+            first = self._get("images/search/", params, check_depth=False)
             count = first.get("count")
             count = count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 0
             if count > 10 ** (digits - len(prefix)):
@@ -525,7 +534,7 @@ class V2Backend(Backend):
             if count > self.sync_partition_size and len(prefix) < digits:
                 return RecordStore(), [prefix + str(digit) for digit in range(10)], count
             found: list[dict] = []
-            for results in self._walk(first):
+            for results in self._walk(first, check_depth=False):
                 found += results
                 if progress:
                     progress(len(results))
