@@ -40,6 +40,10 @@ null = os.open(os.devnull, os.O_RDWR)
 os.dup2(null, 0)
 os.dup2(null, 1)
 PRELOAD
+# what the imports made is never garbage: kept out of the collector's sight, a child's collections and its
+# shutdown do not walk (and copy) the parent's pages (0.09 -> 0.04 s of CPU a command)
+import gc
+gc.freeze()
 start_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 site_path = [p for p in sys.path[1:] if p not in start_path]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import os
 import platform
 import signal
@@ -11,17 +12,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pytest
 
-distributed = pytest.importorskip("distributed")
-cloudpickle = pytest.importorskip("cloudpickle")
+# distributed and pandas are imported by the tests that use them: every xdist worker collects this module,
+# one runs it (importing both cost each of the others 1.5 s of CPU)
+if not all(importlib.util.find_spec(name) for name in ("distributed", "cloudpickle", "pandas")):
+    pytest.skip("the dask extra is not installed", allow_module_level=True)
+
+import cloudpickle  # noqa: E402
 
 from isicarchive import IsicApi, IsicError, QueryError  # noqa: E402
 from isicarchive.scaleout import ImageTaskError, SessionSpec  # noqa: E402
 from isicarchive.testing import LocalArchive  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # the workers are other processes: this module's functions travel by value, as a script's do
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -34,7 +42,15 @@ def archive() -> Iterator[LocalArchive]:
 
 
 @pytest.fixture(scope="module")
+def expected(archive: LocalArchive) -> dict[str, dict]:
+    """The serial loop over ``visible(archive)``: what every Dask run over those images must equal."""
+    return serial_loop(IsicApi(hostname=archive.url, api_version=1, progress=False), visible(archive))
+
+
+@pytest.fixture(scope="module")
 def client() -> Iterator[object]:
+    import distributed
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   silence_logs=40) as cluster, distributed.Client(cluster) as dask_client:
         yield dask_client
@@ -71,9 +87,8 @@ def visible(archive: LocalArchive, n: int = 24) -> list[str]:
 
 def test_results_identical_to_the_serial_loop(archive: LocalArchive, client: object, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str],
-                                              caplog: pytest.LogCaptureFixture) -> None:
+                                              caplog: pytest.LogCaptureFixture, expected: dict[str, dict]) -> None:
     ids = visible(archive)
-    expected = serial_loop(IsicApi(hostname=archive.url, api_version=1, progress=False), ids)
     api = IsicApi(hostname=archive.url, api_version=1, cache_folder=tmp_path, progress=True)
     frame = api.map_images(colours, ids, client=client, load=("imagedata", "superpixels"))
     assert list(frame.index) == ids and frame.index.name == "id"
@@ -107,7 +122,8 @@ def test_failures_become_rows_unless_strict(archive: LocalArchive, client: objec
     assert caught.value.image_id in doomed
 
 
-def test_a_killed_worker_costs_only_its_tasks(archive: LocalArchive, client: object, tmp_path: Path) -> None:
+def test_a_killed_worker_costs_only_its_tasks(archive: LocalArchive, client: object, tmp_path: Path,
+                                              expected: dict[str, dict]) -> None:
     ids = visible(archive)
     marker = tmp_path / "killed"
     victim = ids[len(ids) // 2]
@@ -122,7 +138,7 @@ def test_a_killed_worker_costs_only_its_tasks(archive: LocalArchive, client: obj
     api = IsicApi(hostname=archive.url, api_version=1, cache_folder=cache, progress=False)
     frame = api.map_images(dies_once, ids, client=client, load=("imagedata", "superpixels"), npartitions=6)
     assert marker.exists()
-    assert rows(frame) == serial_loop(IsicApi(hostname=archive.url, api_version=1, progress=False), ids)
+    assert rows(frame) == expected
     assert_cache_valid(cache)
 
 
@@ -139,11 +155,16 @@ def assert_cache_valid(cache: Path) -> None:
                 assert all(data[name].size for name in data.files)
 
 
-def test_two_clusters_share_one_cache_folder(archive: LocalArchive, client: object, tmp_path: Path) -> None:
+def test_two_clusters_share_one_cache_folder(archive: LocalArchive, client: object, tmp_path: Path,
+                                            expected: dict[str, dict]) -> None:
+    import distributed
+
     ids = visible(archive)
     cache = tmp_path / "shared"
     outcomes: dict[str, pd.DataFrame] = {}
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0",
+    # the second cluster's worker is a thread pool of this process (a third worker process cost 3 s of CPU): its
+    # two threads and the module cluster's two worker processes fill the same cache folder at once
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0",
                                   silence_logs=40) as other, distributed.Client(other) as second:
 
         def run(name: str, dask_client: object) -> None:
@@ -155,7 +176,6 @@ def test_two_clusters_share_one_cache_folder(archive: LocalArchive, client: obje
             thread.start()
         for thread in threads:
             thread.join(120)
-    expected = serial_loop(IsicApi(hostname=archive.url, api_version=1, progress=False), ids)
     assert rows(outcomes["first"]) == expected == rows(outcomes["second"])
     assert len(list(cache.rglob("image_*.jpg"))) == len(ids)
     assert_cache_valid(cache)
@@ -194,6 +214,8 @@ def test_a_function_that_cannot_travel_is_refused_before_any_work(archive: Local
 
 
 def test_lazy_form_and_selection_dataframes(archive: LocalArchive) -> None:
+    import pandas as pd
+
     api = IsicApi(hostname=archive.url, api_version=1, progress=False)
     ids = visible(archive, 10)
     lazy = api.map_images(colours, ids, load=("imagedata", "superpixels"), compute=False, npartitions=3)
@@ -220,6 +242,8 @@ def test_cluster_workers_run_without_the_profiler_and_with_fixed_allocator_thres
     # each slowed CPU-bound per-image work in a worker below the same work in one process (docs/benchmarks.md);
     # an earlier cluster of this process leaves Dask's threshold in its environment, which Dask lets win
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    # the cluster it starts has a worker process per core: one is enough to look into (a second cost 2.5 s of CPU)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
     api = IsicApi(hostname=archive.url, api_version=1, progress=False)
     frame = api.map_images(worker_settings, visible(archive, 4), client="cluster", load=(), progress=False)
     assert frame["error"].isna().all() and len(frame) == 4

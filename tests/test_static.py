@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +16,39 @@ from tool_venvs import TEST_CACHE
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _mypy_cache() -> Path:
+    """This checkout's mypy cache in the test cache; a new checkout's starts as a copy of the one used last.
+
+    mypy takes a cached module only where its source has the same hash (mtimes differ in a new clone), its
+    data file is the one its meta names, and the interfaces it depends on are unchanged, so a copy made from
+    another checkout (even one being written) re-checks what differs and all that depends on it: a new clone of
+    the same code is checked in 1 s instead of 26.
+    """
+    folders = TEST_CACHE / "mypy"
+    cache = folders / hashlib.sha256(str(ROOT).encode()).hexdigest()[:16]
+    if not cache.exists():
+        used = [p for p in folders.glob("*/last-run")]
+        if used:
+            seed = max(used, key=lambda p: p.stat().st_mtime).parent
+            copy = folders / f".{cache.name}.{os.getpid()}"
+            shutil.copytree(seed, copy, ignore=shutil.ignore_patterns("last-run"), dirs_exist_ok=True)
+            try:
+                copy.rename(cache)
+            except OSError:  # another process of this checkout made it first
+                shutil.rmtree(copy, ignore_errors=True)
+    return cache
+
+
 def test_package_type_checks() -> None:
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (pip install -e '.[test]')")
     # incremental, with a cache of its own per checkout in the test cache: a warm run re-checks only the
     # modules that changed (and those that depend on them), as mypy's default mode does; a cold run checks all
-    cache = TEST_CACHE / "mypy" / hashlib.sha256(str(ROOT).encode()).hexdigest()[:16]
+    cache = _mypy_cache()
     done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache)], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+    (cache / "last-run").touch()
 
 
 def test_code_passes_the_linter() -> None:

@@ -28,7 +28,10 @@ def found(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if made is None:
         pytest.skip("no virtualenv with torch could be made (no package index, or no torch wheel for this Python)")
     python, with_torchvision = made
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ISICARCHIVE_NO_PROMPT": "1", "PYTHONWARNINGS": "error::UserWarning"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ISICARCHIVE_NO_PROMPT": "1", "PYTHONWARNINGS": "error::UserWarning",
+           # torch's OpenMP threads spin-wait between operations (the page's CNN steps cost twice the CPU on two
+           # cores); these checks are about data, not speed (data-loader workers take one thread anyway)
+           "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(python), str(ROOT / "tests" / "torch_checks.py"), str(tmp_path_factory.mktemp("torch"))],
                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
