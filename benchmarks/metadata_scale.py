@@ -10,7 +10,10 @@ shown (CPU time is the steadier figure on a busy machine).
 Baselines measured in the same run:
 
 - the floor: decoding every record's JSON with orjson (what any index built
-  from the records pays), in the same process after the index;
+  from decoded records pays), in the same process after the index;
+- the pure build (``ImageIndex.COLUMNAR = False``: records decoded with
+  orjson and transposed in Python) of the same records, in the same process
+  after that (the index the session uses is pyarrow's where it is installed);
 - with ``--before PATH``: the same session run on another copy of the library
   (``PATH`` holds its ``isicarchive`` package, e.g. a checkout of the previous
   release: ``git archive <commit> | tar -x -C PATH``), alternating with ours.
@@ -61,6 +64,16 @@ for start in range(0, len(blobs), 5000):
     orjson.loads(b"[" + b",".join(blobs[start:start + 5000]) + b"]")
 out["floor_cpu"] = time.process_time() - cpu
 gc.enable()
+del blobs
+# the pure build (every record decoded with orjson) of the same records, where this copy has both builds
+from isicarchive.selection import ImageIndex
+if getattr(ImageIndex, "COLUMNAR", False):
+    from isicarchive.arrowindex import arrow_available
+    out["columnar"] = arrow_available()
+    ImageIndex.COLUMNAR = False
+    wall, cpu = time.perf_counter(), time.process_time()
+    ImageIndex(records)
+    out.update(pure_s=time.perf_counter() - wall, pure_cpu=time.process_time() - cpu)
 print(json.dumps(out), flush=True)
 """
 
@@ -124,6 +137,13 @@ def main() -> None:
                     show(f"{label}, second session (the cache file)", version, second)
                     print(f"    index build: {first['index_cpu'] / first['floor_cpu']:.2f}x the CPU of decoding "
                           "the records' JSON alone")
+                    for which, f in (("first", first), ("second", second)):
+                        if "pure_cpu" in f:
+                            print(f"    {which} session: the pure build of the same records (no pyarrow) took "
+                                  f"{f['pure_s']:.2f} s (CPU {f['pure_cpu']:.2f} s): the "
+                                  f"{'columnar' if f['columnar'] else 'pure (no pyarrow)'} build was "
+                                  f"{f['pure_s'] / f['index_s']:.2f}x faster "
+                                  f"(CPU {f['pure_cpu'] / f['index_cpu']:.2f}x)")
                 ours = runs[0][1][0]
                 seconds[(version, size)] = ours["sync_s"]
                 if before is not None:

@@ -44,6 +44,7 @@ fall back to the per-record evaluation, which is exact and slower.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import html
 import itertools
 import operator
@@ -62,8 +63,10 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any
 
+from . import arrowindex
 from ._gc import collector_paused
 from ._lazy import lazy_module
+from .arrowindex import ArrowSlice, read_slice
 from .errors import QueryError
 from .records import Held, RecordRows, RecordStore, decode_many
 from .regex import StringValues, string_values
@@ -281,8 +284,9 @@ class _Column:
     the key exists (dict-key membership needs that).
     """
 
-    __slots__ = ("_arrow_strings", "_base", "_dense", "_eq", "_keys", "_kind", "_next", "_none", "_numeric",
-                 "_present", "_raw", "_rows", "_sorted_strings", "_strings", "_vals", "codes", "uniques")
+    __slots__ = ("_arrow_strings", "_arrow_values", "_base", "_by_row", "_dense", "_eq", "_keys", "_kind", "_next",
+                 "_none", "_numeric", "_present", "_raw", "_rows", "_sorted_strings", "_strings", "_vals", "codes",
+                 "uniques")
 
     def __init__(self) -> None:
         self.uniques: list[Any] = [None]
@@ -295,6 +299,10 @@ class _Column:
         self._base = self._next = 1
         self._rows = array("i")
         self._vals = array("i")
+        # or, for a column most records have, the (provisional) id by row: half the memory of rows and values
+        self._by_row: np.ndarray | None = None
+        # the pyarrow build's distinct values of each slice, one Arrow type, told apart by Arrow (see extend_arrow)
+        self._arrow_values: list[Any] = []
         self.codes: np.ndarray = np.zeros(0, np.int32)
         self._eq: dict[Any, list[int]] | None = None
         self._numeric: tuple[np.ndarray, np.ndarray] | None = None
@@ -332,6 +340,8 @@ class _Column:
         index reads.  A column of mixed kinds (``1`` and ``1.0`` and ``True``
         are one dict key) takes :meth:`append` for every value.
         """
+        if self._arrow_values:
+            self._settle()
         kind, keyed = _keyed_by_kind(values, kinds)
         if kind is not None and self._kind is not _GENERAL and self._raw is None and len(self.uniques) > 1:
             self._raw_from_uniques()  # a column finished before (more records added): its values as keys
@@ -356,6 +366,74 @@ class _Column:
         self._rows.frombytes(rows.astype(np.int32).tobytes())
         self._vals.frombytes(ids.tobytes())
 
+    def extend_coded(self, rows: np.ndarray, codes: np.ndarray, distinct: Sequence[Any], n_rows: int = 0,
+                     span: int = 0) -> None:
+        """:meth:`extend` for values given as codes into their distinct values (pyarrow's dictionary encoding).
+
+        The distinct values take their provisional ids in their order (the
+        order of their first rows), so the column ends as :meth:`extend` leaves it.
+        ``n_rows``: the rows the index will have when these records are in;
+        a column that most of the ``span`` rows read at once have keeps an id
+        per row (of ``n_rows``) instead of rows and values.
+        """
+        if self._arrow_values:
+            self._settle()
+        kind, keyed = _keyed_by_kind(distinct)
+        if kind is not None and self._kind is not _GENERAL and self._raw is None and len(self.uniques) > 1:
+            self._raw_from_uniques()
+        if kind is not None:
+            kind = _shared_kind(self._kind, kind)
+        if kind is None:
+            self.extend(rows, _gather(distinct, codes.tolist()))
+            return
+        if self._raw is None:
+            self._raw, self._base, self._next = {}, len(self.uniques), len(self.uniques)
+        self._kind = kind
+        ids = np.fromiter(map(self._raw.setdefault, keyed, itertools.count(self._next)), np.int32, len(distinct))
+        self._next += len(distinct)
+        self._put(rows, ids[codes], n_rows, span)
+
+    def extend_arrow(self, rows: np.ndarray, codes: np.ndarray, distinct: Any, n_rows: int = 0,
+                     span: int = 0) -> None:
+        """:meth:`extend_coded` with the distinct values as an Arrow array (strings, integers, booleans or
+        floats), kept so: the values of every slice are told apart by Arrow when the records are in
+        (:meth:`_settle`), which merges exactly what a dict of them merges (one type of value), instead of
+        one dict look-up per value here (a near-unique column: a look-up per record)."""
+        if self._raw is not None or len(self.uniques) > 1 or self._rows or (
+                self._arrow_values and self._arrow_values[0].type != distinct.type):
+            self.extend_coded(rows, codes, distinct.to_pylist(), n_rows, span)
+            return
+        if not self._arrow_values:
+            self._base = self._next = len(self.uniques)
+        self._arrow_values.append(distinct)
+        ids = (codes + self._next).astype(np.int32)
+        self._next += len(distinct)
+        self._put(rows, ids, n_rows, span)
+
+    def _put(self, rows: np.ndarray, ids: np.ndarray, n_rows: int, span: int) -> None:
+        """Keep the provisional ids of these rows (by row, for a column most rows have)."""
+        if self._by_row is None and not self._rows and rows.size * 2 > span and n_rows > self.codes.size:
+            self._by_row = np.zeros(n_rows, np.int32)
+        if self._by_row is not None and rows.size and rows[-1] < self._by_row.size:
+            self._by_row[rows] = ids
+        else:
+            self._rows.frombytes(rows.astype(np.int32).tobytes())
+            self._vals.frombytes(ids.astype(np.int32).tobytes())
+
+    def in_first_row_order(self) -> None:
+        """Number the distinct values in the order of the rows where they first occur (as one pass in row order
+        leaves them), after rows were added out of order."""
+        first = np.full(len(self.uniques), self.codes.size, np.int64)
+        np.minimum.at(first, self.codes, np.arange(self.codes.size))
+        order = np.argsort(first[1:], kind="stable") + 1
+        order = order[first[order] < self.codes.size]
+        if np.array_equal(order, np.arange(1, len(self.uniques))):
+            return
+        renumber = np.zeros(len(self.uniques), np.int32)
+        renumber[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+        self.uniques = [None, *(self.uniques[c] for c in order.tolist())]
+        self.codes = renumber[self.codes]
+
     def _raw_from_uniques(self) -> None:
         """Key the values a finished column already has by themselves, where one kind allows it."""
         kind, keyed = _keyed_by_kind(self.uniques[1:])
@@ -370,17 +448,28 @@ class _Column:
     def _settle(self) -> None:
         """Turn the provisional ids of :meth:`extend` into codes (new values appended to ``uniques``)."""
         raw = self._raw
-        if raw is None:
-            return
         base = self._base
-        count = len(raw) - (base - 1)
-        lookup = np.arange(self._next, dtype=np.int32)
-        lookup[np.fromiter(itertools.islice(raw.values(), base - 1, None), np.int64, count)] = \
-            np.arange(base, base + count, dtype=np.int32)
-        added = itertools.islice(raw, base - 1, None)
-        self.uniques.extend(map(list, added) if self._kind is list else added)
+        if self._arrow_values:
+            from .arrowindex import distinct_in_order
+
+            ids, distinct = distinct_in_order(self._arrow_values)
+            self._arrow_values = []
+            lookup = np.arange(self._next, dtype=np.int32)
+            lookup[base:] = ids + base
+            self.uniques.extend(distinct)
+        elif raw is None:
+            return
+        else:
+            count = len(raw) - (base - 1)
+            lookup = np.arange(self._next, dtype=np.int32)
+            lookup[np.fromiter(itertools.islice(raw.values(), base - 1, None), np.int64, count)] = \
+                np.arange(base, base + count, dtype=np.int32)
+            added = itertools.islice(raw, base - 1, None)
+            self.uniques.extend(map(list, added) if self._kind is list else added)
         if self._vals:
             self._vals = array("i", lookup[np.frombuffer(self._vals, dtype=np.int32)].tobytes())
+        if self._by_row is not None:
+            np.take(lookup, self._by_row, out=self._by_row)  # (0, no value, stays 0)
         self._raw, self._kind, self._keys = None, None, None
         self._base = self._next = len(self.uniques)
 
@@ -388,8 +477,15 @@ class _Column:
         """Move appended rows into ``codes`` (length ``n_rows``; missing = None)."""
         self._settle()
         self._kind = None
-        codes = np.zeros(n_rows, np.int32)
-        codes[: self.codes.size] = self.codes
+        by_row, self._by_row = self._by_row, None
+        if by_row is not None and by_row.size == n_rows and not self.codes.size:
+            codes = by_row  # (no copy)
+        else:
+            codes = np.zeros(n_rows, np.int32)
+            codes[: self.codes.size] = self.codes
+            if by_row is not None:
+                have = np.flatnonzero(by_row)
+                codes[have] = by_row[have]
         if self._rows:
             codes[np.frombuffer(self._rows, dtype=np.int32)] = np.frombuffer(self._vals, dtype=np.int32)
         self.codes = codes
@@ -708,6 +804,10 @@ class ImageIndex:
 
     #: records decoded and read at once: a slice of a store is ~15 MB of dicts (and memory reused by the next)
     SLICE = 5000
+    #: read the records' JSON text into columns with pyarrow where it is installed (see :mod:`.arrowindex`)
+    COLUMNAR = True
+    #: records read by pyarrow at once (~20 MB of text)
+    ARROW_SLICE = 20000
 
     def add(self, records: Mapping[str, dict]) -> None:
         """Index more records (new ids are appended; known ids are replaced)."""
@@ -728,18 +828,69 @@ class ImageIndex:
         self.ids.extend(held)
         self._held.extend(held.values())
         self._position.update(zip(held, itertools.count(start)))
-        for first in range(start, len(self.ids), self.SLICE):
-            stop = min(first + self.SLICE, len(self.ids))
-            records = decode_many(self._held[first:stop])
-            if set(map(type, records)) == {dict}:
-                self._read_level(records, np.arange(first, stop, dtype=np.int64), "")
-            else:
-                rows = [row for row, record in enumerate(records, first) if isinstance(record, dict)]
-                self._read_level([records[row - first] for row in rows], np.asarray(rows, np.int64), "")
-            del records
+        from concurrent.futures import ThreadPoolExecutor
+
+        columnar = self.COLUMNAR and arrowindex.arrow_available()
+        step = self.ARROW_SLICE if columnar else self.SLICE
+        starts = range(start, len(self.ids), step)
+        reordered: set[str] = set()
+        with ThreadPoolExecutor(1) if columnar else contextlib.nullcontext() as pool:
+            # pyarrow reads the next slice (mostly without the GIL) while this thread takes in the last one
+            ahead = pool.submit(read_slice, self._held[start:start + step]) if pool is not None else None
+            for first in starts:
+                stop = min(first + step, len(self.ids))
+                got = ahead.result() if ahead is not None else None
+                if pool is not None and stop < len(self.ids):
+                    ahead = pool.submit(read_slice, self._held[stop:stop + step])
+                if got is None:
+                    for part in range(first, stop, self.SLICE):
+                        self._read_rows(np.arange(part, min(part + self.SLICE, stop), dtype=np.int64))
+                    continue
+                self._take_columns(got, first)
+                pure = got.pure
+                del got
+                arrowindex.release_memory()  # the slice's Arrow memory, not kept for the next one (~100 MB)
+                if pure.size:
+                    grown = {path: len(column._rows) for path, column in self._columns.items()}
+                    for part in range(0, pure.size, self.SLICE):
+                        self._read_rows(pure[part:part + self.SLICE] + first)
+                    if pure.size < stop - first:  # rows read after others of their slice: out of order
+                        reordered.update(path for path, column in self._columns.items()
+                                         if len(column._rows) != grown.get(path))
         for column in self._columns.values():
             column.finish(len(self.ids))
+        if columnar:
+            arrowindex.release_memory()
+        for path in reordered:
+            self._columns[path].in_first_row_order()
         self._dict_masks.clear()
+
+    def _read_rows(self, rows: np.ndarray) -> None:
+        """Index these rows' records, decoded (the pure way)."""
+        records = decode_many([self._held[row] for row in rows.tolist()])
+        if set(map(type, records)) == {dict}:
+            self._read_level(records, rows, "")
+        else:
+            picked = [i for i, record in enumerate(records) if isinstance(record, dict)]
+            self._read_level([records[i] for i in picked], rows[picked], "")
+
+    def _take_columns(self, got: ArrowSlice, first: int) -> None:
+        """Add the columns pyarrow read from a slice of records (rows ``first`` on)."""
+        if got.dotted_root_keys:
+            self._dotted_root_keys |= got.dotted_root_keys
+        for names, rows in got.dict_rows.items():
+            path = ".".join(names)
+            self._dict_paths.add(path)
+            self._dict_rows.setdefault(path, array("i")).frombytes((rows + first).astype(np.int32).tobytes())
+        for names, leaf in got.leaves.items():
+            path = ".".join(names)
+            column = self._columns.get(path)
+            if column is None:
+                column = self._columns[path] = _Column()
+            if isinstance(leaf.distinct, list):
+                column.extend_coded(leaf.rows + first, leaf.codes, leaf.distinct, len(self.ids), got.size)
+            else:
+                column.extend_arrow(leaf.rows + first, leaf.codes, leaf.distinct, len(self.ids), got.size)
 
     def _read_level(self, dicts: Sequence[dict], rows: np.ndarray, prefix: str) -> None:
         """Index one level of the records, a key at a time over all of them (the per-value work in C).

@@ -1,0 +1,356 @@
+"""The selection index's columns read by pyarrow's JSON reader, a slice of records at a time.
+
+:class:`~isicarchive.selection.ImageIndex` needs, for every dotted path of
+the records, a code per record and the distinct values.  Decoding the records
+into Python dicts (millions of small objects) and transposing them costs
+several times the JSON parse; pyarrow's reader parses the records' JSON text
+(the bytes a :class:`~isicarchive.records.RecordStore` keeps, one record a
+line) straight into columns, in C++ and on every core, and
+``dictionary_encode`` gives each column's codes and distinct values.
+
+Arrow's reading is not Python's in a few places, and those are settled so
+that the index is the one the pure build makes, value for value:
+
+- a ``null`` in the JSON and a missing key are both null in Arrow (the index
+  tells them apart): a key's null is found in the text (``"key":null``);
+  where that does not say which dict holds it, the record is decoded and
+  the paths looked up (:func:`_explicit_nulls`);
+- a column of numbers where some are floats is all doubles in Arrow (``1``
+  would read as ``1.0``; integers past 2**63 lose digits), and a list of
+  objects is read with every key any of them has: the records with a whole
+  number in such a column, or with such a list, are decoded and give their
+  own values (:func:`_exact_values`);
+- records kept as objects (not JSON text) are left to the pure build.
+
+A slice Arrow refuses (one key with a number in one record and text in
+another, a key twice in an object, a number too big for a double) is read
+the pure way as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .records import Held
+else:
+    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
+
+__all__ = ["ArrowSlice", "arrow_available", "read_slice"]
+
+# pyarrow, imported by the first build that uses it (it costs a fifth of a second: not at start-up)
+_pa: Any = None
+_pc: Any = None
+_pj: Any = None
+
+
+def arrow_available() -> bool:
+    """Whether pyarrow can be imported (and imports it for this module)."""
+    global _pa, _pc, _pj
+    if _pa is None:
+        try:
+            import pyarrow
+            import pyarrow.compute
+            import pyarrow.json
+        except ImportError:
+            return False
+        _pa, _pc, _pj = pyarrow, pyarrow.compute, pyarrow.json
+    return True
+
+
+class Leaf:
+    """A path that holds plain values in this slice: the rows that have one and their codes into
+    ``distinct`` (a list, or an Arrow array of strings, integers, booleans or floats)."""
+
+    __slots__ = ("codes", "distinct", "rows")
+
+    def __init__(self, rows: np.ndarray, codes: np.ndarray, distinct: Any) -> None:
+        self.rows = rows
+        self.codes = codes
+        self.distinct = distinct
+
+
+class ArrowSlice:
+    """What one slice's text gave: the paths that hold dicts (with their rows), the leaves, and the rows
+    (positions in the slice) to be read the pure way."""
+
+    __slots__ = ("dict_rows", "dotted_root_keys", "leaves", "pure", "size")
+
+    def __init__(self, size: int) -> None:
+        #: the records in the slice
+        self.size = size
+        self.dict_rows: dict[tuple[str, ...], np.ndarray] = {}
+        self.leaves: dict[tuple[str, ...], Leaf] = {}
+        self.dotted_root_keys: set[str] = set()
+        self.pure: np.ndarray = np.zeros(0, np.int64)
+
+
+def _plain_list(kind: Any) -> bool:
+    """Whether a list type's values read back exactly (strings, whole numbers, booleans, nulls, lists of them)."""
+    if _pa.types.is_list(kind) or _pa.types.is_large_list(kind):
+        return _plain_list(kind.value_type)
+    return bool(_pa.types.is_string(kind) or _pa.types.is_large_string(kind) or _pa.types.is_int64(kind)
+                or _pa.types.is_boolean(kind) or _pa.types.is_null(kind))
+
+
+def distinct_in_order(chunks: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """The distinct values of Arrow arrays of one type, in the order they first occur, and for each value of
+    the arrays (one after the other) the number of its distinct value; empties ``chunks``."""
+    encoded = _pa.chunked_array(chunks).combine_chunks().dictionary_encode()
+    chunks.clear()
+    ids, distinct = _numpy(encoded.indices).astype(np.int32), encoded.dictionary.to_pylist()
+    del encoded
+    release_memory()
+    return ids, distinct
+
+
+def release_memory() -> None:
+    """Give back the memory Arrow's allocator keeps for reuse (the slices' tables are gone when the index is
+    built)."""
+    if _pa is not None:
+        _pa.default_memory_pool().release_unused()
+
+
+def _walk(array: Any, path: tuple[str, ...],
+          valid: np.ndarray | None) -> Iterator[tuple[tuple[str, ...], Any, np.ndarray | None]]:
+    """Every path of a struct array with its array (structs too; nulls where a level above is missing) and
+    where the dict that holds it exists (None: in every record)."""
+    for field, child in zip(array.type, array.flatten(), strict=True):
+        here = (*path, field.name)
+        yield here, child, valid
+        if _pa.types.is_struct(child.type):
+            yield from _walk(child, here, _numpy(child.is_valid()))
+
+
+def _numpy(array: Any) -> np.ndarray:
+    return array.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+
+
+def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
+    """The columns of a slice of records, or None where Arrow cannot read it (read it all the pure way)."""
+    if not arrow_available():
+        return None
+    out = ArrowSlice(len(held))
+    # (a record's text has no line break: orjson escapes them in strings; a carriage return that some
+    # other writer left between tokens would make Arrow's row count or parse fail, and the slice pure)
+    every = set(map(type, held)) == {bytes}
+    text_rows = range(len(held)) if every else [i for i, h in enumerate(held) if type(h) is bytes]
+    pure = np.ones(len(held), bool)
+    pure[text_rows] = False
+    if not text_rows:
+        out.pure = np.arange(len(held), dtype=np.int64)
+        return out
+    texts: list[bytes] = held if every else [held[i] for i in text_rows]  # type: ignore[assignment, misc]
+    try:
+        table = _pj.read_json(_pa.BufferReader(b"\n".join(texts)),
+                              read_options=_pj.ReadOptions(use_threads=threads, block_size=1 << 20))
+    except (_pa.ArrowInvalid, _pa.ArrowNotImplementedError, _pa.ArrowTypeError):
+        return None
+    if table.num_rows != len(texts):
+        return None
+    records = table.combine_chunks().to_struct_array()
+    del table
+    if isinstance(records, _pa.ChunkedArray):
+        records = records.combine_chunks()
+    for field in records.type:
+        if "." in field.name:  # no dotted path names it; a look-up of its prefix becomes special
+            out.dotted_root_keys.add(field.name)
+    paths = [(path, array, valid) for path, array, valid in _walk(records, (), None)
+             if not any("." in name for name in path)]
+    # values Arrow may have read otherwise than Python (see the module's text), to be taken from the records
+    exact: dict[tuple[str, ...], np.ndarray] = {}
+    for path, array, _ in paths:
+        kind = array.type
+        if _pa.types.is_struct(kind) or _pa.types.is_null(kind):
+            continue
+        if _pa.types.is_floating(kind):
+            values = _numpy(array)
+            with np.errstate(invalid="ignore"):
+                whole = np.flatnonzero(np.floor(values) == values)  # was it 1 or 1.0? (NaN: missing)
+            if whole.size:
+                exact[path] = whole
+        elif _pa.types.is_list(kind) or _pa.types.is_large_list(kind):
+            if not _plain_list(kind):
+                exact[path] = np.flatnonzero(_numpy(array.is_valid()))
+        elif not (_pa.types.is_string(kind) or _pa.types.is_large_string(kind) or _pa.types.is_int64(kind)
+                  or _pa.types.is_boolean(kind)):
+            return None  # a type this reader does not know (no JSON value should give one)
+    with_null = np.flatnonzero(np.fromiter((b"null" in text for text in texts), bool, len(texts)))
+    nulls = _explicit_nulls(texts, with_null, paths) if with_null.size else {}
+    rows = np.asarray(text_rows, np.int64)
+    out.pure = np.flatnonzero(pure)
+    patches: dict[tuple[str, ...], tuple[np.ndarray, list[Any]]] = {
+        path: (where, [None] * where.size) for path, where in nulls.items() if where.size}
+    if exact:
+        patches.update(_exact_values(texts, exact))
+    for path, array, _ in paths:
+        kind = array.type
+        valid = array.is_valid()
+        leaf: tuple[np.ndarray, np.ndarray, list[Any]] | None = None
+        if _pa.types.is_null(kind) or valid.false_count == len(array):
+            pass
+        elif _pa.types.is_struct(kind):
+            out.dict_rows[path] = rows if valid.false_count == 0 else rows[_numpy(valid)]
+        elif path not in exact or not (_pa.types.is_list(kind) or _pa.types.is_large_list(kind)):
+            everywhere = valid.false_count == 0
+            where = np.arange(len(array)) if everywhere else np.flatnonzero(_numpy(valid))
+            present = array if everywhere else array.filter(valid)
+            if _pa.types.is_list(kind) or _pa.types.is_large_list(kind):
+                codes, distinct = _lists(present)
+                if codes is None:  # lists that cannot be keyed: every row's own list
+                    codes, distinct = np.arange(len(distinct)), distinct
+            else:
+                encoded = present.dictionary_encode()
+                codes, distinct = _numpy(encoded.indices), encoded.dictionary
+            leaf = (where, codes, distinct)
+        patch = patches.pop(path, None)
+        if patch is not None:
+            leaf = _patched(leaf, *patch)
+        if leaf is not None:
+            out.leaves[path] = Leaf(rows[leaf[0]], leaf[1], leaf[2])
+    for path, (patch_rows, patch_values) in patches.items():  # keys that hold null wherever they are
+        leaf = _patched(None, patch_rows, patch_values)
+        out.leaves[path] = Leaf(rows[leaf[0]], leaf[1], leaf[2])
+    return out
+
+
+def _exact_values(texts: list[bytes],
+                  exact: dict[tuple[str, ...], np.ndarray]) -> dict[tuple[str, ...], tuple[np.ndarray, list[Any]]]:
+    """The values at these paths and rows, as Python reads the records' JSON."""
+    from .records import decode_many
+
+    rows = np.unique(np.concatenate(list(exact.values())))
+    records = dict(zip(rows.tolist(), decode_many([texts[row] for row in rows.tolist()]), strict=True))
+    out = {}
+    for path, where in exact.items():
+        values = []
+        for row in where.tolist():
+            value = records[row]
+            for name in path:
+                value = value[name]
+            values.append(value)
+        out[path] = (where, values)
+    return out
+
+
+def _patched(leaf: tuple[np.ndarray, np.ndarray, list[Any]] | None, rows: np.ndarray,
+             values: list[Any]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """A leaf (rows, codes, distinct values) with these rows' values set, its distinct values in the order
+    of their first rows and none that no row has."""
+    if leaf is None:
+        all_rows, codes, distinct = rows, np.arange(len(values)), list(values)
+    else:
+        where, codes, distinct = leaf
+        if not isinstance(distinct, list):
+            distinct = distinct.to_pylist()
+        unpatched = ~np.isin(where, rows)
+        all_rows = np.concatenate([where[unpatched], rows])
+        codes = np.concatenate([codes[unpatched], np.arange(len(distinct), len(distinct) + len(values))])
+        distinct = [*distinct, *values]
+    order = np.argsort(all_rows, kind="stable")
+    all_rows, codes = all_rows[order], codes[order]
+    used, first = np.unique(codes, return_index=True)
+    by_first = used[np.argsort(first, kind="stable")]
+    renumber = np.zeros(len(distinct), np.int64)
+    renumber[by_first] = np.arange(len(by_first))
+    return all_rows, renumber[codes], [distinct[code] for code in by_first.tolist()]
+
+
+def _explicit_nulls(texts: list[bytes], with_null: np.ndarray,
+                    paths: list[tuple[tuple[str, ...], Any, Any]]) -> dict[tuple[str, ...], np.ndarray]:
+    """Where a key holds ``null`` (Arrow reads it as missing): path -> Arrow rows.
+
+    In compact JSON an object's key with a null value reads ``{"key":null`` or ``,"key":null``, and no
+    string holds that text (its quotes would be escaped).  Each such key is matched to the paths ending in
+    it that are null in Arrow's row while their dict exists.  A record where that does not settle it (a key
+    of that name null in one dict and missing in another, a ``null`` anywhere else: in a list, in a string,
+    after a space) is decoded, and each of those paths looked up in it.
+    """
+    chosen = _pa.array([texts[i] for i in with_null.tolist()], _pa.binary())
+    parts = _pc.split_pattern(chosen, '":null')
+    lengths = _numpy(_pc.list_value_length(parts)).astype(np.int64)
+    unsure = _numpy(_pc.count_substring(chosen, "null")) != lengths - 1
+    pieces = parts.flatten()
+    owner = np.repeat(np.arange(len(chosen)), lengths)
+    member = np.ones(len(pieces), bool)
+    member[np.cumsum(lengths) - 1] = False  # the text after the last match
+    keys = _pc.struct_field(_pc.extract_regex(pieces.filter(_pa.array(member)), r'[{,]"(?P<key>[^"\\]*)$'), [0])
+    owner = owner[member]
+    unsure[owner[_numpy(keys.is_null())]] = True
+    encoded = keys.dictionary_encode()
+    codes = _numpy(encoded.indices.fill_null(-1))
+    by_name: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
+    for path, array, valid in paths:
+        missing = _numpy(array.is_null())[with_null]
+        if valid is not None:
+            missing &= valid[with_null]
+        by_name.setdefault(path[-1], []).append((path, missing))
+    found: dict[tuple[str, ...], list[np.ndarray]] = {}
+    ambiguous: list[tuple[list[tuple[tuple[str, ...], np.ndarray]], np.ndarray]] = []
+    for code, raw in enumerate(encoded.dictionary.to_pylist()):
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            name = None
+        matched = np.bincount(owner[codes == code], minlength=len(chosen))
+        candidates = by_name.get(name, []) if name is not None else []
+        if not candidates:
+            unsure |= matched > 0
+            continue
+        counted = np.sum([missing for _, missing in candidates], axis=0)
+        settled = (matched > 0) & (matched == counted)
+        for path, missing in candidates:
+            found.setdefault(path, []).append(np.flatnonzero(missing & settled))
+        doubt = np.flatnonzero((matched > 0) & (matched != counted))
+        if doubt.size:  # e.g. null in one dict, missing in another: look those paths up in the record
+            ambiguous.append((candidates, doubt))
+    out = {path: np.concatenate(where) for path, where in found.items()}
+    out = {path: where[~unsure[where]] for path, where in out.items()}
+    checks = [(candidates, doubt[~unsure[doubt]]) for candidates, doubt in ambiguous]
+    if unsure.any():  # every path null in Arrow's row is looked up in the record
+        checks.append(([entry for entries in by_name.values() for entry in entries], np.flatnonzero(unsure)))
+    if checks:
+        from .records import decode_many
+
+        rows = np.unique(np.concatenate([doubt for _, doubt in checks])).tolist()
+        records = dict(zip(rows, decode_many([chosen[row].as_py() for row in rows]), strict=True))
+        added: dict[tuple[str, ...], list[int]] = {}
+        for candidates, doubt in checks:
+            for path, missing in candidates:
+                added.setdefault(path, []).extend(
+                    row for row in doubt[missing[doubt]].tolist() if _holds_null(records[row], path))
+        for path, more in added.items():
+            if more:
+                out[path] = np.sort(np.concatenate([out.get(path, np.zeros(0, np.int64)), more]))
+    return {path: with_null[where] for path, where in out.items() if where.size}
+
+
+def _holds_null(record: Any, path: tuple[str, ...]) -> bool:
+    """Whether the record has the path's last key, with None, in the dict the path leads to."""
+    for name in path[:-1]:
+        record = record.get(name) if type(record) is dict else None
+    return type(record) is dict and path[-1] in record and record[path[-1]] is None
+
+
+def _lists(array: Any) -> tuple[np.ndarray | None, list[Any]]:
+    """A list array's (no nulls) codes and distinct lists, or (None, every list) where they cannot be keyed.
+
+    Lists of strings usually repeat (tags): each distinct one is made a Python list once.
+    """
+    if len(array.flatten()) == 0:
+        return np.zeros(len(array), np.int64), [[]]
+    if _pa.types.is_string(array.type.value_type) and not _pc.any(
+            _pc.match_substring(array.flatten(), "\x1f")).as_py():
+        # with no separator in any string, its count and the strings joined by it tell the lists apart
+        keys = _pc.binary_join_element_wise(_pc.cast(_pc.list_value_length(array), _pa.string()),
+                                            _pc.binary_join(array, "\x1f"), "\x1f")
+        encoded = keys.dictionary_encode()
+        distinct = [[] if text.startswith("0\x1f") else text.split("\x1f")[1:]
+                    for text in encoded.dictionary.to_pylist()]
+        return encoded.indices.to_numpy(zero_copy_only=False), distinct
+    return None, array.to_pylist()
