@@ -104,13 +104,14 @@ def api_factory() -> object:
     return make_api
 
 
-#: the modules that take longest (wall time, 2026-12: Dask clusters, torch in its venv, the docs site, the
-#: official CLI, sleeping fault tests), run first: xdist hands each worker whole modules in collection order,
-#: and a long module handed out last keeps one core busy while the other has nothing left to do
-LONGEST_FIRST = ["test_scaleout.py", "test_torch.py", "test_v2.py", "test_torchvision.py", "test_docs.py",
-                 "test_static.py", "test_examples.py", "test_original_package.py", "test_superpixels.py",
-                 "test_first_day.py", "test_fault_matrix.py", "test_training.py", "test_cli.py", "test_trickles.py",
-                 "test_crash_and_disk.py"]
+#: the modules that take longest (wall time, 2026-12-07 evening: torch in its venv, Dask clusters, the docs site,
+#: the examples, the sleeping Ctrl-C, CLI, fault and trickle tests), run first: xdist hands each worker whole
+#: modules in collection order, and a long module handed out last keeps one core busy while the others have
+#: nothing left to do
+LONGEST_FIRST = ["test_torch.py", "test_scaleout.py", "test_docs.py", "test_examples.py", "test_first_day.py",
+                 "test_cli.py", "test_fault_matrix.py", "test_v2.py", "test_metadata_sync.py", "test_superpixels.py",
+                 "test_static.py", "test_original_package.py", "test_releases.py", "test_trickles.py",
+                 "test_training.py", "test_crash_and_disk.py"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
