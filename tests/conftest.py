@@ -106,8 +106,8 @@ def api_factory() -> object:
 
 #: the modules that take longest (wall time, 2026-12-07 evening: torch in its venv, Dask clusters, the docs site,
 #: the examples, the sleeping Ctrl-C, CLI, fault and trickle tests), run first: xdist hands each worker whole
-#: modules in collection order, and a long module handed out last keeps one core busy while the others have
-#: nothing left to do
+#: modules in collection order (with --no-loadscope-reorder, pyproject's addopts), and a long module handed out
+#: last keeps one core busy while the others have nothing left to do
 LONGEST_FIRST = ["test_torch.py", "test_scaleout.py", "test_docs.py", "test_examples.py", "test_first_day.py",
                  "test_cli.py", "test_fault_matrix.py", "test_v2.py", "test_metadata_sync.py", "test_superpixels.py",
                  "test_static.py", "test_original_package.py", "test_releases.py", "test_trickles.py",
