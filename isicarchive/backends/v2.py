@@ -45,7 +45,7 @@ from ..oauth import OAuthClient, OAuthToken, sign_in
 from ..records import RecordStore
 from ..search import DECIMAL_FIELDS, as_number
 from ..search import parse as explain
-from ..transport import Transport, checked_record, record_id
+from ..transport import Transport, checked_record
 from .base import Backend, ProgressHook
 
 __all__ = ["V2Backend", "normalise"]
@@ -174,7 +174,8 @@ def _kept(records: Iterable[dict], prefix: str = "") -> RecordStore:
     put, held = store.put, store._held
     for record in records:
         out, exact = _normalised(record)
-        key = record_id(out)
+        isic_id = out["_id"]
+        key = isic_id if type(isic_id) is str else str(isic_id)  # record_id's answer, without the call
         if key.startswith(prefix):
             put(key, out, checked=exact)
             if exact and type(held[key]) is not bytes:
