@@ -98,13 +98,25 @@ def _plain_list(kind: Any) -> bool:
                 or _pa.types.is_boolean(kind) or _pa.types.is_null(kind))
 
 
-def distinct_in_order(chunks: list[Any]) -> tuple[np.ndarray, list[Any]]:
+def distinct_in_order(chunks: list[Any], canonical: tuple[dict[str, int], list[str]] | None = None,
+                      ) -> tuple[np.ndarray, list[Any]]:
     """The distinct values of Arrow arrays of one type, in the order they first occur, and for each value of
-    the arrays (one after the other) the number of its distinct value; empties ``chunks``."""
-    encoded = _pa.chunked_array(chunks).combine_chunks().dictionary_encode()
+    the arrays (one after the other) the number of its distinct value; empties ``chunks``.
+
+    ``canonical``: a position of each string and the strings (the index's ids): distinct strings found
+    there are those very objects (a column of ids, or of names equal to them, holds no second copy).
+    """
+    encoded = _pa.chunked_array(chunks).dictionary_encode()  # one dictionary for every chunk
     chunks.clear()
-    ids, distinct = _numpy(encoded.indices).astype(np.int32), encoded.dictionary.to_pylist()
+    ids = np.concatenate([_numpy(chunk.indices) for chunk in encoded.chunks]).astype(np.int32)
+    dictionary = encoded.chunk(0).dictionary
     del encoded
+    distinct = dictionary.to_pylist()
+    if canonical is not None and distinct and type(distinct[0]) is str and distinct[0] in canonical[0] \
+            and len(distinct) * 2 > len(canonical[1]):
+        position, strings = canonical
+        distinct = [strings[row] if (row := position.get(value)) is not None else value for value in distinct]
+    del dictionary
     release_memory()
     return ids, distinct
 

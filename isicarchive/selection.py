@@ -276,6 +276,13 @@ def _keyed_by_kind(values: Sequence[Any], kinds: set[type] | None = None) -> tup
     return None, ()
 
 
+def _narrowest(codes: np.ndarray, count: int) -> np.ndarray:
+    """The codes in the narrowest integer type that holds ``count`` codes (most columns have few values: a
+    byte a record instead of four)."""
+    kind = np.uint8 if count <= 1 << 8 else np.uint16 if count <= 1 << 16 else np.int32
+    return codes if codes.dtype == kind else codes.astype(kind)
+
+
 class _Column:
     """One dotted path: a code per record and the distinct values.
 
@@ -413,8 +420,10 @@ class _Column:
     def _put(self, rows: np.ndarray, ids: np.ndarray, n_rows: int, span: int) -> None:
         """Keep the provisional ids of these rows (by row, for a column most rows have)."""
         if self._by_row is None and not self._rows and rows.size * 2 > span and n_rows > self.codes.size:
-            self._by_row = np.zeros(n_rows, np.int32)
+            self._by_row = np.zeros(n_rows, np.uint8)
         if self._by_row is not None and rows.size and rows[-1] < self._by_row.size:
+            if self._next > np.iinfo(self._by_row.dtype).max:  # (a byte per row while the ids fit in one)
+                self._by_row = self._by_row.astype(np.uint16 if self._next <= 1 << 16 else np.int32)
             self._by_row[rows] = ids
         else:
             self._rows.frombytes(rows.astype(np.int32).tobytes())
@@ -432,7 +441,7 @@ class _Column:
         renumber = np.zeros(len(self.uniques), np.int32)
         renumber[order] = np.arange(1, len(order) + 1, dtype=np.int32)
         self.uniques = [None, *(self.uniques[c] for c in order.tolist())]
-        self.codes = renumber[self.codes]
+        self.codes = _narrowest(renumber[self.codes], len(self.uniques))
 
     def _raw_from_uniques(self) -> None:
         """Key the values a finished column already has by themselves, where one kind allows it."""
@@ -445,14 +454,15 @@ class _Column:
         self._base = self._next = len(self.uniques)
         self._keys = None
 
-    def _settle(self) -> None:
-        """Turn the provisional ids of :meth:`extend` into codes (new values appended to ``uniques``)."""
+    def _settle(self, canonical: tuple[dict[str, int], list[str]] | None = None) -> None:
+        """Turn the provisional ids of :meth:`extend` into codes (new values appended to ``uniques``;
+        ``canonical``: see :func:`~isicarchive.arrowindex.distinct_in_order`)."""
         raw = self._raw
         base = self._base
         if self._arrow_values:
             from .arrowindex import distinct_in_order
 
-            ids, distinct = distinct_in_order(self._arrow_values)
+            ids, distinct = distinct_in_order(self._arrow_values, canonical)
             self._arrow_values = []
             lookup = np.arange(self._next, dtype=np.int32)
             lookup[base:] = ids + base
@@ -469,13 +479,14 @@ class _Column:
         if self._vals:
             self._vals = array("i", lookup[np.frombuffer(self._vals, dtype=np.int32)].tobytes())
         if self._by_row is not None:
-            np.take(lookup, self._by_row, out=self._by_row)  # (0, no value, stays 0)
+            np.take(lookup.astype(self._by_row.dtype), self._by_row, out=self._by_row)  # (0 stays 0)
         self._raw, self._kind, self._keys = None, None, None
         self._base = self._next = len(self.uniques)
 
-    def finish(self, n_rows: int) -> None:
-        """Move appended rows into ``codes`` (length ``n_rows``; missing = None)."""
-        self._settle()
+    def finish(self, n_rows: int, canonical: tuple[dict[str, int], list[str]] | None = None) -> None:
+        """Move appended rows into ``codes`` (length ``n_rows``; missing = None; ``canonical``: as
+        :meth:`_settle` takes it)."""
+        self._settle(canonical)
         self._kind = None
         by_row, self._by_row = self._by_row, None
         if by_row is not None and by_row.size == n_rows and not self.codes.size:
@@ -488,7 +499,7 @@ class _Column:
                 codes[have] = by_row[have]
         if self._rows:
             codes[np.frombuffer(self._rows, dtype=np.int32)] = np.frombuffer(self._vals, dtype=np.int32)
-        self.codes = codes
+        self.codes = _narrowest(codes, len(self.uniques))
         self._rows = array("i")
         self._vals = array("i")
         self._keys = None
@@ -858,7 +869,7 @@ class ImageIndex:
                         reordered.update(path for path, column in self._columns.items()
                                          if len(column._rows) != grown.get(path))
         for column in self._columns.values():
-            column.finish(len(self.ids))
+            column.finish(len(self.ids), (self._position, self.ids))
         if columnar:
             arrowindex.release_memory()
         for path in reordered:
