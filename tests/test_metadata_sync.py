@@ -40,6 +40,21 @@ def test_partitions_in_parallel_give_every_record_once(server: LocalArchive, tmp
     assert again.cache_images() == records and len(server.log) == 1  # nothing new: one request
 
 
+def test_an_archive_of_a_few_pages_is_walked_with_one_cursor(tmp_path: Path) -> None:
+    # 100 prefix searches for 240 records cost 24 parallel requests a round for five rounds; three pages do
+    with LocalArchive(seed=29, config=ArchiveConfig(images=240, datasets=2, private_datasets=0)) as archive:
+        spread(archive)
+        api = IsicApi(hostname=archive.url, api_version=2, cache_folder=tmp_path, progress=False)
+        archive.clear_log()
+        records = api.cache_images()
+        assert sorted(records) == sorted(im["name"] for im in archive.data.visible_images(None))
+        assert not archive.requests(r"/images/search/$")
+        assert len(archive.requests(r"/images/$")) == 1 + 3  # the count, then three pages of 100
+        again = IsicApi(hostname=archive.url, api_version=2, cache_folder=tmp_path, progress=False)
+        archive.clear_log()
+        assert again.cache_images() == records and len(archive.log) == 1  # nothing new: one request
+
+
 def test_an_interrupted_sync_resumes_where_it_stopped(server: LocalArchive, tmp_path: Path) -> None:
     spread(server)
     api = IsicApi(hostname=server.url, api_version=2, cache_folder=tmp_path, progress=False, retries=0)

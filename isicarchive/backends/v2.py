@@ -466,7 +466,8 @@ class V2Backend(Backend):
         """One request (the first page, which carries the count) when nothing is new.
 
         v2 pages with opaque cursors, so new images cannot be fetched alone:
-        when the count changed, the whole list is read again, as disjoint
+        when the count changed, the whole list is read again: with one
+        cursor when it fills at most :attr:`sync_single_walk_pages` pages, else as disjoint
         searches (``isic_id:ISIC_00*`` … ``isic_id:ISIC_99*``) whose cursors
         are walked in parallel by :attr:`sync_workers` threads (24; set it on
         ``api.context.backend`` to be gentler or bolder).  With a
@@ -486,9 +487,15 @@ class V2Backend(Backend):
             return RecordStore(), False
         if on_total is not None and isinstance(count, int):
             on_total(count)
-        saved = checkpoint(f"v2-count-{count}") if checkpoint is not None and isinstance(count, int) else None
-        records: RecordStore = self._partitioned(progress, saved)
-        if isinstance(count, int) and len(records) != count:
+        saved = None
+        single = isinstance(count, int) and count <= self.sync_single_walk_pages * PAGE
+        if single:
+            # a few pages: one cursor walk asks less (and waits no longer) than a hundred prefix searches
+            records: RecordStore = _kept(self._cursor_pages("images/", progress=progress))
+        else:
+            saved = checkpoint(f"v2-count-{count}") if checkpoint is not None and isinstance(count, int) else None
+            records = self._partitioned(progress, saved)
+        if not single and isinstance(count, int) and len(records) != count:
             log.info("the partitioned walk did not add up to the archive's count; walking images/ instead")
             records = _kept(self._cursor_pages("images/", progress=progress))
         if not known or not known.keys() <= records.keys():
@@ -506,6 +513,9 @@ class V2Backend(Backend):
     sync_workers = 24
     #: a partition with more records than this is split in ten by the next digit of the id
     sync_partition_size = 2000
+    #: an archive of at most this many pages is walked with one cursor, not as 100 prefix searches (which
+    #: take ~5 rounds of 24 parallel requests whatever the archive holds)
+    sync_single_walk_pages = 5
 
     def _partitioned(self, progress: ProgressHook | None, saved: SyncCheckpoint | None) -> SyncedRecords:
         """Every record, read as disjoint ``isic_id`` prefix searches walked in parallel.
