@@ -9,6 +9,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,26 @@ import pytest
 from isicarchive import CacheError, locking
 from isicarchive.cache import Cache
 from isicarchive.locking import adopt_partial, file_lock, release_partial
+
+
+@contextmanager
+def _held_by_another_thread(take: Callable[[], AbstractContextManager[object]]) -> Iterator[None]:
+    """Within the block, a thread of this process holds the lock ``take()`` acquires."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with take():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join()
 
 
 def _held_by_another_process(lock: Path) -> subprocess.Popen:
@@ -62,24 +84,11 @@ def test_the_cache_lock_times_out_after_the_configured_seconds(tmp_path: Path,
     cache = Cache(tmp_path / "cache", "http://127.0.0.1:1/api/v1")
     target = cache.root / "0" / "imcache_x.json.gz"
     target.parent.mkdir(parents=True, exist_ok=True)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with cache.lock(target):
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(10)
+    with _held_by_another_thread(lambda: cache.lock(target)):
         monkeypatch.setenv("ISICARCHIVE_LOCK_TIMEOUT", "0.3")
         with pytest.raises(CacheError, match=r"imcache_x\.json\.gz.*imcache_x\.json\.gz\.lock.*within 0\.3 s"):
             with cache.lock(target):
                 pass
-    finally:
-        release.set()
-        holder.join()
     monkeypatch.setenv("ISICARCHIVE_LOCK_TIMEOUT", "ten minutes")
     with pytest.raises(CacheError, match="ISICARCHIVE_LOCK_TIMEOUT must be a number"):
         with cache.lock(target):
@@ -136,22 +145,9 @@ def test_without_flock_the_lock_falls_back_to_filelock_and_still_excludes(tmp_pa
 
     monkeypatch.setattr(locking, "fcntl", NoFlock)
     lock = tmp_path / "image.part.lock"
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with file_lock(lock):
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(10)
+    with _held_by_another_thread(lambda: file_lock(lock)):
         with pytest.raises(CacheError, match="within 0.3 s"):
             with file_lock(lock, timeout=0.3):
                 pytest.fail("granted while another thread held it")
-    finally:
-        release.set()
-        holder.join()
     with file_lock(lock, timeout=5):
         pass
