@@ -117,3 +117,24 @@ LONGEST_FIRST = ["test_torch.py", "test_scaleout.py", "test_docs.py", "test_exam
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's order is kept
+
+
+#: modules one xdist worker runs one after the other, as one unit: they import the same costly package, which a
+#: worker imports once (the docs' Challenge releases page and test_releases score with isic-challenge-scoring:
+#: scikit-learn and scipy, 2 s of CPU)
+RUN_WITH = {"test_releases.py": "test_docs.py"}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedImports(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            folder, _, name = scope.rpartition("/")
+            return f"{folder}/{RUN_WITH[name]}" if name in RUN_WITH else scope
+
+    return SharedImports(config, log)  # type: ignore[arg-type]
+
