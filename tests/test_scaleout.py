@@ -85,6 +85,60 @@ def visible(archive: LocalArchive, n: int = 24) -> list[str]:
     return [r["_id"] for r in archive.data.visible_images(None)[:n]]
 
 
+# the tests that need no module cluster come first: that cluster's scheduler and workers would tick on through them
+def test_a_function_that_cannot_travel_is_refused_before_any_work(archive: LocalArchive) -> None:
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
+    lock = threading.Lock()
+    before = api.request_count
+    with pytest.raises(IsicError, match="cannot be sent to Dask workers"):
+        api.map_images(lambda image: {"locked": lock.locked()}, visible(archive, 3))
+    assert api.request_count == before  # not even the records were looked up
+    with pytest.raises(QueryError, match="known parts"):
+        api.map_images(colours, visible(archive, 3), load=("pixels",))
+    with pytest.raises(QueryError, match="distributed.Client"):
+        api.map_images(colours, visible(archive, 3), client="gpu")
+
+
+def test_lazy_form_and_selection_dataframes(archive: LocalArchive) -> None:
+    import pandas as pd
+
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
+    ids = visible(archive, 10)
+    lazy = api.map_images(colours, ids, load=("imagedata", "superpixels"), compute=False, npartitions=3)
+    assert lazy.npartitions == 3 and list(lazy.columns) == ["superpixels", "red", "height", "error"]
+    assert rows(lazy.compute(scheduler="sync")) == serial_loop(api, ids)
+    selection = api.select_images(["meta.clinical.age_approx", ">=", 0])
+    plain = selection.to_dataframe()
+    spread = selection.to_dask_dataframe(npartitions=4)
+    assert spread.npartitions == 4 and list(spread.columns) == list(plain.columns)
+    pd.testing.assert_frame_equal(spread.compute(), plain, check_dtype=False, check_index_type=False)
+    with pytest.raises(QueryError):
+        selection.to_dask_dataframe(npartitions=0)
+
+
+def worker_settings(image) -> dict:
+    import dask
+
+    return {"pid": os.getpid(), "profiler": dask.config.get("distributed.worker.profile.enabled"),
+            "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "mmap": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
+
+
+def test_cluster_workers_run_without_the_profiler_and_with_fixed_allocator_thresholds(
+        archive: LocalArchive, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each slowed CPU-bound per-image work in a worker below the same work in one process (docs/benchmarks.md);
+    # an earlier cluster of this process leaves Dask's threshold in its environment, which Dask lets win
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    # the cluster it starts has a worker process per core: one is enough to look into (a second cost 2.5 s of CPU)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
+    frame = api.map_images(worker_settings, visible(archive, 4), client="cluster", load=(), progress=False)
+    assert frame["error"].isna().all() and len(frame) == 4
+    assert set(frame["profiler"]) == {False}
+    assert set(frame["trim"]) == {str(128 << 20)} and set(frame["mmap"]) == {str(64 << 20)}
+    assert os.getpid() not in set(frame["pid"])  # worker processes, not this one
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's environment as it was
+
+
 def test_results_identical_to_the_serial_loop(archive: LocalArchive, client: object, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str],
                                               caplog: pytest.LogCaptureFixture, expected: dict[str, dict]) -> None:
@@ -198,59 +252,6 @@ def test_credentials_of_a_signed_in_session_reach_the_workers(archive: LocalArch
     records = [alice.image(i).as_json() for i in private]
     refused = anonymous.map_images(lambda image: {"rows": image.data.shape[0]}, records, client=client)
     assert refused["error"].str.startswith("AuthenticationError").all()
-
-
-def test_a_function_that_cannot_travel_is_refused_before_any_work(archive: LocalArchive) -> None:
-    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
-    lock = threading.Lock()
-    before = api.request_count
-    with pytest.raises(IsicError, match="cannot be sent to Dask workers"):
-        api.map_images(lambda image: {"locked": lock.locked()}, visible(archive, 3))
-    assert api.request_count == before  # not even the records were looked up
-    with pytest.raises(QueryError, match="known parts"):
-        api.map_images(colours, visible(archive, 3), load=("pixels",))
-    with pytest.raises(QueryError, match="distributed.Client"):
-        api.map_images(colours, visible(archive, 3), client="gpu")
-
-
-def test_lazy_form_and_selection_dataframes(archive: LocalArchive) -> None:
-    import pandas as pd
-
-    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
-    ids = visible(archive, 10)
-    lazy = api.map_images(colours, ids, load=("imagedata", "superpixels"), compute=False, npartitions=3)
-    assert lazy.npartitions == 3 and list(lazy.columns) == ["superpixels", "red", "height", "error"]
-    assert rows(lazy.compute(scheduler="sync")) == serial_loop(api, ids)
-    selection = api.select_images(["meta.clinical.age_approx", ">=", 0])
-    plain = selection.to_dataframe()
-    spread = selection.to_dask_dataframe(npartitions=4)
-    assert spread.npartitions == 4 and list(spread.columns) == list(plain.columns)
-    pd.testing.assert_frame_equal(spread.compute(), plain, check_dtype=False, check_index_type=False)
-    with pytest.raises(QueryError):
-        selection.to_dask_dataframe(npartitions=0)
-
-
-def worker_settings(image) -> dict:
-    import dask
-
-    return {"pid": os.getpid(), "profiler": dask.config.get("distributed.worker.profile.enabled"),
-            "trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "mmap": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
-
-
-def test_cluster_workers_run_without_the_profiler_and_with_fixed_allocator_thresholds(
-        archive: LocalArchive, monkeypatch: pytest.MonkeyPatch) -> None:
-    # each slowed CPU-bound per-image work in a worker below the same work in one process (docs/benchmarks.md);
-    # an earlier cluster of this process leaves Dask's threshold in its environment, which Dask lets win
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
-    # the cluster it starts has a worker process per core: one is enough to look into (a second cost 2.5 s of CPU)
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
-    frame = api.map_images(worker_settings, visible(archive, 4), client="cluster", load=(), progress=False)
-    assert frame["error"].isna().all() and len(frame) == 4
-    assert set(frame["profiler"]) == {False}
-    assert set(frame["trim"]) == {str(128 << 20)} and set(frame["mmap"]) == {str(64 << 20)}
-    assert os.getpid() not in set(frame["pid"])  # worker processes, not this one
-    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's environment as it was
 
 
 def allocator_state(image) -> dict:
