@@ -98,27 +98,47 @@ def _plain_list(kind: Any) -> bool:
                 or _pa.types.is_boolean(kind) or _pa.types.is_null(kind))
 
 
-def distinct_in_order(chunks: list[Any], canonical: tuple[dict[str, int], list[str]] | None = None,
-                      ) -> tuple[np.ndarray, list[Any]]:
+def distinct_in_order(chunks: list[Any], ids: IdStrings | None = None) -> tuple[np.ndarray, list[Any]]:
     """The distinct values of Arrow arrays of one type, in the order they first occur, and for each value of
     the arrays (one after the other) the number of its distinct value; empties ``chunks``.
 
-    ``canonical``: a position of each string and the strings (the index's ids): distinct strings found
-    there are those very objects (a column of ids, or of names equal to them, holds no second copy).
+    ``ids``: the index's ids; distinct values that are those strings, one per record in their order (a
+    column of ids, or of names equal to them), are those very string objects (no second copy).
     """
     encoded = _pa.chunked_array(chunks).dictionary_encode()  # one dictionary for every chunk
     chunks.clear()
-    ids = np.concatenate([_numpy(chunk.indices) for chunk in encoded.chunks]).astype(np.int32)
+    numbers = np.concatenate([_numpy(chunk.indices) for chunk in encoded.chunks]).astype(np.int32)
     dictionary = encoded.chunk(0).dictionary
     del encoded
-    distinct = dictionary.to_pylist()
-    if canonical is not None and distinct and type(distinct[0]) is str and distinct[0] in canonical[0] \
-            and len(distinct) * 2 > len(canonical[1]):
-        position, strings = canonical
-        distinct = [strings[row] if (row := position.get(value)) is not None else value for value in distinct]
+    distinct = ids.same(dictionary) if ids is not None else None
+    if distinct is None:
+        distinct = dictionary.to_pylist()
     del dictionary
     release_memory()
-    return ids, distinct
+    return numbers, distinct
+
+
+class IdStrings:
+    """The index's ids, and as an Arrow array when a column's values are compared with them (made once)."""
+
+    __slots__ = ("_array", "ids")
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        self._array: Any = None
+
+    def same(self, values: Any) -> list[str] | None:
+        """The ids, where ``values`` (an Arrow array) holds exactly them in their order; else None."""
+        ids = self.ids
+        if len(values) != len(ids) or not ids or not _pa.types.is_string(values.type) or \
+                values[0].as_py() != ids[0] or values[len(ids) - 1].as_py() != ids[-1]:
+            return None
+        if self._array is None:
+            try:
+                self._array = _pa.array(ids, _pa.string())
+            except (_pa.ArrowException, UnicodeError):
+                return None
+        return list(ids) if _pc.all(_pc.equal(values, self._array)).as_py() else None
 
 
 def release_memory() -> None:

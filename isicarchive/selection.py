@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 from . import arrowindex
 from ._gc import collector_paused
 from ._lazy import lazy_module
-from .arrowindex import ArrowSlice, read_slice
+from .arrowindex import ArrowSlice, IdStrings, read_slice
 from .errors import QueryError
 from .records import Held, RecordRows, RecordStore, decode_many
 from .regex import StringValues, string_values
@@ -454,18 +454,18 @@ class _Column:
         self._base = self._next = len(self.uniques)
         self._keys = None
 
-    def _settle(self, canonical: tuple[dict[str, int], list[str]] | None = None) -> None:
+    def _settle(self, ids: IdStrings | None = None) -> None:
         """Turn the provisional ids of :meth:`extend` into codes (new values appended to ``uniques``;
-        ``canonical``: see :func:`~isicarchive.arrowindex.distinct_in_order`)."""
+        ``ids``: see :func:`~isicarchive.arrowindex.distinct_in_order`)."""
         raw = self._raw
         base = self._base
         if self._arrow_values:
             from .arrowindex import distinct_in_order
 
-            ids, distinct = distinct_in_order(self._arrow_values, canonical)
+            numbers, distinct = distinct_in_order(self._arrow_values, ids)
             self._arrow_values = []
             lookup = np.arange(self._next, dtype=np.int32)
-            lookup[base:] = ids + base
+            lookup[base:] = numbers + base
             self.uniques.extend(distinct)
         elif raw is None:
             return
@@ -483,10 +483,10 @@ class _Column:
         self._raw, self._kind, self._keys = None, None, None
         self._base = self._next = len(self.uniques)
 
-    def finish(self, n_rows: int, canonical: tuple[dict[str, int], list[str]] | None = None) -> None:
-        """Move appended rows into ``codes`` (length ``n_rows``; missing = None; ``canonical``: as
-        :meth:`_settle` takes it)."""
-        self._settle(canonical)
+    def finish(self, n_rows: int, ids: IdStrings | None = None) -> None:
+        """Move appended rows into ``codes`` (length ``n_rows``; missing = None; ``ids``: as
+        :meth:`_settle` takes them)."""
+        self._settle(ids)
         self._kind = None
         by_row, self._by_row = self._by_row, None
         if by_row is not None and by_row.size == n_rows and not self.codes.size:
@@ -868,8 +868,10 @@ class ImageIndex:
                     if pure.size < stop - first:  # rows read after others of their slice: out of order
                         reordered.update(path for path, column in self._columns.items()
                                          if len(column._rows) != grown.get(path))
+        ids = arrowindex.IdStrings(self.ids) if columnar else None
         for column in self._columns.values():
-            column.finish(len(self.ids), (self._position, self.ids))
+            column.finish(len(self.ids), ids)
+        del ids
         if columnar:
             arrowindex.release_memory()
         for path in reordered:

@@ -471,3 +471,14 @@ def test_without_pyarrow_the_pure_build_answers(monkeypatch: pytest.MonkeyPatch)
     index = ImageIndex(RecordStore(records))
     for criteria in AWKWARD_CRITERIA:
         assert set(index.select(criteria)) == ref_select(records, criteria), criteria
+
+
+def test_the_columnar_build_holds_no_second_copy_of_the_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a column whose values are the records' ids (v2: isic_id, _id, name) holds the id strings themselves
+    pytest.importorskip("pyarrow")
+    monkeypatch.setattr(ImageIndex, "ARROW_SLICE", 7)
+    records = {f"ISIC_{n:07d}": {"isic_id": f"ISIC_{n:07d}", "other": f"x{n}", "n": n} for n in range(30)}
+    index = ImageIndex(RecordStore(records))
+    assert all(value is key for value, key in zip(index._columns["isic_id"].uniques[1:], index.ids, strict=True))
+    assert index.values_of("other") == [f"x{n}" for n in range(30)]
+    assert set(index.select(["isic_id", "==", "ISIC_0000003"])) == {"ISIC_0000003"}
