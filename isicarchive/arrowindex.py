@@ -135,10 +135,30 @@ class IdStrings:
             return None
         if self._array is None:
             try:
-                self._array = _pa.array(ids, _pa.string())
-            except (_pa.ArrowException, UnicodeError):
+                text = "\n".join(ids).encode("utf-8")
+            except UnicodeError:  # a lone surrogate
                 return None
+            if len(text) >= 1 << 31:
+                return None
+            whole = _binary(np.asarray([0, len(text)], np.int32), text, _pa.string())
+            self._array = _pc.split_pattern(whole, "\n").flatten()
+        if len(self._array) != len(ids):  # an id with a line break in it
+            return None
         return list(ids) if _pc.all(_pc.equal(values, self._array)).as_py() else None
+
+
+# pyarrow.array() imports pandas where it is installed (most of a second, once): arrays here are made from
+# buffers instead
+def _binary(offsets: np.ndarray, data: bytes, kind: Any = None) -> Any:
+    """An Arrow binary (or ``kind``) array of the slices of ``data`` between the (int32) ``offsets``."""
+    return _pa.Array.from_buffers(kind if kind is not None else _pa.binary(), len(offsets) - 1,
+                                  [None, _pa.py_buffer(offsets), _pa.py_buffer(data)])
+
+
+def _booleans(mask: np.ndarray) -> Any:
+    """An Arrow boolean array of a numpy one."""
+    return _pa.Array.from_buffers(_pa.bool_(), mask.size,
+                                  [None, _pa.py_buffer(np.packbits(mask, bitorder="little"))])
 
 
 def release_memory() -> None:
@@ -160,7 +180,17 @@ def _walk(array: Any, path: tuple[str, ...],
 
 
 def _numpy(array: Any) -> np.ndarray:
-    return array.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+    """An Arrow array of booleans or numbers as a numpy array (a null's value is whatever the buffer holds:
+    callers mask them), read from its buffers: Arrow's own conversion imports pandas."""
+    kind = array.type
+    if not len(array):
+        return np.zeros(0, bool if _pa.types.is_boolean(kind) else np.int64)
+    if _pa.types.is_boolean(kind):
+        bits = np.frombuffer(array.buffers()[1], np.uint8)
+        return np.unpackbits(bits, count=array.offset + len(array), bitorder="little")[array.offset:].view(bool)
+    dtype = np.dtype(f"{'f' if _pa.types.is_floating(kind) else 'u' if _pa.types.is_unsigned_integer(kind) else 'i'}"
+                     f"{kind.bit_width // 8}")
+    return np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
 
 
 def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
@@ -202,6 +232,8 @@ def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
             continue
         if _pa.types.is_floating(kind):
             values = _numpy(array)
+            if array.null_count:
+                values = np.where(_numpy(array.is_valid()), values, np.nan)
             with np.errstate(invalid="ignore"):
                 whole = np.flatnonzero(np.floor(values) == values)  # was it 1 or 1.0? (NaN: missing)
             if whole.size:
@@ -214,6 +246,8 @@ def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
             return None  # a type this reader does not know (no JSON value should give one)
     with_null = np.flatnonzero(np.fromiter((b"null" in text for text in texts), bool, len(texts)))
     nulls = _explicit_nulls(texts, with_null, paths) if with_null.size else {}
+    if nulls is None:
+        return None
     rows = np.asarray(text_rows, np.int64)
     out.pure = np.flatnonzero(pure)
     patches: dict[tuple[str, ...], tuple[np.ndarray, list[Any]]] = {
@@ -294,8 +328,8 @@ def _patched(leaf: tuple[np.ndarray, np.ndarray, list[Any]] | None, rows: np.nda
 
 
 def _explicit_nulls(texts: list[bytes], with_null: np.ndarray,
-                    paths: list[tuple[tuple[str, ...], Any, Any]]) -> dict[tuple[str, ...], np.ndarray]:
-    """Where a key holds ``null`` (Arrow reads it as missing): path -> Arrow rows.
+                    paths: list[tuple[tuple[str, ...], Any, Any]]) -> dict[tuple[str, ...], np.ndarray] | None:
+    """Where a key holds ``null`` (Arrow reads it as missing): path -> Arrow rows (None: text too long).
 
     In compact JSON an object's key with a null value reads ``{"key":null`` or ``,"key":null``, and no
     string holds that text (its quotes would be escaped).  Each such key is matched to the paths ending in
@@ -303,7 +337,14 @@ def _explicit_nulls(texts: list[bytes], with_null: np.ndarray,
     of that name null in one dict and missing in another, a ``null`` anywhere else: in a list, in a string,
     after a space) is decoded, and each of those paths looked up in it.
     """
-    chosen = _pa.array([texts[i] for i in with_null.tolist()], _pa.binary())
+    chosen_texts = [texts[i] for i in with_null.tolist()]
+    data = b"".join(chosen_texts)
+    if len(data) >= 1 << 31:  # (past 32-bit offsets: the slice is read the pure way)
+        return None
+    offsets = np.zeros(len(chosen_texts) + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, chosen_texts), np.int64, len(chosen_texts)), out=offsets[1:])
+    chosen = _binary(offsets, data)
+    del chosen_texts
     parts = _pc.split_pattern(chosen, '":null')
     lengths = _numpy(_pc.list_value_length(parts)).astype(np.int64)
     unsure = _numpy(_pc.count_substring(chosen, "null")) != lengths - 1
@@ -311,11 +352,11 @@ def _explicit_nulls(texts: list[bytes], with_null: np.ndarray,
     owner = np.repeat(np.arange(len(chosen)), lengths)
     member = np.ones(len(pieces), bool)
     member[np.cumsum(lengths) - 1] = False  # the text after the last match
-    keys = _pc.struct_field(_pc.extract_regex(pieces.filter(_pa.array(member)), r'[{,]"(?P<key>[^"\\]*)$'), [0])
+    keys = _pc.extract_regex(pieces.filter(_booleans(member)), r'[{,]"(?P<key>[^"\\]*)$').flatten()[0]
     owner = owner[member]
     unsure[owner[_numpy(keys.is_null())]] = True
     encoded = keys.dictionary_encode()
-    codes = _numpy(encoded.indices.fill_null(-1))
+    codes = np.where(_numpy(encoded.indices.is_valid()), _numpy(encoded.indices), -1)
     by_name: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
     for path, array, valid in paths:
         missing = _numpy(array.is_null())[with_null]
@@ -379,10 +420,11 @@ def _lists(array: Any) -> tuple[np.ndarray | None, list[Any]]:
     if _pa.types.is_string(array.type.value_type) and not _pc.any(
             _pc.match_substring(array.flatten(), "\x1f")).as_py():
         # with no separator in any string, its count and the strings joined by it tell the lists apart
+        separators = _binary(np.arange(len(array) + 1, dtype=np.int32), b"\x1f" * len(array), _pa.string())
         keys = _pc.binary_join_element_wise(_pc.cast(_pc.list_value_length(array), _pa.string()),
-                                            _pc.binary_join(array, "\x1f"), "\x1f")
+                                            _pc.binary_join(array, separators), separators)
         encoded = keys.dictionary_encode()
         distinct = [[] if text.startswith("0\x1f") else text.split("\x1f")[1:]
                     for text in encoded.dictionary.to_pylist()]
-        return encoded.indices.to_numpy(zero_copy_only=False), distinct
+        return _numpy(encoded.indices), distinct
     return None, array.to_pylist()

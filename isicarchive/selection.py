@@ -819,6 +819,9 @@ class ImageIndex:
     COLUMNAR = True
     #: records read by pyarrow at once (~20 MB of text)
     ARROW_SLICE = 20000
+    #: fewer records than this are read the pure way: importing pyarrow (and the pandas its conversions
+    #: import where installed) costs more than it saves there
+    COLUMNAR_FROM = 20000
 
     def add(self, records: Mapping[str, dict]) -> None:
         """Index more records (new ids are appended; known ids are replaced)."""
@@ -841,7 +844,7 @@ class ImageIndex:
         self._position.update(zip(held, itertools.count(start)))
         from concurrent.futures import ThreadPoolExecutor
 
-        columnar = self.COLUMNAR and arrowindex.arrow_available()
+        columnar = self.COLUMNAR and len(self.ids) - start >= self.COLUMNAR_FROM and arrowindex.arrow_available()
         step = self.ARROW_SLICE if columnar else self.SLICE
         starts = range(start, len(self.ids), step)
         reordered: set[str] = set()

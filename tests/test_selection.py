@@ -432,6 +432,7 @@ def test_the_columnar_build_is_the_pure_one(monkeypatch: pytest.MonkeyPatch, ver
     store.put(keys[12], {"name": "kept", "t": (1, 2)})  # no exact JSON: kept as the record itself
     decoded = {key: store[key] for key in keys}
     monkeypatch.setattr(ImageIndex, "ARROW_SLICE", arrow_slice)
+    monkeypatch.setattr(ImageIndex, "COLUMNAR_FROM", 0)
     monkeypatch.setattr(ImageIndex, "SLICE", 5)
     columnar = ImageIndex(store)
     monkeypatch.setattr(ImageIndex, "COLUMNAR", False)
@@ -467,6 +468,7 @@ def test_without_pyarrow_the_pure_build_answers(monkeypatch: pytest.MonkeyPatch)
     from isicarchive import arrowindex
 
     monkeypatch.setattr(arrowindex, "arrow_available", lambda: False)
+    monkeypatch.setattr(ImageIndex, "COLUMNAR_FROM", 0)
     records = awkward_records(1)
     index = ImageIndex(RecordStore(records))
     for criteria in AWKWARD_CRITERIA:
@@ -477,6 +479,7 @@ def test_the_columnar_build_holds_no_second_copy_of_the_ids(monkeypatch: pytest.
     # a column whose values are the records' ids (v2: isic_id, _id, name) holds the id strings themselves
     pytest.importorskip("pyarrow")
     monkeypatch.setattr(ImageIndex, "ARROW_SLICE", 7)
+    monkeypatch.setattr(ImageIndex, "COLUMNAR_FROM", 0)
     records = {f"ISIC_{n:07d}": {"isic_id": f"ISIC_{n:07d}", "other": f"x{n}", "n": n} for n in range(30)}
     index = ImageIndex(RecordStore(records))
     assert all(value is key for value, key in zip(index._columns["isic_id"].uniques[1:], index.ids, strict=True))
