@@ -485,3 +485,18 @@ def test_the_columnar_build_holds_no_second_copy_of_the_ids(monkeypatch: pytest.
     assert all(value is key for value, key in zip(index._columns["isic_id"].uniques[1:], index.ids, strict=True))
     assert index.values_of("other") == [f"x{n}" for n in range(30)]
     assert set(index.select(["isic_id", "==", "ISIC_0000003"])) == {"ISIC_0000003"}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_records_added_to_a_columnar_index_make_the_pure_index_of_them_all(monkeypatch: pytest.MonkeyPatch,
+                                                                          version: int) -> None:
+    # a finished column takes more slices (its values then keyed in Python): the same index as one pure build
+    pytest.importorskip("pyarrow")
+    records = awkward_records(version)
+    items = list(records.items())
+    monkeypatch.setattr(ImageIndex, "COLUMNAR_FROM", 0)
+    monkeypatch.setattr(ImageIndex, "ARROW_SLICE", 13)
+    grown = ImageIndex(RecordStore(dict(items[:50])))
+    grown.add(RecordStore(dict(items[50:])))
+    monkeypatch.setattr(ImageIndex, "COLUMNAR", False)
+    assert index_state(grown) == index_state(ImageIndex(RecordStore(records)))
