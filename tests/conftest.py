@@ -119,10 +119,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's order is kept
 
 
-#: modules one xdist worker runs one after the other, as one unit: they import the same costly package, which a
+#: modules one xdist worker runs one after the other, as one unit: they import the same costly packages, which a
 #: worker imports once (the docs' Challenge releases page and test_releases score with isic-challenge-scoring:
-#: scikit-learn and scipy, 2 s of CPU)
-RUN_WITH = {"test_releases.py": "test_docs.py"}
+#: scikit-learn and scipy, 2 s of CPU; the docs' Scaling out page and test_scaleout use dask.dataframe and
+#: distributed, 2 s)
+RUN_WITH = {"test_releases.py": "test_docs.py", "test_scaleout.py": "test_docs.py"}
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
