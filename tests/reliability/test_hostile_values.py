@@ -173,7 +173,12 @@ def test_a_partitioned_sync_the_server_keeps_splitting_stops() -> None:
         seconds = time.monotonic() - started
         count = len(server.requests)
     assert outcome and isinstance(outcome[0], IsicError), (outcome, count)
-    assert count < 400, count
+    # stopped by the parts announcing more than their whole, at the first split (the ids' number would stop it
+    # one level further down, after ~1,000 requests); how many partitions reach their first split before the
+    # stop depends on the threads' timing: 107-1,005 requests seen in 200 runs (a bound of 400 failed on a quiet
+    # machine), endless splitting made 18,000 in the 30 s
+    assert "than in the whole" in str(outcome[0]), outcome
+    assert count < 1_500, count
     record("hostile server", "cache_images() on v2 (parallel partitioned sync)",
            "every prefix search announces 5,000 images, its next link is itself",
            f"ArchiveResponseError after {count} requests ({seconds:.1f} s; was endless splitting, "
