@@ -224,7 +224,8 @@ def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool],
 @pytest.mark.slow
 def test_ctrl_c_stops_a_bulk_download_at_once_and_it_resumes(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with LocalArchive(seed=3, config=ArchiveConfig(images=160), latency=0.2) as slow:
+    # 80 images: the resume after the interrupt fetches the rest at 0.2 s latency, 4 workers (160 took 8 s)
+    with LocalArchive(seed=3, config=ArchiveConfig(images=80), latency=0.2) as slow:
         names = [im["name"] for im in slow.data.visible_images(None)]
         command = [sys.executable, "-m", "isicarchive.cli", "--host", slow.url, "--quiet", "images", "download",
                    *names, "--out", str(out), "--workers", "4"]
