@@ -282,8 +282,46 @@ def test_real_dump_differential() -> None:
     with gzip.open(IMCACHE_DUMP, "rb") as fh:
         real = json.loads(fh.read())
     index = ImageIndex(real)
+    reference = ColumnReference(real)
     for criteria in BATTERY:
-        assert set(index.select(criteria)) == ref_select(real, criteria), criteria
+        assert set(index.select(criteria)) == reference.select(criteria), criteria
+
+
+class ColumnReference:
+    """ref_select over many records, each field looked up once per record, not once per criterion
+    (ref_lookup is pure; 91 criteria over the 23,906 real records took 6.7 s record by record).  A
+    record passes a list of criteria when it passes each, as in ref_selected, where a False or an
+    exception ends the record's evaluation."""
+
+    def __init__(self, records: dict) -> None:
+        self.records = records
+        self.columns: dict[str, dict[str, Any]] = {}
+
+    def select(self, criteria: list) -> set[str]:
+        if len(criteria) == 2 and criteria[1] in ("is None", "not is None"):
+            criteria = [*criteria, None]
+        if len(criteria) == 3 and isinstance(criteria[0], str):
+            criteria = [criteria]
+        keep = list(self.records)
+        for field, op, test in criteria:
+            column = self.columns.get(field)
+            if column is None:
+                column = self.columns[field] = {k: ref_lookup(r, field) for k, r in self.records.items()}
+            keep = [k for k in keep if _holds(REF_OPS[op], column[k], test)]
+        return set(keep)
+
+
+def _holds(op: Callable[[Any, Any], bool], value: Any, test: Any) -> bool:
+    try:
+        return bool(op(value, test))
+    except Exception:
+        return False
+
+
+def test_the_column_reference_is_the_record_reference(records: dict) -> None:
+    reference = ColumnReference(records)
+    for criteria in BATTERY:
+        assert reference.select(criteria) == ref_select(records, criteria), criteria
 
 
 def test_selection_view_survives_index_rebuild_and_becomes_a_dict_on_change(records: dict) -> None:
