@@ -488,15 +488,15 @@ class V2Backend(Backend):
         if on_total is not None and isinstance(count, int):
             on_total(count)
         saved = None
-        single = isinstance(count, int) and count <= self.sync_single_walk_pages * PAGE
-        if single:
-            # a few pages: one cursor walk asks less (and waits no longer) than a hundred prefix searches
-            records: RecordStore = _kept(self._cursor_pages("images/", progress=progress))
-        else:
+        records: RecordStore | None = None
+        # a few pages: one cursor walk asks less (and waits no longer) than a hundred prefix searches
+        if not (isinstance(count, int) and count <= self.sync_single_walk_pages * PAGE):
             saved = checkpoint(f"v2-count-{count}") if checkpoint is not None and isinstance(count, int) else None
             records = self._partitioned(progress, saved)
-        if not single and isinstance(count, int) and len(records) != count:
-            log.info("the partitioned walk did not add up to the archive's count; walking images/ instead")
+            if isinstance(count, int) and len(records) != count:
+                log.info("the partitioned walk did not add up to the archive's count; walking images/ instead")
+                records = None
+        if records is None:
             records = _kept(self._cursor_pages("images/", progress=progress))
         if not known or not known.keys() <= records.keys():
             if saved is not None and not isinstance(records, SyncedRecords):
