@@ -53,12 +53,11 @@ from .transport import record_id
 
 if TYPE_CHECKING:
     import numpy as np
-else:
-    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
 
-if TYPE_CHECKING:
     from .downloads import DownloadResult
     from .selection import Selection
+else:
+    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
 
 __all__ = ["COLUMNS", "DriftReport", "Lock", "MaterialiseResult", "Origin", "compare", "create_lock", "isic_id_of",
            "materialise", "metadata_digest", "open_session", "read_lock", "verify_lock"]

@@ -74,12 +74,11 @@ from .search import DECIMAL_FIELDS
 
 if TYPE_CHECKING:
     import numpy as np
-else:
-    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
 
-if TYPE_CHECKING:
     from .leakage import AuditReport
     from .lockfile import Lock, Origin
+else:
+    np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
 
 __all__ = ["OPERATORS", "UNARY", "ImageIndex", "Selection", "Splits", "evaluate", "get_path", "normalise_criteria"]
 
