@@ -49,10 +49,17 @@ def expected(archive: LocalArchive) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[object]:
+    import dask
     import distributed
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=40) as cluster, distributed.Client(cluster) as dask_client:
+    # Worker processes forked from a server that has imported Dask, distributed and pandas once, rather than
+    # spawned interpreters that each import them again (its two workers and the one restarted after the kill
+    # below cost 4 s of CPU more so). They are still processes of their own: the tasks, the function and the
+    # session travel pickled, the allocator's thresholds are set in each, a SIGKILL takes one down. A cluster
+    # of the library's own (client="cluster", above) spawns its workers as Dask's default is.
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                     silence_logs=40) as cluster, distributed.Client(cluster) as dask_client:
         yield dask_client
 
 
