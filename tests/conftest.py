@@ -13,7 +13,7 @@ from pathlib import Path
 import keyring
 import keyring.backend
 import pytest
-from tool_venvs import TEST_CACHE
+from tool_venvs import TEST_CACHE, link_installed_bytecode
 
 from isicarchive import IsicApi
 from isicarchive.testing import ArchiveConfig, LocalArchive
@@ -25,10 +25,15 @@ os.environ.setdefault("ISICARCHIVE_NO_PROMPT", "1")
 # test cache instead (never next to the sources), and is compiled once.
 # This process too, for what it imports from here on (pytest rewrites the asserts of plugins such as
 # hypothesis's as it imports them, and caches them only where bytecode is written).
+# A prefix hides the bytecode pip compiled next to the installed packages (and the standard library's), which
+# a new virtualenv (a new clone, CI) then compiled again in each process that imported them first, xdist's
+# workers at once: 2,700 modules, some 40 s of CPU. The first pytest process of an interpreter links them in.
 if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(TEST_CACHE / "pycache"))
     sys.pycache_prefix = sys.pycache_prefix or os.environ["PYTHONPYCACHEPREFIX"]
     sys.dont_write_bytecode = False
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        link_installed_bytecode(Path(sys.pycache_prefix))
 # The command line's default cache folder (the user's cache folder) is a temporary one here.
 # Made by the first pytest process (xdist's workers inherit it) and removed when that process ends.
 if "ISICARCHIVE_CACHE_DIR" not in os.environ:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 TEST_CACHE = Path(os.environ.get("ISICARCHIVE_TEST_CACHE", Path.home() / ".cache" / "isicarchive-tests"))
@@ -47,6 +48,38 @@ def tool_venv(name: str, packages: list[str], minimum: tuple[int, int] = (3, 10)
         return None
     ready.write_text("ok")
     return python
+
+
+def link_installed_bytecode(prefix: Path) -> None:
+    """Link the bytecode compiled next to this interpreter's installed modules (pip compiles what it installs,
+    the standard library comes compiled) to where ``prefix`` (PYTHONPYCACHEPREFIX) has Python look for it.
+
+    With a prefix, Python looks for bytecode there only. Once per folder (a marker in the prefix); modules
+    already there are kept; Python checks each file against its source's size and mtime as usual, so a stale
+    one is compiled again, never used.
+    """
+    folders = {os.path.normpath(sysconfig.get_path(name)) for name in ("stdlib", "purelib", "platlib")}
+    for folder in sorted(folders):
+        mirror = prefix / folder.lstrip(os.sep)
+        marker = mirror / ".installed-bytecode-linked"
+        if marker.exists():
+            continue
+        for parent, _, files in os.walk(folder):
+            if os.path.basename(parent) != "__pycache__":
+                continue
+            target = prefix / os.path.dirname(parent).lstrip(os.sep)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                if not name.endswith(".pyc"):
+                    continue
+                try:
+                    os.link(os.path.join(parent, name), target / name)
+                except FileExistsError:
+                    pass
+                except OSError:  # another file system
+                    shutil.copy2(os.path.join(parent, name), target / name)
+        mirror.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
 
 #: the package's own dependencies, for the virtualenvs that run this checkout (on PYTHONPATH) beside torch
