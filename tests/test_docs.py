@@ -32,11 +32,15 @@ def test_page_code_runs(page: Path) -> None:
 
 
 # `mkdocs build`, with the site's Jinja templates (the theme's, mkdocstrings') compiled once into the test cache
-# rather than on every run (a second of the build's six; Jinja checks each template's source against its entry)
+# rather than on every run (a second of the build's six). An entry is found by the template's name and source, not
+# its path, so that a new clone's new virtualenv finds it too; Jinja compares the source again when it reads one.
 BUILD = """
 import sys
 import jinja2
-cache = jinja2.FileSystemBytecodeCache(sys.argv.pop(1))
+class Cache(jinja2.FileSystemBytecodeCache):
+    def get_bucket(self, environment, name, filename, source):
+        return super().get_bucket(environment, name, self.get_source_checksum(source), source)
+cache = Cache(sys.argv.pop(1))
 plain_init = jinja2.Environment.__init__
 def init(self, *args, **kwargs):
     plain_init(self, *args, **kwargs)
