@@ -224,7 +224,25 @@ def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
             out.dotted_root_keys.add(field.name)
     paths = [(path, array, valid) for path, array, valid in _walk(records, (), None)
              if not any("." in name for name in path)]
-    # values Arrow may have read otherwise than Python (see the module's text), to be taken from the records
+    exact = _inexact(paths)
+    if exact is None:
+        return None
+    with_null = np.flatnonzero(np.fromiter((b"null" in text for text in texts), bool, len(texts)))
+    nulls = _explicit_nulls(texts, with_null, paths) if with_null.size else {}
+    if nulls is None:
+        return None
+    out.pure = np.flatnonzero(pure)
+    patches: dict[tuple[str, ...], tuple[np.ndarray, list[Any]]] = {
+        path: (where, [None] * where.size) for path, where in nulls.items() if where.size}
+    if exact:
+        patches.update(_exact_values(texts, exact))
+    _fill(out, np.asarray(text_rows, np.int64), paths, exact, patches)
+    return out
+
+
+def _inexact(paths: list[tuple[tuple[str, ...], Any, Any]]) -> dict[tuple[str, ...], np.ndarray] | None:
+    """The rows (of Arrow's) whose values Arrow may have read otherwise than Python (see the module's text), to
+    be taken from the records, by path; None for a type this reader does not know."""
     exact: dict[tuple[str, ...], np.ndarray] = {}
     for path, array, _ in paths:
         kind = array.type
@@ -239,21 +257,20 @@ def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
             if whole.size:
                 exact[path] = whole
         elif _pa.types.is_list(kind) or _pa.types.is_large_list(kind):
-            if not _plain_list(kind):
-                exact[path] = np.flatnonzero(_numpy(array.is_valid()))
+            listed = np.flatnonzero(_numpy(array.is_valid())) if not _plain_list(kind) else None
+            if listed is not None and listed.size:  # (the slice's lists of objects, or of mixed numbers)
+                exact[path] = listed
         elif not (_pa.types.is_string(kind) or _pa.types.is_large_string(kind) or _pa.types.is_int64(kind)
                   or _pa.types.is_boolean(kind)):
             return None  # a type this reader does not know (no JSON value should give one)
-    with_null = np.flatnonzero(np.fromiter((b"null" in text for text in texts), bool, len(texts)))
-    nulls = _explicit_nulls(texts, with_null, paths) if with_null.size else {}
-    if nulls is None:
-        return None
-    rows = np.asarray(text_rows, np.int64)
-    out.pure = np.flatnonzero(pure)
-    patches: dict[tuple[str, ...], tuple[np.ndarray, list[Any]]] = {
-        path: (where, [None] * where.size) for path, where in nulls.items() if where.size}
-    if exact:
-        patches.update(_exact_values(texts, exact))
+    return exact
+
+
+def _fill(out: ArrowSlice, rows: np.ndarray, paths: list[tuple[tuple[str, ...], Any, Any]],
+          exact: dict[tuple[str, ...], np.ndarray],
+          patches: dict[tuple[str, ...], tuple[np.ndarray, list[Any]]]) -> None:
+    """Put each path's dict rows or leaf (codes of its values, with the ``patches``' rows set to their values:
+    nulls, and the ``exact`` values Python reads) into ``out``; ``rows``: the slice's rows of Arrow's rows."""
     for path, array, _ in paths:
         kind = array.type
         valid = array.is_valid()
@@ -282,7 +299,6 @@ def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
     for path, (patch_rows, patch_values) in patches.items():  # keys that hold null wherever they are
         leaf = _patched(None, patch_rows, patch_values)
         out.leaves[path] = Leaf(rows[leaf[0]], leaf[1], leaf[2])
-    return out
 
 
 def _exact_values(texts: list[bytes],
@@ -428,3 +444,162 @@ def _lists(array: Any) -> tuple[np.ndarray | None, list[Any]]:
                     for text in encoded.dictionary.to_pylist()]
         return _numpy(encoded.indices), distinct
     return None, array.to_pylist()
+
+
+# ------------------------------------------------------------------ reading only the paths a selection names
+# A JSON parse that materialises one path (an explicit schema, other keys ignored) costs about half of one
+# that materialises every value; :class:`~isicarchive.selection.ImageIndex` reads the paths its first
+# selections name that way and builds the other columns when something needs them.
+
+def lazy_name(name: str) -> bool:
+    """Whether a key can be read alone: one that orjson writes as it is (its text search below is exact)."""
+    return bool(name) and not any(char in name for char in '"\\') and all(ord(char) >= 0x20 for char in name)
+
+
+def path_schema(sample: list[Held], paths: list[tuple[str, ...]]) -> Any | None:
+    """The explicit schema that reads these paths alone: each path with the type Arrow gives the ``sample``'s
+    values there (a dict: an empty struct, only where it exists is read), each level above it a struct.
+    None where the sample does not settle a path's type (no value, only nulls, values Arrow refuses together,
+    a level above that holds something else than dicts), or a path ends where another goes on."""
+    if not arrow_available() or not sample:
+        return None
+    from .records import decode_many
+
+    records = decode_many(sample)
+    tree: dict[str, Any] = {}
+    for path in paths:
+        values = []
+        for record in records:
+            value = record
+            for name in path:
+                if type(value) is not dict:
+                    break
+                value = value.get(name)
+            else:
+                if value is not None:
+                    values.append(value)
+                continue
+            if value is not None:
+                return None  # a level above the path holds something else than a dict
+        kind = _type_of(values)
+        if kind is None:
+            return None
+        node = tree
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                return None
+        if _pa.types.is_struct(kind):
+            if not isinstance(node.setdefault(path[-1], {}), dict):
+                return None
+        elif path[-1] in node:
+            return None
+        else:
+            node[path[-1]] = kind
+
+    def struct(node: dict[str, Any]) -> list[Any]:
+        return [_pa.field(name, _pa.struct(struct(child)) if isinstance(child, dict) else child)
+                for name, child in node.items()]
+
+    return _pa.schema(struct(tree))
+
+
+def _type_of(values: list[Any]) -> Any | None:
+    """The type Arrow's JSON reader gives these values together (None: none, all null, or refused)."""
+    from .records import encode
+
+    if values and all(type(value) is dict for value in values):
+        return _pa.struct([])  # (only where the dicts are is read)
+    lines = [encode({"v": value}) for value in values]
+    if not lines or set(map(type, lines)) != {bytes}:
+        return None
+    try:
+        kind = _pj.read_json(_pa.BufferReader(b"\n".join(lines)),  # type: ignore[arg-type]
+                             read_options=_pj.ReadOptions(use_threads=False)).schema.field("v").type
+    except (_pa.ArrowInvalid, _pa.ArrowNotImplementedError, _pa.ArrowTypeError, KeyError):
+        return None
+    return None if _pa.types.is_null(kind) else kind
+
+
+def read_paths(held: list[Held], schema: Any, paths: list[tuple[str, ...]], *,
+               threads: bool = True) -> ArrowSlice | None:
+    """What :func:`read_slice` gives for these paths and every level above them (``schema``: their
+    :func:`path_schema`), read alone: None where they cannot be (a value of another type than the schema's,
+    a record kept as an object, a path that some record also has as a top-level key of its own).
+
+    The levels above a path are read as dicts: where a record holds null there, it becomes a leaf (the level
+    is a column, as the whole build finds it), any other value makes Arrow refuse the slice.
+    """
+    if not held or set(map(type, held)) != {bytes}:
+        return None
+    texts: list[bytes] = held  # type: ignore[assignment]
+    data = b"\n".join(texts)
+    for path in paths:  # a record's own key "a.b" is what a look-up of the path a.b finds: read them all then
+        if len(path) > 1 and (b'"' + ".".join(path).encode("utf-8") + b'":') in data:
+            return None
+    # keys a writer other than orjson wrote otherwise (a backslash is rare: one search for it first, fast)
+    escaped = b"\\" in data and (b"\\u" in data or b"\\/" in data)
+    if escaped:
+        escaped_rows = np.flatnonzero(np.fromiter((b"\\u" in text or b"\\/" in text for text in texts), bool,
+                                                  len(texts)))
+        from .records import decode_many
+
+        for record in decode_many([texts[row] for row in escaped_rows.tolist()]):
+            if any(".".join(path) in record for path in paths if len(path) > 1):
+                return None
+    try:
+        table = _pj.read_json(_pa.BufferReader(data),
+                              read_options=_pj.ReadOptions(use_threads=threads, block_size=1 << 20),
+                              parse_options=_pj.ParseOptions(explicit_schema=schema,
+                                                             unexpected_field_behavior="ignore"))
+    except (_pa.ArrowInvalid, _pa.ArrowNotImplementedError, _pa.ArrowTypeError):
+        return None
+    del data
+    if table.num_rows != len(texts):
+        return None
+    records = table.combine_chunks().to_struct_array()
+    del table
+    if isinstance(records, _pa.ChunkedArray):
+        records = records.combine_chunks()
+    nodes = list(_walk(records, (), None))
+    exact = _inexact(nodes)
+    if exact is None:
+        return None
+    out = ArrowSlice(len(held))
+    patches = {path: (where, [None] * where.size) for path, where in _nulls_at(texts, nodes).items()}
+    if exact:
+        patches.update(_exact_values(texts, exact))
+    _fill(out, np.arange(len(texts), dtype=np.int64), nodes, exact, patches)
+    return out
+
+
+def _nulls_at(texts: list[bytes], nodes: list[tuple[tuple[str, ...], Any, Any]]) -> dict[tuple[str, ...], np.ndarray]:
+    """The rows where each path holds an explicit ``null`` (Arrow reads it as missing), when only these paths
+    were read: of the rows where the path is null in Arrow's reading while the dict that holds it exists,
+    those whose text has the key's ``"key":null``, or a ``null`` written otherwise (after a space) or escapes
+    in keys, are decoded and the path looked up; the rest have no such key."""
+    from .records import decode_many
+
+    out = {}
+    for path, array, valid in nodes:
+        if not array.null_count:
+            continue
+        missing = _numpy(array.is_null())
+        if valid is not None:
+            missing &= valid
+        candidates = np.flatnonzero(missing)
+        if not candidates.size:
+            continue
+        chosen = [texts[row] for row in candidates.tolist()]
+        key = b'"' + path[-1].encode("utf-8") + b'":null'
+        # (bytes' own searches: faster than Arrow's kernels over a few thousand records)
+        doubt = np.fromiter((b"null" in text and (key in text or text.count(b"null") != text.count(b'":null')
+                                                  or b"\\u" in text or b"\\/" in text) for text in chosen),
+                            bool, len(chosen))
+        rows = candidates[doubt]
+        if rows.size:
+            records = decode_many([texts[row] for row in rows.tolist()])
+            held_null = np.fromiter((_holds_null(record, path) for record in records), bool, len(records))
+            if held_null.any():
+                out[path] = rows[held_null]
+    return out

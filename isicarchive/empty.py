@@ -68,9 +68,8 @@ def _criterion_problem(index: Any, path: str, op: str, test: Any) -> str | None:
     """Why ``[path, op, test]`` alone selects nothing, when it is a likely mistake (None: no mistake seen)."""
     if op in ("is None", "not is None", "is", "not is", "ni", "not ni"):
         return None
-    columns = index._columns
-    if path not in columns and path not in index._dict_paths:
-        known = set(columns) | set(index._dict_paths)
+    if not index.has_path(path):
+        known = index.paths()
         return f"no record has the field {path!r}" + _suggest(close_matches(path, known))
     if op not in _COMPARISONS:
         return None

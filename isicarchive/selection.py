@@ -786,6 +786,18 @@ def _rows_meeting(truth: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return truth[codes]
 
 
+class _PathRead:
+    """What a deferred index read of one path alone: its column (None: no record has a value there), whether
+    some record holds a dict there, and whether no level above it holds anything but dicts."""
+
+    __slots__ = ("column", "holds_dicts", "plain")
+
+    def __init__(self, column: _Column | None, holds_dicts: bool, plain: bool) -> None:
+        self.column = column
+        self.holds_dicts = holds_dicts
+        self.plain = plain
+
+
 class ImageIndex:
     """A columnar index over image records (id → record), built once.
 
@@ -807,6 +819,11 @@ class ImageIndex:
         self._dict_rows: dict[str, array] = {}
         self._dict_masks: dict[str, np.ndarray] = {}
         self._dotted_root_keys: set[str] = set()
+        #: the columns are not built yet: selections read the paths they name alone (see :meth:`build`)
+        self._deferred = False
+        #: what a deferred index read of each path: its column, whether it holds dicts, whether plain
+        self._lazy: dict[str, _PathRead] = {}
+        self._lazy_reads = 0
         self.add(records)
 
     def __len__(self) -> int:
@@ -821,11 +838,17 @@ class ImageIndex:
     #: fewer records than this are read the pure way: importing pyarrow (and the pandas its conversions
     #: import where installed) costs more than it saves there
     COLUMNAR_FROM = 20000
+    #: a columnar index reads only the paths its selections name until they have read this many times; then
+    #: (or when something needs every column: key membership, an empty selection's diagnosis) it builds
+    #: every column (:meth:`build`); False: every column at once, when the index is made
+    DEFERRED_READS = 3
+    #: records whose types (read by pyarrow) give the type of each path a deferred index reads alone
+    SAMPLE = 2000
 
     def add(self, records: Mapping[str, dict]) -> None:
         """Index more records (new ids are appended; known ids are replaced)."""
         held: Mapping[str, Held] = dict(records.held()) if isinstance(records, RecordStore) else records
-        if any(key in self._position for key in held):
+        if self._position and not self._position.keys().isdisjoint(held):
             # rebuild on fresh lists, so that selections made before keep their view
             kept = {k: h for k, h in zip(self.ids, self._held, strict=True) if k not in held}
             self.__init__(_Held({**kept, **held}))  # type: ignore[misc]
@@ -841,9 +864,38 @@ class ImageIndex:
         self.ids.extend(held)
         self._held.extend(held.values())
         self._position.update(zip(held, itertools.count(start)))
+        if self._deferred:  # (what was read alone covers fewer rows)
+            self._lazy.clear()
+            return
+        columnar = self.COLUMNAR and len(self.ids) - start >= self.COLUMNAR_FROM and arrowindex.arrow_available()
+        if columnar and not start and self.DEFERRED_READS and set(map(type, self._held)) == {bytes}:
+            self._deferred = True
+            return
+        self._read_columns(start, columnar)
+
+    def build(self) -> None:
+        """Build every column now.
+
+        An index over many records kept as JSON text (a record store of
+        :attr:`COLUMNAR_FROM` records or more, with pyarrow installed) starts
+        with no column: each selection reads the paths it names alone (about
+        half the work of reading every value), up to :attr:`DEFERRED_READS`
+        times; after that, or when something needs every path (key
+        membership ``ni``, the diagnosis of an empty selection), every column
+        is built at once.  The answers are the same either way.
+        """
+        if not self._deferred:
+            return
+        self._deferred = False
+        self._lazy.clear()
+        columnar = self.COLUMNAR and len(self.ids) >= self.COLUMNAR_FROM and arrowindex.arrow_available()
+        with collector_paused():
+            self._read_columns(0, columnar)
+
+    def _read_columns(self, start: int, columnar: bool) -> None:
+        """Read the columns of the records from row ``start`` on."""
         from concurrent.futures import ThreadPoolExecutor
 
-        columnar = self.COLUMNAR and len(self.ids) - start >= self.COLUMNAR_FROM and arrowindex.arrow_available()
         step = self.ARROW_SLICE if columnar else self.SLICE
         starts = range(start, len(self.ids), step)
         reordered: set[str] = set()
@@ -879,6 +931,51 @@ class ImageIndex:
         for path in reordered:
             self._columns[path].in_first_row_order()
         self._dict_masks.clear()
+
+    def _read_paths(self, paths: Iterable[str]) -> None:
+        """Read these paths alone, for a deferred index (see :meth:`build`), or build every column where
+        they cannot be read so (or were read so :attr:`DEFERRED_READS` times)."""
+        wanted = [path for path in dict.fromkeys(paths) if path not in self._lazy]
+        if not self._deferred or not wanted:
+            return
+        names = [tuple(path.split(".")) for path in wanted]
+        schema = None
+        if self._lazy_reads < self.DEFERRED_READS and all(map(arrowindex.lazy_name, itertools.chain(*names))):
+            schema = arrowindex.path_schema(self._held[:self.SAMPLE], names)  # type: ignore[arg-type]
+        read = self._read_alone(schema, names) if schema is not None else None
+        if read is None:
+            self.build()
+            return
+        self._lazy_reads += 1
+        ids = IdStrings(self.ids)
+        for column in read._columns.values():
+            column.finish(len(self.ids), ids)
+        del ids
+        arrowindex.release_memory()
+        for path, parts in zip(wanted, names, strict=True):
+            self._lazy[path] = _PathRead(read._columns.get(path), path in read._dict_paths,
+                                         not any(".".join(parts[:i]) in read._columns for i in range(1, len(parts))))
+
+    def _read_alone(self, schema: Any, names: list[tuple[str, ...]]) -> ImageIndex | None:
+        """An index of these paths (and the levels above them) alone, read with ``schema``; None where Arrow
+        cannot read them so."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        read = ImageIndex({})
+        read.ids = self.ids  # (its columns' length; read-only here)
+        step = self.ARROW_SLICE
+        with ThreadPoolExecutor(1) as pool:
+            # pyarrow reads the next slice (without the GIL) while this thread takes in the last one
+            ahead = pool.submit(arrowindex.read_paths, self._held[:step], schema, names)
+            for first in range(0, len(self.ids), step):
+                got = ahead.result()
+                if got is None:
+                    return None
+                stop = first + step
+                if stop < len(self.ids):
+                    ahead = pool.submit(arrowindex.read_paths, self._held[stop:stop + step], schema, names)
+                read._take_columns(got, first)
+        return read
 
     def _read_rows(self, rows: np.ndarray) -> None:
         """Index these rows' records, decoded (the pure way)."""
@@ -945,19 +1042,52 @@ class ImageIndex:
 
     def values_of(self, path: str) -> list[Any]:
         """The distinct values records have at a plain path (empty where no record has it)."""
-        column = self._columns.get(path)
+        self._read_paths([path])
+        column = self._column(path)
         return [v for v in column.uniques[1:] if v is not None] if column is not None else []
+
+    def has_path(self, path: str) -> bool:
+        """Whether some record has the path (a value, or a dict, there)."""
+        self._read_paths([path])
+        return self._column(path) is not None or self._is_dict_path(path)
+
+    def paths(self) -> set[str]:
+        """Every path some record has (this builds every column: see :meth:`build`)."""
+        self.build()
+        return set(self._columns) | self._dict_paths
+
+    # what a deferred index read alone answers the questions below (any other path: every column is built)
+    def _column(self, path: str) -> _Column | None:
+        if self._deferred:
+            read = self._lazy.get(path)
+            if read is not None:
+                return read.column
+            self.build()
+        return self._columns.get(path)
+
+    def _is_dict_path(self, path: str) -> bool:
+        if self._deferred:
+            read = self._lazy.get(path)
+            if read is not None:
+                return read.holds_dicts
+            self.build()
+        return path in self._dict_paths
 
     def _exact_by_column(self, path: str) -> bool:
         """Whether the column (or its absence) gives the look-up's exact answer."""
-        return path not in self._dict_paths and self._plain_path(path)
+        return self._plain_path(path) and not self._is_dict_path(path)
 
     def _plain_path(self, path: str) -> bool:
         """A path whose look-up is plain dict access in every record."""
-        if path in self._dotted_root_keys:
-            return False
         parts = path.split(".")
         if any(_SPECIAL_SEGMENT.search(part) for part in parts):
+            return False
+        if self._deferred:
+            read = self._lazy.get(path)
+            if read is not None:  # (a read alone refuses a path that is a record's own key)
+                return read.plain
+            self.build()
+        if path in self._dotted_root_keys:
             return False
         # a level that holds a non-dict value in some record would be read with getattr
         return not any(".".join(parts[:i]) in self._columns for i in range(1, len(parts)))
@@ -994,6 +1124,9 @@ class ImageIndex:
 
     def mask(self, criteria: Iterable[tuple[str, str, Any]], within: Iterable[str] | None = None) -> np.ndarray:
         """Boolean mask over :attr:`ids` of the records meeting every criterion."""
+        criteria = list(criteria)
+        if self._deferred:
+            self._read_criteria_paths(criteria)
         mask = np.ones(len(self.ids), bool)
         if within is not None:
             mask[:] = False
@@ -1004,11 +1137,11 @@ class ImageIndex:
                 break
             if op in ("is", "not is") and not (test is None or test is True or test is False):
                 mask &= self._per_record(path, op, test, mask)
-            elif (op in ("ni", "not ni") and path in self._dict_paths and type(test) is str and "." not in test
-                  and test and self._plain_path(path)):
+            elif (op in ("ni", "not ni") and type(test) is str and "." not in test and test
+                  and self._is_dict_path(path) and self._plain_path(path)):
                 mask &= self._key_membership(path, op, test)
             elif self._exact_by_column(path):
-                column = self._columns.get(path)
+                column = self._column(path)
                 if column is None:
                     mask &= evaluate(None, op, test)
                 else:
@@ -1024,6 +1157,20 @@ class ImageIndex:
             else:
                 mask &= self._per_record(path, op, test, mask)
         return mask
+
+    def _read_criteria_paths(self, criteria: list[tuple[str, str, Any]]) -> None:
+        """Read the paths whose columns answer these criteria (a deferred index), or build every column for
+        key membership."""
+        paths = []
+        for path, op, test in criteria:
+            if op in ("ni", "not ni"):
+                self.build()
+                return
+            if op in ("is", "not is") and not (test is None or test is True or test is False):
+                continue  # (answered record by record)
+            if not any(_SPECIAL_SEGMENT.search(part) for part in path.split(".")):
+                paths.append(path)
+        self._read_paths(paths)
 
     def _per_record(self, path: str, op: str, test: Any, candidates: np.ndarray) -> np.ndarray:
         out = np.zeros(len(self.ids), bool)
