@@ -176,7 +176,18 @@ def _walk(array: Any, path: tuple[str, ...],
         here = (*path, field.name)
         yield here, child, valid
         if _pa.types.is_struct(child.type):
-            yield from _walk(child, here, _numpy(child.is_valid()))
+            yield from _walk(child, here, _valid(child))
+
+
+def _valid(array: Any) -> np.ndarray:
+    """Where an Arrow array holds a value (not null), as numpy booleans, read from its validity bitmap."""
+    if not array.null_count:
+        return np.ones(len(array), bool)
+    bits = array.buffers()[0]
+    if bits is None or _pa.types.is_null(array.type):
+        return np.zeros(len(array), bool)
+    return np.unpackbits(np.frombuffer(bits, np.uint8), count=array.offset + len(array),
+                         bitorder="little")[array.offset:].view(bool)
 
 
 def _numpy(array: Any) -> np.ndarray:
@@ -251,13 +262,13 @@ def _inexact(paths: list[tuple[tuple[str, ...], Any, Any]]) -> dict[tuple[str, .
         if _pa.types.is_floating(kind):
             values = _numpy(array)
             if array.null_count:
-                values = np.where(_numpy(array.is_valid()), values, np.nan)
+                values = np.where(_valid(array), values, np.nan)
             with np.errstate(invalid="ignore"):
                 whole = np.flatnonzero(np.floor(values) == values)  # was it 1 or 1.0? (NaN: missing)
             if whole.size:
                 exact[path] = whole
         elif _pa.types.is_list(kind) or _pa.types.is_large_list(kind):
-            listed = np.flatnonzero(_numpy(array.is_valid())) if not _plain_list(kind) else None
+            listed = np.flatnonzero(_valid(array)) if not _plain_list(kind) else None
             if listed is not None and listed.size:  # (the slice's lists of objects, or of mixed numbers)
                 exact[path] = listed
         elif not (_pa.types.is_string(kind) or _pa.types.is_large_string(kind) or _pa.types.is_int64(kind)
@@ -273,23 +284,23 @@ def _fill(out: ArrowSlice, rows: np.ndarray, paths: list[tuple[tuple[str, ...], 
     nulls, and the ``exact`` values Python reads) into ``out``; ``rows``: the slice's rows of Arrow's rows."""
     for path, array, _ in paths:
         kind = array.type
-        valid = array.is_valid()
         leaf: tuple[np.ndarray, np.ndarray, list[Any]] | None = None
-        if _pa.types.is_null(kind) or valid.false_count == len(array):
+        everywhere = array.null_count == 0
+        if _pa.types.is_null(kind) or array.null_count == len(array):
             pass
         elif _pa.types.is_struct(kind):
-            out.dict_rows[path] = rows if valid.false_count == 0 else rows[_numpy(valid)]
+            out.dict_rows[path] = rows if everywhere else rows[_valid(array)]
         elif path not in exact or not (_pa.types.is_list(kind) or _pa.types.is_large_list(kind)):
-            everywhere = valid.false_count == 0
-            where = np.arange(len(array)) if everywhere else np.flatnonzero(_numpy(valid))
-            present = array if everywhere else array.filter(valid)
+            where = np.arange(len(array)) if everywhere else np.flatnonzero(_valid(array))
             if _pa.types.is_list(kind) or _pa.types.is_large_list(kind):
-                codes, distinct = _lists(present)
+                codes, distinct = _lists(array if everywhere else array.filter(_booleans(_valid(array))))
                 if codes is None:  # lists that cannot be keyed: every row's own list
                     codes, distinct = np.arange(len(distinct)), distinct
-            else:
-                encoded = present.dictionary_encode()
+            else:  # (nulls have no code: those of the other rows are the present values' own)
+                encoded = array.dictionary_encode()
                 codes, distinct = _numpy(encoded.indices), encoded.dictionary
+                if not everywhere:
+                    codes = codes[where]
             leaf = (where, codes, distinct)
         patch = patches.pop(path, None)
         if patch is not None:
@@ -375,7 +386,7 @@ def _explicit_nulls(texts: list[bytes], with_null: np.ndarray,
     codes = np.where(_numpy(encoded.indices.is_valid()), _numpy(encoded.indices), -1)
     by_name: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
     for path, array, valid in paths:
-        missing = _numpy(array.is_null())[with_null]
+        missing = ~_valid(array)[with_null]
         if valid is not None:
             missing &= valid[with_null]
         by_name.setdefault(path[-1], []).append((path, missing))
@@ -584,7 +595,7 @@ def _nulls_at(texts: list[bytes], nodes: list[tuple[tuple[str, ...], Any, Any]])
     for path, array, valid in nodes:
         if not array.null_count:
             continue
-        missing = _numpy(array.is_null())
+        missing = ~_valid(array)
         if valid is not None:
             missing &= valid
         candidates = np.flatnonzero(missing)
