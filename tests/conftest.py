@@ -10,14 +10,18 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keyring
 import keyring.backend
 import pytest
 from tool_venvs import TEST_CACHE, link_installed_bytecode
 
-from isicarchive import IsicApi
-from isicarchive.testing import ArchiveConfig, LocalArchive
+if TYPE_CHECKING:
+    # imported where used: pytest's controller process (xdist's) runs no test and has no use for numpy,
+    # requests and the package (0.5 s of CPU before the workers start)
+    from isicarchive import IsicApi
+    from isicarchive.testing import LocalArchive
 
 # Nobody answers prompts in the test suite.
 os.environ.setdefault("ISICARCHIVE_NO_PROMPT", "1")
@@ -89,6 +93,8 @@ def memory_keyring(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
 @pytest.fixture(scope="session")
 def archive() -> Iterator[LocalArchive]:
     """A shared, fault-free local archive (do not add faults to it)."""
+    from isicarchive.testing import ArchiveConfig, LocalArchive
+
     with LocalArchive(seed=11, config=ArchiveConfig(images=60)) as server:
         yield server
 
@@ -96,6 +102,8 @@ def archive() -> Iterator[LocalArchive]:
 @pytest.fixture
 def fresh_archive() -> Iterator[LocalArchive]:
     """A private archive for tests that inject faults or count requests."""
+    from isicarchive.testing import ArchiveConfig, LocalArchive
+
     with LocalArchive(seed=5, config=ArchiveConfig(images=40)) as server:
         yield server
 
@@ -112,6 +120,8 @@ def make_api(server: LocalArchive, *args: object, **kwargs: object) -> IsicApi:
     kwargs.setdefault("backoff", 0.001)
     kwargs.setdefault("progress", False)
     kwargs.setdefault("timeout", (2.0, 5.0))
+    from isicarchive import IsicApi
+
     return IsicApi(*args, **kwargs)  # type: ignore[arg-type]
 
 
