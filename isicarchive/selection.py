@@ -50,6 +50,7 @@ import itertools
 import operator
 import os
 import re
+import threading
 from array import array
 from collections.abc import (
     Container,
@@ -87,6 +88,9 @@ BINARY = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "ni", "not ni", "mat
 UNARY = ("is None", "not is None")
 OPERATORS = BINARY + UNARY
 _SCALARS = (type(None), bool, int, float, str)
+#: held while a deferred index reads paths or builds its columns: selections made from several threads at once
+#: wait for it, and see the paths read alone until every column is in
+_DEFERRED_WORK = threading.RLock()
 _SPECIAL_SEGMENT = re.compile(r"^(#|\$|%|%%|-?\d+|\[\]|\{\}|\{keys\})$|[=~]")
 _EXACT_FLOAT = 2 ** 53
 
@@ -886,13 +890,14 @@ class ImageIndex:
         membership ``ni``, the diagnosis of an empty selection), every column
         is built at once.  The answers are the same either way.
         """
-        if not self._deferred:
-            return
-        self._deferred = False
-        self._lazy.clear()
-        columnar = self.COLUMNAR and len(self.ids) >= self.COLUMNAR_FROM and arrowindex.arrow_available()
-        with collector_paused():
-            self._read_columns(0, columnar)
+        with _DEFERRED_WORK:
+            if not self._deferred:
+                return
+            columnar = self.COLUMNAR and len(self.ids) >= self.COLUMNAR_FROM and arrowindex.arrow_available()
+            with collector_paused():
+                self._read_columns(0, columnar)
+            self._deferred = False
+            self._lazy.clear()
 
     def _read_columns(self, start: int, columnar: bool) -> None:
         """Read the columns of the records from row ``start`` on."""
@@ -937,6 +942,12 @@ class ImageIndex:
     def _read_paths(self, paths: Iterable[str]) -> None:
         """Read these paths alone, for a deferred index (see :meth:`build`), or build every column where
         they cannot be read so (or were read so :attr:`DEFERRED_READS` times)."""
+        paths = list(paths)
+        if self._deferred and any(path not in self._lazy for path in paths):
+            with _DEFERRED_WORK:
+                self._read_paths_now(paths)
+
+    def _read_paths_now(self, paths: list[str]) -> None:
         wanted = [path for path in dict.fromkeys(paths) if path not in self._lazy]
         if not self._deferred or not wanted:
             return

@@ -676,3 +676,20 @@ def test_a_deferred_index_builds_every_column_where_it_must(monkeypatch: pytest.
     monkeypatch.setattr(ImageIndex, "COLUMNAR", False)
     assert grown.values_of("metadata.clinical.sex") == ImageIndex(decoded).values_of("metadata.clinical.sex")
     assert index_state(grown) == index_state(ImageIndex(decoded))
+
+
+def test_a_deferred_index_answers_selections_made_from_several_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # reads of paths and the whole build happen under one lock: a selection never sees half-built columns
+    pytest.importorskip("pyarrow")
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(ImageIndex, "COLUMNAR_FROM", 0)
+    monkeypatch.setattr(ImageIndex, "ARROW_SLICE", 16)
+    store = lazy_records(1)
+    decoded = {key: store[key] for key in store}
+    criteria = [["x.y", "==", 1], ["meta.clinical.sex", "==", "female"], ["level.v", ">=", 50], ["x", "ni", "y"],
+                ["meta.clinical.age_approx", ">", 40], ["x.z.w", "==", "w1"]] * 3
+    index = ImageIndex(store)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda criterion: set(index.select(criterion)), criteria))
+    assert answers == [ref_select(decoded, criterion) for criterion in criteria]
