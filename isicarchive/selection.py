@@ -977,16 +977,24 @@ class ImageIndex:
         read = ImageIndex({})
         read.ids = self.ids  # (its columns' length; read-only here)
         step = self.ARROW_SLICE
-        with ThreadPoolExecutor(1) as pool:
-            # pyarrow reads the next slice (without the GIL) while this thread takes in the last one
-            ahead = pool.submit(arrowindex.read_paths, self._held[:step], schema, names)
-            for first in range(0, len(self.ids), step):
-                got = ahead.result()
+        starts = iter(range(0, len(self.ids), step))
+        with ThreadPoolExecutor(2) as pool:
+            # two slices in flight: one parsed by pyarrow (on every core, without the GIL) while the other's
+            # few columns are finished in Python; this thread takes them in, in order (a few columns: little
+            # memory)
+            ahead = [(first, pool.submit(arrowindex.read_paths, self._held[first:first + step], schema, names))
+                     for first in itertools.islice(starts, 2)]
+            while ahead:
+                first, future = ahead.pop(0)
+                got = future.result()
                 if got is None:
+                    for _, other in ahead:
+                        other.cancel()
                     return None
-                stop = first + step
-                if stop < len(self.ids):
-                    ahead = pool.submit(arrowindex.read_paths, self._held[stop:stop + step], schema, names)
+                following = next(starts, None)
+                if following is not None:
+                    ahead.append((following, pool.submit(arrowindex.read_paths,
+                                                          self._held[following:following + step], schema, names)))
                 read._take_columns(got, first)
         return read
 
