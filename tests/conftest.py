@@ -148,9 +148,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 #: modules one xdist worker runs one after the other, as one unit: they import the same costly packages, which a
 #: worker imports once (the docs' Challenge releases page and test_releases score with isic-challenge-scoring:
 #: scikit-learn and scipy, 2 s of CPU; the docs' Scaling out page and test_scaleout use dask.dataframe and
-#: distributed, 2 s; the docs' Training page and the examples' training notebook use Hugging Face datasets and
-#: webdataset, 1.5 s)
-RUN_WITH = {"test_releases.py": "test_docs.py", "test_scaleout.py": "test_docs.py", "test_examples.py": "test_docs.py"}
+#: distributed, 2 s; the docs' Training page, the examples' training notebook and test_exports use Hugging Face
+#: datasets and webdataset, 2.5 s a module)
+RUN_WITH = {"test_releases.py": "test_docs.py", "test_scaleout.py": "test_docs.py", "test_examples.py": "test_docs.py",
+            "test_exports.py": "test_docs.py"}
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
