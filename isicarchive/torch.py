@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from .training import MASK, Samples, shard_indices
+from .training import MASK, Samples, SharedEpoch, shard_indices
 
 if TYPE_CHECKING:
     from .api import IsicApi
@@ -158,14 +158,23 @@ class IsicIterableDataset(_Common, IterableDataset):
         self._setup(images, target, transform, target_transform, classes, api, missing)
         self.seed = seed
         self.shuffle = shuffle
-        self.epoch = 0
+        self._epoch = SharedEpoch()  # seen by persistent loader workers too
         self.rank = rank
         self.world_size = world_size
         self.ahead = ahead
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order the next iteration follows."""
+        return self._epoch.value
+
     def set_epoch(self, epoch: int) -> None:
-        """The epoch whose order the next iteration follows (as ``DistributedSampler.set_epoch``)."""
-        self.epoch = int(epoch)
+        """The epoch whose order the next iteration follows (as ``DistributedSampler.set_epoch``).
+
+        Call it before each epoch's ``iter(loader)``: the loader's workers follow
+        it, also those kept from epoch to epoch (``persistent_workers=True``).
+        """
+        self._epoch.value = epoch
 
     def _place(self) -> tuple[int, int]:
         if self.rank is not None or self.world_size is not None:

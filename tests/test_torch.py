@@ -75,6 +75,7 @@ def test_two_workers_on_two_ranks_deal_every_sample_once(found: dict[str, Any]) 
     ranks = found["ranks"]
     assert ranks["all"] == ranks["serial"]  # no duplicate, no gap
     assert ranks["sizes"] == [6, 6] and ranks["same_order"] and ranks["other_epoch_differs"]
+    assert ranks["persistent_workers_follow_the_epoch"]
     assert found["cold_stream"]
 
 

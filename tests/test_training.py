@@ -18,9 +18,17 @@ from isicarchive import IsicApi
 from isicarchive.errors import MissingTargetError, QueryError
 from isicarchive.legacy import V2_DIAGNOSIS_PATHS
 from isicarchive.testing import ArchiveConfig, LocalArchive
-from isicarchive.training import Samples, SessionHandle, decode_pixels, epoch_order, shard_indices, target_value
+from isicarchive.training import (
+    Samples,
+    SessionHandle,
+    SharedEpoch,
+    decode_pixels,
+    epoch_order,
+    shard_indices,
+    target_value,
+)
 from tests.conftest import make_api
-from tests.training_children import read_in_child
+from tests.training_children import epoch_after_go, read_in_child
 
 
 @pytest.fixture(scope="module")
@@ -406,3 +414,24 @@ def test_masks_of_a_release_on_disk(tmp_path: Path) -> None:
         assert np.array_equal(masks.mask(index), releases.mask(session, image_id))
         assert masks.pixels(index).shape[:2] == masks.mask(index).shape
     assert session.request_count == 0
+
+
+def test_a_kept_worker_process_follows_the_epoch_set_after_it_started() -> None:
+    # a loader's persistent workers are started once, in the first epoch: a spawned one (the epoch pickled into
+    # it) still sees each later set_epoch; a plain number copied into it stayed at the first epoch's order
+    epoch = SharedEpoch(1)
+    context = multiprocessing.get_context("spawn")
+    started, go, queue = context.Event(), context.Event(), context.Queue()
+    child = context.Process(target=epoch_after_go, args=(epoch, started, go, queue))
+    child.start()
+    try:
+        assert started.wait(60)
+        epoch.value = 2
+        go.set()
+        assert queue.get(timeout=60) == 2
+    finally:
+        child.join(timeout=30)
+    # pickled outside a process start (saved, copied), it is the number and a cell of its own
+    saved = pickle.loads(pickle.dumps(epoch))
+    epoch.value = 3
+    assert (saved.value, epoch.value) == (2, 3) and repr(saved) == "SharedEpoch(2)"

@@ -89,7 +89,16 @@ def main(folder: Path) -> dict[str, Any]:
         again.set_epoch(1)
         found["ranks"]["same_order"] = loader_digests(again, "fork") == streamed[0]
         again.set_epoch(2)
-        found["ranks"]["other_epoch_differs"] = loader_digests(again, "fork") != streamed[0]
+        second = loader_digests(again, "fork")
+        found["ranks"]["other_epoch_differs"] = second != streamed[0]
+        # workers kept from epoch to epoch follow set_epoch as new ones do
+        kept = DataLoader(again, batch_size=None, num_workers=2, multiprocessing_context="fork",
+                          persistent_workers=True)
+        orders = []
+        for epoch in (1, 2):
+            again.set_epoch(epoch)
+            orders.append([digest(image) for image, _ in kept])
+        found["ranks"]["persistent_workers_follow_the_epoch"] = orders == [streamed[0], second]
         # a missing target field
         try:
             IsicDataset(selection, target="sex")

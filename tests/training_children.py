@@ -18,3 +18,10 @@ def read_in_child(samples: Any, indices: list[int], queue: Any) -> None:
         queue.put((pools, [samples.pixels(i).tobytes() for i in indices], samples.api.request_count))
     except BaseException as exc:  # noqa: BLE001  (reported to the parent)
         queue.put(repr(exc))
+
+
+def epoch_after_go(epoch: Any, started: Any, go: Any, queue: Any) -> None:
+    """Put on ``queue`` the epoch ``epoch`` holds once the parent says go (a kept loader worker's next epoch)."""
+    started.set()
+    go.wait(60)
+    queue.put(epoch.value)
