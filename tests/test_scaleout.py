@@ -138,7 +138,11 @@ def test_cluster_workers_run_without_the_profiler_and_with_fixed_allocator_thres
     # the cluster it starts has a worker process per core: one is enough to look into (a second cost 2.5 s of CPU)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     api = IsicApi(hostname=archive.url, api_version=1, progress=False)
-    frame = api.map_images(worker_settings, visible(archive, 4), client="cluster", load=(), progress=False)
+    import dask
+
+    # spawned, as Dask's default has it (the module's cluster below forks from a forkserver, whichever test runs first)
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+        frame = api.map_images(worker_settings, visible(archive, 4), client="cluster", load=(), progress=False)
     assert frame["error"].isna().all() and len(frame) == 4
     assert set(frame["profiler"]) == {False}
     assert set(frame["trim"]) == {str(128 << 20)} and set(frame["mmap"]) == {str(64 << 20)}
