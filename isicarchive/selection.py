@@ -803,7 +803,8 @@ class _PathRead:
 
 
 class ImageIndex:
-    """A columnar index over image records (id → record), built once.
+    """A columnar index over image records (id → record), built once (over many records kept as JSON text,
+    column by column as selections name them: see :meth:`build`).
 
     Parameters
     ----------
