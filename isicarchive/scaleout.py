@@ -324,7 +324,7 @@ def map_images(api: IsicApi, func: Callable[[Image], Any], records: list[dict], 
                                              dask_key_name=f"isic-map-images-{i}-{spec.key}{call}")
                  for i, chunk in enumerate(chunks)]
         with _TaskBar(len(records), chunks, progress):
-            frames = dask.compute(*tasks, scheduler=client)
+            frames = dask.compute(*tasks, scheduler=_local_scheduler(client))
         return pd.concat(frames)
     owned = client == "cluster"
     if owned:
@@ -337,6 +337,22 @@ def map_images(api: IsicApi, func: Callable[[Image], Any], records: list[dict], 
             cluster = client.cluster
             client.close()
             cluster.close()
+
+
+def _local_scheduler(name: str) -> Callable[..., Any]:
+    """Dask's local scheduler ``name`` as its function: named by a string, Dask first looks for a running
+    distributed client, which imports ``distributed`` (about a second of a first call's time) for nothing."""
+    if name == "processes":
+        import dask.multiprocessing
+
+        return dask.multiprocessing.get
+    if name == "sync":
+        import dask.local
+
+        return dask.local.get_sync
+    import dask.threaded
+
+    return dask.threaded.get
 
 
 def _local_client() -> Any:

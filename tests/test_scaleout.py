@@ -106,6 +106,27 @@ def test_a_function_that_cannot_travel_is_refused_before_any_work(archive: Local
         api.map_images(colours, visible(archive, 3), client="gpu")
 
 
+def test_a_local_scheduler_does_not_look_for_a_cluster(archive: LocalArchive,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dask, given a scheduler's name, asks distributed for a running client first: that import costs a first
+    # call about a second, and the threads, processes and sync schedulers need no cluster
+    import distributed
+
+    asked = []
+
+    def current(*args: object, **kwargs: object) -> None:
+        asked.append(args)
+        raise ValueError("no client")
+
+    monkeypatch.setattr(distributed.Client, "current", current)
+    api = IsicApi(hostname=archive.url, api_version=1, progress=False)
+    ids = visible(archive, 2)
+    for scheduler in ("threads", "sync", None):
+        assert sorted(api.map_images(lambda image: {"id": image.id}, ids, client=scheduler, load=()).index) == \
+            sorted(ids)
+    assert asked == []
+
+
 def test_lazy_form_and_selection_dataframes(archive: LocalArchive) -> None:
     import pandas as pd
 
