@@ -20,6 +20,8 @@ that the index is the one the pure build makes, value for value:
   objects is read with every key any of them has: the records with a whole
   number in such a column, or with such a list, are decoded and give their
   own values (:func:`_exact_values`);
+- text such as ``"2015-01-04"`` is read by Arrow as a timestamp: a slice with such a column is read again
+  with those paths as strings;
 - records kept as objects (not JSON text) are left to the pure build.
 
 A slice Arrow refuses (one key with a number in one record and text in
@@ -219,11 +221,17 @@ def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
         out.pure = np.arange(len(held), dtype=np.int64)
         return out
     texts: list[bytes] = held if every else [held[i] for i in text_rows]  # type: ignore[assignment, misc]
+    data = b"\n".join(texts)
+    options = _pj.ReadOptions(use_threads=threads, block_size=1 << 20)
     try:
-        table = _pj.read_json(_pa.BufferReader(b"\n".join(texts)),
-                              read_options=_pj.ReadOptions(use_threads=threads, block_size=1 << 20))
+        table = _pj.read_json(_pa.BufferReader(data), read_options=options)
+        text_schema = _pa.schema([_pa.field(field.name, _as_text(field.type)) for field in table.schema])
+        if not text_schema.equals(table.schema):  # text Arrow took for timestamps: read again as text
+            table = _pj.read_json(_pa.BufferReader(data), read_options=options,
+                                  parse_options=_pj.ParseOptions(explicit_schema=text_schema))
     except (_pa.ArrowInvalid, _pa.ArrowNotImplementedError, _pa.ArrowTypeError):
         return None
+    del data
     if table.num_rows != len(texts):
         return None
     records = table.combine_chunks().to_struct_array()
@@ -529,7 +537,19 @@ def _type_of(values: list[Any]) -> Any | None:
                              read_options=_pj.ReadOptions(use_threads=False)).schema.field("v").type
     except (_pa.ArrowInvalid, _pa.ArrowNotImplementedError, _pa.ArrowTypeError, KeyError):
         return None
-    return None if _pa.types.is_null(kind) else kind
+    return None if _pa.types.is_null(kind) else _as_text(kind)
+
+
+def _as_text(kind: Any) -> Any:
+    """The type with every timestamp a string: Arrow takes text such as ``"2015-01-04"`` for a timestamp, and
+    read as one it would not give Python's string back; read as a string it does."""
+    if _pa.types.is_timestamp(kind):
+        return _pa.string()
+    if _pa.types.is_list(kind):
+        return _pa.list_(_as_text(kind.value_type))
+    if _pa.types.is_struct(kind):
+        return _pa.struct([_pa.field(field.name, _as_text(field.type)) for field in kind])
+    return kind
 
 
 def read_paths(held: list[Held], schema: Any, paths: list[tuple[str, ...]], *,

@@ -511,10 +511,14 @@ def test_the_columnar_reader_takes_nulls_and_whole_floats_without_the_pure_path(
     from isicarchive.arrowindex import read_slice
 
     records = {f"r{n}": {"a": {"sex": None if n % 3 == 0 else "male", "size": [2.0, 2, 0.5][n % 3]},
-                         "b": {"sex": "female"} if n % 2 else {}, "tags": ["x"] if n % 2 else []}
+                         "b": {"sex": "female"} if n % 2 else {}, "tags": ["x"] if n % 2 else [],
+                         "day": f"2015-01-{n % 9 + 1:02d}", "days": ["2015-01-01"]}  # (Arrow: timestamps)
                for n in range(30)}
     got = read_slice([held for _, held in RecordStore(records).held()], threads=False)
     assert got is not None and got.pure.size == 0
+    day = got.leaves[("day",)]
+    distinct = day.distinct if isinstance(day.distinct, list) else day.distinct.to_pylist()
+    assert [distinct[c] for c in day.codes.tolist()] == [records[f"r{n}"]["day"] for n in range(30)]
     sex = got.leaves[("a", "sex")]
     assert [sex.distinct[c] for c in sex.codes.tolist()] == [records[f"r{n}"]["a"]["sex"] for n in sex.rows.tolist()]
     assert sex.rows.tolist() == list(range(30))
@@ -574,6 +578,7 @@ def lazy_records(version: int) -> RecordStore:
     for n, key in enumerate(keys):
         records[key]["x"] = {"y": n % 3, "z": {"w": f"w{n % 4}"}}
         records[key]["level"] = {"v": n} if n % 9 else None  # null at the level above level.v
+        records[key]["day"] = f"2015-01-{n % 28 + 1:02d}"  # text Arrow would take for a timestamp
     records[keys[100]]["x.y"] = 7  # a look-up of x.y finds this record's own key
     records[keys[101]]["late"] = {"kind": "text"}
     records[keys[102]]["x"]["z"]["w"] = 5  # a number where the sample saw text
@@ -591,7 +596,8 @@ def lazy_records(version: int) -> RecordStore:
 LAZY_CRITERIA: list[Any] = [
     ["x.y", "==", 1], ["x.y", "==", 7], ["x.z.w", "==", "w1"], ["x.z.w", ">", 4], ["level.v", ">=", 50],
     ["level.v", "is None"], ["level", "is None"], ["late.kind", "==", "text"], ["x.z", "==", {"w": "w1"}],
-    ["meta.clinical.sex", "==", "female"], ["metadata.clinical.sex", "==", "female"],
+    ["meta.clinical.sex", "==", "female"], ["metadata.clinical.sex", "==", "female"], ["day", "==", "2015-01-05"],
+    ["day", ">", "2015-01-20"],
     [["x.y", "==", 2], ["meta.clinical.sex", "is None", None]],
     [["x.y", "==", 2], ["metadata.clinical.sex", "is None", None]],
 ]
@@ -647,7 +653,7 @@ def test_a_deferred_index_builds_every_column_where_it_must(monkeypatch: pytest.
     index = ImageIndex(store)
     # x.y: a record's own key; x.z.w: a number after text; late.kind: in no record of the sample
     for path, alone in [("x.y", False), ("x.z.w", False), ("late.kind", False), ("level.v", True),
-                        ("metadata.clinical.sex", True)]:
+                        ("metadata.clinical.sex", True), ("day", True)]:
         fresh = ImageIndex(store)
         fresh.values_of(path)
         assert fresh._deferred == alone, path
