@@ -894,11 +894,13 @@ class ImageIndex:
         with _DEFERRED_WORK:
             if not self._deferred:
                 return
+            # (the paths read alone go first: their memory is not held through the build; a selection in
+            # another thread that asks for one now waits here for every column)
+            self._lazy.clear()
             columnar = self.COLUMNAR and len(self.ids) >= self.COLUMNAR_FROM and arrowindex.arrow_available()
             with collector_paused():
                 self._read_columns(0, columnar)
             self._deferred = False
-            self._lazy.clear()
 
     def _read_columns(self, start: int, columnar: bool) -> None:
         """Read the columns of the records from row ``start`` on."""
