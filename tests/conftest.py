@@ -170,6 +170,9 @@ def pytest_collection(session: pytest.Session) -> None:
         )
     except ImportError:
         return
+    if worker == f"gw{int(count) - 1}":
+        # hypothesis, a plugin's package, is rewritten too (1.2 s of CPU), by every worker's collection at once
+        import hypothesis.extra.numpy  # noqa: F401
     state = session.config.stash[assertstate_key]
     here = Path(__file__).parent  # as pytest names the modules it imports
     modules = sorted([*here.rglob("test_*.py"), *here.glob("*/**/conftest.py")])
