@@ -603,7 +603,7 @@ LAZY_CRITERIA: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize(("version", "arrow_slice"), [(1, 16), (2, 40)])
+@pytest.mark.parametrize(("version", "arrow_slice"), [(1, 32), (2, 40)])
 def test_a_deferred_index_reads_paths_alone_as_the_whole_build_reads_them(monkeypatch: pytest.MonkeyPatch,
                                                                          version: int, arrow_slice: int) -> None:
     pytest.importorskip("pyarrow")
@@ -646,7 +646,7 @@ def test_a_deferred_index_reads_paths_alone_as_the_whole_build_reads_them(monkey
 def test_a_deferred_index_builds_every_column_where_it_must(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("pyarrow")
     monkeypatch.setattr(ImageIndex, "COLUMNAR_FROM", 0)
-    monkeypatch.setattr(ImageIndex, "ARROW_SLICE", 16)
+    monkeypatch.setattr(ImageIndex, "ARROW_SLICE", 40)
     monkeypatch.setattr(ImageIndex, "SAMPLE", 30)
     store = lazy_records(2)
     decoded = {key: store[key] for key in store}
