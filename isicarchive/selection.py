@@ -947,7 +947,7 @@ class ImageIndex:
         they cannot be read so (or were read so :attr:`DEFERRED_READS` times)."""
         paths = list(paths)
         if self._deferred and any(path not in self._lazy for path in paths):
-            with _DEFERRED_WORK:
+            with _DEFERRED_WORK, collector_paused():  # (records decoded for their nulls: fresh acyclic dicts)
                 self._read_paths_now(paths)
 
     def _read_paths_now(self, paths: list[str]) -> None:
