@@ -56,30 +56,38 @@ def link_installed_bytecode(prefix: Path) -> None:
 
     With a prefix, Python looks for bytecode there only. Once per folder (a marker in the prefix); modules
     already there are kept; Python checks each file against its source's size and mtime as usual, so a stale
-    one is compiled again, never used.
+    one is compiled again, never used. A prefix that cannot be written is left as it is (Python then compiles
+    in memory, as before).
     """
     folders = {os.path.normpath(sysconfig.get_path(name)) for name in ("stdlib", "purelib", "platlib")}
-    for folder in sorted(folders):
-        mirror = prefix / folder.lstrip(os.sep)
-        marker = mirror / ".installed-bytecode-linked"
-        if marker.exists():
+    try:
+        for folder in sorted(folders):
+            _link_bytecode_of(folder, prefix)
+    except OSError:
+        return
+
+
+def _link_bytecode_of(folder: str, prefix: Path) -> None:
+    mirror = prefix / folder.lstrip(os.sep)
+    marker = mirror / ".installed-bytecode-linked"
+    if marker.exists():
+        return
+    for parent, _, files in os.walk(folder):
+        if os.path.basename(parent) != "__pycache__":
             continue
-        for parent, _, files in os.walk(folder):
-            if os.path.basename(parent) != "__pycache__":
+        target = prefix / os.path.dirname(parent).lstrip(os.sep)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if not name.endswith(".pyc"):
                 continue
-            target = prefix / os.path.dirname(parent).lstrip(os.sep)
-            target.mkdir(parents=True, exist_ok=True)
-            for name in files:
-                if not name.endswith(".pyc"):
-                    continue
-                try:
-                    os.link(os.path.join(parent, name), target / name)
-                except FileExistsError:
-                    pass
-                except OSError:  # another file system
-                    shutil.copy2(os.path.join(parent, name), target / name)
-        mirror.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+            try:
+                os.link(os.path.join(parent, name), target / name)
+            except FileExistsError:
+                pass
+            except OSError:  # another file system
+                shutil.copy2(os.path.join(parent, name), target / name)
+    mirror.mkdir(parents=True, exist_ok=True)
+    marker.touch()
 
 
 #: the package's own dependencies, for the virtualenvs that run this checkout (on PYTHONPATH) beside torch
