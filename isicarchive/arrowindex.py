@@ -206,6 +206,33 @@ def _numpy(array: Any) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
 
 
+def _records_of(data: bytes, rows: int, threads: bool, schema: Any = None) -> Any | None:
+    """The ``rows`` records of ``data`` (a JSON object a line) as one Arrow struct array, or None where Arrow
+    refuses the text or reads another number of rows.
+
+    With ``schema``, its paths alone (every other key skipped); without, every key, and text Arrow took for
+    timestamps read again as text.
+    """
+    options = _pj.ReadOptions(use_threads=threads, block_size=1 << 20)
+    try:
+        if schema is not None:
+            table = _pj.read_json(_pa.BufferReader(data), read_options=options, parse_options=_pj.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"))
+        else:
+            table = _pj.read_json(_pa.BufferReader(data), read_options=options)
+            text_schema = _pa.schema([_pa.field(field.name, _as_text(field.type)) for field in table.schema])
+            if not text_schema.equals(table.schema):
+                table = _pj.read_json(_pa.BufferReader(data), read_options=options,
+                                      parse_options=_pj.ParseOptions(explicit_schema=text_schema))
+    except (_pa.ArrowInvalid, _pa.ArrowNotImplementedError, _pa.ArrowTypeError):
+        return None
+    if table.num_rows != rows:
+        return None
+    records = table.combine_chunks().to_struct_array()
+    del table
+    return records.combine_chunks() if isinstance(records, _pa.ChunkedArray) else records
+
+
 def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
     """The columns of a slice of records, or None where Arrow cannot read it (read it all the pure way)."""
     if not arrow_available():
@@ -221,23 +248,9 @@ def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
         out.pure = np.arange(len(held), dtype=np.int64)
         return out
     texts: list[bytes] = held if every else [held[i] for i in text_rows]  # type: ignore[assignment, misc]
-    data = b"\n".join(texts)
-    options = _pj.ReadOptions(use_threads=threads, block_size=1 << 20)
-    try:
-        table = _pj.read_json(_pa.BufferReader(data), read_options=options)
-        text_schema = _pa.schema([_pa.field(field.name, _as_text(field.type)) for field in table.schema])
-        if not text_schema.equals(table.schema):  # text Arrow took for timestamps: read again as text
-            table = _pj.read_json(_pa.BufferReader(data), read_options=options,
-                                  parse_options=_pj.ParseOptions(explicit_schema=text_schema))
-    except (_pa.ArrowInvalid, _pa.ArrowNotImplementedError, _pa.ArrowTypeError):
+    records = _records_of(b"\n".join(texts), len(texts), threads)
+    if records is None:
         return None
-    del data
-    if table.num_rows != len(texts):
-        return None
-    records = table.combine_chunks().to_struct_array()
-    del table
-    if isinstance(records, _pa.ChunkedArray):
-        records = records.combine_chunks()
     for field in records.type:
         if "." in field.name:  # no dotted path names it; a look-up of its prefix becomes special
             out.dotted_root_keys.add(field.name)
@@ -578,20 +591,10 @@ def read_paths(held: list[Held], schema: Any, paths: list[tuple[str, ...]], *,
         for record in decode_many([texts[row] for row in escaped_rows.tolist()]):
             if any(".".join(path) in record for path in paths if len(path) > 1):
                 return None
-    try:
-        table = _pj.read_json(_pa.BufferReader(data),
-                              read_options=_pj.ReadOptions(use_threads=threads, block_size=1 << 20),
-                              parse_options=_pj.ParseOptions(explicit_schema=schema,
-                                                             unexpected_field_behavior="ignore"))
-    except (_pa.ArrowInvalid, _pa.ArrowNotImplementedError, _pa.ArrowTypeError):
-        return None
+    records = _records_of(data, len(texts), threads, schema)
     del data
-    if table.num_rows != len(texts):
+    if records is None:
         return None
-    records = table.combine_chunks().to_struct_array()
-    del table
-    if isinstance(records, _pa.ChunkedArray):
-        records = records.combine_chunks()
     nodes = list(_walk(records, (), None))
     exact = _inexact(nodes)
     if exact is None:
