@@ -91,7 +91,7 @@ def test_a_missing_target_field(found: dict[str, Any]) -> None:
 def test_a_signed_in_sessions_credentials_reach_the_workers(found: dict[str, Any]) -> None:
     credentials = found["credentials"]
     assert credentials["private"] > 0 and credentials["spawn"] and credentials["fork"]
-    # the spawned workers fetched the private images themselves, into the cache the session then reads
+    # the spawned worker fetched the private images itself, into the cache the session then reads
     assert credentials["fetched_in_workers"] == 4 and credentials["then_requests"] == 0
     assert credentials["anonymous"] == "AuthenticationError" and not credentials["token_in_repr"]
 

@@ -115,8 +115,10 @@ def main(folder: Path) -> dict[str, Any]:
         stream = IsicIterableDataset(list(selection.values()), api=cold, target="diagnosis_1")
         found["cold_stream"] = sorted(loader_digests(stream, "fork")) == sorted(serial)
 
-        # credentials reach the workers: spawned workers of a signed-in v1 session fetch private images
-        # into a cold cache (one import of torch per worker: the one spawned loader of these checks)
+        # credentials reach the workers: a spawned worker of a signed-in v1 session fetches private images
+        # into a cold cache. One worker: a spawned worker imports torch afresh (~3 s of CPU), and a second one
+        # would unpickle the same dataset the same way (a map-style dataset does nothing by worker; the loaders
+        # under fork above and the streams run two workers each)
         token = server.token_for("alice")
         alice = IsicApi(hostname=server.url, api_version=1, token=token, progress=False,
                         cache_folder=folder / "alice")
@@ -124,7 +126,7 @@ def main(folder: Path) -> dict[str, Any]:
                    if not server.data.dataset_public(r["dataset"]["_id"])]
         secret = IsicDataset(private[:4], target="benign_malignant", api=alice, missing="keep")
         server.clear_log()
-        spawned = loader_digests(secret, "spawn")
+        spawned = loader_digests(secret, "spawn", workers=1)
         fetched = len(server.requests("download"))
         server.clear_log()
         mine = [digest(secret[i][0]) for i in range(len(secret))]  # from the cache the workers filled
