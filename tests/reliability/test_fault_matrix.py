@@ -23,6 +23,10 @@ from isicarchive import ArchiveUnavailableError, IsicApi
 from isicarchive.testing import ArchiveConfig, LocalArchive
 
 READ_TIMEOUT = 0.5
+#: the read timeout of the "slow past timeout" tests: every answer they wait out costs it (twice a test), and the
+#: archive holds its answers 1.5 s, six times as long; the answers after a transient fault must still come
+#: within it, with two retries to spare for a starved server thread
+SLOW_READ_TIMEOUT = 0.25
 
 
 def digest(value: Any) -> str:
@@ -80,9 +84,9 @@ def server() -> LocalArchive:
         yield archive
 
 
-def make_api(server: LocalArchive, folder: Path, retries: int = 4) -> IsicApi:
+def make_api(server: LocalArchive, folder: Path, retries: int = 4, read_timeout: float = READ_TIMEOUT) -> IsicApi:
     return IsicApi(hostname=server.url, api_version=1, cache_folder=folder, progress=False, backoff=0.001,
-                   retries=retries, timeout=(2.0, READ_TIMEOUT), workers=4)
+                   retries=retries, timeout=(2.0, read_timeout), workers=4)
 
 
 def context(server: LocalArchive, tmp_path: Path) -> dict:
@@ -136,7 +140,7 @@ def test_transient_fault(server: LocalArchive, clean_results: dict, tmp_path: Pa
                          fault: str) -> None:
     settings = dict(FAULTS[fault])
     kind = settings.pop("kind")
-    api = make_api(server, tmp_path / "cache")
+    api = make_api(server, tmp_path / "cache", read_timeout=SLOW_READ_TIMEOUT if kind == "latency" else READ_TIMEOUT)
     ctx = context(server, tmp_path)
     server.faults.clear()
     rule = server.faults.add(kind, r"^/api/v1/", times=2, **settings)
@@ -158,7 +162,8 @@ def test_persistent_fault(server: LocalArchive, clean_results: dict, tmp_path: P
     settings = dict(FAULTS[fault])
     kind = settings.pop("kind")
     # one retry: the fault is still there when it comes (a second one only cost another read timeout)
-    api = make_api(server, tmp_path / "cache", retries=1)
+    api = make_api(server, tmp_path / "cache", retries=1,
+                   read_timeout=SLOW_READ_TIMEOUT if kind == "latency" else READ_TIMEOUT)
     ctx = context(server, tmp_path)
     server.faults.clear()
     server.faults.add(kind, r"^/api/v1/", **settings)
