@@ -140,12 +140,13 @@ def encode(idx: np.ndarray) -> np.ndarray:
         raise ValueError(f"a superpixel index must be a non-empty 2-D array; got shape {idx.shape}")
     if idx.min() < 0 or idx.max() >= 1 << 24:
         raise ValueError("superpixel labels must lie in 0 .. 2**24 - 1")
-    lab = idx.astype(np.uint32, copy=False)
-    out = np.empty(idx.shape + (3,), dtype=np.uint8)
-    out[:, :, 0] = lab & 0xFF
-    out[:, :, 1] = (lab >> 8) & 0xFF
-    out[:, :, 2] = (lab >> 16) & 0xFF
-    return out
+    # a label's three low bytes, little-endian, are its R, G, B: one copy out of the labels' own bytes
+    # (three masked and shifted channels made four temporaries the size of the labels)
+    if idx.dtype == np.dtype("<i4"):
+        lab = np.ascontiguousarray(idx).view("<u4")  # non-negative (checked above): the same bits
+    else:
+        lab = np.ascontiguousarray(idx, dtype="<u4")
+    return lab.view(np.uint8).reshape(idx.shape + (4,))[:, :, :3].copy()
 
 
 def _flat_labels(idx: np.ndarray) -> np.ndarray:

@@ -201,24 +201,38 @@ def superpixel_labels(width: int, height: int, n_segments: int, seed: int) -> np
     centre_x = np.floor(centre_x).astype(np.int64)
     # each pixel takes the nearest seed of the 3x3 cells around its own, the first of equals in the order
     # below; all rows at once (one row at a time took 60 ms an image of 160x120, most of a test archive's work)
-    xs = np.arange(width)
-    ys = np.arange(height)
-    cell_x = np.minimum((xs / cell_w).astype(np.int64), cols - 1)
-    cell_y = np.minimum((ys / cell_h).astype(np.int64), rows - 1)
-    best: np.ndarray = np.full((height, width), np.inf)
+    # (in int32, in place: the distances are exact integers either way; a pixel's seed row is gathered once per dy)
+    xs = np.arange(width, dtype=np.int32)
+    ys = np.arange(height, dtype=np.int32)
+    cell_x = np.minimum((np.arange(width) / cell_w).astype(np.int64), cols - 1)
+    cell_y = np.minimum((np.arange(height) / cell_h).astype(np.int64), rows - 1)
+    seed_y, seed_x = centre_y.astype(np.int32), centre_x.astype(np.int32)
+    beyond = np.iinfo(np.int32).max  # a cell outside the grid: never nearer than what is already best
+    best: np.ndarray = np.full((height, width), beyond, dtype=np.int32)
     best_label: np.ndarray = np.zeros((height, width), dtype=np.int32)
+    dist = np.empty((height, width), dtype=np.int32)
+    other = np.empty((height, width), dtype=np.int32)
+    better = np.empty((height, width), dtype=bool)
     for dy in (-1, 0, 1):
         ry = cell_y + dy
-        ryc = np.clip(ry, 0, rows - 1)[:, None]
+        ryc = np.clip(ry, 0, rows - 1)
+        rows_out = (ry < 0) | (ry >= rows)
+        seed_y_rows, seed_x_rows = seed_y[ryc], seed_x[ryc]  # (height, cols)
         for dx in (-1, 0, 1):
             rx = cell_x + dx
-            rxc = np.clip(rx, 0, cols - 1)[None, :]
-            valid = ((ry >= 0) & (ry < rows))[:, None] & ((rx >= 0) & (rx < cols))[None, :]
-            dist = (centre_y[ryc, rxc] - ys[:, None]) ** 2 + (centre_x[ryc, rxc] - xs[None, :]) ** 2
-            dist = np.where(valid, dist, np.inf)
-            better = dist < best
-            best = np.where(better, dist, best)
-            best_label = np.where(better, ryc * cols + rxc, best_label)
+            rxc = np.clip(rx, 0, cols - 1)
+            np.take(seed_y_rows, rxc, axis=1, out=dist)
+            dist -= ys[:, None]
+            dist *= dist
+            np.take(seed_x_rows, rxc, axis=1, out=other)
+            other -= xs[None, :]
+            other *= other
+            dist += other
+            dist[rows_out, :] = beyond
+            dist[:, (rx < 0) | (rx >= cols)] = beyond
+            np.less(dist, best, out=better)
+            np.copyto(best, dist, where=better)
+            np.copyto(best_label, (ryc * cols).astype(np.int32)[:, None] + rxc.astype(np.int32)[None, :], where=better)
     labels = best_label.astype(np.int32)
     seeds = np.zeros((height, width), dtype=bool)
     seeds[centre_y.ravel(), centre_x.ravel()] = True
