@@ -19,15 +19,18 @@ such a runner is made with the environment its commands get, and its requests ca
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import locale
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 #: the parent: imports what every command imports first (PRELOAD), then forks a child per request (one JSON
@@ -56,6 +59,8 @@ def run(request):
     sys.path[:] = [request["path0"] or os.getcwd(), *extra, *site_path]
     os.dup2(os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
     os.dup2(os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+    if request["stdin"]:  # a pipe (FIFO) for a command that asks for input; read-write: opening it never waits
+        os.dup2(os.open(request["stdin"], os.O_RDWR), 0)
     args = request["args"]
     sys.argv = [request["argv0"] or sys.modules["isicarchive.cli"].__file__, *args]
     try:
@@ -126,6 +131,33 @@ class CliRunner:
 
     def run(self, args: list[str], env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        with self._lock, tempfile.TemporaryDirectory(prefix="isicarchive-cli-") as folder:
+            command, pid = self._start(args, env, cwd, Path(folder))
+            status, expired = self._status(pid, timeout)
+            stdout, stderr = (_text((Path(folder) / name).read_bytes()) for name in ("stdout", "stderr"))
+            if expired:
+                raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+            return subprocess.CompletedProcess(command, status, stdout, stderr)
+
+    @contextlib.contextmanager
+    def talk(self, args: list[str], cwd: str | os.PathLike[str] | None = None,
+             timeout: float = 120) -> Iterator[Conversation]:
+        """A command that asks for input (a sign-in's code), as ``subprocess.Popen(..., stdin=PIPE,
+        stdout=PIPE, stderr=PIPE, text=True)`` runs it: its stdin is a pipe that :meth:`Conversation.communicate`
+        writes to, which never ends by itself (a command reading its stdin to the end waits for ``timeout``);
+        the command is killed if it has not ended ``timeout`` seconds after the block."""
+        with self._lock, tempfile.TemporaryDirectory(prefix="isicarchive-cli-") as folder:
+            os.mkfifo(Path(folder) / "stdin", 0o600)
+            command, pid = self._start(args, None, cwd, Path(folder), stdin=True)
+            conversation = Conversation(self, command, pid, Path(folder))
+            try:
+                yield conversation
+            finally:
+                conversation.wait(timeout)
+
+    def _start(self, args: list[str], env: Mapping[str, str] | None, cwd: str | os.PathLike[str] | None,
+               folder: Path, stdin: bool = False) -> tuple[list[str], int]:
+        """Have the parent fork a child for the command; (the command as reported, the child's pid)."""
         if self._env is not None and env is not None and dict(env) != self._env:
             raise ValueError("this runner's commands get the environment it was made with")
         if self._command is None:
@@ -134,31 +166,31 @@ class CliRunner:
             command, argv0 = [*self._command, *args], self._command[0]
             path0 = os.path.dirname(os.path.abspath(argv0))
         env = self._env if self._env is not None else (os.environ if env is None else env)
-        with self._lock, tempfile.TemporaryDirectory(prefix="isicarchive-cli-") as folder:
-            parent = self._started()
-            assert parent.stdin is not None and parent.stdout is not None
-            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
-            request = {"args": list(args), "env": dict(env), "cwd": str(cwd or os.getcwd()), "stdout": str(out),
-                       "stderr": str(err), "argv0": argv0 or "", "path0": path0}
-            parent.stdin.write(json.dumps(request) + "\n")
-            parent.stdin.flush()
-            pid = json.loads(parent.stdout.readline())["pid"]
-            expired = threading.Event()
+        parent = self._started()
+        assert parent.stdin is not None and parent.stdout is not None
+        request = {"args": list(args), "env": dict(env), "cwd": str(cwd or os.getcwd()),
+                   "stdout": str(folder / "stdout"), "stderr": str(folder / "stderr"),
+                   "stdin": str(folder / "stdin") if stdin else "", "argv0": argv0 or "", "path0": path0}
+        parent.stdin.write(json.dumps(request) + "\n")
+        parent.stdin.flush()
+        return command, json.loads(parent.stdout.readline())["pid"]
 
-            def stop() -> None:
-                expired.set()
-                os.kill(pid, signal.SIGKILL)
+    def _status(self, pid: int, timeout: float) -> tuple[int, bool]:
+        """The child's exit status once it has ended, killed after ``timeout`` seconds; (status, killed)."""
+        assert self._parent is not None and self._parent.stdout is not None
+        expired = threading.Event()
 
-            timer = threading.Timer(timeout, stop)
-            timer.start()
-            try:
-                status = json.loads(parent.stdout.readline())["status"]
-            finally:
-                timer.cancel()
-            stdout, stderr = _text(out.read_bytes()), _text(err.read_bytes())
-            if expired.is_set():
-                raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
-            return subprocess.CompletedProcess(command, status, stdout, stderr)
+        def stop() -> None:
+            expired.set()
+            os.kill(pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, stop)
+        timer.start()
+        try:
+            status = json.loads(self._parent.stdout.readline())["status"]
+        finally:
+            timer.cancel()
+        return status, expired.is_set()
 
     def close(self) -> None:
         parent, self._parent = self._parent, None
@@ -174,6 +206,63 @@ class CliRunner:
             parent.stdout.close()
 
 
+class Conversation:
+    """A command of :meth:`CliRunner.talk` while it runs: what it has printed, and its input."""
+
+    def __init__(self, runner: CliRunner, command: list[str], pid: int, folder: Path) -> None:
+        self.args = command
+        self.pid = pid
+        self.returncode: int | None = None
+        self._runner = runner
+        self._folder = folder
+        self._killed = False
+
+    def output(self) -> tuple[str, str]:
+        """What it has printed so far: (stdout, stderr)."""
+        printed = [self._folder / name for name in ("stdout", "stderr")]  # made by the child as it starts
+        return tuple(_text(path.read_bytes()) if path.exists() else "" for path in printed)  # type: ignore[return-value]
+
+    def ended(self) -> bool:
+        parent = self._runner._parent
+        assert parent is not None and parent.stdout is not None
+        # the parent writes the status line when the child has ended (nothing else is read from it meanwhile)
+        return self.returncode is not None or bool(select.select([parent.stdout], [], [], 0)[0])
+
+    def line_starting(self, prefix: str, timeout: float = 60) -> str:
+        """The first line of its stdout that starts with ``prefix`` (blanks stripped), once printed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stdout, stderr = self.output()
+            found = [line.strip() for line in stdout.splitlines() if line.strip().startswith(prefix)]
+            if found:
+                return found[0]
+            if self.ended() or time.monotonic() > deadline:
+                raise AssertionError(f"no line starting with {prefix!r}: {stdout}{stderr}")
+            time.sleep(0.02)
+
+    def communicate(self, input: str, timeout: float = 120) -> tuple[str, str]:
+        """Write ``input`` to its stdin, wait until it ends; (stdout, stderr), as ``Popen.communicate``."""
+        try:  # the child holds its end open from its start (or has ended: no one reads)
+            fd = os.open(self._folder / "stdin", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                os.set_blocking(fd, True)
+                os.write(fd, input.encode(locale.getpreferredencoding(False)))
+            finally:
+                os.close(fd)
+        self.wait(timeout)
+        return self.output()
+
+    def wait(self, timeout: float = 120) -> int:
+        if self.returncode is None:
+            self.returncode, self._killed = self._runner._status(self.pid, timeout)
+            if self._killed:
+                raise subprocess.TimeoutExpired(self.args, timeout, *self.output())
+        return self.returncode
+
+
 RUNNER = CliRunner()
 
 
@@ -184,4 +273,4 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: str | os.Path
     return RUNNER.run(list(args), env=env, cwd=cwd, timeout=timeout)
 
 
-__all__ = ["CliRunner", "run_cli"]
+__all__ = ["CliRunner", "Conversation", "run_cli"]

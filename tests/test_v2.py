@@ -406,8 +406,8 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
     # its sign-in keeps the token under XDG_DATA_HOME (read when pyxdg is imported), its settings under HOME
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     env.update({"HOME": str(tmp_path / "home"), "ISIC_DEV": "1", "XDG_DATA_HOME": str(tmp_path / "home" / "data")})
-    # the non-interactive commands run forked from one parent that has imported the CLI (0.7 s of CPU a start;
-    # tests/cli_runner.py); the sign-ins below are fresh interpreters, as a user starts them
+    # its commands run forked from one parent that has imported the CLI (0.9 s of CPU a start; tests/cli_runner.py),
+    # the sign-ins too, which read the code from their stdin
     isic_cli = CliRunner(str(isic.parent / "python"), "from isic_cli.cli import main", "main()",
                          [str(isic), "--no-version-check"], env)
     server = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "serve", "--port", "8000", "--images", "80"],
@@ -452,15 +452,10 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         assert metadata.splitlines()[0].startswith("isic_id,attribution,copyright_license")
         assert len(metadata.splitlines()) == 1 + 60  # every public image of 80
         # `isic user login`: the official OAuth client (PKCE, out-of-band code) against the local sign-in page
-        login = subprocess.Popen([str(isic), "--no-version-check", "user", "login"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        assert login.stdout is not None and login.stdin is not None
-        url = ""
-        while not url.startswith("http"):
-            url = login.stdout.readline().strip()
-            assert url or login.poll() is None, login.stderr.read() if login.stderr else ""
-        code = sign_in_code(url, "alice", accounts["alice"])
-        out, err = login.communicate(code + "\n", timeout=120)
+        # (it prints the sign-in page's address and waits for the code on its stdin)
+        with isic_cli.talk(["user", "login"], cwd=tmp_path, timeout=120) as login:
+            code = sign_in_code(login.line_starting("http"), "alice", accounts["alice"])
+            out, err = login.communicate(code + "\n", timeout=120)
         assert login.returncode == 0 and "Success" in out, out + err
         assert "Hello alice@example.org" in isic_run("user", "login").stdout
         # `isic collection add-images / remove-images` on a collection alice owns
@@ -482,14 +477,9 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         refused = isic_run("accession", "upload", "1", "lesion.jpg", ok=False)
         assert refused.returncode != 0 and "Cohort 1 does not exist or you don't have access to it" in refused.stderr
         isic_run("user", "logout")
-        login = subprocess.Popen([str(isic), "--no-version-check", "user", "login"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        assert login.stdout is not None
-        url = ""
-        while not url.startswith("http"):
-            url = login.stdout.readline().strip()
-            assert url or login.poll() is None, login.stderr.read() if login.stderr else ""
-        out, err = login.communicate(sign_in_code(url, "admin", accounts["admin"]) + "\n", timeout=120)
+        with isic_cli.talk(["user", "login"], cwd=tmp_path, timeout=120) as login:
+            out, err = login.communicate(sign_in_code(login.line_starting("http"), "admin", accounts["admin"]) + "\n",
+                                         timeout=120)
         assert login.returncode == 0, out + err
         uploaded = isic_run("accession", "upload", "1", "lesion.jpg", "--json")
         assert isinstance(json.loads(uploaded.stdout)["id"], int)
