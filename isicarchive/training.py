@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import io
-import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from ._epoch import SharedEpoch  # its own module: a process it is pickled into imports only that
 from .errors import ImageTooLargeError, IsicError, MissingTargetError, QueryError
 from .grouping import field_of
 from .legacy import V2_DIAGNOSIS_PATHS, legacy_clinical
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from .scaleout import SessionSpec
     from .store import Store
 
-__all__ = ["MASK", "MISSING", "UNLABELLED", "Samples", "SessionHandle", "decode_pixels", "epoch_order",
+__all__ = ["MASK", "MISSING", "UNLABELLED", "Samples", "SessionHandle", "SharedEpoch", "decode_pixels", "epoch_order",
            "image_source", "shard_indices", "target_value"]
 
 #: the target that asks for segmentation masks instead of classes
@@ -183,44 +183,6 @@ def shard_indices(n: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True
         raise QueryError(f"worker {worker} is not one of the {num_workers} workers (0 … {num_workers - 1})")
     order = epoch_order(n, seed=seed, epoch=epoch, shuffle=shuffle)
     return order[rank::world_size][worker::num_workers].tolist()
-
-
-class SharedEpoch:
-    """An epoch number a dataset shares with its copies in data-loader worker processes.
-
-    A loader's workers take a copy of the dataset when they start: forked, or
-    pickled into a spawned process.  Workers kept from epoch to epoch (PyTorch's
-    ``persistent_workers=True``) would go on dealing the first epoch's order
-    from a copy holding a plain number.  This one lives in shared memory: a
-    worker started from it, forked or spawned, reads what the parent set last.
-    Pickled anywhere else (saved, copied, sent to another machine), it travels
-    as the plain number and becomes a cell of its own.
-    """
-
-    def __init__(self, epoch: int = 0) -> None:
-        # no lock: one writer (the parent, between epochs), and a lock made in one start method's context
-        # cannot travel to a process of another (a loader may spawn while the default context forks)
-        self._cell = multiprocessing.Value("q", int(epoch), lock=False)
-
-    @property
-    def value(self) -> int:
-        return int(self._cell.value)
-
-    @value.setter
-    def value(self, epoch: int) -> None:
-        self._cell.value = int(epoch)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the shared memory itself only travels to a process being started (multiprocessing refuses it otherwise)
-        from multiprocessing.context import get_spawning_popen
-
-        return {"cell": self._cell} if get_spawning_popen() is not None else {"epoch": self.value}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._cell = state["cell"] if "cell" in state else multiprocessing.Value("q", int(state["epoch"]), lock=False)
-
-    def __repr__(self) -> str:
-        return f"SharedEpoch({self.value})"
 
 
 # ----------------------------------------------------------------- session

@@ -79,8 +79,9 @@ def graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
 
 #: the layers of docs/architecture.md, bottom first: tier → modules (a package name covers its modules)
 TIERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("errors", "_version", "_json", "_gc", "deadlines", "limits", "progress", "csvguard", "hosts",
-                     "allocator", "regex", "context", "superpixels", "slic", "models.base", "records", "extras")),
+    ("foundations", ("errors", "_version", "_json", "_gc", "_epoch", "deadlines", "limits", "progress", "csvguard",
+                     "hosts", "allocator", "regex", "context", "superpixels", "slic", "models.base", "records",
+                     "extras")),
     ("vocabulary", ("legacy", "search", "licenses", "pixels", "empty", "listing", "selection", "grouping",
                     "releases.catalog", "releases.scoring")),
     ("HTTP and files", ("transport", "oauth", "credentials", "account", "locking", "cache", "downloads", "digests")),
