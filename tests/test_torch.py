@@ -62,8 +62,9 @@ def test_samples_are_uint8_tensors_with_torchvision_labels(found: dict[str, Any]
     counts = [first["targets"].count(c) for c in range(2)]
     assert [w * n for w, n in zip(first["weights"], counts, strict=True)] == pytest.approx([6.0, 6.0])
     assert first["target"] == first["targets"][0] and first["record_id"] == "ISIC_0000000"
-    assert found["batch"] == {"shape": [4, 3, 8, 8], "dtype": "torch.float32", "targets": found["batch"]["expected"],
-                              "expected": found["batch"]["expected"]}
+    # a transform and a target transform ran in forked workers, and the samples collated
+    assert found["batch"] == {"shape": [4, 3, 120, 160], "dtype": "torch.float32",
+                              "targets": found["batch"]["expected"], "expected": found["batch"]["expected"]}
 
 
 def test_workers_under_fork_and_spawn_read_a_warm_cache_without_requests(found: dict[str, Any]) -> None:
