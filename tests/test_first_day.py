@@ -238,7 +238,8 @@ def test_ctrl_c_stops_a_bulk_download_at_once_and_it_resumes(tmp_path: Path) -> 
         assert 5 <= kept < len(names)
         assert not (out / ".isicarchive-locks").exists()
         slow.latency = 0.0  # the resume has no interrupt to wait for (at 0.2 s it took 3 s)
-        again = subprocess.run(command[:6] + ["--json"] + command[6:], capture_output=True, text=True, timeout=300)
+        # (no signal: forked from the runner's parent, tests/cli_runner.py, like the other commands' tests)
+        again = cli(*command[3:6], "--json", *command[6:], timeout=300)
         slow.latency = 0.2
         assert again.returncode == 0, again.stderr
         summary = json.loads(again.stdout)
