@@ -96,7 +96,8 @@ def rows(frame: pd.DataFrame) -> dict[str, dict]:
             for i, r in frame.iterrows()}
 
 
-def visible(archive: LocalArchive, n: int = 24) -> list[str]:
+def visible(archive: LocalArchive, n: int = 12) -> list[str]:
+    # 12 images: six tasks of two on the module cluster, each worker has several (24 cost 1.4 s of CPU more)
     return [r["_id"] for r in archive.data.visible_images(None)[:n]]
 
 
