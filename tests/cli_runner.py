@@ -140,7 +140,7 @@ class CliRunner:
             return subprocess.CompletedProcess(command, status, stdout, stderr)
 
     @contextlib.contextmanager
-    def talk(self, args: list[str], cwd: str | os.PathLike[str] | None = None,
+    def talk(self, args: list[str], env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
              timeout: float = 120) -> Iterator[Conversation]:
         """A command that asks for input (a sign-in's code), as ``subprocess.Popen(..., stdin=PIPE,
         stdout=PIPE, stderr=PIPE, text=True)`` runs it: its stdin is a pipe that :meth:`Conversation.communicate`
@@ -148,7 +148,7 @@ class CliRunner:
         the command is killed if it has not ended ``timeout`` seconds after the block."""
         with self._lock, tempfile.TemporaryDirectory(prefix="isicarchive-cli-") as folder:
             os.mkfifo(Path(folder) / "stdin", 0o600)
-            command, pid = self._start(args, None, cwd, Path(folder), stdin=True)
+            command, pid = self._start(args, env, cwd, Path(folder), stdin=True)
             conversation = Conversation(self, command, pid, Path(folder))
             try:
                 yield conversation

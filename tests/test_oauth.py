@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import keyring
 import pytest
 import requests
-from cli_runner import run_cli
+from cli_runner import RUNNER, run_cli
 
 from isicarchive import AuthenticationError, IsicApi, credentials
 from isicarchive.oauth import CLIENT_ID, OAuthClient, OAuthToken, pkce_pair
@@ -222,16 +220,12 @@ def _cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def cli_login(archive: LocalArchive, env: dict[str, str], login: str) -> tuple[int, str, str]:
-    """``isicarchive --api v2 login``, with the person answering its prompt from the sign-in page."""
-    proc = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "--host", archive.url, "--api", "v2",
-                             "login", "--user", login], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={k: v for k, v in env.items() if k != "DISPLAY"})
-    assert proc.stdout is not None
-    url = ""
-    while not url.startswith("http"):
-        url = proc.stdout.readline().strip()
-        assert url or proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-    out, err = proc.communicate(archive.sign_in_code(url, login) + "\n", timeout=60)
+    """``isicarchive --api v2 login``, with the person answering its prompt from the sign-in page (forked from
+    the CLI runner's parent, tests/cli_runner.py, with its stdin a pipe)."""
+    args = ["--host", archive.url, "--api", "v2", "login", "--user", login]
+    with RUNNER.talk(args, env={k: v for k, v in env.items() if k != "DISPLAY"}, timeout=60) as proc:
+        out, err = proc.communicate(archive.sign_in_code(proc.line_starting("http"), login) + "\n", timeout=60)
+    assert proc.returncode is not None
     return proc.returncode, out, err
 
 
