@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 else:
     np = lazy_module("numpy", globals(), "np")  # imported on first use (see ._lazy)
 
-__all__ = ["ArrowSlice", "arrow_available", "read_slice"]
+__all__ = ["ArrowSlice", "Parsed", "arrow_available", "parse_slice", "read_slice"]
 
 # pyarrow, imported by the first build that uses it (it costs a fifth of a second: not at start-up)
 _pa: Any = None
@@ -233,36 +233,62 @@ def _records_of(data: bytes, rows: int, threads: bool, schema: Any = None) -> An
     return records.combine_chunks() if isinstance(records, _pa.ChunkedArray) else records
 
 
-def read_slice(held: list[Held], *, threads: bool = True) -> ArrowSlice | None:
-    """The columns of a slice of records, or None where Arrow cannot read it (read it all the pure way)."""
+class Parsed:
+    """A slice's text as Arrow read it (:func:`parse_slice`), for :func:`read_slice` to take in."""
+
+    __slots__ = ("data", "records", "text_rows", "texts")
+
+    def __init__(self, texts: list[bytes], text_rows: Any, data: bytes | None, records: Any) -> None:
+        self.texts = texts
+        self.text_rows = text_rows
+        self.data: bytes | None = data
+        self.records = records
+
+
+def parse_slice(held: list[Held], *, threads: bool = True) -> Parsed | None:
+    """Arrow's reading of a slice of records' text (the part of :func:`read_slice` that runs without the GIL),
+    or None where Arrow cannot read it."""
     if not arrow_available():
         return None
-    out = ArrowSlice(len(held))
     # (a record's text has no line break: orjson escapes them in strings; a carriage return that some
     # other writer left between tokens would make Arrow's row count or parse fail, and the slice pure)
     every = set(map(type, held)) == {bytes}
     text_rows = range(len(held)) if every else [i for i, h in enumerate(held) if type(h) is bytes]
+    texts: list[bytes] = held if every else [held[i] for i in text_rows]  # type: ignore[assignment, misc]
+    if not texts:
+        return Parsed(texts, text_rows, b"", None)
+    data = b"\n".join(texts)
+    records = _records_of(data, len(texts), threads)
+    return Parsed(texts, text_rows, data, records) if records is not None else None
+
+
+def read_slice(held: list[Held], *, threads: bool = True, parsed: Parsed | None = None) -> ArrowSlice | None:
+    """The columns of a slice of records, or None where Arrow cannot read it (read it all the pure way).
+
+    ``parsed``: the slice's :func:`parse_slice`, where it was parsed already."""
+    if parsed is None:
+        parsed = parse_slice(held, threads=threads)
+        if parsed is None:
+            return None
+    out = ArrowSlice(len(held))
+    texts, text_rows, data, records = parsed.texts, parsed.text_rows, parsed.data, parsed.records
+    parsed.data = parsed.records = None  # (this function's to let go of)
     pure = np.ones(len(held), bool)
     pure[text_rows] = False
-    if not text_rows:
+    if not texts:
         out.pure = np.arange(len(held), dtype=np.int64)
         return out
-    texts: list[bytes] = held if every else [held[i] for i in text_rows]  # type: ignore[assignment, misc]
-    records = _records_of(b"\n".join(texts), len(texts), threads)
-    if records is None:
-        return None
     for field in records.type:
         if "." in field.name:  # no dotted path names it; a look-up of its prefix becomes special
             out.dotted_root_keys.add(field.name)
-    paths = [(path, array, valid) for path, array, valid in _walk(records, (), None)
-             if not any("." in name for name in path)]
+    walked = list(_walk(records, (), None))
+    paths = [(path, array, valid) for path, array, valid in walked if not any("." in name for name in path)]
     exact = _inexact(paths)
     if exact is None:
         return None
-    with_null = np.flatnonzero(np.fromiter((b"null" in text for text in texts), bool, len(texts)))
-    nulls = _explicit_nulls(texts, with_null, paths) if with_null.size else {}
-    if nulls is None:
-        return None
+    assert data is not None
+    nulls = _explicit_nulls(texts, data, paths, walked) if b"null" in data else {}
+    del data
     out.pure = np.flatnonzero(pure)
     patches: dict[tuple[str, ...], tuple[np.ndarray, list[Any]]] = {
         path: (where, [None] * where.size) for path, where in nulls.items() if where.size}
@@ -375,71 +401,89 @@ def _patched(leaf: tuple[np.ndarray, np.ndarray, list[Any]] | None, rows: np.nda
     return all_rows, renumber[codes], [distinct[code] for code in by_first.tolist()]
 
 
-def _explicit_nulls(texts: list[bytes], with_null: np.ndarray,
-                    paths: list[tuple[tuple[str, ...], Any, Any]]) -> dict[tuple[str, ...], np.ndarray] | None:
-    """Where a key holds ``null`` (Arrow reads it as missing): path -> Arrow rows (None: text too long).
+def _explicit_nulls(texts: list[bytes], data: bytes, paths: list[tuple[tuple[str, ...], Any, Any]],
+                    walked: list[tuple[tuple[str, ...], Any, Any]]) -> dict[tuple[str, ...], np.ndarray]:
+    """Where a key holds ``null`` (Arrow reads it as missing): path -> rows.
 
-    In compact JSON an object's key with a null value reads ``{"key":null`` or ``,"key":null``, and no
-    string holds that text (its quotes would be escaped).  Each such key is matched to the paths ending in
-    it that are null in Arrow's row while their dict exists.  A record where that does not settle it (a key
-    of that name null in one dict and missing in another, a ``null`` anywhere else: in a list, in a string,
-    after a space) is decoded, and each of those paths looked up in it.
+    ``data``: the ``texts`` joined by line breaks; ``paths``: the paths read (no dotted key on the way),
+    ``walked``: every path of Arrow's reading.  In compact JSON an object's key with a null value reads
+    ``{"key":null`` or ``,"key":null``, and no string holds that text unescaped (a quote in a string is
+    ``\\"``).  Every ``null`` of the text is found at once (numpy over the bytes), with the key before it; in
+    a record where each key of that name is as many times null as the paths ending in it are missing in
+    Arrow's reading (while their dict exists), those paths hold null.  A record where that does not settle
+    it (a key of that name null in one dict and missing in another, a ``null`` anywhere else: in a list, in a
+    string, after a space; an escape or a long key; a list of objects or a dotted key, whose keys no path
+    holds) is decoded, and each of those paths looked up in it.
     """
-    chosen_texts = [texts[i] for i in with_null.tolist()]
-    data = b"".join(chosen_texts)
-    if len(data) >= 1 << 31:  # (past 32-bit offsets: the slice is read the pure way)
-        return None
-    offsets = np.zeros(len(chosen_texts) + 1, np.int32)
-    np.cumsum(np.fromiter(map(len, chosen_texts), np.int64, len(chosen_texts)), out=offsets[1:])
-    chosen = _binary(offsets, data)
-    del chosen_texts
-    parts = _pc.split_pattern(chosen, '":null')
-    lengths = _numpy(_pc.list_value_length(parts)).astype(np.int64)
-    unsure = _numpy(_pc.count_substring(chosen, "null")) != lengths - 1
-    pieces = parts.flatten()
-    owner = np.repeat(np.arange(len(chosen)), lengths)
-    member = np.ones(len(pieces), bool)
-    member[np.cumsum(lengths) - 1] = False  # the text after the last match
-    keys = _pc.extract_regex(pieces.filter(_booleans(member)), r'[{,]"(?P<key>[^"\\]*)$').flatten()[0]
-    owner = owner[member]
-    unsure[owner[_numpy(keys.is_null())]] = True
-    encoded = keys.dictionary_encode()
-    codes = np.where(_numpy(encoded.indices.is_valid()), _numpy(encoded.indices), -1)
+    size = len(texts)
+    starts = np.zeros(size, np.int64)
+    np.cumsum(np.fromiter(map(len, texts), np.int64, size)[:-1] + 1, out=starts[1:])
+    text = np.frombuffer(data, np.uint8)
+    at = np.flatnonzero(text[3:] == ord("l"))  # "null" at `at`: its last letter first (the rarest here)
+    at = at[text[at + 2] == ord("l")]
+    at = at[(text[at] == ord("n")) & (text[at + 1] == ord("u"))]
+    row_of = np.searchsorted(starts, at, "right") - 1
+    has_null = np.zeros(size, bool)
+    has_null[row_of] = True
+    keyed = (at >= starts[row_of] + 3) & (text[at - 1] == ord(":")) & (text[at - 2] == ord('"'))
+    unsure = np.zeros(size, bool)
+    unsure[row_of[~keyed]] = True
+    close, row_of = at[keyed] - 2, row_of[keyed]  # the quote that ends each key
+    # the key's opening quote: the nearest one before, within a window (a longer key: the record decoded)
+    window = 64
+    back = close[:, None] - 1 - np.arange(window)
+    before = text[np.maximum(back, 0)]
+    quote = (before == ord('"')) & (back > starts[row_of][:, None])
+    found = quote.any(axis=1)
+    length = quote.argmax(axis=1)  # (the key's length: its bytes are `before` reversed)
+    opening = close - 1 - length
+    escaped = ((before == ord("\\")) & (np.arange(window) < length[:, None])).any(axis=1)
+    plain_key = found & ~escaped & np.isin(text[np.maximum(opening - 1, 0)], (ord("{"), ord(",")))
+    unsure[row_of[~plain_key]] = True
+    # keys no path holds: in a list of objects, under a dotted key
+    for path, array, _ in walked:
+        kind = array.type
+        if any("." in name for name in path) or ((_pa.types.is_list(kind) or _pa.types.is_large_list(kind))
+                                                 and not _plain_list(kind)):
+            unsure |= _valid(array) & has_null
     by_name: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
     for path, array, valid in paths:
-        missing = ~_valid(array)[with_null]
+        missing = ~_valid(array)
         if valid is not None:
-            missing &= valid[with_null]
+            missing &= valid
         by_name.setdefault(path[-1], []).append((path, missing))
-    found: dict[tuple[str, ...], list[np.ndarray]] = {}
-    ambiguous: list[tuple[list[tuple[tuple[str, ...], np.ndarray]], np.ndarray]] = []
-    for code, raw in enumerate(encoded.dictionary.to_pylist()):
-        try:
-            name = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            name = None
-        matched = np.bincount(owner[codes == code], minlength=len(chosen))
-        candidates = by_name.get(name, []) if name is not None else []
-        if not candidates:
-            unsure |= matched > 0
+    named = np.zeros(close.size, bool)
+    out: dict[tuple[str, ...], np.ndarray] = {}
+    checks: list[tuple[list[tuple[tuple[str, ...], np.ndarray]], np.ndarray]] = []
+    for name, candidates in by_name.items():
+        key = name.encode("utf-8", "surrogatepass")[::-1]
+        if len(key) >= window:
             continue
+        same = plain_key & (length == len(key))
+        same[same] = (before[same, :len(key)] == np.frombuffer(key, np.uint8)).all(axis=1)
+        if not same.any():
+            continue
+        named |= same
+        matched = np.bincount(row_of[same], minlength=size)
         counted = np.sum([missing for _, missing in candidates], axis=0)
         settled = (matched > 0) & (matched == counted)
         for path, missing in candidates:
-            found.setdefault(path, []).append(np.flatnonzero(missing & settled))
+            where = np.flatnonzero(missing & settled)
+            if where.size:
+                out[path] = where
         doubt = np.flatnonzero((matched > 0) & (matched != counted))
         if doubt.size:  # e.g. null in one dict, missing in another: look those paths up in the record
-            ambiguous.append((candidates, doubt))
-    out = {path: np.concatenate(where) for path, where in found.items()}
+            checks.append((candidates, doubt))
+    unsure[row_of[plain_key & ~named]] = True  # a key that no path ends in
     out = {path: where[~unsure[where]] for path, where in out.items()}
-    checks = [(candidates, doubt[~unsure[doubt]]) for candidates, doubt in ambiguous]
+    checks = [(candidates, doubt[~unsure[doubt]]) for candidates, doubt in checks]
     if unsure.any():  # every path null in Arrow's row is looked up in the record
         checks.append(([entry for entries in by_name.values() for entry in entries], np.flatnonzero(unsure)))
     if checks:
         from .records import decode_many
 
         rows = np.unique(np.concatenate([doubt for _, doubt in checks])).tolist()
-        records = dict(zip(rows, decode_many([chosen[row].as_py() for row in rows]), strict=True))
+        records = dict(zip(rows, decode_many([texts[row] for row in rows]), strict=True))
         added: dict[tuple[str, ...], list[int]] = {}
         for candidates, doubt in checks:
             for path, missing in candidates:
@@ -448,7 +492,7 @@ def _explicit_nulls(texts: list[bytes], with_null: np.ndarray,
         for path, more in added.items():
             if more:
                 out[path] = np.sort(np.concatenate([out.get(path, np.zeros(0, np.int64)), more]))
-    return {path: with_null[where] for path, where in out.items() if where.size}
+    return {path: where for path, where in out.items() if where.size}
 
 
 def _holds_null(record: Any, path: tuple[str, ...]) -> bool:

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 from . import arrowindex
 from ._gc import collector_paused
 from ._lazy import lazy_module
-from .arrowindex import ArrowSlice, IdStrings, read_slice
+from .arrowindex import ArrowSlice, IdStrings, parse_slice, read_slice
 from .errors import QueryError
 from .records import Held, RecordRows, RecordStore, decode_many
 from .regex import StringValues, string_values
@@ -286,6 +286,9 @@ def _narrowest(codes: np.ndarray, count: int) -> np.ndarray:
     return codes if codes.dtype == kind else codes.astype(kind)
 
 
+_FINISHING = object()  # a column's pending finish under way (see _Column.finish_later)
+
+
 class _Column:
     """One dotted path: a code per record and the distinct values.
 
@@ -294,11 +297,12 @@ class _Column:
     the key exists (dict-key membership needs that).
     """
 
-    __slots__ = ("_arrow_strings", "_arrow_values", "_base", "_by_row", "_dense", "_eq", "_keys", "_kind", "_next",
-                 "_none", "_numeric", "_present", "_raw", "_rows", "_sorted_strings", "_strings", "_vals", "codes",
-                 "uniques")
+    __slots__ = ("_arrow_strings", "_arrow_values", "_base", "_by_row", "_codes", "_dense", "_eq", "_keys", "_kind",
+                 "_next", "_none", "_numeric", "_pending", "_present", "_raw", "_rows", "_sorted_strings", "_strings",
+                 "_uniques", "_vals")
 
     def __init__(self) -> None:
+        self._pending: Any = None  # (rows, ids) of a finish left for the first use (see finish_later)
         self.uniques: list[Any] = [None]
         # value -> code while records are being added; dropped when they are in (a near-unique column's
         # table is as big as the column: ~50 MB at 400,000 records) and rebuilt if more records come
@@ -322,6 +326,48 @@ class _Column:
         self._dense: np.ndarray | None = None
         self._none: np.ndarray | None = None
         self._present: np.ndarray | None = None
+
+    # the distinct values and codes; a column the pyarrow build left to finish (see finish_later) is finished
+    # when they are first asked for
+    @property
+    def uniques(self) -> list[Any]:
+        if self._pending is not None:
+            self._finish_pending()
+        return self._uniques
+
+    @uniques.setter
+    def uniques(self, value: list[Any]) -> None:
+        self._uniques = value
+
+    @property
+    def codes(self) -> np.ndarray:
+        if self._pending is not None:
+            self._finish_pending()
+        return self._codes
+
+    @codes.setter
+    def codes(self, value: np.ndarray) -> None:
+        self._codes = value
+
+    def finish_later(self, n_rows: int, ids: IdStrings | None = None) -> None:
+        """:meth:`finish`, or, for a column of the pyarrow build's values (telling apart the values of every
+        slice and making Python objects of them: most of the work in a near-unique column), the same when
+        its values or codes are first asked for: a selection pays it for the columns it names."""
+        if self._arrow_values and self._raw is None:
+            self._pending = (n_rows, ids)
+        else:
+            self.finish(n_rows, ids)
+
+    def _finish_pending(self) -> None:
+        with _DEFERRED_WORK:  # (one thread finishes it; the others wait here and find it done)
+            pending = self._pending
+            if pending is None or pending is _FINISHING:  # (done; or finish itself asking, in this thread)
+                return
+            self._pending = _FINISHING
+            try:
+                self.finish(*pending)
+            finally:
+                self._pending = None
 
     def append(self, row: int, value: Any) -> None:
         self._settle()
@@ -845,9 +891,10 @@ class ImageIndex:
     COLUMNAR_FROM = 20000
     #: a columnar index reads only the paths its selections name until they have read this many times; then
     #: (or when something needs every column: key membership, an empty selection's diagnosis) it builds
-    #: every column (:meth:`build`); 0: every column at once, when the index is made.  (Each read takes about
-    #: half a whole build: a session that names many fields pays at most about twice a whole build.)
-    DEFERRED_READS = 2
+    #: every column (:meth:`build`); 0: every column at once, when the index is made.  (A read of one path
+    #: takes about a third of the CPU of a whole build, and half its time: after one, the next new path
+    #: builds every column, so that no session pays much more than one whole build.)
+    DEFERRED_READS = 1
     #: records whose types (read by pyarrow) give the type of each path a deferred index reads alone
     SAMPLE = 2000
 
@@ -889,7 +936,9 @@ class ImageIndex:
         half the work of reading every value), up to :attr:`DEFERRED_READS`
         times; after that, or when something needs every path (key
         membership ``ni``, the diagnosis of an empty selection), every column
-        is built at once.  The answers are the same either way.
+        is built at once.  The answers are the same either way.  (A column of
+        many distinct values is finished, its values made Python objects,
+        when a selection first names it.)
         """
         with _DEFERRED_WORK:
             if not self._deferred:
@@ -907,16 +956,23 @@ class ImageIndex:
         from concurrent.futures import ThreadPoolExecutor
 
         step = self.ARROW_SLICE if columnar else self.SLICE
-        starts = range(start, len(self.ids), step)
+        starts = iter(range(start, len(self.ids), step))
         reordered: set[str] = set()
-        with ThreadPoolExecutor(1) if columnar else contextlib.nullcontext() as pool:
-            # pyarrow reads the next slice (mostly without the GIL) while this thread takes in the last one
-            ahead = pool.submit(read_slice, self._held[start:start + step]) if pool is not None else None
-            for first in starts:
+        with ThreadPoolExecutor(2) if columnar else contextlib.nullcontext() as pool:
+            # two slices in flight: pyarrow parses them (on every core, without the GIL) while this thread
+            # takes in the one before (in Python, where its numpy arrays stay in this thread's heap)
+            ahead = [(first, pool.submit(parse_slice, self._held[first:first + step]) if pool is not None else None)
+                     for first in itertools.islice(starts, 2 if pool is not None else 1)]
+            while ahead:
+                first, future = ahead.pop(0)
                 stop = min(first + step, len(self.ids))
-                got = ahead.result() if ahead is not None else None
-                if pool is not None and stop < len(self.ids):
-                    ahead = pool.submit(read_slice, self._held[stop:stop + step])
+                parsed = future.result() if future is not None else None
+                following = next(starts, None)
+                if following is not None:
+                    ahead.append((following, pool.submit(parse_slice, self._held[following:following + step])
+                                  if pool is not None else None))
+                got = read_slice(self._held[first:stop], parsed=parsed) if parsed is not None else None
+                del parsed
                 if got is None:
                     for part in range(first, stop, self.SLICE):
                         self._read_rows(np.arange(part, min(part + self.SLICE, stop), dtype=np.int64))
@@ -932,9 +988,11 @@ class ImageIndex:
                     if pure.size < stop - first:  # rows read after others of their slice: out of order
                         reordered.update(path for path, column in self._columns.items()
                                          if len(column._rows) != grown.get(path))
+        if columnar:
+            arrowindex.release_memory()  # (what the last slices in flight left in Arrow's pool)
         ids = arrowindex.IdStrings(self.ids) if columnar else None
         for column in self._columns.values():
-            column.finish(len(self.ids), ids)
+            column.finish_later(len(self.ids), ids)
         del ids
         if columnar:
             arrowindex.release_memory()
