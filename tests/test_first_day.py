@@ -196,6 +196,22 @@ def _files(folder: Path) -> int:
     return len(list(folder.glob("ISIC_*.jpg"))) if folder.exists() else 0
 
 
+def _interruptible(command: list[str]) -> subprocess.Popen[str]:
+    """``command`` started with SIGINT at its default, as a terminal starts it.
+
+    A shell that starts the suite in the background without job control (``pytest &`` in a script) has it
+    ignore SIGINT, which a child inherits and Python then keeps (the Ctrl-C below never reached the command:
+    60 s, then a failure); a handled signal is reset to its default in a new program.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool],
                     archive: LocalArchive) -> tuple[float, int, str, str]:
     """SIGINT once ``ready()``; (seconds until the process ended, requests the archive received after the
@@ -229,7 +245,7 @@ def test_ctrl_c_stops_a_bulk_download_at_once_and_it_resumes(tmp_path: Path) -> 
         names = [im["name"] for im in slow.data.visible_images(None)]
         command = [sys.executable, "-m", "isicarchive.cli", "--host", slow.url, "--quiet", "images", "download",
                    *names, "--out", str(out), "--workers", "4"]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = _interruptible(command)
         took, asked_after, _, stderr = _interrupt_when(proc, lambda: _files(out) >= 5, slow)
         # transfers in flight stopped (else 40 s), queued ones cancelled (at most the 4 workers' last requests)
         assert took < 20 and asked_after <= 4, (took, asked_after)
@@ -251,8 +267,7 @@ def test_ctrl_c_stops_a_bulk_download_at_once_and_it_resumes(tmp_path: Path) -> 
                   f"api = IsicApi(hostname={slow.url!r}, progress=False, workers=4)\n"
                   f"try:\n    api.download_images({names!r}, folder={str(tmp_path / 'py')!r})\n"
                   f"except KeyboardInterrupt:\n    print('stopped', flush=True)\n")
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = _interruptible([sys.executable, "-c", script])
         took, asked_after, stdout, stderr = _interrupt_when(proc, lambda: _files(tmp_path / "py") >= 3, slow)
         assert took < 20 and asked_after <= 4, (took, asked_after)
         assert proc.returncode == 0 and "stopped" in stdout, stderr
