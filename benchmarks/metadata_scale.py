@@ -8,10 +8,12 @@ folder (records loaded from the cache file, one request).  Wall and CPU seconds 
 shown (CPU time is the steadier figure on a busy machine).
 
 With pyarrow the index defers its columns: the first selection reads only the
-path it names (``ImageIndex.build``).  Each session therefore also times a
-selection on a second field and then the build of every column (what a
-selection on every field, key membership or an empty selection's diagnosis
-costs), and prints index + every column as well.
+path it names, the next new path builds every column (``ImageIndex.build``).
+Each session therefore also times a selection on a second field, a third, key
+membership (``ni``) and the build of every column (what an empty selection's
+diagnosis needs), and prints the total of each session shape against the
+baseline: a session on the same cache file whose index builds every column
+when it is made (``ImageIndex.DEFERRED_READS = 0``).
 
 Baselines measured in the same run:
 
@@ -49,26 +51,40 @@ def status(name):
             return int(line.split()[1]) * 1024
     return 0
 
-url, version, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+url, version, folder, eager = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "eager"
+if eager:  # the baseline: every column built when the index is made (where this copy defers them)
+    from isicarchive.selection import ImageIndex
+    if hasattr(ImageIndex, "DEFERRED_READS"):
+        ImageIndex.DEFERRED_READS = 0
 api = IsicApi(hostname=url, api_version=version, progress=False, cache_folder=folder)
 wall, cpu = time.perf_counter(), time.process_time()
 count = len(api.cache_images())
 out = {"count": count, "sync_s": time.perf_counter() - wall, "sync_cpu": time.process_time() - cpu,
        "sync_peak": status("VmHWM"), "records_rss": status("VmRSS")}
-field = "meta.clinical.age_approx" if version == 1 else "metadata.clinical.age_approx"
+nested = "meta" if version == 1 else "metadata"
+field = nested + ".clinical.age_approx"
 wall, cpu = time.perf_counter(), time.process_time()
 api.select_images([field, ">=", 50])
 out.update(index_s=time.perf_counter() - wall, index_cpu=time.process_time() - cpu, peak=status("VmHWM"),
            rss=status("VmRSS"))
-# a selection on another field (a deferred index reads that path alone too), then every column built (what a
-# selection touching every column, key membership or an empty selection's diagnosis pays)
-wall, cpu = time.perf_counter(), time.process_time()
-api.select_images([field.replace("age_approx", "sex"), "==", "female"])
-out.update(second_s=time.perf_counter() - wall, second_cpu=time.process_time() - cpu)
+# what a session pays as it goes on: a selection on a second field (a deferred index reads the first path alone,
+# then builds every column at the next new one), a third, key membership, then every column built (what an
+# empty selection's diagnosis needs)
+steps = [("second", [nested + ".clinical.sex", "==", "female"]),
+         ("third", [nested + (".clinical.diagnosis" if version == 1 else ".clinical.diagnosis_1"), "==",
+                    "melanoma" if version == 1 else "Malignant"]),
+         ("ni", [nested + ".clinical", "ni", "sex"])]
+for step, criterion in steps:
+    wall, cpu = time.perf_counter(), time.process_time()
+    api.select_images(criterion)
+    out.update({step + "_s": time.perf_counter() - wall, step + "_cpu": time.process_time() - cpu})
 index = api._image_index()
 wall, cpu = time.perf_counter(), time.process_time()
 getattr(index, "build", lambda: None)()
 out.update(every_s=time.perf_counter() - wall, every_cpu=time.process_time() - cpu, every_peak=status("VmHWM"))
+if eager:  # (the floor and the pure build are measured in the other sessions)
+    print(json.dumps(out), flush=True)
+    sys.exit(0)
 # the floor: every record's JSON decoded once (as orjson writes it), a slice at a time
 records = api.image_cache
 held = records.held() if hasattr(records, "held") else [(k, orjson.dumps(r)) for k, r in records.items()]
@@ -101,24 +117,44 @@ def serve(images: int, port: int) -> subprocess.Popen:
     return server
 
 
-def session(url: str, version: int, library: str | None, folder: str) -> dict:
+def session(url: str, version: int, library: str | None, folder: str, eager: bool = False) -> dict:
     """One session in a process of its own (``library``: another copy of the package to import instead),
-    with the cache folder ``folder``."""
+    with the cache folder ``folder`` (``eager``: every column built when the index is made)."""
     env = dict(os.environ)
     if library is not None:
         env["PYTHONPATH"] = library + os.pathsep + env.get("PYTHONPATH", "")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", SESSION, url, str(version), folder], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", SESSION, url, str(version), folder, "eager" if eager else "deferred"],
+                          capture_output=True,
                           text=True, env=env, cwd=library or None, check=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     figures["process_s"] = time.perf_counter() - started  # interpreter start, imports and exit included
     return figures
 
 
-def sessions(url: str, version: int, library: str | None) -> tuple[dict, dict]:
-    """A first session (it lists every record) and a second one on its cache (loads them from the file)."""
+def sessions(url: str, version: int, library: str | None) -> tuple[dict, dict, dict]:
+    """A first session (it lists every record), a second one on its cache (loads them from the file), and the
+    baseline: a session on the cache that builds every column when the index is made."""
     with tempfile.TemporaryDirectory() as folder:
-        return session(url, version, library, folder), session(url, version, library, folder)
+        return (session(url, version, library, folder), session(url, version, library, folder),
+                session(url, version, library, folder, eager=True))
+
+
+SHAPES = [("index + first field", ("index",)), ("+ second field", ("index", "second")),
+          ("+ third field", ("index", "second", "third")), ("+ ni", ("index", "second", "third", "ni")),
+          ("+ every column", ("index", "second", "third", "ni", "every"))]
+
+
+def shapes(version: int, f: dict, eager: dict) -> None:
+    """Each session shape's total (the steps so far) against the eager build's index + first selection."""
+    base_s, base_cpu = eager["index_s"], eager["index_cpu"]
+    cells = []
+    for label, steps in SHAPES:
+        wall = sum(f[step + "_s"] for step in steps)
+        cpu = sum(f[step + "_cpu"] for step in steps)
+        cells.append(f"{label} {wall:.2f} s ({wall / base_s:.2f}x; CPU {cpu:.2f} s, {cpu / base_cpu:.2f}x)")
+    print(f"    v{version} session shapes, in all, against every column built at once ({base_s:.2f} s, CPU "
+          f"{base_cpu:.2f} s, peak {eager['peak'] / 1e9:.2f} GB, same cache file): " + "; ".join(cells), flush=True)
 
 
 def show(label: str, version: int, f: dict) -> None:
@@ -126,10 +162,10 @@ def show(label: str, version: int, f: dict) -> None:
           f"peak {f['sync_peak'] / 1e9:.2f} GB; index + first selection {f['index_s']:.2f} s "
           f"(CPU {f['index_cpu']:.2f} s; decoding the JSON alone: CPU {f['floor_cpu']:.2f} s); "
           f"peak with the index {f['peak'] / 1e9:.2f} GB; whole process {f['process_s']:.1f} s", flush=True)
-    print(f"    then a selection on another field {f['second_s']:.2f} s (CPU {f['second_cpu']:.2f} s); every column "
-          f"built {f['every_s']:.2f} s (CPU {f['every_cpu']:.2f} s), peak {f['every_peak'] / 1e9:.2f} GB: index + "
-          f"every column {f['index_s'] + f['second_s'] + f['every_s']:.2f} s "
-          f"(CPU {f['index_cpu'] + f['second_cpu'] + f['every_cpu']:.2f} s)", flush=True)
+    print(f"    then a second field {f['second_s']:.2f} s (CPU {f['second_cpu']:.2f} s), a third "
+          f"{f['third_s']:.2f} s (CPU {f['third_cpu']:.2f} s), ni {f['ni_s']:.2f} s (CPU {f['ni_cpu']:.2f} s), every "
+          f"column built {f['every_s']:.2f} s (CPU {f['every_cpu']:.2f} s); peak {f['every_peak'] / 1e9:.2f} GB",
+          flush=True)
 
 
 def main() -> None:
@@ -151,20 +187,25 @@ def main() -> None:
                 runs = [("ours", sessions(url, version, None))]
                 if before is not None:
                     runs.append(("before", sessions(url, version, before)))
-                for label, (first, second) in runs:
+                for label, (first, second, eager) in runs:
                     show(f"{label}, first session", version, first)
                     show(f"{label}, second session (the cache file)", version, second)
+                    print(f"  v{version} {label}, every column built when the index is made (the cache file): index + "
+                          f"first selection {eager['index_s']:.2f} s (CPU {eager['index_cpu']:.2f} s), peak "
+                          f"{eager['peak'] / 1e9:.2f} GB", flush=True)
+                    shapes(version, first, eager)
+                    shapes(version, second, eager)
                     print(f"    index + first selection: {first['index_cpu'] / first['floor_cpu']:.2f}x the CPU of "
                           "decoding the records' JSON alone")
                     for which, f in (("first", first), ("second", second)):
                         if "pure_cpu" in f:
-                            every = f["index_cpu"] + f.get("second_cpu", 0) + f.get("every_cpu", 0)
+                            every = sum(f[step + "_cpu"] for step in SHAPES[-1][1])
                             print(f"    {which} session: the pure build of the same records (no pyarrow) took "
                                   f"{f['pure_s']:.2f} s (CPU {f['pure_cpu']:.2f} s): index + first selection "
                                   f"({'columnar' if f['columnar'] else 'pure, no pyarrow'}) "
                                   f"{f['pure_s'] / f['index_s']:.2f}x faster "
                                   f"(CPU {f['pure_cpu'] / f['index_cpu']:.2f}x); "
-                                  f"index + a second field + every column: CPU {f['pure_cpu'] / every:.2f}x")
+                                  f"index + every step above: CPU {f['pure_cpu'] / every:.2f}x")
                 ours = runs[0][1][0]
                 seconds[(version, size)] = ours["sync_s"]
                 if before is not None:

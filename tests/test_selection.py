@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 
 from isicarchive import QueryError
@@ -280,7 +282,7 @@ def test_real_dump_differential() -> None:
     if not IMCACHE_DUMP.exists():
         pytest.skip("../shared/fixtures is not present")
     with gzip.open(IMCACHE_DUMP, "rb") as fh:
-        real = json.loads(fh.read())
+        real = orjson.loads(fh.read())
     index = ImageIndex(real)
     reference = ColumnReference(real)
     for criteria in BATTERY:
@@ -292,12 +294,18 @@ class ColumnReference:
     records took 6.7 s record by record).  A dotted field's values come from its parent path's, one
     ref_lookup of the last part each, exactly as ref_lookup walks a path (a record with the dotted
     name as a key of its own gets that value, as there).  A record passes a list of criteria when it
-    passes each, as in ref_selected, where a False or an exception ends the record's evaluation."""
+    passes each, as in ref_selected, where a False or an exception ends the record's evaluation.
+
+    Each criterion is evaluated once per distinct value of a field: equal values of one type (hashable:
+    JSON's scalars) give every operator the same answer, and so does ``is`` against True, False or None
+    (singletons); lists and dicts are each evaluated alone, as is ``is`` against anything else."""
 
     def __init__(self, records: dict) -> None:
         self.records = records
+        self.keys = list(records)
         self.walks: dict[tuple[str, ...], dict[str, Any]] = {}
         self.columns: dict[str, dict[str, Any]] = {}
+        self.coded: dict[str, tuple[np.ndarray, list[Any]]] = {}
 
     def _walk(self, parts: tuple[str, ...]) -> dict[str, Any]:
         walked = self.walks.get(parts)
@@ -319,16 +327,38 @@ class ColumnReference:
                 for k, r in self.records.items()}
         return column
 
+    def _codes(self, field: str) -> tuple[np.ndarray, list[Any]]:
+        """A code per record (in the records' order) into the field's distinct values (see above)."""
+        found = self.coded.get(field)
+        if found is None:
+            distinct: list[Any] = []
+            seen: dict[tuple[type, Any], int] = {}
+            codes = []
+            for value in self._column(field).values():
+                if isinstance(value, (list, dict)):
+                    codes.append(len(distinct))
+                    distinct.append(value)
+                else:
+                    codes.append(seen.setdefault((type(value), value), len(distinct)))
+                    if codes[-1] == len(distinct):
+                        distinct.append(value)
+            found = self.coded[field] = (np.asarray(codes, np.int64), distinct)
+        return found
+
     def select(self, criteria: list) -> set[str]:
         if len(criteria) == 2 and criteria[1] in ("is None", "not is None"):
             criteria = [*criteria, None]
         if len(criteria) == 3 and isinstance(criteria[0], str):
             criteria = [criteria]
-        keep = list(self.records)
+        keep = np.ones(len(self.keys), bool)
         for field, op, test in criteria:
-            column = self._column(field)
-            keep = [k for k in keep if _holds(REF_OPS[op], column[k], test)]
-        return set(keep)
+            if op in ("is", "not is") and not (test is None or test is True or test is False):
+                column = self._column(field)
+                keep &= [_holds(REF_OPS[op], column[k], test) for k in self.keys]
+                continue
+            codes, distinct = self._codes(field)
+            keep &= np.array([_holds(REF_OPS[op], value, test) for value in distinct], bool)[codes]
+        return {self.keys[i] for i in np.flatnonzero(keep).tolist()}
 
 
 def _holds(op: Callable[[Any, Any], bool], value: Any, test: Any) -> bool:
