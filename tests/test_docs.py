@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import json
+import os
 import re
 import subprocess
 import sys
@@ -79,13 +81,27 @@ def site_inputs() -> str:
     files = [root / "mkdocs.yml", *DOCS.rglob("*"), *package.rglob("*.py"), *package.rglob("*.pyi")]
     for page in DOCS.glob("*.md"):
         files += [root / name for name in re.findall(r'^--8<-- "([^"]+)"', page.read_text(), re.M)]
+    # parsing the package takes a second: each source's documented part is remembered by the source's own digest
+    known_path = TEST_CACHE / "site-builds" / "documented.json"
+    try:
+        known = json.loads(known_path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    used = {}
     digest = hashlib.sha256()
     for path in sorted({p for p in files if p.is_file()}):
         data = path.read_bytes()
         if path.is_relative_to(package):
-            data = documented(data)
+            source = hashlib.sha256(data).hexdigest()
+            used[source] = known.get(source) or hashlib.sha256(documented(data)).hexdigest()
+            data = used[source].encode()
         digest.update(f"{path.relative_to(root)}\0{len(data)}\0".encode())
         digest.update(data)
+    if not used.keys() <= known.keys():
+        known_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = known_path.with_name(f".documented.{os.getpid()}")
+        partial.write_text(json.dumps({**dict(list(known.items())[-5000:]), **used}))
+        partial.replace(known_path)
     site = Path(sysconfig.get_path("purelib"))
     digest.update("\n".join([sys.version, *sorted(p.name for p in site.glob("*.dist-info"))]).encode())
     return digest.hexdigest()
