@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from tool_venvs import tool_venv
 
 from isicarchive import AuthenticationError, IsicApi, NotFoundError, QueryError, UnsupportedError
 from isicarchive.search import Term, parse
-from isicarchive.testing import LocalArchive
+from isicarchive.testing import ArchiveConfig, LocalArchive
 from isicarchive.testing.oauthroutes import sign_in_code
 
 # ------------------------------------------------------------------ parser
@@ -410,13 +409,11 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
     # the sign-ins too, which read the code from their stdin
     isic_cli = CliRunner(str(isic.parent / "python"), "from isic_cli.cli import main", "main()",
                          [str(isic), "--no-version-check"], env)
-    server = subprocess.Popen([sys.executable, "-m", "isicarchive.cli", "serve", "--port", "8000", "--images", "80"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the archive `isicarchive serve --images 80` serves, at the address the official CLI's dev mode asks, in this
+    # process (a `serve` of its own cost an interpreter's start; `serve` is tested in tests/test_cli.py)
+    server = LocalArchive(config=ArchiveConfig(images=80, datasets=4, private_datasets=1), port=8000).start()
     try:
-        assert server.stdout is not None
-        banner = [server.stdout.readline() for _ in range(7)]  # address, counts, four accounts, Ctrl-C
-        assert "Local ISIC archive" in banner[0], banner
-        accounts = dict(re.findall(r"account (\S+) / (\S+)", "".join(banner)))
+        accounts = server.credentials
 
         def isic_run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
             done = isic_cli.run(list(args), cwd=tmp_path, timeout=300)
@@ -486,8 +483,7 @@ def test_official_isic_cli_against_local_archive(tmp_path: Path) -> None:
         isic_run("user", "logout")
     finally:
         isic_cli.close()
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 def test_stored_token_is_used_for_v2_sessions(v2archive: LocalArchive) -> None:
