@@ -1237,8 +1237,27 @@ class ImageIndex:
                         elif not truth.all():  # (every value meets it: every row does)
                             mask &= _rows_meeting(truth, column.codes)
             else:
-                mask &= self._per_record(path, op, test, mask)
+                by_parent = self._by_parent(path, op, test)
+                mask &= by_parent if by_parent is not None else self._per_record(path, op, test, mask)
         return mask
+
+    def _by_parent(self, path: str, op: str, test: Any) -> np.ndarray | None:
+        """A criterion on a path that no column answers (``notes.tags.0``, ``notes.tags.#``,
+        ``meta.clinical.sex.upper``) answered over the distinct values of its parent's column: where every
+        record reaches the parent by plain dict access and holds no dict there, its value at the path is
+        what the last part makes of the parent's value (as :func:`get_path` walks), the same for values the
+        column holds as one; None where that is not so (then record by record)."""
+        parent, _, last = path.rpartition(".")
+        if (not parent or self._deferred or path in self._dotted_root_keys or not self._plain_path(parent)
+                or self._is_dict_path(parent)):
+            return None
+        column = self._columns.get(parent)
+        if column is None:  # no record has it: the walk ends in None everywhere
+            return np.full(len(self.ids), evaluate(None, op, test))
+        truth = np.fromiter((evaluate(None if value is None else _segment(value, last), op, test)
+                             for value in column.uniques), bool, len(column.uniques))
+        truth[0] = evaluate(None, op, test)  # (code 0: the key is missing)
+        return truth[column.codes]
 
     def _read_criteria_paths(self, criteria: list[tuple[str, str, Any]]) -> None:
         """Read the paths whose columns answer these criteria (a deferred index), or build every column for

@@ -97,6 +97,7 @@ def odd_records() -> dict[str, dict]:
     records[ids[9]]["meta"]["clinical"]["age_approx"] = True
     del records[ids[10]]["notes"]
     records[ids[11]]["meta.flat key"] = "dotted root key"
+    records[ids[12]]["notes.tags.#"] = 99  # what a look-up of notes.tags.# finds in this record
     return records
 
 
@@ -146,6 +147,10 @@ BATTERY: list[Any] = [
     ["notes.tags.0", "==", "ISBI 2016: Training"],
     ["notes.tags.#", ">=", 2],
     ["notes.tags.-1", "match", "Challenge"],
+    ["notes.tags.#", "==", 99],
+    # a level above the parent holds text in one record (its attribute), the parent holds dicts
+    ["meta.clinical.upper.__name__", "==", "upper"],
+    ["meta.clinical.#", ">", 3],
     ["notes.reviewed.accepted", "is", True],
     ["meta.unstructured.biopsy done", "==", "Y"],
     ["meta.unstructured.biopsy done", "is None", None],
