@@ -884,8 +884,9 @@ class ImageIndex:
     SLICE = 5000
     #: read the records' JSON text into columns with pyarrow where it is installed (see :mod:`.arrowindex`)
     COLUMNAR = True
-    #: records read by pyarrow at once (~20 MB of text)
-    ARROW_SLICE = 20000
+    #: records read by pyarrow at once (~10 MB of text; the whole build keeps three such slices in hand: two
+    #: being parsed, one taken in)
+    ARROW_SLICE = 10000
     #: fewer records than this are read the pure way: importing pyarrow (and the pandas its conversions
     #: import where installed) costs more than it saves there
     COLUMNAR_FROM = 20000
