@@ -237,7 +237,8 @@ def test_fault_server_errors(fresh_archive: LocalArchive, status: int) -> None:
 
 def test_fault_probability_is_seeded_and_roughly_right(fresh_archive: LocalArchive) -> None:
     fresh_archive.faults.add("status", r"/study$", probability=0.3, status=503)
-    codes = [get(fresh_archive, "study").status_code for _ in range(200)]
+    with requests.Session() as session:  # one connection for all, not one each (half the CPU)
+        codes = [session.get(f"{fresh_archive.v1_url}/study", timeout=10).status_code for _ in range(200)]
     failures = codes.count(503)
     assert 30 <= failures <= 90
 
