@@ -61,7 +61,8 @@ def imports(path: Path, modules: set[str]) -> tuple[set[str], set[str]]:
                     target = target.rpartition(".")[0]
                 if target and target != name:
                     (lazy if inner else top).add(target)
-            visit(child, inner)
+            if isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):  # imports are statements
+                visit(child, inner)
 
     visit(tree, False)
     return top, lazy - top
