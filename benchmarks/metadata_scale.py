@@ -145,7 +145,7 @@ SHAPES = [("index + first field", ("index",)), ("+ second field", ("index", "sec
           ("+ every column", ("index", "second", "third", "ni", "every"))]
 
 
-def shapes(version: int, f: dict, eager: dict) -> None:
+def shapes(version: int, f: dict, eager: dict, against: str = "every column built at once") -> None:
     """Each session shape's total (the steps so far) against the eager build's index + first selection."""
     base_s, base_cpu = eager["index_s"], eager["index_cpu"]
     cells = []
@@ -153,7 +153,7 @@ def shapes(version: int, f: dict, eager: dict) -> None:
         wall = sum(f[step + "_s"] for step in steps)
         cpu = sum(f[step + "_cpu"] for step in steps)
         cells.append(f"{label} {wall:.2f} s ({wall / base_s:.2f}x; CPU {cpu:.2f} s, {cpu / base_cpu:.2f}x)")
-    print(f"    v{version} session shapes, in all, against every column built at once ({base_s:.2f} s, CPU "
+    print(f"    v{version} session shapes, in all, against {against} ({base_s:.2f} s, CPU "
           f"{base_cpu:.2f} s, peak {eager['peak'] / 1e9:.2f} GB, same cache file): " + "; ".join(cells), flush=True)
 
 
@@ -209,6 +209,9 @@ def main() -> None:
                 ours = runs[0][1][0]
                 seconds[(version, size)] = ours["sync_s"]
                 if before is not None:
+                    old_eager = runs[1][1][2]
+                    for f in runs[0][1][:2]:
+                        shapes(version, f, old_eager, "the code before, every column built at once")
                     for n, which in enumerate(("first", "second")):
                         new, old = runs[0][1][n], runs[1][1][n]
                         print(f"    ours against before, {which} session: index CPU "
