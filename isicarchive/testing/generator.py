@@ -17,6 +17,7 @@ import base64
 import datetime as _dt
 import gzip
 import hashlib
+import io
 import json
 import os
 import random
@@ -912,10 +913,17 @@ def _pad_jpeg(data: bytes, size: int) -> bytes:
     return data[:2] + b"".join(segments) + data[2:]
 
 
-def _encode(pixels: np.ndarray, extension: str, **kwargs: Any) -> bytes:
-    import imageio.v3 as iio
+_PILLOW_FORMATS = {".jpg": "JPEG", ".png": "PNG"}
 
-    return iio.imwrite("<bytes>", pixels, extension=extension, **kwargs)
+
+def _encode(pixels: np.ndarray, extension: str, **kwargs: Any) -> bytes:
+    # Pillow itself, not imageio.v3.imwrite: the same encoder and bytes, without imageio's plugin look-up, which
+    # cost 0.4 ms of the 0.5 ms an image of the local archive took to encode (every image served is encoded once)
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format=_PILLOW_FORMATS[extension], **kwargs)
+    return out.getvalue()
 
 
 def _png(pixels: np.ndarray) -> bytes:
