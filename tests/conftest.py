@@ -191,9 +191,11 @@ def pytest_collection(session: pytest.Session) -> None:
 #: worker imports once (the docs' Challenge releases page and test_releases score with isic-challenge-scoring:
 #: scikit-learn and scipy, 2 s of CPU; the docs' Scaling out page and test_scaleout use dask.dataframe and
 #: distributed, 2 s; the docs' Training page, the examples' training notebook and test_exports use Hugging Face
-#: datasets and webdataset, 2.5 s a module)
+#: datasets and webdataset, 2.5 s a module; the command-line tests run their commands forked from one parent
+#: process a worker starts, which imports the package, 0.45 s of CPU: tests/cli_runner.py)
 RUN_WITH = {"test_releases.py": "test_docs.py", "test_scaleout.py": "test_docs.py", "test_examples.py": "test_docs.py",
-            "test_exports.py": "test_docs.py"}
+            "test_exports.py": "test_docs.py",
+            "test_cli.py": "test_first_day.py", "test_oauth.py": "test_first_day.py", "test_v2.py": "test_first_day.py"}
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
