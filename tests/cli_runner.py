@@ -24,7 +24,6 @@ import contextlib
 import json
 import locale
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -247,10 +246,13 @@ class Conversation:
         return tuple(_text(path.read_bytes()) if path.exists() else "" for path in printed)  # type: ignore[return-value]
 
     def ended(self) -> bool:
-        parent = self._runner._parent
-        assert parent is not None and parent.stdout is not None
-        # the parent writes the status line when the child has ended (nothing else is read from it meanwhile)
-        return self.returncode is not None or bool(select.select([parent.stdout], [], [], 0)[0])
+        if self.returncode is not None:
+            return True
+        try:  # the parent reaps it as it ends (its status line may already sit in our reader's buffer)
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
     def line_starting(self, prefix: str, timeout: float = 60) -> str:
         """The first line of its stdout that starts with ``prefix`` (blanks stripped), once printed."""
