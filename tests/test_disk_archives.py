@@ -17,7 +17,7 @@ from isicarchive.cli import main as cli  # noqa: E402
 from isicarchive.disk import index as disk_index  # noqa: E402
 from isicarchive.disk.layouts import LayoutError  # noqa: E402
 from isicarchive.legacy import legacy_clinical  # noqa: E402
-from isicarchive.testing import LocalArchive  # noqa: E402
+from isicarchive.testing import ArchiveConfig, LocalArchive  # noqa: E402
 
 # queries the local archive answers server-side; the archive on disk must select the very same images
 BATTERY = [
@@ -33,7 +33,7 @@ BATTERY = [
 
 @pytest.fixture(scope="module")
 def archive() -> Iterator[LocalArchive]:
-    with LocalArchive(seed=71) as server:
+    with LocalArchive(seed=71, config=ArchiveConfig(image_size=(64, 48))) as server:
         yield server
 
 
