@@ -15,6 +15,9 @@ from isicarchive.testing import ArchiveConfig, LocalArchive
 def v2() -> Any:
     with LocalArchive(seed=27, config=ArchiveConfig(images=900)) as archive:
         api = IsicApi(hostname=archive.url, api_version=2, progress=False)
+        # 900 records in one cursor walk, not as a hundred prefix searches (0.06 s of CPU, not 0.5): the
+        # partitioned sync is test_metadata_sync's
+        api.context.backend.sync_single_walk_pages = 9  # type: ignore[attr-defined]
         api.cache_images()
         yield archive, api
 
