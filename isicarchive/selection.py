@@ -893,8 +893,8 @@ class ImageIndex:
     #: a columnar index reads only the paths its selections name until they have read this many times; then
     #: (or when something needs every column: key membership, an empty selection's diagnosis) it builds
     #: every column (:meth:`build`); 0: every column at once, when the index is made.  (A read of one path
-    #: takes about a third of the CPU of a whole build, and half its time: after one, the next new path
-    #: builds every column, so that no session pays much more than one whole build.)
+    #: costs about half a whole build: after one, the next new path builds every column, so that no session
+    #: pays more than one read and one whole build.)
     DEFERRED_READS = 1
     #: records whose types (read by pyarrow) give the type of each path a deferred index reads alone
     SAMPLE = 2000
