@@ -821,6 +821,46 @@ class _Held(dict):
         return self.items()
 
 
+class _Positions(dict):
+    """Id -> row over an index's (append-only) list of ids, filled from it when first asked, and with the
+    rows appended since when asked again: an index that is only selected from never makes it (400,000 ids:
+    ~0.2 s); the selections it makes share it, as a view."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__()
+        self._ids = ids
+        self._filled = 0
+
+    def _fill(self) -> None:
+        filled, ids = self._filled, self._ids
+        if filled < len(ids):
+            self.update(zip(ids[filled:], itertools.count(filled)))
+            self._filled = len(ids)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._fill()
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> int:
+        self._fill()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._fill()
+        return super().__contains__(key)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Any:
+        self._fill()
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._fill()
+        return super().keys()
+
+
 def _rows_meeting(truth: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """The rows whose value meets a criterion, from its truth over the distinct values.
 
@@ -863,7 +903,7 @@ class ImageIndex:
         #: the records by row: a record store's JSON bytes (decoded when read), other mappings' dicts
         self._held: list[Held] = []
         self.records: Sequence[dict] = RecordRows(self._held)
-        self._position: dict[str, int] = {}
+        self._position: dict[str, int] = _Positions(self.ids)
         self._columns: dict[str, _Column] = {}
         self._dict_paths: set[str] = set()
         #: rows where a path holds a dict (key membership: ``['meta.clinical', 'ni', 'diagnosis']``)
@@ -918,7 +958,6 @@ class ImageIndex:
         start = len(self.ids)
         self.ids.extend(held)
         self._held.extend(held.values())
-        self._position.update(zip(held, itertools.count(start)))
         if self._deferred:  # (what was read alone covers fewer rows)
             self._lazy.clear()
             return

@@ -257,6 +257,23 @@ def test_incremental_add_matches_rebuild(records: dict) -> None:
     assert len(grown) == len(records)
 
 
+def test_selections_find_their_records_by_id_after_records_are_appended(records: dict) -> None:
+    # the index's id -> row table is filled when first asked for, and with the appended rows when asked again
+    items = list(records.items())
+    grown = ImageIndex(dict(items[:100]))
+    criterion = ["meta.clinical.age_approx", ">=", 50]
+    before = grown.select(criterion)
+    first = next(iter(before))
+    assert first in before and before[first] == records[first]
+    grown.add(dict(items[100:]))
+    after = grown.select(criterion)
+    expected = ref_select(records, criterion)
+    assert set(after) == expected and all(key in after and after[key] == records[key] for key in expected)
+    later = [key for key, _ in items[150:200]]
+    assert set(grown.select(criterion, within=later)) == expected & set(later)
+    assert first in before and not any(key in before for key, _ in items[100:])
+
+
 @pytest.mark.parametrize("bad", [
     [], "meta.x == 1", ["meta.x", "equals", 1], ["meta.x", "=="], ["meta.x", "==", 1, 2], [3, "==", 1],
     [["meta.x", "==", 1], "oops"], ["meta.x", "in", 5], ["meta.x", "match", 5], ["meta.x", "match", "(unclosed"],
