@@ -195,6 +195,8 @@ def pytest_collection(session: pytest.Session) -> None:
 #: process a worker starts, which imports the package, 0.45 s of CPU: tests/cli_runner.py)
 RUN_WITH = {"test_releases.py": "test_docs.py", "test_scaleout.py": "test_docs.py", "test_examples.py": "test_docs.py",
             "test_exports.py": "test_docs.py",
+            # test_errors imports every package module: isicarchive.allocator imports distributed (0.5 s of CPU)
+            "test_errors.py": "test_docs.py",
             "test_cli.py": "test_first_day.py", "test_oauth.py": "test_first_day.py", "test_v2.py": "test_first_day.py"}
 
 
