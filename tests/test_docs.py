@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,10 @@ SETUP = BLOCK.findall((DOCS / "index.md").read_text())[0]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_page_code_runs(page: Path) -> None:
+def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the pages make their folders with tempfile.mkdtemp(), as a reader would: here in the test's own folder,
+    # which pytest removes (they were left in /tmp, some 18 folders a run)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     blocks = BLOCK.findall(page.read_text())
     if page.name == "index.md":
         blocks = blocks[1:]
