@@ -222,10 +222,15 @@ def torchvision_checks(selection: Any, folder: Path) -> dict[str, Any] | None:
     return found
 
 
-def docs_blocks() -> dict[str, Any]:
+def docs_blocks(work: Path) -> dict[str, Any]:
     """The Training page's PyTorch code (its ``py`` blocks, after the page's first block), run as written."""
     import contextlib
     import re
+    import tempfile
+
+    # the page makes its folders with tempfile.mkdtemp(), as a reader would: here in the test's folder, which
+    # pytest removes (they were left in /tmp, one a run)
+    tempfile.tempdir = str(work)
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     python = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -247,7 +252,7 @@ def docs_blocks() -> dict[str, Any]:
 
 if __name__ == "__main__":
     findings = main(Path(sys.argv[1]))
-    findings["docs"] = docs_blocks()
+    findings["docs"] = docs_blocks(Path(sys.argv[1]))
     print(json.dumps(findings), flush=True)
     # every loader, worker and server has stopped: tearing torch, torch._dynamo and sympy down at exit would cost
     # ~0.5 s of CPU for nothing
