@@ -86,3 +86,23 @@ def test_split_refuses_bad_input(v2: Any) -> None:
         everything.split({"train": 1.2, "test": -0.2})
     with pytest.raises(QueryError, match="no record has a value of 'no_such_field'"):
         everything.split({"train": 0.5, "test": 0.5}, by="no_such_field")
+
+
+def test_a_stratified_split_gives_each_part_its_share_of_every_class() -> None:
+    # One image per patient: stratified, each class is dealt to the parts on its own, so every part holds its
+    # share of every class to within one image. Dealt regardless of class (the 900-image split above cannot tell:
+    # its classes stay within its tolerance either way), the small classes stray by several images.
+    from isicarchive.grouping import split_ids
+
+    labels = ["nevus"] * 180 + ["melanoma"] * 60 + ["basal cell carcinoma"] * 40 + ["squamous cell carcinoma"] * 20
+    records = {f"ISIC_{i:07d}": {"metadata": {"clinical": {"patient_id": f"IP_{i:07d}", "diagnosis_1": label}}}
+               for i, label in enumerate(labels)}
+    fractions = {"train": 0.7, "validation": 0.15, "test": 0.15}
+    total = Counter(labels)
+    for seed in range(4):
+        parts = split_ids(records, fractions, "patient_id", "diagnosis_1", seed)
+        assert sorted(key for part in parts.values() for key in part) == sorted(records)
+        for name, share in fractions.items():
+            counts = Counter(records[key]["metadata"]["clinical"]["diagnosis_1"] for key in parts[name])
+            for label, n in total.items():
+                assert abs(counts[label] - share * n) <= 1, (seed, name, label, counts[label], share * n)
