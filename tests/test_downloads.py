@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
-import select
-import signal
-import warnings
 from pathlib import Path
 
 import pytest
+from forked import forked_answer
 
 from isicarchive import IsicApi
 from isicarchive.downloads import DownloadResult
@@ -171,31 +168,14 @@ def test_memory_stays_bounded_for_a_200_mb_file(tmp_path: Path) -> None:
         # the download runs in a child forked with this thread alone (the archive serves from this process), its
         # peak resident memory reset to what it has at the start (a fresh interpreter cost 0.45 s of CPU to
         # import the package)
-        reader, writer = os.pipe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "this process is multi-threaded"
-            pid = os.fork()
-        if pid == 0:
-            answer = "the child failed"
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-                before = _kib("VmRSS")
-                result = IsicApi(hostname=server.url, api_version=1, progress=False).download_images(
-                    [name], folder=tmp_path)
-                answer = f"{result.bytes} {(_kib('VmHWM') - before) // 1024}"
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                answer = f"the child failed: {exc!r}"
-            finally:
-                os.write(writer, answer.encode())
-                os._exit(0)
-        os.close(writer)
-        try:
-            if not select.select([reader], [], [], 300)[0]:
-                os.kill(pid, signal.SIGKILL)
-            answer = os.read(reader, 1 << 16).decode()
-        finally:
-            os.close(reader)
-            os.waitpid(pid, 0)
+        def download() -> str:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            before = _kib("VmRSS")
+            api = IsicApi(hostname=server.url, api_version=1, progress=False)
+            result = api.download_images([name], folder=tmp_path)
+            return f"{result.bytes} {(_kib('VmHWM') - before) // 1024}"
+
+        answer = forked_answer(download, timeout=300)
     transferred, grown_mb = map(int, answer.split())
     assert transferred == 200_000_000
     assert (tmp_path / f"{name}.jpg").stat().st_size == 200_000_000

@@ -10,12 +10,12 @@ import json
 import os
 import signal
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
+from forked import fork_alone
 from reliability_report import record  # type: ignore[import-not-found]
 
 from isicarchive import CacheError, IsicApi
@@ -48,9 +48,7 @@ def kill_midway(work: Callable[[], object], watch: Path, pattern: str, minimum: 
     The child is forked (a fresh interpreter importing the package cost 0.4 s of CPU a run, and what is tested
     is the files a killed process leaves): it starts with this thread alone, and makes its own session.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "this process is multi-threaded"
-        pid = os.fork()
+    pid = fork_alone()
     if pid == 0:
         try:
             os.setsid()
