@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-from tool_venvs import TEST_CACHE
+from cache_memo import Memo
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_layers.py"
 
@@ -26,35 +24,23 @@ def _graph(layers: Any) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """``layers.graph()``, each module's imports remembered in the test cache under a digest of the script, the
     package's module names and the module's source (parsing the package costs half a second of CPU; a changed
     module, or a changed script, is parsed again)."""
-    known_path = TEST_CACHE / "import-layers" / "imports.json"
-    try:
-        known = json.loads(known_path.read_text())
-    except (OSError, ValueError):
-        known = {}
+    memo = Memo("import-layers/imports.json", keep=2000)
     script = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()
     parse = layers.imports
-    used: dict[str, list[list[str]]] = {}
 
     def imports(path: Path, modules: set[str]) -> tuple[set[str], set[str]]:
         names = "\n".join(sorted(modules))
         key = hashlib.sha256(f"{script}\0{path.relative_to(layers.ROOT)}\0{names}\0".encode()
                              + path.read_bytes()).hexdigest()
-        used[key] = known.get(key) or [sorted(found) for found in parse(path, modules)]
-        return set(used[key][0]), set(used[key][1])
+        top, lazy = memo.get(key, lambda: [sorted(found) for found in parse(path, modules)])
+        return set(top), set(lazy)
 
     layers.imports = imports
     try:
         graph = layers.graph()
     finally:
         layers.imports = parse
-    if not used.keys() <= known.keys():
-        try:
-            known_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = known_path.with_name(f".imports.{os.getpid()}")
-            partial.write_text(json.dumps({**dict(list(known.items())[-2000:]), **used}))
-            partial.replace(known_path)
-        except OSError:  # a test cache that cannot be written: parsed again next time
-            pass
+    memo.save()
     return graph  # type: ignore[no-any-return]
 
 

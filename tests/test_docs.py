@@ -6,8 +6,6 @@ import ast
 import contextlib
 import hashlib
 import importlib.util
-import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cache_memo import Memo
 from tool_venvs import TEST_CACHE
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -87,27 +86,16 @@ def site_inputs() -> str:
     for page in DOCS.glob("*.md"):
         files += [root / name for name in re.findall(r'^--8<-- "([^"]+)"', page.read_text(), re.M)]
     # parsing the package takes a second: each source's documented part is remembered by the source's own digest
-    known_path = TEST_CACHE / "site-builds" / "documented.json"
-    try:
-        known = json.loads(known_path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    used = {}
+    memo = Memo("site-builds/documented.json", keep=5000)
     digest = hashlib.sha256()
     for path in sorted({p for p in files if p.is_file()}):
         data = path.read_bytes()
         if path.is_relative_to(package):
-            source = hashlib.sha256(data).hexdigest()
-            used[source] = known.get(source) or hashlib.sha256(documented(data)).hexdigest()
-            data = used[source].encode()
+            data = memo.get(hashlib.sha256(data).hexdigest(),
+                            lambda source=data: hashlib.sha256(documented(source)).hexdigest()).encode()
         digest.update(f"{path.relative_to(root)}\0{len(data)}\0".encode())
         digest.update(data)
-    if not used.keys() <= known.keys():
-        with contextlib.suppress(OSError):  # a test cache that cannot be written: parsed again next time
-            known_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = known_path.with_name(f".documented.{os.getpid()}")
-            partial.write_text(json.dumps({**dict(list(known.items())[-5000:]), **used}))
-            partial.replace(known_path)
+    memo.save()
     site = Path(sysconfig.get_path("purelib"))
     digest.update("\n".join([sys.version, *sorted(p.name for p in site.glob("*.dist-info"))]).encode())
     return digest.hexdigest()
