@@ -234,7 +234,7 @@ def superpixel_labels(width: int, height: int, n_segments: int, seed: int) -> np
             np.less(dist, best, out=better)
             np.copyto(best, dist, where=better)
             np.copyto(best_label, (ryc * cols).astype(np.int32)[:, None] + rxc.astype(np.int32)[None, :], where=better)
-    labels = best_label.astype(np.int32)
+    labels = best_label  # (int32 already: its own array, changed in place below)
     seeds = np.zeros((height, width), dtype=bool)
     seeds[centre_y.ravel(), centre_x.ravel()] = True
     return _make_contiguous(labels, seeds)
